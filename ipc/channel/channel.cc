@@ -1,0 +1,633 @@
+#include "ipc/channel/channel.h"
+
+#include <climits>
+#include <cstring>
+#include "absl/strings/string_view.h"
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "ipc/base/errors.h"
+
+namespace sluice {
+
+using channel_layout::ActivityState;
+using channel_layout::kArenaAlignment;
+using channel_layout::kSlotFlagOneway;
+using internal::Endpoint;
+
+namespace {
+
+// Longest error message carried back from a server; longer ones are cut.
+constexpr uint64_t kMaxErrorMessage = 4096;
+
+bool Contains(std::span<const std::byte> outer, std::span<const std::byte> inner) {
+  if (inner.empty()) return true;
+  const auto* begin = outer.data();
+  const auto* end = outer.data() + outer.size();
+  return inner.data() >= begin && inner.data() <= end &&
+         inner.size() <= static_cast<size_t>(end - inner.data());
+}
+
+bool RangeInArena(uint64_t offset, uint64_t length, uint64_t arena_size) {
+  return offset <= arena_size && length <= arena_size - offset;
+}
+
+int LowestBit(uint64_t bits) { return __builtin_ctzll(bits); }
+
+}  // namespace
+
+absl::StatusOr<Region> CreateChannelRegion(const channel_layout::Geometry& geometry) {
+  auto header = channel_layout::PlanRegion(geometry);
+  if (!header.ok()) return header.status();
+  auto region = Region::Create("sluice-channel", header->region_size);
+  if (!region.ok()) return region.status();
+  // Region rounds up to whole pages; the plan already did.
+  std::memcpy(region->data(), &*header, sizeof(*header));
+  return region;
+}
+
+// ---------------------------------------------------------------------------
+// OutgoingCall / Reply
+
+OutgoingCall::OutgoingCall(OutgoingCall&& other) noexcept
+    : channel_(std::exchange(other.channel_, nullptr)), slot_(other.slot_), buffer_(other.buffer_) {}
+
+OutgoingCall& OutgoingCall::operator=(OutgoingCall&& other) noexcept {
+  if (this != &other) {
+    if (channel_ != nullptr) channel_->ReleaseUnsent(slot_);
+    channel_ = std::exchange(other.channel_, nullptr);
+    slot_ = other.slot_;
+    buffer_ = other.buffer_;
+  }
+  return *this;
+}
+
+OutgoingCall::~OutgoingCall() {
+  if (channel_ != nullptr) channel_->ReleaseUnsent(slot_);
+}
+
+Reply::Reply(Reply&& other) noexcept
+    : channel_(std::exchange(other.channel_, nullptr)), slot_(other.slot_), data_(other.data_) {}
+
+Reply& Reply::operator=(Reply&& other) noexcept {
+  if (this != &other) {
+    if (channel_ != nullptr) channel_->ReleaseReply(slot_);
+    channel_ = std::exchange(other.channel_, nullptr);
+    slot_ = other.slot_;
+    data_ = other.data_;
+  }
+  return *this;
+}
+
+Reply::~Reply() {
+  if (channel_ != nullptr) channel_->ReleaseReply(slot_);
+}
+
+// ---------------------------------------------------------------------------
+// ClientChannel
+
+absl::StatusOr<std::unique_ptr<ClientChannel>> ClientChannel::Open(Region region,
+                                                                   UniqueFd liveness,
+                                                                   PeerWatcher& watcher,
+                                                                   const ChannelOptions& options) {
+  auto endpoint = Endpoint::Open(Endpoint::Side::kClient, std::move(region), std::move(liveness),
+                                 watcher, options);
+  if (!endpoint.ok()) return endpoint.status();
+  return std::unique_ptr<ClientChannel>(new ClientChannel(*std::move(endpoint)));
+}
+
+ClientChannel::ClientChannel(std::unique_ptr<Endpoint> endpoint)
+    : endpoint_(std::move(endpoint)),
+      arena_(endpoint_->header().request_arena_size, kArenaAlignment,
+             endpoint_->header().slot_count) {
+  const uint32_t n = endpoint_->header().slot_count;
+  free_slots_ = n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
+  detached_slots_ = 0;
+  // A fresh region has every seq at 0, but start from what is there so a
+  // channel stays consistent whatever the creator left in it.
+  for (uint32_t i = 0; i < n; ++i) {
+    slots_[i].seq = endpoint_->slot(i).request_seq.load(std::memory_order_relaxed);
+  }
+}
+
+ClientChannel::~ClientChannel() { Close(); }
+
+void ClientChannel::Close() {
+  endpoint_->Terminate(absl::CancelledError("client channel closed"));
+}
+
+bool ClientChannel::TryReserveLocked(uint64_t capacity, uint32_t* slot, uint64_t* block) {
+  if (free_slots_ == 0) ReclaimDetachedLocked();
+  if (free_slots_ == 0) return false;
+  std::optional<uint64_t> offset = arena_.Allocate(capacity);
+  if (!offset && detached_slots_ != 0) {
+    ReclaimDetachedLocked();
+    offset = arena_.Allocate(capacity);
+  }
+  if (!offset) return false;
+  *slot = static_cast<uint32_t>(LowestBit(free_slots_));
+  free_slots_ &= ~(uint64_t{1} << *slot);
+  slots_[*slot].use = SlotUse::kReserved;
+  slots_[*slot].block = *offset;
+  *block = *offset;
+  return true;
+}
+
+void ClientChannel::ReclaimDetachedLocked() {
+  for (uint64_t bits = detached_slots_; bits != 0; bits &= bits - 1) {
+    const uint32_t i = static_cast<uint32_t>(LowestBit(bits));
+    channel_layout::Slot& shared = endpoint_->slot(i);
+    if (shared.reply_seq.load(std::memory_order_acquire) != slots_[i].seq) continue;
+    // The server is done with the request; whatever reply it left is unread.
+    shared.reply_released_seq.store(slots_[i].seq, std::memory_order_release);
+    detached_slots_ &= ~(uint64_t{1} << i);
+    ReleaseSlotLocked(i);
+  }
+}
+
+void ClientChannel::ReleaseSlotLocked(uint32_t slot) {
+  arena_.Free(slots_[slot].block);
+  slots_[slot].use = SlotUse::kFree;
+  free_slots_ |= uint64_t{1} << slot;
+}
+
+void ClientChannel::WakeLocalWaiters() {
+  if (local_waiters_.load(std::memory_order_seq_cst) > 0) endpoint_->Notify();
+}
+
+absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::Time deadline) {
+  if (capacity > max_request_size()) {
+    return absl::ResourceExhaustedError(absl::StrCat("request of ", capacity,
+                                                     " bytes exceeds the channel's ",
+                                                     max_request_size(), "-byte request arena"));
+  }
+  uint32_t slot = 0;
+  uint64_t block = 0;
+  auto& client_words = endpoint_->client_words();
+  auto& server_words = endpoint_->server_words();
+  for (;;) {
+    if (absl::Status health = endpoint_->health(); !health.ok()) return health;
+    {
+      absl::MutexLock lock(&mu_);
+      if (TryReserveLocked(capacity, &slot, &block)) break;
+    }
+    // Everything is taken. Announce ourselves, then look once more before
+    // sleeping: a release that missed the announcement is seen by this look.
+    local_waiters_.fetch_add(1, std::memory_order_seq_cst);
+    client_words.resource_waiters.fetch_add(1, std::memory_order_seq_cst);
+    const uint32_t completions = server_words.completions.load(std::memory_order_seq_cst);
+    const uint32_t events = endpoint_->events();
+    bool reserved;
+    uint32_t busy_slots;
+    uint64_t largest_gap;
+    {
+      absl::MutexLock lock(&mu_);
+      reserved = TryReserveLocked(capacity, &slot, &block);
+      busy_slots = slot_count() - static_cast<uint32_t>(__builtin_popcountll(free_slots_));
+      largest_gap = arena_.LargestFreeGap();
+    }
+    absl::Status waited = absl::OkStatus();
+    if (!reserved) waited = endpoint_->Wait(server_words.completions, completions, events, deadline);
+    client_words.resource_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    local_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+    if (reserved) break;
+    if (absl::IsDeadlineExceeded(waited)) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "no room for a ", capacity, "-byte request before the deadline: ", busy_slots, " of ",
+          slot_count(), " slots busy, largest free gap ", largest_gap, " bytes"));
+    }
+    if (!waited.ok()) return waited;
+  }
+  return OutgoingCall(this, slot,
+                      std::span<std::byte>(endpoint_->request_arena() + block,
+                                           static_cast<size_t>(capacity)));
+}
+
+void ClientChannel::ReleaseUnsent(uint32_t slot) {
+  {
+    absl::MutexLock lock(&mu_);
+    ReleaseSlotLocked(slot);
+  }
+  WakeLocalWaiters();
+}
+
+absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
+                                                std::span<const std::byte> message, bool oneway) {
+  if (call.channel_ != this) {
+    return absl::InvalidArgumentError("call was not begun on this channel");
+  }
+  if (!Contains(call.buffer_, message)) {
+    return absl::InvalidArgumentError("message must lie inside the call's buffer");
+  }
+  if (absl::Status health = endpoint_->health(); !health.ok()) return health;
+  const uint32_t i = call.slot_;
+  channel_layout::Slot& shared = endpoint_->slot(i);
+  uint32_t seq;
+  {
+    absl::MutexLock lock(&mu_);
+    SlotState& state = slots_[i];
+    seq = ++state.seq;
+    state.use = oneway ? SlotUse::kDetached : SlotUse::kSync;
+    if (oneway) {
+      shared.oneway_seq.store(next_oneway_seq_++, std::memory_order_relaxed);
+      detached_slots_ |= uint64_t{1} << i;
+    }
+    shared.request_offset.store(
+        state.block + static_cast<uint64_t>(message.data() - call.buffer_.data()),
+        std::memory_order_relaxed);
+  }
+  call.channel_ = nullptr;  // The slot is in flight now; the call no longer owns it.
+  shared.request_length.store(message.size(), std::memory_order_relaxed);
+  shared.flags.store(oneway ? kSlotFlagOneway : 0, std::memory_order_relaxed);
+  shared.request_seq.store(seq, std::memory_order_release);
+
+  endpoint_->PublishActivity(ActivityState::kRunning);
+  auto& client_words = endpoint_->client_words();
+  client_words.doorbell.fetch_add(1, std::memory_order_seq_cst);
+  if (endpoint_->server_words().sleepers.load(std::memory_order_seq_cst) > 0) {
+    FutexWake(client_words.doorbell, 1);
+  }
+  return seq;
+}
+
+absl::Status ClientChannel::Send(OutgoingCall call, std::span<const std::byte> message) {
+  return Publish(call, message, /*oneway=*/true).status();
+}
+
+absl::StatusOr<Reply> ClientChannel::Call(OutgoingCall call, std::span<const std::byte> message,
+                                          absl::Time deadline) {
+  const uint32_t slot = call.slot_;
+  absl::StatusOr<uint32_t> seq = Publish(call, message, /*oneway=*/false);
+  if (!seq.ok()) return seq.status();
+  if (absl::Status waited = WaitForReply(slot, *seq, deadline); !waited.ok()) {
+    // The server may still be reading the request: leave the slot to be
+    // reclaimed once it answers.
+    absl::MutexLock lock(&mu_);
+    slots_[slot].use = SlotUse::kDetached;
+    detached_slots_ |= uint64_t{1} << slot;
+    return waited;
+  }
+  return TakeReply(slot);
+}
+
+absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline) {
+  channel_layout::Slot& shared = endpoint_->slot(slot);
+  auto answered = [&] { return shared.reply_seq.load(std::memory_order_acquire) == seq; };
+  const auto& spin = endpoint_->options().spin;
+  if (spin.call_spin > absl::ZeroDuration() &&
+      endpoint_->PeerRunningElsewhere(
+          endpoint_->server_words().activity.load(std::memory_order_relaxed))) {
+    endpoint_->PublishActivity(ActivityState::kSpinning);
+    if (endpoint_->Spin(answered, spin.call_spin)) {
+      endpoint_->PublishActivity(ActivityState::kRunning);
+      return absl::OkStatus();
+    }
+  }
+  endpoint_->PublishActivity(ActivityState::kSleeping);
+  absl::Status result = absl::OkStatus();
+  for (;;) {
+    if (answered()) break;
+    if (absl::Status health = endpoint_->health(); !health.ok()) {
+      result = health;
+      break;
+    }
+    const uint32_t events = endpoint_->events();
+    shared.reply_waiters.fetch_add(1, std::memory_order_seq_cst);
+    const uint32_t current = shared.reply_seq.load(std::memory_order_seq_cst);
+    absl::Status waited = absl::OkStatus();
+    if (current != seq) waited = endpoint_->Wait(shared.reply_seq, current, events, deadline);
+    shared.reply_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    if (absl::IsDeadlineExceeded(waited) && !answered()) {
+      result = absl::DeadlineExceededError("no reply from the server before the deadline");
+      break;
+    }
+    if (!waited.ok() && !absl::IsDeadlineExceeded(waited)) {
+      result = waited;
+      break;
+    }
+  }
+  endpoint_->PublishActivity(ActivityState::kRunning);
+  return result;
+}
+
+absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
+  channel_layout::Slot& shared = endpoint_->slot(slot);
+  const uint32_t code = shared.status_code.load(std::memory_order_relaxed);
+  const uint64_t offset = shared.reply_offset.load(std::memory_order_relaxed);
+  const uint64_t length = shared.reply_length.load(std::memory_order_relaxed);
+  const uint64_t arena_size = endpoint_->header().reply_arena_size;
+  absl::Status malformed = absl::OkStatus();
+  if (code > static_cast<uint32_t>(absl::StatusCode::kUnauthenticated)) {
+    malformed = absl::DataLossError(absl::StrCat("server replied with unknown status code ", code));
+  } else if (!RangeInArena(offset, length, arena_size)) {
+    malformed = absl::DataLossError(absl::StrCat("server reply [", offset, ", +", length,
+                                                 ") lies outside its ", arena_size,
+                                                 "-byte arena"));
+  }
+  if (!malformed.ok()) {
+    endpoint_->Terminate(malformed);
+    ReleaseReply(slot);
+    return malformed;
+  }
+  std::span<const std::byte> data(endpoint_->reply_arena() + offset, static_cast<size_t>(length));
+  if (code != 0) {
+    const size_t shown = static_cast<size_t>(std::min<uint64_t>(length, kMaxErrorMessage));
+    absl::Status error(static_cast<absl::StatusCode>(code),
+                       absl::string_view(reinterpret_cast<const char*>(data.data()), shown));
+    ReleaseReply(slot);
+    return error;
+  }
+  return Reply(this, slot, data);
+}
+
+void ClientChannel::ReleaseReply(uint32_t slot) {
+  {
+    absl::MutexLock lock(&mu_);
+    endpoint_->slot(slot).reply_released_seq.store(slots_[slot].seq, std::memory_order_release);
+    ReleaseSlotLocked(slot);
+  }
+  WakeLocalWaiters();
+}
+
+// ---------------------------------------------------------------------------
+// IncomingCall
+
+IncomingCall::IncomingCall(IncomingCall&& other) noexcept
+    : channel_(std::exchange(other.channel_, nullptr)),
+      slot_(other.slot_),
+      seq_(other.seq_),
+      request_(other.request_),
+      oneway_(other.oneway_),
+      has_reservation_(std::exchange(other.has_reservation_, false)),
+      reservation_(other.reservation_),
+      reserved_(other.reserved_) {}
+
+IncomingCall& IncomingCall::operator=(IncomingCall&& other) noexcept {
+  if (this != &other) {
+    Abandon();
+    channel_ = std::exchange(other.channel_, nullptr);
+    slot_ = other.slot_;
+    seq_ = other.seq_;
+    request_ = other.request_;
+    oneway_ = other.oneway_;
+    has_reservation_ = std::exchange(other.has_reservation_, false);
+    reservation_ = other.reservation_;
+    reserved_ = other.reserved_;
+  }
+  return *this;
+}
+
+IncomingCall::~IncomingCall() { Abandon(); }
+
+void IncomingCall::Abandon() {
+  if (channel_ == nullptr) return;
+  if (oneway_) {
+    (void)Reply({});
+  } else {
+    (void)Fail(absl::InternalError("the server dropped the call without answering it"));
+  }
+}
+
+const PeerCredentials& IncomingCall::caller() const { return channel_->peer(); }
+
+absl::StatusOr<std::span<std::byte>> IncomingCall::ReserveReply(uint64_t capacity) {
+  if (channel_ == nullptr) return absl::FailedPreconditionError("call already answered");
+  if (oneway_) return absl::FailedPreconditionError("a oneway call has no reply");
+  absl::StatusOr<uint64_t> offset;
+  {
+    absl::MutexLock lock(&channel_->mu_);
+    if (has_reservation_) channel_->arena_.Free(reservation_);
+    has_reservation_ = false;
+    offset = channel_->AllocateReplyLocked(capacity);
+  }
+  if (!offset.ok()) return offset.status();
+  has_reservation_ = true;
+  reservation_ = *offset;
+  reserved_ = std::span<std::byte>(channel_->endpoint_->reply_arena() + *offset,
+                                   static_cast<size_t>(capacity));
+  return reserved_;
+}
+
+absl::Status IncomingCall::Reply(std::span<const std::byte> message) {
+  if (channel_ == nullptr) return absl::FailedPreconditionError("call already answered");
+  if (!message.empty() && (!has_reservation_ || !Contains(reserved_, message))) {
+    return absl::InvalidArgumentError("reply message must lie inside the reserved reply space");
+  }
+  const uint64_t offset =
+      message.empty() ? 0
+                      : reservation_ + static_cast<uint64_t>(message.data() - reserved_.data());
+  return channel_->Complete(*this, absl::StatusCode::kOk, offset, message.size());
+}
+
+absl::Status IncomingCall::Fail(const absl::Status& error) {
+  if (channel_ == nullptr) return absl::FailedPreconditionError("call already answered");
+  if (error.ok()) return absl::InvalidArgumentError("Fail() needs an error status");
+  if (oneway_) return channel_->Complete(*this, absl::StatusCode::kOk, 0, 0);
+  const absl::string_view text = error.message();
+  const uint64_t length = std::min<uint64_t>(text.size(), kMaxErrorMessage);
+  uint64_t offset = 0;
+  uint64_t written = 0;
+  if (length > 0 && ReserveReply(length).ok()) {
+    std::memcpy(reserved_.data(), text.data(), static_cast<size_t>(length));
+    offset = reservation_;
+    written = length;
+  }
+  return channel_->Complete(*this, error.code(), offset, written);
+}
+
+// ---------------------------------------------------------------------------
+// ServerChannel
+
+absl::StatusOr<std::unique_ptr<ServerChannel>> ServerChannel::Open(Region region,
+                                                                   UniqueFd liveness,
+                                                                   PeerWatcher& watcher,
+                                                                   const ChannelOptions& options) {
+  auto endpoint = Endpoint::Open(Endpoint::Side::kServer, std::move(region), std::move(liveness),
+                                 watcher, options);
+  if (!endpoint.ok()) return endpoint.status();
+  return std::unique_ptr<ServerChannel>(new ServerChannel(*std::move(endpoint)));
+}
+
+ServerChannel::ServerChannel(std::unique_ptr<Endpoint> endpoint)
+    : endpoint_(std::move(endpoint)),
+      arena_(endpoint_->header().reply_arena_size, kArenaAlignment,
+             // One answered block per slot plus one reservation per slot.
+             2 * endpoint_->header().slot_count) {
+  for (uint32_t i = 0; i < endpoint_->header().slot_count; ++i) {
+    slots_[i].served_seq = endpoint_->slot(i).reply_seq.load(std::memory_order_relaxed);
+  }
+}
+
+ServerChannel::~ServerChannel() { Close(); }
+
+void ServerChannel::Close() {
+  endpoint_->Terminate(absl::CancelledError("server channel closed"));
+}
+
+absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
+  auto& client_words = endpoint_->client_words();
+  auto& server_words = endpoint_->server_words();
+  const auto& spin = endpoint_->options().spin;
+  for (;;) {
+    if (absl::Status health = endpoint_->health(); !health.ok()) return health;
+    const uint32_t doorbell = client_words.doorbell.load(std::memory_order_acquire);
+    {
+      absl::MutexLock lock(&mu_);
+      absl::StatusOr<IncomingCall> call = TryClaimLocked();
+      if (call.ok() || !absl::IsNotFound(call.status())) {
+        if (call.ok()) endpoint_->PublishActivity(ActivityState::kRunning);
+        return call;
+      }
+    }
+    // Nothing pending. Right after answering a call, and while the client
+    // runs on another CPU, the next request is likely microseconds away.
+    const int64_t spin_until =
+        last_completion_ns_.load(std::memory_order_relaxed) + absl::ToInt64Nanoseconds(spin.serve_spin);
+    if (internal::MonotonicNanos() < spin_until &&
+        endpoint_->PeerRunningElsewhere(client_words.activity.load(std::memory_order_relaxed))) {
+      endpoint_->PublishActivity(ActivityState::kSpinning);
+      const absl::Duration budget = absl::Nanoseconds(spin_until - internal::MonotonicNanos());
+      if (endpoint_->Spin(
+              [&] { return client_words.doorbell.load(std::memory_order_acquire) != doorbell; },
+              budget)) {
+        continue;
+      }
+    }
+    const uint32_t events = endpoint_->events();
+    endpoint_->PublishActivity(ActivityState::kSleeping);
+    server_words.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    absl::Status waited = absl::OkStatus();
+    if (client_words.doorbell.load(std::memory_order_seq_cst) == doorbell) {
+      waited = endpoint_->Wait(client_words.doorbell, doorbell, events, deadline);
+    }
+    server_words.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+    if (absl::IsDeadlineExceeded(waited)) {
+      return absl::DeadlineExceededError("no request before the deadline");
+    }
+    if (!waited.ok()) return waited;
+  }
+}
+
+absl::StatusOr<IncomingCall> ServerChannel::TryClaimLocked() {
+  const uint32_t n = endpoint_->header().slot_count;
+  const uint64_t arena_size = endpoint_->header().request_arena_size;
+  for (uint32_t k = 0; k < n; ++k) {
+    const uint32_t i = (scan_start_ + k) % n;
+    SlotState& state = slots_[i];
+    if (state.busy) continue;
+    channel_layout::Slot& shared = endpoint_->slot(i);
+    const uint32_t seq = shared.request_seq.load(std::memory_order_acquire);
+    if (seq == state.served_seq) continue;
+    const uint32_t flags = shared.flags.load(std::memory_order_relaxed);
+    if ((flags & ~channel_layout::kKnownSlotFlags) != 0) {
+      absl::Status bad = absl::DataLossError(
+          absl::StrCat("client request in slot ", i, " has unknown flags 0x", absl::Hex(flags)));
+      endpoint_->Terminate(bad);
+      return bad;
+    }
+    const bool oneway = (flags & kSlotFlagOneway) != 0;
+    if (oneway) {
+      if (oneway_in_service_ ||
+          shared.oneway_seq.load(std::memory_order_relaxed) != next_oneway_seq_) {
+        oneway_deferred_ = true;
+        continue;
+      }
+    }
+    const uint64_t offset = shared.request_offset.load(std::memory_order_relaxed);
+    const uint64_t length = shared.request_length.load(std::memory_order_relaxed);
+    if (!RangeInArena(offset, length, arena_size)) {
+      absl::Status bad = absl::DataLossError(
+          absl::StrCat("client request in slot ", i, " [", offset, ", +", length,
+                       ") lies outside its ", arena_size, "-byte arena"));
+      endpoint_->Terminate(bad);
+      return bad;
+    }
+    // A new call on this slot means the client is done with the old reply.
+    FreeReplyBlockLocked(i);
+    state.busy = true;
+    state.served_seq = seq;
+    if (oneway) oneway_in_service_ = true;
+    scan_start_ = (i + 1) % n;
+    return IncomingCall(this, i, seq,
+                        std::span<const std::byte>(endpoint_->request_arena() + offset,
+                                                   static_cast<size_t>(length)),
+                        oneway);
+  }
+  return absl::NotFoundError("no pending request");
+}
+
+void ServerChannel::FreeReplyBlockLocked(uint32_t slot) {
+  SlotState& state = slots_[slot];
+  if (!state.has_reply_block) return;
+  arena_.Free(state.reply_block);
+  state.has_reply_block = false;
+}
+
+absl::StatusOr<uint64_t> ServerChannel::AllocateReplyLocked(uint64_t capacity) {
+  const uint64_t arena_size = endpoint_->header().reply_arena_size;
+  if (capacity > arena_size) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "reply of ", capacity, " bytes exceeds the channel's ", arena_size, "-byte reply arena"));
+  }
+  if (auto offset = arena_.Allocate(capacity)) return *offset;
+  // Take back the space of replies the client has finished reading.
+  for (uint32_t i = 0; i < endpoint_->header().slot_count; ++i) {
+    SlotState& state = slots_[i];
+    if (state.has_reply_block &&
+        endpoint_->slot(i).reply_released_seq.load(std::memory_order_acquire) == state.reply_seq) {
+      FreeReplyBlockLocked(i);
+    }
+  }
+  if (auto offset = arena_.Allocate(capacity)) return *offset;
+  return absl::ResourceExhaustedError(
+      absl::StrCat("reply arena full: ", capacity, " bytes wanted, largest free gap ",
+                   arena_.LargestFreeGap(), " of ", arena_size));
+}
+
+absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, uint64_t offset,
+                                     uint64_t length) {
+  const uint32_t i = call.slot_;
+  channel_layout::Slot& shared = endpoint_->slot(i);
+  shared.status_code.store(static_cast<uint32_t>(code), std::memory_order_relaxed);
+  shared.reply_offset.store(offset, std::memory_order_relaxed);
+  shared.reply_length.store(length, std::memory_order_relaxed);
+  shared.reply_seq.store(call.seq_, std::memory_order_seq_cst);
+  if (shared.reply_waiters.load(std::memory_order_seq_cst) > 0) {
+    FutexWake(shared.reply_seq, INT_MAX);
+  }
+  auto& server_words = endpoint_->server_words();
+  if (endpoint_->client_words().resource_waiters.load(std::memory_order_seq_cst) > 0) {
+    server_words.completions.fetch_add(1, std::memory_order_seq_cst);
+    FutexWake(server_words.completions, INT_MAX);
+  }
+  bool wake_deferred = false;
+  {
+    absl::MutexLock lock(&mu_);
+    SlotState& state = slots_[i];
+    state.busy = false;
+    if (call.has_reservation_) {
+      if (code == absl::StatusCode::kOk && length == 0 && !call.oneway_) {
+        // Nothing of the block was sent; keep it only if the reply uses it.
+        arena_.Free(call.reservation_);
+      } else {
+        state.has_reply_block = true;
+        state.reply_block = call.reservation_;
+        state.reply_seq = call.seq_;
+      }
+    }
+    if (call.oneway_) {
+      ++next_oneway_seq_;
+      oneway_in_service_ = false;
+      wake_deferred = std::exchange(oneway_deferred_, false);
+    }
+  }
+  call.channel_ = nullptr;
+  call.has_reservation_ = false;
+  last_completion_ns_.store(internal::MonotonicNanos(), std::memory_order_relaxed);
+  if (wake_deferred && server_words.sleepers.load(std::memory_order_seq_cst) > 0) {
+    FutexWake(endpoint_->client_words().doorbell, 1);
+  }
+  return endpoint_->health();
+}
+
+}  // namespace sluice

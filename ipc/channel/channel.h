@@ -1,0 +1,262 @@
+// Channel: single-copy calls from one client process to one server process
+// through a shared memfd region.
+//
+//   client thread                         server thread
+//   BeginCall(n) -> OutgoingCall          Receive() -> IncomingCall
+//     write the request into                request(): the bytes, in place
+//     call.buffer() (in the region)         ReserveReply(n): space in the region
+//   Call(call, message) -> Reply            Reply(message) / Fail(status)
+//     reply.data(): the bytes, in place
+//
+// The request is written once, by the caller, straight into the region; the
+// server reads it where it lies; the reply travels back the same way. Many
+// client threads may have calls in flight at once (one slot each); many
+// server threads may Receive on one ServerChannel. Oneway calls (Send) are
+// run by the server one at a time, in the order they were sent.
+//
+// Failure semantics (docs/error-handling.md):
+//   - peer process died            UNAVAILABLE, IsPeerDead() true, within
+//                                   microseconds of its exit
+//   - deadline passed              DEADLINE_EXCEEDED
+//   - request larger than arena    RESOURCE_EXHAUSTED with both sizes
+//   - malformed data from the peer DATA_LOSS; the channel is closed
+//   - Close() on this side         CANCELLED
+//
+// Thread safety: ClientChannel and ServerChannel are thread safe. An
+// OutgoingCall, Reply or IncomingCall belongs to one thread at a time and must
+// be destroyed before its channel.
+#ifndef SLUICE_IPC_CHANNEL_CHANNEL_H_
+#define SLUICE_IPC_CHANNEL_CHANNEL_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "ipc/base/unique_fd.h"
+#include "ipc/channel/arena_allocator.h"
+#include "ipc/channel/channel_options.h"
+#include "ipc/channel/endpoint.h"
+#include "ipc/channel/layout.h"
+#include "ipc/channel/peer_watcher.h"
+#include "ipc/shm/region.h"
+
+namespace sluice {
+
+// Creates and formats a channel region of the given geometry, ready to hand
+// to both sides.
+absl::StatusOr<Region> CreateChannelRegion(const channel_layout::Geometry& geometry = {});
+
+class ClientChannel;
+class ServerChannel;
+
+// Space reserved in the request arena for one call. Dropping it unsent gives
+// the space back.
+class OutgoingCall {
+ public:
+  OutgoingCall(OutgoingCall&& other) noexcept;
+  OutgoingCall& operator=(OutgoingCall&& other) noexcept;
+  ~OutgoingCall();
+
+  // Where to write the request: region memory, at least the capacity asked for.
+  std::span<std::byte> buffer() const { return buffer_; }
+
+ private:
+  friend class ClientChannel;
+  OutgoingCall(ClientChannel* channel, uint32_t slot, std::span<std::byte> buffer)
+      : channel_(channel), slot_(slot), buffer_(buffer) {}
+  ClientChannel* channel_;
+  uint32_t slot_;
+  std::span<std::byte> buffer_;
+};
+
+// A reply, read in place from the server's arena. The bytes stay valid, and
+// the call's slot stays taken, until the Reply is destroyed.
+class Reply {
+ public:
+  Reply(Reply&& other) noexcept;
+  Reply& operator=(Reply&& other) noexcept;
+  ~Reply();
+
+  // Shared memory the server could still scribble on: copy or verify what you
+  // must trust.
+  std::span<const std::byte> data() const { return data_; }
+
+ private:
+  friend class ClientChannel;
+  Reply(ClientChannel* channel, uint32_t slot, std::span<const std::byte> data)
+      : channel_(channel), slot_(slot), data_(data) {}
+  ClientChannel* channel_;
+  uint32_t slot_;
+  std::span<const std::byte> data_;
+};
+
+class ClientChannel {
+ public:
+  // Maps the client side of a channel region. `liveness` is a descriptor
+  // that hangs up when the server process dies (a socket only the server
+  // holds the other end of); `watcher` must outlive the channel.
+  static absl::StatusOr<std::unique_ptr<ClientChannel>> Open(Region region, UniqueFd liveness,
+                                                             PeerWatcher& watcher,
+                                                             const ChannelOptions& options = {});
+  ~ClientChannel();
+  ClientChannel(const ClientChannel&) = delete;
+  ClientChannel& operator=(const ClientChannel&) = delete;
+
+  // Reserves a slot and `capacity` bytes of request space, waiting until
+  // `deadline` while other calls hold them. RESOURCE_EXHAUSTED at once if
+  // `capacity` exceeds max_request_size().
+  absl::StatusOr<OutgoingCall> BeginCall(uint64_t capacity,
+                                         absl::Time deadline = absl::InfiniteFuture());
+
+  // Sends `message` (a span inside call.buffer()) and waits for the reply.
+  // A server-side error arrives as that status (code and message).
+  absl::StatusOr<Reply> Call(OutgoingCall call, std::span<const std::byte> message,
+                             absl::Time deadline = absl::InfiniteFuture());
+
+  // Sends `message` oneway: returns once it is published; the server runs
+  // oneway messages one at a time in the order they were sent.
+  absl::Status Send(OutgoingCall call, std::span<const std::byte> message);
+
+  // Fails calls in progress with CANCELLED and refuses new ones.
+  void Close();
+  // OK while usable; otherwise the reason it is not (e.g. IsPeerDead()).
+  absl::Status health() const { return endpoint_->health(); }
+  uint64_t max_request_size() const { return endpoint_->header().request_arena_size; }
+  uint32_t slot_count() const { return endpoint_->header().slot_count; }
+
+ private:
+  friend class OutgoingCall;
+  friend class Reply;
+  enum class SlotUse : uint8_t { kFree, kReserved, kSync, kDetached };
+  struct SlotState {
+    SlotUse use = SlotUse::kFree;
+    uint32_t seq = 0;            // Last request_seq published on this slot.
+    uint64_t block = 0;          // Request arena offset while use != kFree.
+  };
+
+  explicit ClientChannel(std::unique_ptr<internal::Endpoint> endpoint);
+  // Publishes the request; returns its seq.
+  absl::StatusOr<uint32_t> Publish(OutgoingCall& call, std::span<const std::byte> message,
+                                   bool oneway);
+  absl::Status WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline);
+  absl::StatusOr<Reply> TakeReply(uint32_t slot);
+  bool TryReserveLocked(uint64_t capacity, uint32_t* slot, uint64_t* block)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReclaimDetachedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseSlotLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleaseUnsent(uint32_t slot);
+  void ReleaseReply(uint32_t slot);
+  void WakeLocalWaiters();
+
+  std::unique_ptr<internal::Endpoint> endpoint_;
+  absl::Mutex mu_;
+  ArenaAllocator arena_ ABSL_GUARDED_BY(mu_);
+  uint64_t free_slots_ ABSL_GUARDED_BY(mu_);      // Bit i: slot i is free.
+  uint64_t detached_slots_ ABSL_GUARDED_BY(mu_);  // Bit i: waiting for the server to finish.
+  SlotState slots_[channel_layout::kMaxSlots] ABSL_GUARDED_BY(mu_);
+  uint64_t next_oneway_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  // Threads waiting for a slot or arena space; releasing wakes them only
+  // when non-zero.
+  std::atomic<uint32_t> local_waiters_{0};
+};
+
+// One request taken by a server thread. It must be answered exactly once
+// (Reply or Fail); dropping it unanswered fails the caller with INTERNAL.
+class IncomingCall {
+ public:
+  IncomingCall(IncomingCall&& other) noexcept;
+  IncomingCall& operator=(IncomingCall&& other) noexcept;
+  ~IncomingCall();
+
+  // The request, in place in the client's arena. The client could still
+  // write to it: copy or verify what you must trust, and read each field once.
+  std::span<const std::byte> request() const { return request_; }
+  bool oneway() const { return oneway_; }
+  const PeerCredentials& caller() const;
+
+  // Space for the reply in the server's arena, at least `capacity` bytes.
+  // Reserving again replaces the previous reservation. RESOURCE_EXHAUSTED if
+  // the reply arena cannot hold it now; FAILED_PRECONDITION for oneway calls.
+  absl::StatusOr<std::span<std::byte>> ReserveReply(uint64_t capacity);
+  // Sends `message`, a span inside the reserved space (or empty).
+  absl::Status Reply(std::span<const std::byte> message);
+  // Sends `error` (not OK) to the caller, code and message.
+  absl::Status Fail(const absl::Status& error);
+
+ private:
+  friend class ServerChannel;
+  IncomingCall(ServerChannel* channel, uint32_t slot, uint32_t seq,
+               std::span<const std::byte> request, bool oneway)
+      : channel_(channel), slot_(slot), seq_(seq), request_(request), oneway_(oneway) {}
+  void Abandon();
+
+  ServerChannel* channel_ = nullptr;  // nullptr once answered.
+  uint32_t slot_ = 0;
+  uint32_t seq_ = 0;
+  std::span<const std::byte> request_;
+  bool oneway_ = false;
+  bool has_reservation_ = false;
+  uint64_t reservation_ = 0;  // Reply arena offset.
+  std::span<std::byte> reserved_;
+};
+
+class ServerChannel {
+ public:
+  // Maps the server side of a channel region; see ClientChannel::Open.
+  static absl::StatusOr<std::unique_ptr<ServerChannel>> Open(Region region, UniqueFd liveness,
+                                                             PeerWatcher& watcher,
+                                                             const ChannelOptions& options = {});
+  ~ServerChannel();
+  ServerChannel(const ServerChannel&) = delete;
+  ServerChannel& operator=(const ServerChannel&) = delete;
+
+  // Waits for the next request. UNAVAILABLE (IsPeerDead) once the client is
+  // gone, DATA_LOSS if it wrote a malformed request (the channel then closes),
+  // DEADLINE_EXCEEDED at `deadline`, CANCELLED after Close().
+  absl::StatusOr<IncomingCall> Receive(absl::Time deadline = absl::InfiniteFuture());
+
+  void Close();
+  absl::Status health() const { return endpoint_->health(); }
+  const PeerCredentials& peer() const { return endpoint_->options().peer; }
+
+ private:
+  friend class IncomingCall;
+  struct SlotState {
+    bool busy = false;           // Claimed by a server thread.
+    uint32_t served_seq = 0;     // Last request_seq claimed.
+    bool has_reply_block = false;
+    uint32_t reply_seq = 0;      // Seq the reply block answers.
+    uint64_t reply_block = 0;
+  };
+
+  explicit ServerChannel(std::unique_ptr<internal::Endpoint> endpoint);
+  absl::StatusOr<IncomingCall> TryClaimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint64_t> AllocateReplyLocked(uint64_t capacity)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeReplyBlockLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Complete(IncomingCall& call, absl::StatusCode code, uint64_t offset,
+                        uint64_t length);
+  void FreeReservation(uint64_t offset);
+
+  std::unique_ptr<internal::Endpoint> endpoint_;
+  absl::Mutex mu_;
+  ArenaAllocator arena_ ABSL_GUARDED_BY(mu_);
+  SlotState slots_[channel_layout::kMaxSlots] ABSL_GUARDED_BY(mu_);
+  uint32_t scan_start_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_oneway_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  bool oneway_in_service_ ABSL_GUARDED_BY(mu_) = false;
+  bool oneway_deferred_ ABSL_GUARDED_BY(mu_) = false;
+  // MonotonicNanos() of the last completion: threads spin for new requests
+  // only shortly after one, so an idle server sleeps.
+  std::atomic<int64_t> last_completion_ns_{0};
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_IPC_CHANNEL_CHANNEL_H_

@@ -1,0 +1,34 @@
+// Per-process tuning and identity for one side of a channel. Nothing here
+// lives in shared memory: each side picks its own.
+#ifndef SLUICE_IPC_CHANNEL_CHANNEL_OPTIONS_H_
+#define SLUICE_IPC_CHANNEL_CHANNEL_OPTIONS_H_
+
+#include "absl/time/time.h"
+#include "ipc/socket/unix_socket.h"
+
+namespace sluice {
+
+// When to spin instead of sleeping. Spinning only ever happens while the
+// other side is running on another CPU (docs/architecture.md, "Signalling"):
+// with both on one CPU, or a process limited to one CPU, every wait sleeps at
+// once. The budgets should exceed a cross-core wake-up (~30-60 us on KVM
+// guests), or both sides fall asleep and stay at futex speed.
+struct SpinPolicy {
+  // A caller spins this long for its reply before sleeping.
+  absl::Duration call_spin = absl::Microseconds(150);
+  // A server thread that just answered a call spins this long for the next.
+  absl::Duration serve_spin = absl::Microseconds(150);
+
+  static SpinPolicy NeverSpin() { return {absl::ZeroDuration(), absl::ZeroDuration()}; }
+};
+
+struct ChannelOptions {
+  SpinPolicy spin;
+  // Who the other side is, as vouched for by whoever set the channel up (the
+  // service manager's SO_PEERCRED), never by anything written in the region.
+  PeerCredentials peer;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_IPC_CHANNEL_CHANNEL_OPTIONS_H_

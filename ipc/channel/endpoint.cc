@@ -1,0 +1,135 @@
+#include "ipc/channel/endpoint.h"
+
+#include <sched.h>
+#include <time.h>
+
+#include <climits>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "ipc/base/errors.h"
+
+namespace sluice::internal {
+
+using channel_layout::ActivityState;
+using channel_layout::ChannelHeader;
+
+int64_t MonotonicNanos() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+namespace {
+int UsableCpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
+  return CPU_COUNT(&set);
+}
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region region,
+                                                         UniqueFd liveness, PeerWatcher& watcher,
+                                                         const ChannelOptions& options) {
+  if (!region.mapped() || region.size() < sizeof(ChannelHeader)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("channel region of ", region.size(), " bytes is too small for its header"));
+  }
+  // Read the header once; from here on only the private copy is used, so a
+  // peer rewriting it later changes nothing.
+  ChannelHeader header;
+  std::memcpy(&header, region.data(), sizeof(header));
+  if (absl::Status valid = channel_layout::ValidateHeader(header, region.size()); !valid.ok()) {
+    return valid;
+  }
+  if (!liveness) return absl::InvalidArgumentError("channel needs a liveness fd for its peer");
+  std::unique_ptr<Endpoint> ep(
+      new Endpoint(side, std::move(region), std::move(liveness), header, options));
+  Endpoint* raw = ep.get();
+  auto id = watcher.Watch(raw->liveness_.get(), PeerWatcher::FdKind::kSocket, [raw] {
+    raw->Terminate(PeerDeadError(raw->side_ == Side::kClient ? "the server process is gone"
+                                                             : "the client process is gone"));
+  });
+  if (!id.ok()) return id.status();
+  raw->watcher_ = &watcher;
+  raw->watch_id_ = *id;
+  return ep;
+}
+
+Endpoint::Endpoint(Side side, Region region, UniqueFd liveness, const ChannelHeader& h,
+                   const ChannelOptions& options)
+    : side_(side),
+      region_(std::move(region)),
+      liveness_(std::move(liveness)),
+      header_(h),
+      options_(options),
+      client_words_(reinterpret_cast<channel_layout::ClientWords*>(region_.data() +
+                                                                   h.client_words_offset)),
+      server_words_(reinterpret_cast<channel_layout::ServerWords*>(region_.data() +
+                                                                   h.server_words_offset)),
+      slots_(reinterpret_cast<channel_layout::Slot*>(region_.data() + h.slots_offset)),
+      request_arena_(region_.data() + h.request_arena_offset),
+      reply_arena_(region_.data() + h.reply_arena_offset),
+      usable_cpus_(UsableCpus()) {}
+
+Endpoint::~Endpoint() {
+  if (watcher_ != nullptr) watcher_->Unwatch(watch_id_);
+}
+
+absl::Status Endpoint::health() const {
+  if (!terminated()) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  return termination_;
+}
+
+void Endpoint::Terminate(absl::Status why) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (terminated_.load(std::memory_order_relaxed)) return;
+    termination_ = std::move(why);
+    terminated_.store(true, std::memory_order_release);
+  }
+  Notify();
+}
+
+void Endpoint::Notify() {
+  events_.fetch_add(1, std::memory_order_seq_cst);
+  FutexWake(events_, INT_MAX, FutexScope::kPrivate);
+}
+
+absl::Status Endpoint::Wait(const FutexWord& word, uint32_t expected, uint32_t events_seen,
+                            absl::Time deadline) const {
+  const FutexWaitEntry entries[] = {
+      {&word, expected, FutexScope::kShared},
+      {&events_, events_seen, FutexScope::kPrivate},
+  };
+  absl::StatusOr<int> woken = FutexWaitAny(entries, deadline);
+  return woken.ok() ? absl::OkStatus() : woken.status();
+}
+
+bool Endpoint::PeerRunningElsewhere(uint32_t peer_activity) const {
+  if (usable_cpus_ < 2) return false;
+  const ActivityState state = channel_layout::ActivityStateOf(peer_activity);
+  if (state != ActivityState::kRunning && state != ActivityState::kSpinning) return false;
+  const int peer_cpu = channel_layout::ActivityCpuOf(peer_activity);
+  return peer_cpu < 0 || peer_cpu != ::sched_getcpu();
+}
+
+void Endpoint::PublishActivity(ActivityState state) const {
+  auto& word = side_ == Side::kClient ? client_words_->activity : server_words_->activity;
+  const uint32_t value = channel_layout::EncodeActivity(state, ::sched_getcpu());
+  // Skip the store when nothing changed, so a hot loop does not keep pulling
+  // the cache line away from the peer that reads it.
+  if (word.load(std::memory_order_relaxed) != value) word.store(value, std::memory_order_relaxed);
+}
+
+}  // namespace sluice::internal

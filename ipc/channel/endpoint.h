@@ -1,0 +1,115 @@
+// Endpoint: what the client and the server side of a channel have in common.
+// Internal to ipc/channel; users see ClientChannel and ServerChannel.
+//
+// It owns the mapped region, a validated private copy of its header, the
+// liveness registration with the PeerWatcher, and the local "events" word:
+// a private futex bumped whenever a waiter must re-check something that is
+// not in shared memory (the peer died, the channel was closed, a local call
+// released its resources). Every blocking wait in the channel is a
+// futex_waitv on one shared word plus this local word, so death and close
+// wake sleepers without anybody writing into the shared region.
+#ifndef SLUICE_IPC_CHANNEL_ENDPOINT_H_
+#define SLUICE_IPC_CHANNEL_ENDPOINT_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "ipc/base/unique_fd.h"
+#include "ipc/channel/channel_options.h"
+#include "ipc/channel/layout.h"
+#include "ipc/channel/peer_watcher.h"
+#include "ipc/shm/region.h"
+#include "ipc/sync/futex.h"
+
+namespace sluice::internal {
+
+class Endpoint {
+ public:
+  enum class Side : uint8_t { kClient, kServer };
+
+  static absl::StatusOr<std::unique_ptr<Endpoint>> Open(Side side, Region region,
+                                                        UniqueFd liveness, PeerWatcher& watcher,
+                                                        const ChannelOptions& options);
+  ~Endpoint();
+
+  const channel_layout::ChannelHeader& header() const { return header_; }
+  channel_layout::ClientWords& client_words() const { return *client_words_; }
+  channel_layout::ServerWords& server_words() const { return *server_words_; }
+  channel_layout::Slot& slot(uint32_t index) const { return slots_[index]; }
+  std::byte* request_arena() const { return request_arena_; }
+  std::byte* reply_arena() const { return reply_arena_; }
+  const ChannelOptions& options() const { return options_; }
+
+  // OK while usable; otherwise why not (peer dead, closed, broken by a
+  // malformed message). The first cause sticks.
+  absl::Status health() const;
+  bool terminated() const { return terminated_.load(std::memory_order_acquire); }
+  // Ends the channel with `why` (if not already ended) and wakes every waiter.
+  void Terminate(absl::Status why);
+
+  uint32_t events() const { return events_.load(std::memory_order_acquire); }
+  // Bumps the events word and wakes everyone sleeping in Wait().
+  void Notify();
+
+  // Sleeps until `word` != `expected`, events() != `events_seen`, or
+  // `deadline`. OK on any wake-up; callers re-check their condition.
+  absl::Status Wait(const FutexWord& word, uint32_t expected, uint32_t events_seen,
+                    absl::Time deadline) const;
+
+  // Spins until `done()` or `budget` passes or the channel ends. True if done.
+  template <typename Done>
+  bool Spin(Done done, absl::Duration budget) const;
+
+  // True when spinning for the peer can pay off: it is running or spinning,
+  // on another CPU than ours, and this process may use more than one CPU.
+  bool PeerRunningElsewhere(uint32_t peer_activity) const;
+  // Publishes what this side is doing (into its own words only).
+  void PublishActivity(channel_layout::ActivityState state) const;
+
+ private:
+  Endpoint(Side side, Region region, UniqueFd liveness, const channel_layout::ChannelHeader& h,
+           const ChannelOptions& options);
+
+  const Side side_;
+  Region region_;
+  UniqueFd liveness_;
+  channel_layout::ChannelHeader header_;
+  ChannelOptions options_;
+  channel_layout::ClientWords* client_words_;
+  channel_layout::ServerWords* server_words_;
+  channel_layout::Slot* slots_;
+  std::byte* request_arena_;
+  std::byte* reply_arena_;
+  int usable_cpus_;
+
+  PeerWatcher* watcher_ = nullptr;
+  PeerWatcher::WatchId watch_id_ = 0;
+
+  mutable FutexWord events_{0};  // Private futex; see the file comment.
+  std::atomic<bool> terminated_{false};
+  mutable absl::Mutex mu_;
+  absl::Status termination_ ABSL_GUARDED_BY(mu_);
+};
+
+int64_t MonotonicNanos();
+void CpuRelax();
+
+template <typename Done>
+bool Endpoint::Spin(Done done, absl::Duration budget) const {
+  const int64_t end = MonotonicNanos() + absl::ToInt64Nanoseconds(budget);
+  for (uint32_t i = 1;; ++i) {
+    if (done()) return true;
+    CpuRelax();
+    if ((i & 31) == 0 && (terminated() || MonotonicNanos() > end)) return done();
+  }
+}
+
+}  // namespace sluice::internal
+
+#endif  // SLUICE_IPC_CHANNEL_ENDPOINT_H_

@@ -1,0 +1,116 @@
+#include "ipc/shm/region.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "ipc/base/errno_status.h"
+
+namespace sluice {
+namespace {
+
+constexpr int kSizeSeals = F_SEAL_SHRINK | F_SEAL_GROW;
+
+uint64_t RoundUpToPage(uint64_t size) {
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  return (size + page - 1) / page * page;
+}
+
+}  // namespace
+
+absl::StatusOr<void*> Region::MapShared(int fd, uint64_t size) {
+  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (base == MAP_FAILED) return ErrnoStatus(absl::StrCat("mmap(", size, " bytes)"), errno);
+  return base;
+}
+
+absl::StatusOr<Region> Region::Create(absl::string_view name, uint64_t size) {
+  if (size == 0 || size > kMaxSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("region size ", size, " is outside [1, ", kMaxSize, "]"));
+  }
+  size = RoundUpToPage(size);
+  const std::string memfd_name(name);
+  UniqueFd fd(::memfd_create(memfd_name.c_str(), MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) return ErrnoStatus(absl::StrCat("memfd_create(", name, ")"), errno);
+  if (RetryOnEintr([&] { return ::ftruncate(fd.get(), static_cast<off_t>(size)); }) != 0) {
+    return ErrnoStatus(absl::StrCat("ftruncate(", name, ", ", size, ")"), errno);
+  }
+  if (::fcntl(fd.get(), F_ADD_SEALS, kSizeSeals) != 0) {
+    return ErrnoStatus(absl::StrCat("fcntl(", name, ", F_ADD_SEALS)"), errno);
+  }
+  auto base = MapShared(fd.get(), size);
+  if (!base.ok()) return base.status();
+  return Region(std::move(fd), size, *base);
+}
+
+absl::StatusOr<Region> Region::Adopt(UniqueFd fd, uint64_t min_size, uint64_t max_size) {
+  if (!fd) return absl::InvalidArgumentError("adopting a region: no file descriptor");
+  // F_GET_SEALS fails with EINVAL on anything that is not a memfd (or a
+  // shmem file created with sealing allowed), which is exactly the check.
+  const int seals = ::fcntl(fd.get(), F_GET_SEALS);
+  if (seals < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("adopting a region: fd ", fd.get(), " is not a sealable memfd"));
+  }
+  if ((seals & kSizeSeals) != kSizeSeals) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("adopting a region: memfd size is not sealed (seals 0x", absl::Hex(seals),
+                     "); a peer could shrink it under us"));
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return ErrnoStatus("fstat(adopted region)", errno);
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  max_size = std::min(max_size, kMaxSize);
+  if (size < min_size || size > max_size) {
+    return absl::InvalidArgumentError(absl::StrCat("adopting a region: size ", size,
+                                                   " is outside [", min_size, ", ", max_size, "]"));
+  }
+  auto base = MapShared(fd.get(), size);
+  if (!base.ok()) return base.status();
+  return Region(std::move(fd), size, *base);
+}
+
+Region::Region(Region&& other) noexcept
+    : fd_(std::move(other.fd_)),
+      size_(std::exchange(other.size_, 0)),
+      base_(std::exchange(other.base_, nullptr)) {}
+
+Region& Region::operator=(Region&& other) noexcept {
+  if (this != &other) {
+    Unmap();
+    fd_ = std::move(other.fd_);
+    size_ = std::exchange(other.size_, 0);
+    base_ = std::exchange(other.base_, nullptr);
+  }
+  return *this;
+}
+
+Region::~Region() { Unmap(); }
+
+void Region::Unmap() {
+  if (base_ != nullptr) {
+    ::munmap(base_, size_);
+    base_ = nullptr;
+  }
+}
+
+absl::Status Region::AddSeals(int seals) {
+  if (::fcntl(fd_.get(), F_ADD_SEALS, seals) != 0) {
+    return ErrnoStatus(absl::StrCat("fcntl(F_ADD_SEALS, 0x", absl::Hex(seals), ")"), errno);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> Region::Seals() const {
+  const int seals = ::fcntl(fd_.get(), F_GET_SEALS);
+  if (seals < 0) return ErrnoStatus("fcntl(F_GET_SEALS)", errno);
+  return seals;
+}
+
+}  // namespace sluice

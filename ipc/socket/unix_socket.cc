@@ -1,0 +1,95 @@
+#include "ipc/socket/unix_socket.h"
+
+#include <sys/socket.h>
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "ipc/base/errno_status.h"
+
+namespace sluice {
+
+absl::StatusOr<std::pair<UniqueFd, UniqueFd>> SeqPacketPair() {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds) != 0) {
+    return ErrnoStatus("socketpair(AF_UNIX, SOCK_SEQPACKET)", errno);
+  }
+  return std::make_pair(UniqueFd(fds[0]), UniqueFd(fds[1]));
+}
+
+absl::Status SendMessage(int socket, std::span<const std::byte> bytes, std::span<const int> fds) {
+  if (fds.size() > kMaxFdsPerMessage) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sendmsg: ", fds.size(), " fds exceed the limit of ", kMaxFdsPerMessage));
+  }
+  iovec iov{const_cast<std::byte*>(bytes.data()), bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+  if (!fds.empty()) {
+    std::memset(control, 0, sizeof(control));
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
+    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+    cmsg->cmsg_level = SOL_SOCKET;
+    cmsg->cmsg_type = SCM_RIGHTS;
+    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+  }
+  const ssize_t sent = RetryOnEintr([&] { return ::sendmsg(socket, &msg, MSG_NOSIGNAL); });
+  if (sent < 0) return ErrnoStatus("sendmsg", errno);
+  if (static_cast<size_t>(sent) != bytes.size()) {
+    return absl::UnavailableError(
+        absl::StrCat("sendmsg: short write of ", sent, " of ", bytes.size(), " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes) {
+  ReceivedMessage out;
+  out.bytes.resize(max_bytes);
+  iovec iov{out.bytes.data(), out.bytes.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  const ssize_t got = RetryOnEintr([&] { return ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC); });
+  if (got < 0) return ErrnoStatus("recvmsg", errno);
+  // Take ownership of every fd first, so that an error below closes them.
+  for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+    const size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
+      out.fds.emplace_back(fd);
+    }
+  }
+  if (got == 0 && out.fds.empty()) {
+    return absl::UnavailableError("recvmsg: peer closed the connection");
+  }
+  if ((msg.msg_flags & MSG_TRUNC) != 0) {
+    return absl::DataLossError(
+        absl::StrCat("recvmsg: message longer than the ", max_bytes, "-byte limit"));
+  }
+  if ((msg.msg_flags & MSG_CTRUNC) != 0) {
+    return absl::DataLossError(absl::StrCat("recvmsg: more than ", kMaxFdsPerMessage,
+                                            " file descriptors in one message"));
+  }
+  out.bytes.resize(static_cast<size_t>(got));
+  return out;
+}
+
+absl::StatusOr<PeerCredentials> GetPeerCredentials(int socket) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(socket, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    return ErrnoStatus("getsockopt(SO_PEERCRED)", errno);
+  }
+  return PeerCredentials{cred.pid, cred.uid, cred.gid};
+}
+
+}  // namespace sluice

@@ -1,0 +1,56 @@
+// Unix-domain socket helpers: messages with file descriptors (SCM_RIGHTS) and
+// the peer's kernel-verified identity (SO_PEERCRED).
+//
+// Received descriptors are always close-on-exec and owned (UniqueFd), so a
+// message that fails validation cannot leak them. Every syscall failure is an
+// absl::Status naming the call and errno; a peer that hung up is UNAVAILABLE.
+#ifndef SLUICE_IPC_SOCKET_UNIX_SOCKET_H_
+#define SLUICE_IPC_SOCKET_UNIX_SOCKET_H_
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <span>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "ipc/base/unique_fd.h"
+
+namespace sluice {
+
+// Who is on the other end, as the kernel saw it at connect()/socketpair() time.
+struct PeerCredentials {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// Most descriptors one message may carry.
+inline constexpr size_t kMaxFdsPerMessage = 16;
+
+// A connected pair of SOCK_SEQPACKET sockets (message boundaries kept),
+// both close-on-exec.
+absl::StatusOr<std::pair<UniqueFd, UniqueFd>> SeqPacketPair();
+
+// Sends one message carrying `bytes` and (optionally) `fds`. The fds stay
+// owned by the caller. Never raises SIGPIPE.
+absl::Status SendMessage(int socket, std::span<const std::byte> bytes,
+                         std::span<const int> fds = {});
+
+struct ReceivedMessage {
+  std::vector<std::byte> bytes;
+  std::vector<UniqueFd> fds;
+};
+
+// Receives one message of at most `max_bytes`. A message that was truncated
+// (too long, or with more than kMaxFdsPerMessage fds) is DATA_LOSS and any fds
+// that did arrive are closed. End of stream is UNAVAILABLE.
+absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes);
+
+absl::StatusOr<PeerCredentials> GetPeerCredentials(int socket);
+
+}  // namespace sluice
+
+#endif  // SLUICE_IPC_SOCKET_UNIX_SOCKET_H_

@@ -1,0 +1,121 @@
+#include "ipc/testing/subprocess.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "ipc/base/errno_status.h"
+
+namespace sluice::testing {
+
+absl::StatusOr<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv,
+                                             const std::vector<int>& fds,
+                                             std::optional<int> cpu) {
+  if (argv.empty()) return absl::InvalidArgumentError("Spawn needs argv[0]");
+  std::vector<char*> args;
+  for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));
+  args.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return ErrnoStatus("fork", errno);
+  if (pid == 0) {
+    // Child: only async-signal-safe calls from here to exec. First move every
+    // fd above the target range so that dup2 cannot clobber a later source.
+    std::vector<int> moved(fds.size());
+    for (size_t i = 0; i < fds.size(); ++i) {
+      moved[i] = ::fcntl(fds[i], F_DUPFD, 3 + static_cast<int>(fds.size()) + 16);
+      if (moved[i] < 0) ::_exit(126);
+    }
+    for (size_t i = 0; i < fds.size(); ++i) {
+      // dup2 clears close-on-exec on the new descriptor.
+      if (::dup2(moved[i], 3 + static_cast<int>(i)) < 0) ::_exit(126);
+    }
+    if (cpu.has_value()) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(*cpu, &set);
+      if (::sched_setaffinity(0, sizeof(set), &set) != 0) ::_exit(126);
+    }
+    ::execv(args[0], args.data());
+    ::_exit(127);
+  }
+  return Subprocess(pid);
+}
+
+Subprocess::Subprocess(Subprocess&& other) noexcept : pid_(std::exchange(other.pid_, -1)) {}
+
+Subprocess& Subprocess::operator=(Subprocess&& other) noexcept {
+  if (this != &other) {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    pid_ = std::exchange(other.pid_, -1);
+  }
+  return *this;
+}
+
+Subprocess::~Subprocess() {
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    RetryOnEintr([&] { return ::waitpid(pid_, nullptr, 0); });
+  }
+}
+
+absl::Status Subprocess::Kill(int signal) {
+  if (pid_ <= 0) return absl::FailedPreconditionError("process already reaped");
+  if (::kill(pid_, signal) != 0) return ErrnoStatus(absl::StrCat("kill(", pid_, ")"), errno);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int> Subprocess::Wait(absl::Duration timeout) {
+  if (pid_ <= 0) return absl::FailedPreconditionError("process already reaped");
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    int status = 0;
+    const pid_t done = RetryOnEintr([&] { return ::waitpid(pid_, &status, WNOHANG); });
+    if (done < 0) return ErrnoStatus("waitpid", errno);
+    if (done == pid_) {
+      pid_ = -1;
+      return status;
+    }
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("process ", pid_, " still running after ", absl::FormatDuration(timeout)));
+    }
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+}
+
+std::string SelfExecutable() {
+  char path[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n <= 0) return {};
+  return std::string(path, static_cast<size_t>(n));
+}
+
+int CountOpenFds() {
+  int count = 0;
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return -1;
+  while (dirent* entry = ::readdir(dir)) {
+    if (entry->d_name[0] != '.') ++count;
+  }
+  ::closedir(dir);
+  return count - 1;  // The directory stream's own descriptor.
+}
+
+int CountMappings() {
+  std::ifstream maps("/proc/self/maps");
+  int count = 0;
+  for (std::string line; std::getline(maps, line);) ++count;
+  return count;
+}
+
+}  // namespace sluice::testing
