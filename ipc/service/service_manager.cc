@@ -1,0 +1,474 @@
+#include "ipc/service/service_manager.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "ipc/base/errno_status.h"
+#include "ipc/base/status_macros.h"
+#include "ipc/service/socket_path.h"
+#include "ipc/service/wire.h"
+
+namespace sluice {
+namespace {
+
+namespace wire = ::sluice::servicemanager::wire;
+using service_wire::Bytes;
+using service_wire::View;
+
+// Regions the daemon sends must at least hold a header page; the channel
+// layer validates the rest.
+constexpr uint64_t kMinRegionSize = 4096;
+
+absl::Status WithContext(const absl::Status& status, absl::string_view context) {
+  if (status.ok()) return status;
+  absl::Status out(status.code(), absl::StrCat(context, ": ", status.message()));
+  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
+    out.SetPayload(url, payload);
+  });
+  return out;
+}
+
+absl::StatusOr<UniqueFd> ConnectSocket(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("service manager socket path '", path,
+                                                   "' is longer than ",
+                                                   sizeof(addr.sun_path) - 1, " bytes"));
+  }
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!fd) return ErrnoStatus("socket(AF_UNIX, SOCK_SEQPACKET)", errno);
+  if (RetryOnEintr([&] {
+        return ::connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+      }) != 0) {
+    const int error = errno;
+    if (error == ENOENT || error == ECONNREFUSED || error == ENOTDIR) {
+      return absl::UnavailableError(absl::StrCat("no service manager listening on ", path, " (",
+                                                 strerrorname_np(error), ")"));
+    }
+    return ErrnoStatus(absl::StrCat("connect(", path, ")"), error);
+  }
+  return fd;
+}
+
+ServiceEntry EntryFromWire(const wire::ServiceInfo& info) {
+  ServiceEntry entry;
+  entry.name = std::string(View(info.name()));
+  entry.owner = service_wire::CredentialsFromWire(info.owner());
+  entry.connections = info.connections();
+  entry.total_connections = info.total_connections();
+  entry.geometry = service_wire::MergeGeometry({}, info.geometry());
+  return entry;
+}
+
+// The envelope of a reply the reader thread already verified.
+const wire::Envelope* EnvelopeOf(const ReceivedMessage& message) {
+  return wire::GetEnvelope(message.bytes.data());
+}
+
+thread_local const ServiceManager* reader_thread_of = nullptr;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ServiceManager>> ServiceManager::Connect(
+    ServiceManagerOptions options) {
+  std::string path = options.socket_path;
+  if (path.empty()) {
+    SLUICE_ASSIGN_OR_RETURN(path, DefaultServiceManagerSocketPath());
+  }
+  SLUICE_ASSIGN_OR_RETURN(UniqueFd socket, ConnectSocket(path));
+  std::unique_ptr<PeerWatcher> owned;
+  PeerWatcher* watcher = options.watcher;
+  if (watcher == nullptr) {
+    SLUICE_ASSIGN_OR_RETURN(owned, PeerWatcher::Create());
+    watcher = owned.get();
+  }
+  SLUICE_ASSIGN_OR_RETURN(PeerCredentials creds, GetPeerCredentials(socket.get()));
+  std::unique_ptr<ServiceManager> manager(new ServiceManager(
+      std::move(path), std::move(socket), std::move(owned), watcher, options.request_timeout));
+  manager->manager_creds_ = creds;
+
+  flatbuffers::FlatBufferBuilder builder(64);
+  const uint64_t id = manager->NextRequestId();
+  auto hello = wire::CreateHelloRequest(builder, static_cast<uint32_t>(wire::ProtocolVersion::kCurrent));
+  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::HelloRequest,
+                               hello.Union());
+  auto reply = manager->Request(Bytes(builder), id, absl::Now() + options.request_timeout);
+  if (!reply.ok()) {
+    return WithContext(reply.status(), absl::StrCat("hello to service manager at ", manager->path_));
+  }
+  return manager;
+}
+
+ServiceManager::ServiceManager(std::string path, UniqueFd socket,
+                               std::unique_ptr<PeerWatcher> owned_watcher, PeerWatcher* watcher,
+                               absl::Duration request_timeout)
+    : path_(std::move(path)),
+      socket_(std::move(socket)),
+      owned_watcher_(std::move(owned_watcher)),
+      watcher_(watcher),
+      request_timeout_(request_timeout) {
+  reader_ = std::thread([this] { ReaderLoop(); });
+}
+
+ServiceManager::~ServiceManager() {
+  // Wakes the reader's blocking recvmsg with end-of-stream.
+  ::shutdown(socket_.get(), SHUT_RDWR);
+  reader_.join();
+}
+
+absl::Status ServiceManager::health() const {
+  absl::MutexLock lock(&mu_);
+  return health_;
+}
+
+uint64_t ServiceManager::NextRequestId() {
+  absl::MutexLock lock(&mu_);
+  return next_request_id_++;
+}
+
+absl::Status ServiceManager::CheckNotReaderThread(absl::string_view what) const {
+  if (reader_thread_of == this) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, " called from a ServiceManager handler: it would wait for the thread running it"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ReceivedMessage> ServiceManager::Request(std::span<const std::byte> bytes,
+                                                        uint64_t request_id, absl::Time deadline) {
+  Pending pending;
+  {
+    absl::MutexLock lock(&mu_);
+    SLUICE_RETURN_IF_ERROR(health_);
+    pending_.emplace(request_id, &pending);
+  }
+  if (absl::Status sent = SendMessage(socket_.get(), bytes); !sent.ok()) {
+    absl::MutexLock lock(&mu_);
+    pending_.erase(request_id);
+    return absl::UnavailableError(
+        absl::StrCat("service manager at ", path_, " went away: ", sent.message()));
+  }
+  absl::MutexLock lock(&mu_);
+  if (!mu_.AwaitWithDeadline(absl::Condition(&pending.done), deadline)) {
+    pending_.erase(request_id);
+    return absl::DeadlineExceededError(
+        absl::StrCat("service manager at ", path_, " did not answer in time"));
+  }
+  if (!pending.result.ok()) return pending.result.status();
+  SLUICE_RETURN_IF_ERROR(service_wire::StatusFromWire(EnvelopeOf(*pending.result)->status()));
+  return std::move(pending.result);
+}
+
+void ServiceManager::FailAllPending(const absl::Status& why) {
+  absl::MutexLock lock(&mu_);
+  health_ = why;
+  for (auto& [id, pending] : pending_) {
+    pending->result = why;
+    pending->done = true;
+  }
+  pending_.clear();
+}
+
+void ServiceManager::ReaderLoop() {
+  reader_thread_of = this;
+  for (;;) {
+    auto message = ReceiveMessage(socket_.get(), service_wire::kMaxReplyBytes);
+    if (!message.ok()) {
+      FailAllPending(absl::UnavailableError(absl::StrCat(
+          "connection to the service manager at ", path_, " is closed: ",
+          message.status().message())));
+      return;
+    }
+    auto envelope = service_wire::VerifyEnvelope(message->bytes);
+    if (!envelope.ok()) {
+      // The daemon is trusted to speak the protocol; if it does not, nothing
+      // it says can be believed any more.
+      ::shutdown(socket_.get(), SHUT_RDWR);
+      FailAllPending(absl::DataLossError(absl::StrCat(
+          "service manager at ", path_, " sent a malformed message: ",
+          envelope.status().message())));
+      return;
+    }
+    const uint64_t id = (*envelope)->request_id();
+    if (id == 0) {
+      HandleEvent(*std::move(message));
+      continue;
+    }
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(id);
+    if (it == pending_.end()) continue;  // Its caller timed out; the fds close here.
+    it->second->result = *std::move(message);
+    it->second->done = true;
+    pending_.erase(it);
+  }
+}
+
+void ServiceManager::HandleEvent(ReceivedMessage message) {
+  const wire::Envelope* envelope = EnvelopeOf(message);
+  switch (envelope->body_type()) {
+    case wire::Body::NewConnectionEvent: {
+      const auto* event = envelope->body_as_NewConnectionEvent();
+      std::shared_ptr<Registration> registration;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = registrations_.find(View(event->name()));
+        if (it != registrations_.end()) registration = it->second;
+      }
+      // Without a handler, or with bad fds, dropping the fds hangs up the
+      // liveness socket, so the client sees a dead peer rather than a hang.
+      if (registration == nullptr || message.fds.size() != 2) return;
+      auto region = Region::Adopt(std::move(message.fds[0]), kMinRegionSize, Region::kMaxSize);
+      if (!region.ok()) return;
+      ChannelOptions options;
+      options.spin = registration->spin;
+      options.peer = service_wire::CredentialsFromWire(event->client());
+      auto channel =
+          ServerChannel::Open(*std::move(region), std::move(message.fds[1]), *watcher_, options);
+      if (!channel.ok()) return;
+      IncomingConnection connection;
+      connection.service = std::string(View(event->name()));
+      connection.connection_id = event->connection_id();
+      connection.client = options.peer;
+      connection.channel = *std::move(channel);
+      registration->on_connect(std::move(connection));
+      return;
+    }
+    case wire::Body::ClientGoneEvent: {
+      const auto* event = envelope->body_as_ClientGoneEvent();
+      std::shared_ptr<Registration> registration;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = registrations_.find(View(event->name()));
+        if (it != registrations_.end()) registration = it->second;
+      }
+      if (registration != nullptr && registration->on_client_gone) {
+        registration->on_client_gone(View(event->name()), event->connection_id(),
+                                     service_wire::CredentialsFromWire(event->client()));
+      }
+      return;
+    }
+    case wire::Body::NameEvent: {
+      const auto* event = envelope->body_as_NameEvent();
+      std::shared_ptr<NameEventHandler> handler;
+      {
+        absl::MutexLock lock(&mu_);
+        auto it = subscriptions_.find(event->subscription_id());
+        if (it != subscriptions_.end()) handler = it->second;
+      }
+      if (handler == nullptr) return;
+      NameEvent out;
+      out.change = event->change() == wire::NameChange::kDisappeared ? NameChange::kDisappeared
+                                                                      : NameChange::kAppeared;
+      out.name = std::string(View(event->name()));
+      out.owner = service_wire::CredentialsFromWire(event->owner());
+      (*handler)(out);
+      return;
+    }
+    default:
+      return;  // Unknown events from a newer daemon are ignored.
+  }
+}
+
+absl::Status ServiceManager::Register(absl::string_view name, ConnectionHandler on_connect,
+                                      RegisterOptions options) {
+  SLUICE_RETURN_IF_ERROR(CheckNotReaderThread("Register"));
+  SLUICE_RETURN_IF_ERROR(service_wire::ValidateName(name));
+  auto registration = std::make_shared<Registration>();
+  registration->on_connect = std::move(on_connect);
+  registration->on_client_gone = std::move(options.on_client_gone);
+  registration->spin = options.spin;
+  uint64_t id;
+  {
+    // The handler goes in before the request: the first NewConnectionEvent
+    // can arrive right behind the reply, before this thread wakes up.
+    absl::MutexLock lock(&mu_);
+    if (!registrations_.try_emplace(std::string(name), registration).second) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("service '", name, "' is already registered by this process"));
+    }
+    id = next_request_id_++;
+  }
+  flatbuffers::FlatBufferBuilder builder(128);
+  auto body = wire::CreateRegisterRequest(builder, builder.CreateString(name.data(), name.size()),
+                                          service_wire::GeometryToWire(builder, options.geometry));
+  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::RegisterRequest,
+                               body.Union());
+  auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);
+  if (!reply.ok()) {
+    absl::MutexLock lock(&mu_);
+    registrations_.erase(name);
+    return reply.status();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ServiceManager::Unregister(absl::string_view name) {
+  SLUICE_RETURN_IF_ERROR(CheckNotReaderThread("Unregister"));
+  const uint64_t id = NextRequestId();
+  flatbuffers::FlatBufferBuilder builder(128);
+  auto body =
+      wire::CreateUnregisterRequest(builder, builder.CreateString(name.data(), name.size()));
+  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::UnregisterRequest,
+                               body.Union());
+  auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);
+  if (!reply.ok()) return reply.status();
+  absl::MutexLock lock(&mu_);
+  registrations_.erase(name);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ServiceConnection> ServiceManager::Lookup(absl::string_view name,
+                                                         LookupOptions options) {
+  SLUICE_RETURN_IF_ERROR(CheckNotReaderThread("Lookup"));
+  const uint64_t id = NextRequestId();
+  flatbuffers::FlatBufferBuilder builder(128);
+  flatbuffers::Offset<wire::Geometry> geometry;
+  if (options.geometry.has_value()) {
+    geometry = service_wire::GeometryToWire(builder, *options.geometry);
+  }
+  auto body = wire::CreateLookupRequest(builder, builder.CreateString(name.data(), name.size()),
+                                        geometry);
+  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::LookupRequest,
+                               body.Union());
+  SLUICE_ASSIGN_OR_RETURN(ReceivedMessage reply,
+                          Request(Bytes(builder), id, absl::Now() + request_timeout_));
+  const auto* lookup = EnvelopeOf(reply)->body_as_LookupReply();
+  if (lookup == nullptr || reply.fds.size() != 2) {
+    return absl::DataLossError(absl::StrCat("service manager's reply to Lookup('", name,
+                                            "') lacks the channel descriptors"));
+  }
+  SLUICE_ASSIGN_OR_RETURN(
+      Region region, Region::Adopt(std::move(reply.fds[0]), kMinRegionSize, Region::kMaxSize));
+  ChannelOptions channel_options;
+  channel_options.spin = options.spin;
+  channel_options.peer = service_wire::CredentialsFromWire(lookup->server());
+  ServiceConnection out;
+  out.server = channel_options.peer;
+  out.connection_id = lookup->connection_id();
+  SLUICE_ASSIGN_OR_RETURN(out.channel, ClientChannel::Open(std::move(region),
+                                                           std::move(reply.fds[1]), *watcher_,
+                                                           channel_options));
+  return out;
+}
+
+absl::Status ServiceManager::WaitFor(absl::string_view name, absl::Duration timeout) {
+  SLUICE_RETURN_IF_ERROR(CheckNotReaderThread("WaitFor"));
+  const uint64_t id = NextRequestId();
+  const bool forever = timeout == absl::InfiniteDuration();
+  const int64_t timeout_ms = forever ? -1 : std::max<int64_t>(0, absl::ToInt64Milliseconds(timeout));
+  flatbuffers::FlatBufferBuilder builder(128);
+  auto body = wire::CreateWaitRequest(builder, builder.CreateString(name.data(), name.size()),
+                                      timeout_ms);
+  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::WaitRequest,
+                               body.Union());
+  // The daemon answers at the deadline; the slack covers its scheduling so
+  // the daemon's DEADLINE_EXCEEDED (with the name) is what the caller sees.
+  const absl::Time deadline =
+      forever ? absl::InfiniteFuture() : absl::Now() + timeout + request_timeout_;
+  auto reply = Request(Bytes(builder), id, deadline);
+  return reply.status();
+}
+
+absl::StatusOr<std::vector<ServiceEntry>> ServiceManager::List(absl::string_view prefix) {
+  SLUICE_RETURN_IF_ERROR(CheckNotReaderThread("List"));
+  std::vector<ServiceEntry> out;
+  std::string start_after;
+  for (;;) {
+    const uint64_t id = NextRequestId();
+    flatbuffers::FlatBufferBuilder builder(256);
+    auto body = wire::CreateListRequest(builder, builder.CreateString(prefix.data(), prefix.size()),
+                                        builder.CreateString(start_after), 0);
+    service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::ListRequest,
+                                 body.Union());
+    SLUICE_ASSIGN_OR_RETURN(ReceivedMessage reply,
+                            Request(Bytes(builder), id, absl::Now() + request_timeout_));
+    const auto* list = EnvelopeOf(reply)->body_as_ListReply();
+    if (list == nullptr) return absl::DataLossError("service manager's List reply has no body");
+    size_t added = 0;
+    if (list->services() != nullptr) {
+      for (const wire::ServiceInfo* info : *list->services()) {
+        ServiceEntry entry = EntryFromWire(*info);
+        // Pages must move forward, or a buggy daemon could loop us forever.
+        if (entry.name <= start_after && !start_after.empty()) {
+          return absl::DataLossError("service manager's List pages are out of order");
+        }
+        out.push_back(std::move(entry));
+        ++added;
+      }
+    }
+    if (!list->more() || added == 0) return out;
+    start_after = out.back().name;
+  }
+}
+
+absl::StatusOr<ServiceDetails> ServiceManager::Info(absl::string_view name) {
+  SLUICE_RETURN_IF_ERROR(CheckNotReaderThread("Info"));
+  const uint64_t id = NextRequestId();
+  flatbuffers::FlatBufferBuilder builder(128);
+  auto body = wire::CreateInfoRequest(builder, builder.CreateString(name.data(), name.size()));
+  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::InfoRequest,
+                               body.Union());
+  SLUICE_ASSIGN_OR_RETURN(ReceivedMessage reply,
+                          Request(Bytes(builder), id, absl::Now() + request_timeout_));
+  const auto* info = EnvelopeOf(reply)->body_as_InfoReply();
+  if (info == nullptr || info->service() == nullptr) {
+    return absl::DataLossError("service manager's Info reply has no body");
+  }
+  ServiceDetails out;
+  out.service = EntryFromWire(*info->service());
+  if (info->connections() != nullptr) {
+    for (const wire::ConnectionInfo* c : *info->connections()) {
+      out.connections.push_back(
+          {c->connection_id(), service_wire::CredentialsFromWire(c->client())});
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<SubscriptionId> ServiceManager::Subscribe(absl::string_view prefix,
+                                                         NameEventHandler handler) {
+  SLUICE_RETURN_IF_ERROR(CheckNotReaderThread("Subscribe"));
+  SLUICE_RETURN_IF_ERROR(service_wire::ValidatePrefix(prefix));
+  uint64_t id;
+  {
+    absl::MutexLock lock(&mu_);
+    id = next_request_id_++;
+    // Request ids are unique per connection, so they double as subscription
+    // ids; the handler is in place before any event can name it.
+    subscriptions_.emplace(id, std::make_shared<NameEventHandler>(std::move(handler)));
+  }
+  flatbuffers::FlatBufferBuilder builder(128);
+  auto body = wire::CreateSubscribeRequest(
+      builder, builder.CreateString(prefix.data(), prefix.size()), id);
+  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::SubscribeRequest,
+                               body.Union());
+  auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);
+  if (!reply.ok()) {
+    absl::MutexLock lock(&mu_);
+    subscriptions_.erase(id);
+    return reply.status();
+  }
+  return id;
+}
+
+absl::Status ServiceManager::Unsubscribe(SubscriptionId subscription) {
+  SLUICE_RETURN_IF_ERROR(CheckNotReaderThread("Unsubscribe"));
+  const uint64_t id = NextRequestId();
+  flatbuffers::FlatBufferBuilder builder(64);
+  auto body = wire::CreateUnsubscribeRequest(builder, subscription);
+  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::UnsubscribeRequest,
+                               body.Union());
+  auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);
+  absl::MutexLock lock(&mu_);
+  subscriptions_.erase(subscription);
+  return reply.status();
+}
+
+}  // namespace sluice

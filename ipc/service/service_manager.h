@@ -1,0 +1,213 @@
+// ServiceManager: a process's connection to the service manager daemon
+// (services/servicemanager): publish services by name, find them, and get
+// connected channels.
+//
+//   server process                          client process
+//   sm->Register("audio", on_connect)       sm->Lookup("audio") -> ServiceConnection
+//   on_connect(IncomingConnection) ...      conn.channel->BeginCall/Call ...
+//     conn.channel->Receive/Reply ...
+//
+// On Lookup the daemon creates the channel's memfd region and a liveness
+// socket pair, and hands one side to each process; from then on the two talk
+// through the region and the daemon is out of the data path. Identities
+// (PeerCredentials) come from the daemon's SO_PEERCRED, never from the peer.
+//
+// Ownership and threads:
+//   - A ServiceManager owns its socket to the daemon and one background
+//     "reader" thread that reads replies and events from it. Every method is
+//     thread safe and may be called from any thread except the reader thread
+//     (i.e. not from a handler): those calls fail with FAILED_PRECONDITION
+//     rather than deadlock.
+//   - Handlers (on_connect, on_client_gone, name events) run on the reader
+//     thread, one at a time. Keep them short: hand the channel to a worker.
+//   - Channels use a PeerWatcher: the caller's (ServiceManagerOptions::watcher)
+//     or one the ServiceManager owns. Destroy every channel before whichever
+//     watcher it uses.
+//   - If the daemon goes away every later call fails UNAVAILABLE and this
+//     process's names are gone; reconnect with a new ServiceManager.
+//
+// Errors (docs/servicemanager.md): NOT_FOUND unknown name; PERMISSION_DENIED
+// refused by the daemon's policy; UNAVAILABLE no daemon / daemon gone;
+// DEADLINE_EXCEEDED timed out; ALREADY_EXISTS name taken; INVALID_ARGUMENT
+// bad name or geometry.
+#ifndef SLUICE_IPC_SERVICE_SERVICE_MANAGER_H_
+#define SLUICE_IPC_SERVICE_SERVICE_MANAGER_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "ipc/base/unique_fd.h"
+#include "ipc/channel/channel.h"
+#include "ipc/channel/channel_options.h"
+#include "ipc/channel/layout.h"
+#include "ipc/channel/peer_watcher.h"
+#include "ipc/socket/unix_socket.h"
+
+namespace sluice {
+
+struct ServiceManagerOptions {
+  // Empty: DefaultServiceManagerSocketPath() (ipc/service/socket_path.h).
+  std::string socket_path;
+  // Watches the peers of every channel this ServiceManager creates. Null: the
+  // ServiceManager creates and owns one.
+  PeerWatcher* watcher = nullptr;
+  // Bound on every request to the daemon other than WaitFor.
+  absl::Duration request_timeout = absl::Seconds(10);
+};
+
+// A server's view of one new client.
+struct IncomingConnection {
+  std::string service;
+  uint64_t connection_id = 0;
+  PeerCredentials client;  // From the daemon's SO_PEERCRED.
+  std::unique_ptr<ServerChannel> channel;
+};
+using ConnectionHandler = absl::AnyInvocable<void(IncomingConnection)>;
+// The client process of `connection_id` hung up on the daemon (exited, or
+// dropped its ServiceManager). The channel itself reports peer death too.
+using ClientGoneHandler = absl::AnyInvocable<void(
+    absl::string_view service, uint64_t connection_id, const PeerCredentials& client)>;
+
+struct RegisterOptions {
+  // Geometry of the regions made for this service's connections; a client
+  // may override it within the daemon's limits.
+  channel_layout::Geometry geometry;
+  SpinPolicy spin;
+  ClientGoneHandler on_client_gone;  // Optional.
+};
+
+struct LookupOptions {
+  // Overrides the server's geometry (the daemon enforces its limits).
+  std::optional<channel_layout::Geometry> geometry;
+  SpinPolicy spin;
+};
+
+// A client's connected channel to a service.
+struct ServiceConnection {
+  std::unique_ptr<ClientChannel> channel;
+  PeerCredentials server;  // The owner of the name, from the daemon's SO_PEERCRED.
+  uint64_t connection_id = 0;
+};
+
+struct ServiceEntry {
+  std::string name;
+  PeerCredentials owner;
+  uint64_t connections = 0;        // Live, as far as the daemon knows.
+  uint64_t total_connections = 0;  // Every Lookup served for this registration.
+  channel_layout::Geometry geometry;
+};
+
+struct ServiceDetails {
+  ServiceEntry service;
+  struct Connection {
+    uint64_t connection_id = 0;
+    PeerCredentials client;
+  };
+  std::vector<Connection> connections;
+};
+
+enum class NameChange { kAppeared, kDisappeared };
+struct NameEvent {
+  NameChange change = NameChange::kAppeared;
+  std::string name;
+  PeerCredentials owner;
+};
+using NameEventHandler = absl::AnyInvocable<void(const NameEvent&)>;
+using SubscriptionId = uint64_t;
+
+class ServiceManager {
+ public:
+  // Connects to the daemon and says hello. UNAVAILABLE if nothing listens at
+  // the path, PERMISSION_DENIED if the socket is not ours to open.
+  static absl::StatusOr<std::unique_ptr<ServiceManager>> Connect(
+      ServiceManagerOptions options = {});
+  ~ServiceManager();
+  ServiceManager(const ServiceManager&) = delete;
+  ServiceManager& operator=(const ServiceManager&) = delete;
+
+  // Publishes `name`, owned by this connection until Unregister, destruction
+  // or process death. `on_connect` runs for every Lookup of it.
+  [[nodiscard]] absl::Status Register(absl::string_view name, ConnectionHandler on_connect,
+                                      RegisterOptions options = {});
+  [[nodiscard]] absl::Status Unregister(absl::string_view name);
+
+  // A connected channel to the server owning `name`.
+  absl::StatusOr<ServiceConnection> Lookup(absl::string_view name, LookupOptions options = {});
+
+  // Returns OK once `name` is registered (at once if it is), or
+  // DEADLINE_EXCEEDED after `timeout`. InfiniteDuration waits forever.
+  [[nodiscard]] absl::Status WaitFor(absl::string_view name, absl::Duration timeout);
+
+  // Every name starting with `prefix` this process may look up, sorted.
+  absl::StatusOr<std::vector<ServiceEntry>> List(absl::string_view prefix = "");
+  absl::StatusOr<ServiceDetails> Info(absl::string_view name);
+
+  // Calls `handler` (on the reader thread) whenever a name starting with
+  // `prefix` that this process may look up appears or disappears.
+  absl::StatusOr<SubscriptionId> Subscribe(absl::string_view prefix, NameEventHandler handler);
+  [[nodiscard]] absl::Status Unsubscribe(SubscriptionId id);
+
+  const std::string& socket_path() const { return path_; }
+  // The daemon's identity (SO_PEERCRED of our socket).
+  const PeerCredentials& manager() const { return manager_creds_; }
+  // OK while connected to the daemon; UNAVAILABLE once it hung up.
+  absl::Status health() const;
+
+ private:
+  struct Pending {
+    bool done = false;
+    absl::StatusOr<ReceivedMessage> result;
+  };
+  struct Registration {
+    ConnectionHandler on_connect;
+    ClientGoneHandler on_client_gone;
+    SpinPolicy spin;
+  };
+
+  ServiceManager(std::string path, UniqueFd socket, std::unique_ptr<PeerWatcher> owned_watcher,
+                 PeerWatcher* watcher, absl::Duration request_timeout);
+  // Sends one request (whose Envelope carries `request_id`) and waits until
+  // `deadline` for its reply. A non-OK status in the reply is returned as the
+  // error.
+  absl::StatusOr<ReceivedMessage> Request(std::span<const std::byte> bytes, uint64_t request_id,
+                                          absl::Time deadline);
+  uint64_t NextRequestId();
+  absl::Status CheckNotReaderThread(absl::string_view what) const;
+  void ReaderLoop();
+  void HandleEvent(ReceivedMessage message);
+  void FailAllPending(const absl::Status& why);
+
+  const std::string path_;
+  UniqueFd socket_;
+  std::unique_ptr<PeerWatcher> owned_watcher_;
+  PeerWatcher* const watcher_;
+  const absl::Duration request_timeout_;
+  PeerCredentials manager_creds_;
+
+  mutable absl::Mutex mu_;
+  uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<uint64_t, Pending*> pending_ ABSL_GUARDED_BY(mu_);
+  // Handlers are shared so the reader thread can call one without holding mu_.
+  absl::flat_hash_map<std::string, std::shared_ptr<Registration>> registrations_
+      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<SubscriptionId, std::shared_ptr<NameEventHandler>> subscriptions_
+      ABSL_GUARDED_BY(mu_);
+  absl::Status health_ ABSL_GUARDED_BY(mu_);
+  std::thread reader_;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_IPC_SERVICE_SERVICE_MANAGER_H_

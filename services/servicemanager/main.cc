@@ -1,0 +1,102 @@
+// sluice-servicemanager: wires flags, logger, policy and signals to a
+// ServiceManagerDaemon and runs it. Everything else is in daemon.h.
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "ipc/service/socket_path.h"
+#include "services/servicemanager/daemon.h"
+
+ABSL_FLAG(std::string, socket, "",
+          "Socket path; default $SLUICE_SERVICEMANAGER, else "
+          "$XDG_RUNTIME_DIR/sluice/servicemanager.sock, else (root) "
+          "/run/sluice/servicemanager.sock");
+ABSL_FLAG(std::string, policy, "", "Policy file (docs/servicemanager.md); default: same uid + root");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning, error or off");
+ABSL_FLAG(int, max_connections, 4096, "Connections served at once; more are refused");
+ABSL_FLAG(int, hello_timeout_ms, 10000, "Drop connections that do not say Hello by then");
+ABSL_FLAG(std::string, socket_mode, "0666", "Mode of the socket node (octal)");
+
+namespace {
+
+std::atomic<sluice::ServiceManagerDaemon*> g_daemon{nullptr};
+
+void OnSignal(int) {
+  // Stop() only writes an eventfd: async-signal-safe.
+  if (auto* daemon = g_daemon.load()) daemon->Stop();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("Sluice service manager daemon");
+  absl::ParseCommandLine(argc, argv);
+
+  auto level = sluice::Logger::ParseLevel(absl::GetFlag(FLAGS_log_level));
+  if (!level.ok()) {
+    std::fprintf(stderr, "sluice-servicemanager: %s\n", level.status().ToString().c_str());
+    return 2;
+  }
+  sluice::Logger logger(*level);
+
+  sluice::DaemonOptions options;
+  options.logger = &logger;
+  options.socket_path = absl::GetFlag(FLAGS_socket);
+  if (options.socket_path.empty()) {
+    auto path = sluice::DefaultServiceManagerSocketPath();
+    if (!path.ok()) {
+      logger.Error(path.status().message());
+      return 2;
+    }
+    options.socket_path = *path;
+  }
+  if (const std::string policy_path = absl::GetFlag(FLAGS_policy); !policy_path.empty()) {
+    auto policy = sluice::Policy::Load(policy_path, ::geteuid());
+    if (!policy.ok()) {
+      logger.Error(policy.status().message());
+      return 2;
+    }
+    options.policy = *std::move(policy);
+  }
+  options.max_connections = static_cast<size_t>(absl::GetFlag(FLAGS_max_connections));
+  options.hello_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_hello_timeout_ms));
+  options.socket_mode =
+      static_cast<mode_t>(std::stoul(absl::GetFlag(FLAGS_socket_mode), nullptr, 8));
+
+  // Each connection costs a descriptor; take the hard limit so the
+  // configured connection limit, not RLIMIT_NOFILE, is what refuses clients.
+  rlimit limit;
+  if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &limit);
+  }
+
+  auto daemon = sluice::ServiceManagerDaemon::Create(std::move(options));
+  if (!daemon.ok()) {
+    logger.Error(daemon.status().message());
+    return daemon.status().code() == absl::StatusCode::kAlreadyExists ? 3 : 1;
+  }
+  g_daemon = daemon->get();
+  struct sigaction action {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  absl::Status status = (*daemon)->Run();
+  g_daemon = nullptr;
+  if (!status.ok()) {
+    logger.Error("event loop failed: ", status.message());
+    return 1;
+  }
+  logger.Info("stopped");
+  return 0;
+}
