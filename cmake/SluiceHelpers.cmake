@@ -50,5 +50,17 @@ function(sluice_test name)
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
   gtest_discover_tests(${name}
     DISCOVERY_TIMEOUT 30
-    PROPERTIES LABELS "${ARG_LABELS}" TIMEOUT 120)
+    TEST_LIST ${name}_TESTS
+    PROPERTIES TIMEOUT 120)
+  # Labels go on in a second include file: gtest_discover_tests flattens a
+  # list passed through PROPERTIES, so "LABELS unit runtime" would keep only
+  # "unit" (and turn "runtime" into a bogus property name).
+  if(ARG_LABELS)
+    set(labels_file "${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake")
+    file(WRITE "${labels_file}"
+      "if(${name}_TESTS)\n"
+      "  set_tests_properties(\${${name}_TESTS} PROPERTIES LABELS \"${ARG_LABELS}\")\n"
+      "endif()\n")
+    set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES "${labels_file}")
+  endif()
 endfunction()
