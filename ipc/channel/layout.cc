@@ -44,6 +44,12 @@ absl::StatusOr<ChannelHeader> PlanRegion(const Geometry& geometry) {
   h.reply_arena_offset = AlignUp(h.request_arena_offset + h.request_arena_size, kPage);
   h.reply_arena_size = AlignUp(geometry.reply_arena_size, kArenaAlignment);
   h.region_size = AlignUp(h.reply_arena_offset + h.reply_arena_size, kPage);
+  // Each arena alone may be up to half the limit; with the header pages the
+  // two together can still exceed what Region::Create accepts.
+  if (h.region_size > Region::kMaxSize) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "region of ", h.region_size, " bytes exceeds the limit of ", Region::kMaxSize));
+  }
   return h;
 }
 
