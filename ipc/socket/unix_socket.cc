@@ -18,6 +18,10 @@ absl::StatusOr<std::pair<UniqueFd, UniqueFd>> SeqPacketPair() {
 }
 
 absl::Status SendMessage(int socket, std::span<const std::byte> bytes, std::span<const int> fds) {
+  if (bytes.empty() && fds.empty()) {
+    // recvmsg() returns 0 for it, exactly as for end of stream.
+    return absl::InvalidArgumentError("sendmsg: an empty message reads as a hang-up");
+  }
   if (fds.size() > kMaxFdsPerMessage) {
     return absl::InvalidArgumentError(
         absl::StrCat("sendmsg: ", fds.size(), " fds exceed the limit of ", kMaxFdsPerMessage));

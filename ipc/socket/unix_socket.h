@@ -35,7 +35,8 @@ inline constexpr size_t kMaxFdsPerMessage = 16;
 absl::StatusOr<std::pair<UniqueFd, UniqueFd>> SeqPacketPair();
 
 // Sends one message carrying `bytes` and (optionally) `fds`. The fds stay
-// owned by the caller. Never raises SIGPIPE.
+// owned by the caller. Never raises SIGPIPE. A message with neither bytes nor
+// fds is INVALID_ARGUMENT: the receiver could not tell it from a hang-up.
 absl::Status SendMessage(int socket, std::span<const std::byte> bytes,
                          std::span<const int> fds = {});
 
