@@ -150,10 +150,13 @@ absl::StatusOr<ReceivedMessage> ServiceManager::Request(std::span<const std::byt
     pending_.emplace(request_id, &pending);
   }
   if (absl::Status sent = SendMessage(socket_.get(), bytes); !sent.ok()) {
+    absl::Status gone = absl::UnavailableError(
+        absl::StrCat("service manager at ", path_, " went away: ", sent.message()));
     absl::MutexLock lock(&mu_);
     pending_.erase(request_id);
-    return absl::UnavailableError(
-        absl::StrCat("service manager at ", path_, " went away: ", sent.message()));
+    // The reader thread may not have seen the hang-up yet; say so at once.
+    if (health_.ok()) health_ = gone;
+    return gone;
   }
   absl::MutexLock lock(&mu_);
   if (!mu_.AwaitWithDeadline(absl::Condition(&pending.done), deadline)) {

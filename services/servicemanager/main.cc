@@ -23,6 +23,9 @@ ABSL_FLAG(std::string, log_level, "info", "debug, info, warning, error or off");
 ABSL_FLAG(int, max_connections, 4096, "Connections served at once; more are refused");
 ABSL_FLAG(int, hello_timeout_ms, 10000, "Drop connections that do not say Hello by then");
 ABSL_FLAG(std::string, socket_mode, "0666", "Mode of the socket node (octal)");
+ABSL_FLAG(int, ready_fd, -1,
+          "Once listening, write \"ready\\n\" to this descriptor and close it (for supervisors "
+          "and tests)");
 
 namespace {
 
@@ -90,6 +93,10 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  if (const int ready_fd = absl::GetFlag(FLAGS_ready_fd); ready_fd >= 0) {
+    (void)!::write(ready_fd, "ready\n", 6);
+    ::close(ready_fd);
+  }
 
   absl::Status status = (*daemon)->Run();
   g_daemon = nullptr;

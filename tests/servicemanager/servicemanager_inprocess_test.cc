@@ -1,0 +1,429 @@
+// Service manager scenarios with the daemon on a thread of the test process
+// (debuggable, sanitizer-visible): the protocol, its errors, and robustness
+// against bad or silent clients.
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <cstring>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ipc/service/service_manager.h"
+#include "ipc/service/wire.h"
+#include "tests/servicemanager/echo.h"
+#include "tests/servicemanager/test_util.h"
+#include "tests/testing/status_matchers.h"
+
+namespace sluice {
+namespace {
+
+using ::sluice::testing::EchoCall;
+using ::sluice::testing::EchoServer;
+using ::sluice::testing::InProcessDaemon;
+using ::sluice::testing::StatusIs;
+using ::sluice::testing::TempDir;
+using ::testing::HasSubstr;
+namespace wire = ::sluice::servicemanager::wire;
+
+// Small regions keep thousands of look-ups cheap.
+channel_layout::Geometry SmallGeometry() {
+  channel_layout::Geometry g;
+  g.slot_count = 4;
+  g.request_arena_size = 64 * 1024;
+  g.reply_arena_size = 64 * 1024;
+  return g;
+}
+
+class ServiceManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override { StartDaemon({}); }
+  void StartDaemon(DaemonOptions options) {
+    daemon_.reset();
+    options.socket_path = dir_.File("sm.sock");
+    options.logger = &logger_;
+    daemon_ = InProcessDaemon::Start(std::move(options));
+    ASSERT_NE(daemon_, nullptr);
+  }
+  absl::StatusOr<std::unique_ptr<ServiceManager>> Connect() {
+    ServiceManagerOptions options;
+    options.socket_path = dir_.File("sm.sock");
+    return ServiceManager::Connect(options);
+  }
+  // A raw SOCK_SEQPACKET connection to the daemon, for speaking garbage.
+  UniqueFd RawConnect() {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string path = dir_.File("sm.sock");
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+      ADD_FAILURE() << "connect: " << std::strerror(errno);
+    }
+    return fd;
+  }
+  // Whether the daemon hung up on `fd` (reads past any replies first).
+  static bool HungUp(int fd, absl::Duration timeout = absl::Seconds(5)) {
+    timeval tv{static_cast<time_t>(absl::ToInt64Seconds(timeout)), 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char buffer[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+      if (n == 0) return true;
+      if (n < 0) return errno == ECONNRESET;
+    }
+  }
+  static std::vector<std::byte> HelloBytes(uint64_t id = 1) {
+    flatbuffers::FlatBufferBuilder builder;
+    auto hello = wire::CreateHelloRequest(builder, 1);
+    service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::HelloRequest,
+                                 hello.Union());
+    auto bytes = service_wire::Bytes(builder);
+    return {bytes.begin(), bytes.end()};
+  }
+
+  Logger logger_{Logger::Level::kError};
+  TempDir dir_;
+  std::unique_ptr<InProcessDaemon> daemon_;
+};
+
+TEST_F(ServiceManagerTest, RegisterLookupCallListAndInfo) {
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  EchoServer echo;
+  RegisterOptions options;
+  options.geometry = SmallGeometry();
+  ASSERT_OK(server->Register("test.echo", echo.Handler(), std::move(options)));
+
+  ASSERT_OK_AND_ASSIGN(ServiceConnection connection, client->Lookup("test.echo"));
+  EXPECT_EQ(connection.server.pid, ::getpid());
+  EXPECT_EQ(connection.server.uid, ::geteuid());
+  EXPECT_EQ(connection.channel->max_request_size(), 64 * 1024u);
+  ASSERT_OK_AND_ASSIGN(std::string reply, EchoCall(*connection.channel, "hello"));
+  EXPECT_EQ(reply, "hello");
+  ASSERT_EQ(echo.clients().size(), 1u);
+  EXPECT_EQ(echo.clients()[0].pid, ::getpid());
+
+  ASSERT_OK_AND_ASSIGN(auto list, client->List());
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].name, "test.echo");
+  EXPECT_EQ(list[0].owner.pid, ::getpid());
+  EXPECT_EQ(list[0].connections, 1u);
+
+  ASSERT_OK_AND_ASSIGN(ServiceDetails info, client->Info("test.echo"));
+  ASSERT_EQ(info.connections.size(), 1u);
+  EXPECT_EQ(info.connections[0].connection_id, connection.connection_id);
+  EXPECT_THAT(client->Info("test.nothing"), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(ServiceManagerTest, ClientMayOverrideGeometryWithinLimits) {
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  EchoServer echo;
+  ASSERT_OK(server->Register("test.echo", echo.Handler()));
+  LookupOptions small;
+  small.geometry = SmallGeometry();
+  ASSERT_OK_AND_ASSIGN(auto connection, server->Lookup("test.echo", small));
+  EXPECT_EQ(connection.channel->max_request_size(), 64 * 1024u);
+  EXPECT_EQ(connection.channel->slot_count(), 4u);
+
+  LookupOptions huge;
+  huge.geometry = SmallGeometry();
+  huge.geometry->request_arena_size = uint64_t{1} << 29;
+  EXPECT_THAT(server->Lookup("test.echo", huge),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("limit")));
+}
+
+TEST_F(ServiceManagerTest, SameNameTwiceIsAlreadyExists) {
+  ASSERT_OK_AND_ASSIGN(auto first, Connect());
+  ASSERT_OK_AND_ASSIGN(auto second, Connect());
+  ASSERT_OK(first->Register("test.dup", [](IncomingConnection) {}));
+  EXPECT_THAT(second->Register("test.dup", [](IncomingConnection) {}),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("test.dup")));
+  EXPECT_THAT(first->Register("test.dup", [](IncomingConnection) {}),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+}
+
+TEST_F(ServiceManagerTest, UnknownAndInvalidNames) {
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  EXPECT_THAT(client->Lookup("test.missing"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("test.missing")));
+  EXPECT_THAT(client->Lookup(""), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(client->Register("bad name", [](IncomingConnection) {}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(client->Lookup(std::string(300, 'a')),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(ServiceManagerTest, ConnectWithoutManagerIsUnavailable) {
+  ServiceManagerOptions options;
+  options.socket_path = dir_.File("nobody.sock");
+  EXPECT_THAT(ServiceManager::Connect(options),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("nobody.sock")));
+}
+
+TEST_F(ServiceManagerTest, ManagerGoingAwayFailsLaterCallsWithUnavailable) {
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  daemon_.reset();
+  EXPECT_THAT(client->Lookup("test.any"), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(client->health(), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+TEST_F(ServiceManagerTest, UnregisterFreesTheNameOnlyForItsOwner) {
+  ASSERT_OK_AND_ASSIGN(auto owner, Connect());
+  ASSERT_OK_AND_ASSIGN(auto other, Connect());
+  ASSERT_OK(owner->Register("test.name", [](IncomingConnection) {}));
+  EXPECT_THAT(other->Unregister("test.name"), StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(other->Unregister("test.none"), StatusIs(absl::StatusCode::kNotFound));
+  ASSERT_OK(owner->Unregister("test.name"));
+  EXPECT_THAT(other->Lookup("test.name"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_OK(other->Register("test.name", [](IncomingConnection) {}));
+}
+
+TEST_F(ServiceManagerTest, NameIsFreedWhenOwnerDisconnects) {
+  ASSERT_OK_AND_ASSIGN(auto owner, Connect());
+  ASSERT_OK_AND_ASSIGN(auto other, Connect());
+  ASSERT_OK(owner->Register("test.name", [](IncomingConnection) {}));
+  owner.reset();
+  ASSERT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.services == 0; }));
+  EXPECT_OK(other->Register("test.name", [](IncomingConnection) {}));
+}
+
+TEST_F(ServiceManagerTest, WaitForReturnsWhenNameAppearsOrTimesOut) {
+  ASSERT_OK_AND_ASSIGN(auto waiter, Connect());
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  const absl::Time start = absl::Now();
+  EXPECT_THAT(waiter->WaitFor("test.later", absl::Milliseconds(100)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("test.later")));
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(100));
+  EXPECT_THAT(waiter->WaitFor("test.later", absl::ZeroDuration()),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+
+  absl::Status waited;
+  std::thread t([&] { waited = waiter->WaitFor("test.later", absl::Seconds(30)); });
+  ASSERT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.waits == 1; }));
+  ASSERT_OK(server->Register("test.later", [](IncomingConnection) {}));
+  t.join();
+  EXPECT_OK(waited);
+  EXPECT_OK(waiter->WaitFor("test.later", absl::ZeroDuration()));
+}
+
+TEST_F(ServiceManagerTest, SubscribersSeeNamesAppearAndDisappear) {
+  absl::Mutex mu;
+  std::vector<NameEvent> events;
+  ASSERT_OK_AND_ASSIGN(auto watcher, Connect());
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  ASSERT_OK_AND_ASSIGN(SubscriptionId id, watcher->Subscribe("test.", [&](const NameEvent& e) {
+    absl::MutexLock lock(&mu);
+    events.push_back(e);
+  }));
+  ASSERT_OK(server->Register("other.x", [](IncomingConnection) {}));
+  ASSERT_OK(server->Register("test.x", [](IncomingConnection) {}));
+  server.reset();
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(
+                                        +[](std::vector<NameEvent>* e) { return e->size() >= 2; },
+                                        &events),
+                                    absl::Seconds(10)));
+    EXPECT_EQ(events[0].change, NameChange::kAppeared);
+    EXPECT_EQ(events[0].name, "test.x");
+    EXPECT_EQ(events[0].owner.pid, ::getpid());
+    EXPECT_EQ(events[1].change, NameChange::kDisappeared);
+    EXPECT_EQ(events[1].name, "test.x");
+    EXPECT_EQ(events.size(), 2u);
+  }
+  EXPECT_OK(watcher->Unsubscribe(id));
+  EXPECT_THAT(watcher->Unsubscribe(id), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(ServiceManagerTest, ServerIsToldWhenAClientDisconnects) {
+  absl::Notification gone;  // Outlives the reader thread that notifies it.
+  uint64_t gone_id = 0;
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  EchoServer echo;
+  RegisterOptions options;
+  options.geometry = SmallGeometry();
+  options.on_client_gone = [&](absl::string_view name, uint64_t id, const PeerCredentials&) {
+    EXPECT_EQ(name, "test.echo");
+    gone_id = id;
+    gone.Notify();
+  };
+  ASSERT_OK(server->Register("test.echo", echo.Handler(), std::move(options)));
+  ASSERT_OK_AND_ASSIGN(auto connection, client->Lookup("test.echo"));
+  const uint64_t id = connection.connection_id;
+  connection.channel.reset();
+  client.reset();
+  ASSERT_TRUE(gone.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(gone_id, id);
+}
+
+TEST_F(ServiceManagerTest, HandlersCannotCallBackIntoTheManager) {
+  absl::Notification done;
+  absl::Status inner;
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  ServiceManager* raw = server.get();
+  ASSERT_OK(server->Register("test.reentrant", [&](IncomingConnection) {
+    inner = raw->Lookup("test.reentrant").status();
+    done.Notify();
+  }));
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  ASSERT_OK_AND_ASSIGN(auto connection, client->Lookup("test.reentrant"));
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_THAT(inner, StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST_F(ServiceManagerTest, GarbageTruncatedAndOversizedRequestsDisconnectOnlyTheSender) {
+  ASSERT_OK_AND_ASSIGN(auto good, Connect());
+  EchoServer echo;
+  ASSERT_OK(good->Register("test.echo", echo.Handler()));
+
+  {  // Random bytes.
+    UniqueFd fd = RawConnect();
+    const char garbage[] = "\x13\x37 definitely not a flatbuffer";
+    ASSERT_EQ(::send(fd.get(), garbage, sizeof(garbage), 0), ssize_t{sizeof(garbage)});
+    EXPECT_TRUE(HungUp(fd.get()));
+  }
+  {  // A valid Hello, cut short.
+    UniqueFd fd = RawConnect();
+    auto hello = HelloBytes();
+    ASSERT_GT(::send(fd.get(), hello.data(), hello.size() / 2, 0), 0);
+    EXPECT_TRUE(HungUp(fd.get()));
+  }
+  {  // Larger than any request.
+    UniqueFd fd = RawConnect();
+    std::vector<char> big(64 * 1024, 'x');
+    ASSERT_EQ(::send(fd.get(), big.data(), big.size(), 0), ssize_t(big.size()));
+    EXPECT_TRUE(HungUp(fd.get()));
+  }
+  {  // An empty message.
+    UniqueFd fd = RawConnect();
+    ASSERT_EQ(::send(fd.get(), "", 0, 0), 0);
+    EXPECT_TRUE(HungUp(fd.get()));
+  }
+  {  // A request carrying descriptors.
+    UniqueFd fd = RawConnect();
+    auto hello = HelloBytes();
+    int pass = fd.get();
+    ASSERT_OK(SendMessage(fd.get(), hello, std::span<const int>(&pass, 1)));
+    EXPECT_TRUE(HungUp(fd.get()));
+  }
+  {  // Anything but Hello first: an error reply, then a hang-up.
+    UniqueFd fd = RawConnect();
+    flatbuffers::FlatBufferBuilder builder;
+    auto body = wire::CreateLookupRequest(builder, builder.CreateString("test.echo"));
+    service_wire::FinishEnvelope(builder, 7, absl::OkStatus(), wire::Body::LookupRequest,
+                                 body.Union());
+    ASSERT_OK(SendMessage(fd.get(), service_wire::Bytes(builder)));
+    ASSERT_OK_AND_ASSIGN(auto reply, ReceiveMessage(fd.get(), 4096));
+    ASSERT_OK_AND_ASSIGN(auto envelope, service_wire::VerifyEnvelope(reply.bytes));
+    EXPECT_EQ(envelope->request_id(), 7u);
+    EXPECT_THAT(service_wire::StatusFromWire(envelope->status()),
+                StatusIs(absl::StatusCode::kFailedPrecondition));
+    EXPECT_TRUE(HungUp(fd.get()));
+  }
+  {  // A reply kind sent as a request: UNIMPLEMENTED, connection kept.
+    UniqueFd fd = RawConnect();
+    ASSERT_OK(SendMessage(fd.get(), HelloBytes(1)));
+    ASSERT_OK(ReceiveMessage(fd.get(), 4096).status());
+    flatbuffers::FlatBufferBuilder builder;
+    auto body = wire::CreateListReply(builder);
+    service_wire::FinishEnvelope(builder, 2, absl::OkStatus(), wire::Body::ListReply,
+                                 body.Union());
+    ASSERT_OK(SendMessage(fd.get(), service_wire::Bytes(builder)));
+    ASSERT_OK_AND_ASSIGN(auto reply, ReceiveMessage(fd.get(), 4096));
+    ASSERT_OK_AND_ASSIGN(auto envelope, service_wire::VerifyEnvelope(reply.bytes));
+    EXPECT_THAT(service_wire::StatusFromWire(envelope->status()),
+                StatusIs(absl::StatusCode::kUnimplemented));
+  }
+  // Everyone else is still served.
+  ASSERT_OK_AND_ASSIGN(auto connection, good->Lookup("test.echo"));
+  EXPECT_OK(EchoCall(*connection.channel, "still here").status());
+  EXPECT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.connections == 1; }));
+}
+
+TEST_F(ServiceManagerTest, SilentClientIsDroppedAfterHelloTimeout) {
+  DaemonOptions options;
+  options.hello_timeout = absl::Milliseconds(100);
+  StartDaemon(std::move(options));
+  UniqueFd silent = RawConnect();
+  EXPECT_TRUE(HungUp(silent.get()));
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  // A client that said Hello stays however long it idles.
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_OK(client->List().status());
+}
+
+TEST_F(ServiceManagerTest, ConnectionsBeyondTheLimitAreRefusedAndOthersServed) {
+  DaemonOptions options;
+  options.max_connections = 8;
+  StartDaemon(std::move(options));
+  std::vector<UniqueFd> idle;
+  for (int i = 0; i < 8; ++i) idle.push_back(RawConnect());
+  ASSERT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.connections == 8; }));
+  UniqueFd refused = RawConnect();
+  EXPECT_TRUE(HungUp(refused.get()));
+  idle.pop_back();
+  ASSERT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.connections == 7; }));
+  EXPECT_OK(Connect().status());
+}
+
+TEST_F(ServiceManagerTest, ThousandIdleConnectionsThenAllResourcesReturn) {
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  ASSERT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.connections == 1; }));
+  const int fds_before = ::sluice::testing::CountOpenFds();
+  std::vector<UniqueFd> idle;
+  for (int i = 0; i < 1000; ++i) idle.push_back(RawConnect());
+  ASSERT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.connections == 1001; }));
+  EXPECT_OK(client->List().status());  // Still serving.
+  idle.clear();
+  ASSERT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.connections == 1; }));
+  EXPECT_EQ(::sluice::testing::CountOpenFds(), fds_before);
+}
+
+TEST_F(ServiceManagerTest, ListPagesThroughManyNames) {
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  for (int i = 0; i < 600; ++i) {
+    ASSERT_OK(server->Register(absl::StrCat("test.many.", 1000 + i), [](IncomingConnection) {}));
+  }
+  ASSERT_OK(server->Register("zzz.other", [](IncomingConnection) {}));
+  ASSERT_OK_AND_ASSIGN(auto all, server->List());
+  EXPECT_EQ(all.size(), 601u);
+  ASSERT_OK_AND_ASSIGN(auto some, server->List("test.many."));
+  ASSERT_EQ(some.size(), 600u);
+  EXPECT_EQ(some.front().name, "test.many.1000");
+  EXPECT_EQ(some.back().name, "test.many.1599");
+}
+
+TEST_F(ServiceManagerTest, LiveSocketIsNeverStolenAndStaleOneIsReplaced) {
+  DaemonOptions second;
+  second.socket_path = dir_.File("sm.sock");
+  second.logger = &logger_;
+  EXPECT_THAT(ServiceManagerDaemon::Create(second), StatusIs(absl::StatusCode::kAlreadyExists));
+  ASSERT_OK(Connect().status());
+
+  // A stale socket: bound, then its owner vanished without unlinking.
+  const std::string stale = dir_.File("stale.sock");
+  {
+    UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::memcpy(addr.sun_path, stale.data(), stale.size());
+    ASSERT_EQ(::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  }
+  DaemonOptions third;
+  third.socket_path = stale;
+  third.logger = &logger_;
+  EXPECT_OK(ServiceManagerDaemon::Create(third).status());
+
+  // Not a socket: left alone.
+  const std::string file = dir_.File("file.sock");
+  std::ofstream(file) << "x";
+  third.socket_path = file;
+  EXPECT_THAT(ServiceManagerDaemon::Create(third),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,431 @@
+// Service manager scenarios across real processes: the sluice-servicemanager
+// binary, sm_test_helper servers and clients (some under another uid), this
+// test process, and sluicectl.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ipc/base/errors.h"
+#include "ipc/service/service_manager.h"
+#include "tests/servicemanager/echo.h"
+#include "tests/servicemanager/test_util.h"
+#include "tests/testing/status_matchers.h"
+
+namespace sluice {
+namespace {
+
+using ::sluice::testing::EchoCall;
+using ::sluice::testing::EchoServer;
+using ::sluice::testing::InProcessDaemon;
+using ::sluice::testing::ReportPipe;
+using ::sluice::testing::SpawnDaemon;
+using ::sluice::testing::StatusIs;
+using ::sluice::testing::Subprocess;
+using ::sluice::testing::TempDir;
+using ::testing::HasSubstr;
+
+constexpr uid_t kOtherUid = 65534;  // nobody
+
+channel_layout::Geometry SmallGeometry() {
+  channel_layout::Geometry g;
+  g.slot_count = 4;
+  g.request_arena_size = 64 * 1024;
+  g.reply_arena_size = 64 * 1024;
+  return g;
+}
+
+int ExitCodeOf(Subprocess& process) {
+  auto status = process.Wait(absl::Seconds(30));
+  if (!status.ok() || !WIFEXITED(*status)) return -1;
+  return WEXITSTATUS(*status);
+}
+
+class MultiProcessTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto daemon = SpawnDaemon(socket_);
+    ASSERT_OK(daemon.status());
+    daemon_ = *std::move(daemon);
+  }
+  absl::StatusOr<std::unique_ptr<ServiceManager>> Connect() {
+    ServiceManagerOptions options;
+    options.socket_path = socket_;
+    return ServiceManager::Connect(options);
+  }
+  // Starts sm_test_helper with its report pipe on fd 3.
+  absl::StatusOr<Subprocess> Helper(std::vector<std::string> args, ReportPipe& report) {
+    std::vector<std::string> argv = {SLUICE_SM_TEST_HELPER_BIN, socket_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    auto process = Subprocess::Spawn(argv, {report.write.get()});
+    report.write.reset();
+    return process;
+  }
+  absl::StatusOr<Subprocess> Server(const std::string& name, ReportPipe& report,
+                                    const std::string& mode = "echo") {
+    auto process = Helper({"serve", name, mode}, report);
+    if (!process.ok()) return process;
+    auto line = report.ReadLine();
+    if (!line.ok() || *line != "ready") {
+      return absl::InternalError(absl::StrCat("server helper not ready: ",
+                                              line.ok() ? *line : line.status().ToString()));
+    }
+    return process;
+  }
+
+  TempDir dir_;
+  std::string socket_ = dir_.File("sm.sock");
+  std::optional<Subprocess> daemon_;
+};
+
+TEST_F(MultiProcessTest, RegisterLookupListWaitAcrossProcesses) {
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  absl::Status waited;
+  std::thread waiter([&] { waited = client->WaitFor("mp.echo", absl::Seconds(30)); });
+  ReportPipe report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess server, Server("mp.echo", report));
+  waiter.join();
+  EXPECT_OK(waited);
+
+  ASSERT_OK_AND_ASSIGN(ServiceConnection connection, client->Lookup("mp.echo"));
+  EXPECT_EQ(connection.server.pid, server.pid());
+  ASSERT_OK_AND_ASSIGN(std::string reply, EchoCall(*connection.channel, "across processes"));
+  EXPECT_EQ(reply, "across processes");
+
+  ASSERT_OK_AND_ASSIGN(auto list, client->List());
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0].name, "mp.echo");
+  EXPECT_EQ(list[0].owner.pid, server.pid());
+
+  ReportPipe second_report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess second, Helper({"serve", "mp.echo"}, second_report));
+  EXPECT_EQ(second_report.ReadLine().value_or(""),
+            absl::StrCat("error ", static_cast<int>(absl::StatusCode::kAlreadyExists)));
+  EXPECT_EQ(ExitCodeOf(second), static_cast<int>(absl::StatusCode::kAlreadyExists));
+}
+
+TEST_F(MultiProcessTest, NameIsFreedWhenOwnerIsKilledAndANewServerTakesIt) {
+  // Declared before the client, whose reader thread runs the handler.
+  absl::Notification disappeared;
+  std::atomic<int> disappearances{0};
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  ASSERT_OK(client->Subscribe("mp.", [&](const NameEvent& e) {
+    if (e.change == NameChange::kDisappeared && e.name == "mp.echo" &&
+        disappearances.fetch_add(1) == 0) {
+      disappeared.Notify();
+    }
+  }).status());
+  ReportPipe report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess server, Server("mp.echo", report));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection connection, client->Lookup("mp.echo"));
+  ASSERT_OK(server.Kill(SIGKILL));
+  ASSERT_TRUE(disappeared.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_THAT(client->Lookup("mp.echo"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_TRUE(IsPeerDead(EchoCall(*connection.channel, "x").status()));
+
+  ReportPipe report2 = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess server2, Server("mp.echo", report2));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection connection2, client->Lookup("mp.echo"));
+  EXPECT_EQ(connection2.server.pid, server2.pid());
+  EXPECT_EQ(EchoCall(*connection2.channel, "again").value_or(""), "again");
+}
+
+TEST_F(MultiProcessTest, BlockedCallerGetsPeerDeadWhenServerIsKilled) {
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  ReportPipe report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess server, Server("mp.hang", report, "hang"));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection connection, client->Lookup("mp.hang"));
+  absl::Time killed_at;
+  absl::Notification killed;
+  std::thread killer([&] {
+    absl::SleepFor(absl::Milliseconds(200));  // Let the call block first.
+    killed_at = absl::Now();
+    ASSERT_OK(server.Kill(SIGKILL));
+    killed.Notify();
+  });
+  absl::StatusOr<std::string> result = EchoCall(*connection.channel, "never answered");
+  const absl::Time returned_at = absl::Now();
+  killer.join();
+  EXPECT_TRUE(IsPeerDead(result.status())) << result.status();
+  const absl::Duration detection = returned_at - killed_at;
+  std::printf("peer-dead detection after SIGKILL of the server: %.3f ms\n",
+              absl::ToDoubleMilliseconds(detection));
+  EXPECT_LT(detection, absl::Seconds(2));
+}
+
+TEST_F(MultiProcessTest, ServerLearnsOfClientDeath) {
+  absl::Notification client_gone, channel_dead;
+  absl::Time gone_at, dead_at;
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  std::unique_ptr<ServerChannel> channel;
+  absl::Notification connected;
+  RegisterOptions options;
+  options.geometry = SmallGeometry();
+  options.on_client_gone = [&](absl::string_view, uint64_t, const PeerCredentials&) {
+    gone_at = absl::Now();
+    client_gone.Notify();
+  };
+  ASSERT_OK(server->Register(
+      "mp.watch",
+      [&](IncomingConnection c) {
+        channel = std::move(c.channel);
+        connected.Notify();
+      },
+      std::move(options)));
+  ReportPipe report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess client, Helper({"hold", "mp.watch"}, report));
+  ASSERT_TRUE(absl::StartsWith(report.ReadLine().value_or(""), "connected"));
+  ASSERT_TRUE(connected.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_EQ(channel->peer().pid, client.pid());
+
+  std::thread receiver([&] {
+    auto call = channel->Receive(absl::Now() + absl::Seconds(10));
+    EXPECT_TRUE(IsPeerDead(call.status())) << call.status();
+    dead_at = absl::Now();
+    channel_dead.Notify();
+  });
+  const absl::Time killed_at = absl::Now();
+  ASSERT_OK(client.Kill(SIGKILL));
+  ASSERT_TRUE(client_gone.WaitForNotificationWithTimeout(absl::Seconds(2)));
+  ASSERT_TRUE(channel_dead.WaitForNotificationWithTimeout(absl::Seconds(2)));
+  receiver.join();
+  std::printf("client death seen by the server: channel %.3f ms, manager event %.3f ms\n",
+              absl::ToDoubleMilliseconds(dead_at - killed_at),
+              absl::ToDoubleMilliseconds(gone_at - killed_at));
+}
+
+TEST_F(MultiProcessTest, TenThousandConnectLookupDisconnectCyclesLeakNothing) {
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  std::atomic<int> served{0};
+  RegisterOptions options;
+  options.geometry = SmallGeometry();
+  // Dropping each channel at once is the server's way of "releasing" it.
+  ASSERT_OK(server->Register(
+      "mp.cycle", [&](IncomingConnection) { served.fetch_add(1); }, std::move(options)));
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ServiceManagerOptions client_options;
+  client_options.socket_path = socket_;
+  client_options.watcher = watcher.get();
+  auto cycle = [&] {
+    auto client = ServiceManager::Connect(client_options);
+    ASSERT_OK(client.status());
+    ASSERT_OK((*client)->Lookup("mp.cycle").status());
+  };
+  for (int i = 0; i < 200; ++i) cycle();  // Warm up allocator and tables.
+  const pid_t pid = daemon_->pid();
+  // The daemon handles a client's hang-up shortly after the client returns.
+  // A probe's round trips order us after hang-ups that were already queued
+  // (epoll reports readiness in order); the count excludes the probe itself.
+  auto settled_fds = [&] {
+    auto probe = Connect();
+    EXPECT_OK(probe.status());
+    if (probe.ok()) {
+      EXPECT_OK((*probe)->List().status());
+    }
+    return ::sluice::testing::CountFdsOf(pid) - 1;
+  };
+  const int fds_before = settled_fds();
+  const int64_t rss_before = ::sluice::testing::RssKibOf(pid);
+  const absl::Time start = absl::Now();
+  for (int i = 0; i < 10000; ++i) {
+    cycle();
+    if (HasFatalFailure()) return;
+  }
+  const absl::Duration took = absl::Now() - start;
+  const int fds_after = settled_fds();
+  const int64_t rss_after = ::sluice::testing::RssKibOf(pid);
+  std::printf("10000 cycles in %.2f s; manager fds %d -> %d, RSS %lld -> %lld KiB\n",
+              absl::ToDoubleSeconds(took), fds_before, fds_after,
+              static_cast<long long>(rss_before), static_cast<long long>(rss_after));
+  EXPECT_EQ(fds_after, fds_before);
+  // Allocator caches may keep a little; a leak of even 100 bytes per cycle
+  // would show as ~1 MiB.
+  EXPECT_LE(rss_after, rss_before + 512);
+}
+
+TEST_F(MultiProcessTest, ThousandIdleConnectionsToTheBinaryLeaveNoTrace) {
+  const pid_t pid = daemon_->pid();
+  ASSERT_OK_AND_ASSIGN(auto probe, Connect());
+  ASSERT_OK(probe->List().status());
+  const int fds_before = ::sluice::testing::CountFdsOf(pid);
+  const int64_t rss_before = ::sluice::testing::RssKibOf(pid);
+  std::vector<std::unique_ptr<ServiceManager>> idle;
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ServiceManagerOptions options;
+  options.socket_path = socket_;
+  options.watcher = watcher.get();
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_OK_AND_ASSIGN(auto c, ServiceManager::Connect(options));
+    idle.push_back(std::move(c));
+  }
+  EXPECT_EQ(::sluice::testing::CountFdsOf(pid), fds_before + 1000);
+  std::printf("manager with 1000 idle connections: RSS %lld -> %lld KiB\n",
+              static_cast<long long>(rss_before),
+              static_cast<long long>(::sluice::testing::RssKibOf(pid)));
+  idle.clear();
+  ASSERT_OK(probe->List().status());
+  // Hang-ups are handled in order with our requests only per connection;
+  // wait (bounded) for the count to settle.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (::sluice::testing::CountFdsOf(pid) != fds_before && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(::sluice::testing::CountFdsOf(pid), fds_before);
+}
+
+TEST_F(MultiProcessTest, SecondDaemonOnALiveSocketFailsAndAStaleOneIsReplaced) {
+  ASSERT_OK_AND_ASSIGN(Subprocess second, Subprocess::Spawn({SLUICE_SERVICEMANAGER_BIN,
+                                                             "--socket=" + socket_,
+                                                             "--log_level=off"}));
+  EXPECT_EQ(ExitCodeOf(second), 3);
+  ASSERT_OK(Connect().status());  // The first still serves.
+
+  ASSERT_OK(daemon_->Kill(SIGKILL));
+  (void)daemon_->Wait();
+  struct stat st;
+  ASSERT_EQ(::lstat(socket_.c_str(), &st), 0) << "a crashed daemon leaves its socket";
+  EXPECT_THAT(Connect(), StatusIs(absl::StatusCode::kUnavailable));
+  ASSERT_OK_AND_ASSIGN(Subprocess third, SpawnDaemon(socket_));
+  EXPECT_OK(Connect().status());
+}
+
+TEST_F(MultiProcessTest, SigtermShutsDownCleanly) {
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  ASSERT_OK(client->Register("mp.x", [](IncomingConnection) {}));
+  ASSERT_OK(daemon_->Kill(SIGTERM));
+  auto status = daemon_->Wait(absl::Seconds(10));
+  ASSERT_OK(status.status());
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << *status;
+  struct stat st;
+  EXPECT_NE(::lstat(socket_.c_str(), &st), 0) << "socket left behind";
+  EXPECT_THAT(client->Lookup("mp.x"), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+TEST_F(MultiProcessTest, SluicectlListWaitInfo) {
+  ReportPipe report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess server, Server("mp.ctl", report));
+  auto run = [&](std::vector<std::string> args, std::string* out) {
+    std::vector<std::string> argv = {SLUICECTL_BIN, "--socket=" + socket_};
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::string command;
+    for (auto& a : argv) command += "'" + a + "' ";
+    FILE* pipe = ::popen(command.c_str(), "r");
+    char buffer[4096];
+    out->clear();
+    while (size_t n = std::fread(buffer, 1, sizeof(buffer), pipe)) out->append(buffer, n);
+    const int status = ::pclose(pipe);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  std::string out;
+  EXPECT_EQ(run({"list", "--json"}, &out), 0);
+  EXPECT_THAT(out, HasSubstr(absl::StrCat("\"name\":\"mp.ctl\",\"owner\":{\"pid\":", server.pid())));
+  EXPECT_EQ(run({"list"}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("mp.ctl"));
+  EXPECT_EQ(run({"info", "mp.ctl", "--json"}, &out), 0);
+  EXPECT_THAT(out, HasSubstr("\"connection_list\":[]"));
+  EXPECT_EQ(run({"info", "mp.none", "--json"}, &out), 4);
+  EXPECT_THAT(out, HasSubstr("\"code\":\"NOT_FOUND\""));
+  EXPECT_EQ(run({"wait", "mp.ctl"}, &out), 0);
+  EXPECT_EQ(run({"wait", "mp.never", "--timeout=50ms"}, &out), 6);
+  EXPECT_EQ(run({"frobnicate"}, &out), 2);
+  std::vector<std::string> no_daemon = {"--socket=" + dir_.File("none.sock"), "list"};
+  EXPECT_EQ(run(no_daemon, &out), 3);
+}
+
+// ---- access control, with a second uid ----
+
+class PolicyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (::geteuid() != 0) {
+      GTEST_SKIP() << "policy tests switch a helper to uid " << kOtherUid << "; run as root";
+    }
+  }
+  void StartDaemon(std::optional<std::string> policy_text) {
+    DaemonOptions options;
+    options.socket_path = socket_;
+    if (policy_text.has_value()) {
+      auto policy = Policy::Parse(*policy_text, ::geteuid());
+      ASSERT_OK(policy.status());
+      options.policy = *policy;
+    }
+    int fds[2];
+    ASSERT_EQ(::pipe2(fds, O_CLOEXEC | O_NONBLOCK), 0);
+    log_read_.reset(fds[0]);
+    log_write_.reset(fds[1]);
+    logger_ = std::make_unique<Logger>(Logger::Level::kWarning, log_write_.get());
+    options.logger = logger_.get();
+    daemon_ = InProcessDaemon::Start(std::move(options));
+    ASSERT_NE(daemon_, nullptr);
+  }
+  // Runs sm_test_helper as kOtherUid; returns its exit code (a StatusCode).
+  int AsOtherUid(const std::string& command, const std::string& name) {
+    auto process = Subprocess::Spawn({SLUICE_SM_TEST_HELPER_BIN, socket_,
+                                      absl::StrCat("--uid=", kOtherUid), command, name});
+    if (!process.ok()) return -1;
+    return ExitCodeOf(*process);
+  }
+  std::string Log() {
+    char buffer[8192];
+    const ssize_t n = ::read(log_read_.get(), buffer, sizeof(buffer));
+    return n > 0 ? std::string(buffer, static_cast<size_t>(n)) : "";
+  }
+  absl::StatusOr<std::unique_ptr<ServiceManager>> Connect() {
+    ServiceManagerOptions options;
+    options.socket_path = socket_;
+    return ServiceManager::Connect(options);
+  }
+
+  TempDir dir_;
+  std::string socket_ = dir_.File("sm.sock");
+  UniqueFd log_read_, log_write_;
+  std::unique_ptr<Logger> logger_;
+  std::unique_ptr<InProcessDaemon> daemon_;
+};
+
+constexpr int kOk = static_cast<int>(absl::StatusCode::kOk);
+constexpr int kDenied = static_cast<int>(absl::StatusCode::kPermissionDenied);
+
+TEST_F(PolicyTest, DefaultPolicyAllowsOnlySameUidAndRoot) {
+  StartDaemon(std::nullopt);
+  ASSERT_OK_AND_ASSIGN(auto root, Connect());
+  ASSERT_OK(root->Register("pol.root", [](IncomingConnection) {}));
+  EXPECT_EQ(AsOtherUid("lookup", "pol.root"), kDenied);
+  EXPECT_EQ(AsOtherUid("register", "pol.other"), kDenied);
+  EXPECT_THAT(root->Lookup("pol.other"), StatusIs(absl::StatusCode::kNotFound));
+  const std::string log = Log();
+  EXPECT_THAT(log, HasSubstr("denied: lookup of 'pol.root'"));
+  EXPECT_THAT(log, HasSubstr("denied: register of 'pol.other'"));
+}
+
+TEST_F(PolicyTest, PolicyFileGrantsAndDeniesPerNameAndPrefix) {
+  StartDaemon(absl::StrCat("# test policy\n",
+                           "allow register allowed.*   uid:", kOtherUid, "\n",
+                           "deny  lookup   shared.secret *\n",
+                           "allow lookup   shared.*    uid:", kOtherUid, ",gid:12345\n",
+                           "deny  *        *           *\n"));
+  ASSERT_OK_AND_ASSIGN(auto root, Connect());
+  ASSERT_OK(root->Register("shared.svc", [](IncomingConnection) {}));
+  ASSERT_OK(root->Register("shared.secret", [](IncomingConnection) {}));
+  ASSERT_OK(root->Register("private.svc", [](IncomingConnection) {}));
+
+  EXPECT_EQ(AsOtherUid("register", "allowed.mine"), kOk);
+  EXPECT_EQ(AsOtherUid("register", "shared.mine"), kDenied);
+  EXPECT_EQ(AsOtherUid("lookup", "shared.svc"), kOk);
+  EXPECT_EQ(AsOtherUid("lookup", "shared.secret"), kDenied);
+  EXPECT_EQ(AsOtherUid("lookup", "private.svc"), kDenied);
+  const std::string log = Log();
+  EXPECT_THAT(log, HasSubstr("denied: register of 'shared.mine' by pid"));
+  EXPECT_THAT(log, HasSubstr("denied: lookup of 'private.svc'"));
+  EXPECT_THAT(log, HasSubstr("denied: lookup of 'shared.secret'"));
+}
+
+}  // namespace
+}  // namespace sluice

@@ -1,0 +1,128 @@
+// sm_test_helper: a tiny server or client process for the multi-process
+// service manager tests. Reports on descriptor 3 (a pipe from the test) when
+// it is given one; exits with the absl::StatusCode of what it was asked to do.
+//
+//   sm_test_helper SOCKET [--uid=N] serve NAME [echo|hang]
+//   sm_test_helper SOCKET [--uid=N] register NAME
+//   sm_test_helper SOCKET [--uid=N] lookup NAME
+//   sm_test_helper SOCKET [--uid=N] hold NAME
+//
+// --uid switches to that uid (and gid) before doing anything, for policy
+// tests run as root.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
+#include "ipc/base/errors.h"
+#include "ipc/service/service_manager.h"
+
+namespace {
+
+constexpr int kReportFd = 3;
+
+void Report(const std::string& line) {
+  const std::string text = line + "\n";
+  (void)!::write(kReportFd, text.data(), text.size());
+}
+
+int CodeOf(const absl::Status& status) {
+  if (!status.ok()) std::fprintf(stderr, "sm_test_helper: %s\n", status.ToString().c_str());
+  return static_cast<int>(status.code());
+}
+
+// Serves one channel: echoes every request back, or (hang) takes requests
+// and never answers them. Reports when the client's death is seen.
+void Serve(std::unique_ptr<sluice::ServerChannel> channel, uint64_t id, bool hang) {
+  std::vector<sluice::IncomingCall> held;
+  for (;;) {
+    auto call = channel->Receive();
+    if (!call.ok()) {
+      if (sluice::IsPeerDead(call.status())) Report(absl::StrCat("channel-dead ", id));
+      return;
+    }
+    if (hang) {
+      held.push_back(*std::move(call));
+      continue;
+    }
+    auto space = call->ReserveReply(call->request().size());
+    if (!space.ok()) {
+      (void)call->Fail(space.status());
+      continue;
+    }
+    std::memcpy(space->data(), call->request().data(), call->request().size());
+    (void)call->Reply(space->first(call->request().size()));
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.size() < 3) {
+    std::fprintf(stderr, "usage: sm_test_helper SOCKET [--uid=N] CMD NAME [MODE]\n");
+    return 2;
+  }
+  sluice::ServiceManagerOptions options;
+  options.socket_path = args[0];
+  size_t next = 1;
+  if (absl::StartsWith(args[next], "--uid=")) {
+    uint32_t uid = 0;
+    if (!absl::SimpleAtoi(args[next].substr(6), &uid)) return 2;
+    if (::setresgid(uid, uid, uid) != 0 || ::setresuid(uid, uid, uid) != 0) {
+      std::perror("setresuid");
+      return 2;
+    }
+    ++next;
+  }
+  if (args.size() < next + 2) return 2;
+  const std::string command = args[next];
+  const std::string name = args[next + 1];
+  const std::string mode = args.size() > next + 2 ? args[next + 2] : "echo";
+
+  auto manager = sluice::ServiceManager::Connect(options);
+  if (!manager.ok()) {
+    Report(absl::StrCat("error ", CodeOf(manager.status())));
+    return CodeOf(manager.status());
+  }
+  if (command == "register") {
+    return CodeOf((*manager)->Register(name, [](sluice::IncomingConnection) {}));
+  }
+  if (command == "lookup") return CodeOf((*manager)->Lookup(name).status());
+  if (command == "hold") {
+    auto connection = (*manager)->Lookup(name);
+    if (!connection.ok()) return CodeOf(connection.status());
+    Report(absl::StrCat("connected ", connection->connection_id));
+    for (;;) ::pause();
+  }
+  if (command == "serve") {
+    const bool hang = mode == "hang";
+    sluice::RegisterOptions register_options;
+    register_options.on_client_gone = [](absl::string_view, uint64_t id,
+                                         const sluice::PeerCredentials&) {
+      Report(absl::StrCat("client-gone ", id));
+    };
+    absl::Status status = (*manager)->Register(
+        name,
+        [hang](sluice::IncomingConnection connection) {
+          std::thread(Serve, std::move(connection.channel), connection.connection_id, hang)
+              .detach();
+        },
+        std::move(register_options));
+    if (!status.ok()) {
+      Report(absl::StrCat("error ", CodeOf(status)));
+      return CodeOf(status);
+    }
+    Report("ready");
+    for (;;) ::pause();
+  }
+  std::fprintf(stderr, "sm_test_helper: unknown command %s\n", command.c_str());
+  return 2;
+}
