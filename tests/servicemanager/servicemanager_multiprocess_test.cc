@@ -250,6 +250,48 @@ TEST_F(MultiProcessTest, TenThousandConnectLookupDisconnectCyclesLeakNothing) {
   EXPECT_LE(rss_after, rss_before + 512);
 }
 
+TEST_F(MultiProcessTest, RepeatedCrashesOfServersAndClientsLeakNothing) {
+  const pid_t pid = daemon_->pid();
+  auto settled_fds = [&] {
+    auto probe = Connect();
+    EXPECT_OK(probe.status());
+    if (probe.ok()) {
+      EXPECT_OK((*probe)->List().status());
+    }
+    return ::sluice::testing::CountFdsOf(pid) - 1;
+  };
+  const int fds_before = settled_fds();
+  for (int round = 0; round < 20; ++round) {
+    const std::string name = absl::StrCat("mp.crash.", round);
+    ReportPipe server_report = ReportPipe::Create();
+    ASSERT_OK_AND_ASSIGN(Subprocess server, Server(name, server_report));
+    ReportPipe client_report = ReportPipe::Create();
+    ASSERT_OK_AND_ASSIGN(Subprocess client, Helper({"hold", name}, client_report));
+    ASSERT_TRUE(absl::StartsWith(client_report.ReadLine().value_or(""), "connected"));
+    // Alternate who dies first; the survivor must hear of it either way.
+    Subprocess& first = round % 2 == 0 ? server : client;
+    Subprocess& second = round % 2 == 0 ? client : server;
+    ASSERT_OK(first.Kill(SIGKILL));
+    ASSERT_OK(first.Wait().status());
+    if (round % 2 == 1) {
+      // Two independent paths, in either order: the channel's liveness
+      // socket and the manager's client-gone event.
+      std::string lines = server_report.ReadLine().value_or("") + " " +
+                          server_report.ReadLine().value_or("");
+      EXPECT_THAT(lines, HasSubstr("channel-dead"));
+      EXPECT_THAT(lines, HasSubstr("client-gone"));
+    }
+    ASSERT_OK(second.Kill(SIGKILL));
+    ASSERT_OK(second.Wait().status());
+  }
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  // Every crashed server's name is gone; each List waits on hang-ups queued before it.
+  ASSERT_OK_AND_ASSIGN(auto names, client->List("mp.crash."));
+  EXPECT_TRUE(names.empty()) << names.size() << " names survived their owners";
+  client.reset();
+  EXPECT_EQ(settled_fds(), fds_before);
+}
+
 TEST_F(MultiProcessTest, ThousandIdleConnectionsToTheBinaryLeaveNoTrace) {
   const pid_t pid = daemon_->pid();
   ASSERT_OK_AND_ASSIGN(auto probe, Connect());
