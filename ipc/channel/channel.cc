@@ -168,7 +168,7 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
   for (;;) {
     if (absl::Status health = endpoint_->health(); !health.ok()) return health;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (TryReserveLocked(capacity, &slot, &block)) break;
     }
     // Everything is taken. Announce ourselves, then look once more before
@@ -181,7 +181,7 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
     uint32_t busy_slots;
     uint64_t largest_gap;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       reserved = TryReserveLocked(capacity, &slot, &block);
       busy_slots = slot_count() - static_cast<uint32_t>(__builtin_popcountll(free_slots_));
       largest_gap = arena_.LargestFreeGap();
@@ -205,7 +205,7 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
 
 void ClientChannel::ReleaseUnsent(uint32_t slot) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     ReleaseSlotLocked(slot);
   }
   WakeLocalWaiters();
@@ -224,7 +224,7 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
   channel_layout::Slot& shared = endpoint_->slot(i);
   uint32_t seq;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     SlotState& state = slots_[i];
     seq = ++state.seq;
     state.use = oneway ? SlotUse::kDetached : SlotUse::kSync;
@@ -262,7 +262,7 @@ absl::StatusOr<Reply> ClientChannel::Call(OutgoingCall call, std::span<const std
   if (absl::Status waited = WaitForReply(slot, *seq, deadline); !waited.ok()) {
     // The server may still be reading the request: leave the slot to be
     // reclaimed once it answers.
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     slots_[slot].use = SlotUse::kDetached;
     detached_slots_ |= uint64_t{1} << slot;
     return waited;
@@ -342,7 +342,7 @@ absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
 
 void ClientChannel::ReleaseReply(uint32_t slot) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     endpoint_->slot(slot).reply_released_seq.store(slots_[slot].seq, std::memory_order_release);
     ReleaseSlotLocked(slot);
   }
@@ -395,7 +395,7 @@ absl::StatusOr<std::span<std::byte>> IncomingCall::ReserveReply(uint64_t capacit
   if (oneway_) return absl::FailedPreconditionError("a oneway call has no reply");
   absl::StatusOr<uint64_t> offset;
   {
-    absl::MutexLock lock(&channel_->mu_);
+    MutexLock lock(&channel_->mu_);
     if (has_reservation_) channel_->arena_.Free(reservation_);
     has_reservation_ = false;
     offset = channel_->AllocateReplyLocked(capacity);
@@ -472,7 +472,7 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
     if (absl::Status health = endpoint_->health(); !health.ok()) return health;
     const uint32_t doorbell = client_words.doorbell.load(std::memory_order_acquire);
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       absl::StatusOr<IncomingCall> call = TryClaimLocked();
       if (call.ok() || !absl::IsNotFound(call.status())) {
         if (call.ok()) endpoint_->PublishActivity(ActivityState::kRunning);
@@ -602,7 +602,7 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
   }
   bool wake_deferred = false;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     SlotState& state = slots_[i];
     state.busy = false;
     if (call.has_reservation_) {

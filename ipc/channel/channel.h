@@ -36,7 +36,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "ipc/base/mutex.h"
 #include "absl/time/time.h"
 #include "ipc/base/unique_fd.h"
 #include "ipc/channel/arena_allocator.h"
@@ -155,7 +155,7 @@ class ClientChannel {
   void WakeLocalWaiters();
 
   std::unique_ptr<internal::Endpoint> endpoint_;
-  absl::Mutex mu_;
+  Mutex mu_;
   ArenaAllocator arena_ ABSL_GUARDED_BY(mu_);
   uint64_t free_slots_ ABSL_GUARDED_BY(mu_);      // Bit i: slot i is free.
   uint64_t detached_slots_ ABSL_GUARDED_BY(mu_);  // Bit i: waiting for the server to finish.
@@ -245,7 +245,7 @@ class ServerChannel {
   void FreeReservation(uint64_t offset);
 
   std::unique_ptr<internal::Endpoint> endpoint_;
-  absl::Mutex mu_;
+  Mutex mu_;
   ArenaAllocator arena_ ABSL_GUARDED_BY(mu_);
   SlotState slots_[channel_layout::kMaxSlots] ABSL_GUARDED_BY(mu_);
   uint32_t scan_start_ ABSL_GUARDED_BY(mu_) = 0;

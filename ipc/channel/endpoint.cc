@@ -87,13 +87,13 @@ Endpoint::~Endpoint() {
 
 absl::Status Endpoint::health() const {
   if (!terminated()) return absl::OkStatus();
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return termination_;
 }
 
 void Endpoint::Terminate(absl::Status why) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (terminated_.load(std::memory_order_relaxed)) return;
     termination_ = std::move(why);
     terminated_.store(true, std::memory_order_release);
@@ -108,6 +108,9 @@ void Endpoint::Notify() {
 
 absl::Status Endpoint::Wait(const FutexWord& word, uint32_t expected, uint32_t events_seen,
                             absl::Time deadline) const {
+  // Callers read `events_seen` before calling; an end that came before that
+  // read is caught here, one after it changes the events word and wakes us.
+  if (terminated()) return absl::OkStatus();
   const FutexWaitEntry entries[] = {
       {&word, expected, FutexScope::kShared},
       {&events_, events_seen, FutexScope::kPrivate},

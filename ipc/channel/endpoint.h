@@ -18,7 +18,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "ipc/base/mutex.h"
 #include "absl/time/time.h"
 #include "ipc/base/unique_fd.h"
 #include "ipc/channel/channel_options.h"
@@ -59,6 +59,8 @@ class Endpoint {
 
   // Sleeps until `word` != `expected`, events() != `events_seen`, or
   // `deadline`. OK on any wake-up; callers re-check their condition.
+  // Returns at once if the channel has ended; `events_seen` must have been
+  // read before the caller last checked whatever it waits for.
   absl::Status Wait(const FutexWord& word, uint32_t expected, uint32_t events_seen,
                     absl::Time deadline) const;
 
@@ -93,7 +95,7 @@ class Endpoint {
 
   mutable FutexWord events_{0};  // Private futex; see the file comment.
   std::atomic<bool> terminated_{false};
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   absl::Status termination_ ABSL_GUARDED_BY(mu_);
 };
 

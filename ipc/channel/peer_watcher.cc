@@ -40,7 +40,7 @@ PeerWatcher::~PeerWatcher() {
 
 absl::StatusOr<PeerWatcher::WatchId> PeerWatcher::Watch(int fd, FdKind kind,
                                                         absl::AnyInvocable<void()> on_death) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   const WatchId id = next_id_++;
   epoll_event ev{};
   // One shot: a dead peer is reported once, then the fd is disarmed.
@@ -55,7 +55,7 @@ absl::StatusOr<PeerWatcher::WatchId> PeerWatcher::Watch(int fd, FdKind kind,
 }
 
 void PeerWatcher::Unwatch(WatchId id) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   auto it = fds_.find(id);
   if (it == fds_.end()) return;
   ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second, nullptr);
@@ -71,7 +71,7 @@ void PeerWatcher::Run() {
     for (int i = 0; i < n; ++i) {
       const WatchId id = events[i].data.u64;
       if (id == kStopId) return;
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       auto it = callbacks_.find(id);
       if (it == callbacks_.end()) continue;  // Unwatched after the event fired.
       auto callback = std::move(it->second);

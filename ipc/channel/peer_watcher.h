@@ -22,7 +22,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
 
 namespace sluice {
@@ -56,7 +56,7 @@ class PeerWatcher {
   UniqueFd epoll_;
   UniqueFd stop_event_;
   // Held while a callback runs, so Unwatch can wait it out.
-  absl::Mutex mu_;
+  Mutex mu_;
   WatchId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<WatchId, absl::AnyInvocable<void()>> callbacks_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WatchId, int> fds_ ABSL_GUARDED_BY(mu_);

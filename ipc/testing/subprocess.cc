@@ -111,10 +111,12 @@ int CountOpenFds() {
   return count - 1;  // The directory stream's own descriptor.
 }
 
-int CountMappings() {
+int CountMappings(absl::string_view filter) {
   std::ifstream maps("/proc/self/maps");
   int count = 0;
-  for (std::string line; std::getline(maps, line);) ++count;
+  for (std::string line; std::getline(maps, line);) {
+    if (absl::string_view(line).find(filter) != absl::string_view::npos) ++count;
+  }
   return count;
 }
 

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace sluice::testing {
@@ -47,9 +48,12 @@ class Subprocess {
 // Path of the running executable (/proc/self/exe), to re-exec it in a role.
 std::string SelfExecutable();
 
-// Number of open descriptors and of mappings in this process, for leak checks.
+// Number of open descriptors in this process, for leak checks.
 int CountOpenFds();
-int CountMappings();
+// Number of mappings in this process whose /proc/self/maps line contains
+// `filter` (all when empty). Leak checks filter on "memfd:" because malloc and
+// thread stacks map and unmap at will.
+int CountMappings(absl::string_view filter = "");
 
 }  // namespace sluice::testing
 

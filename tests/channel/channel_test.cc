@@ -1,0 +1,481 @@
+// Channel behaviour across a client and a server, each scenario run twice:
+// with the server on a thread of this process (debuggable, TSan-visible) and
+// in a separate process started from channel_test_peer (the real thing).
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <optional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ipc/base/errors.h"
+#include "ipc/channel/channel.h"
+#include "ipc/socket/unix_socket.h"
+#include "ipc/testing/subprocess.h"
+#include "tests/channel/echo_protocol.h"
+#include "tests/testing/status_matchers.h"
+
+namespace sluice::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kSanitized = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+constexpr bool kSanitized = true;
+#else
+constexpr bool kSanitized = false;
+#endif
+#else
+constexpr bool kSanitized = false;
+#endif
+
+enum class Mode { kThread, kProcess };
+
+std::string ModeName(const ::testing::TestParamInfo<Mode>& info) {
+  return info.param == Mode::kThread ? "ServerThread" : "ServerProcess";
+}
+
+// A client channel connected to a server running `role`.
+class Connection {
+ public:
+  static absl::StatusOr<std::unique_ptr<Connection>> Start(
+      Mode mode, const std::string& role, PeerWatcher& watcher,
+      const channel_layout::Geometry& geometry = {}, int notify_fd = -1) {
+    auto connection = std::unique_ptr<Connection>(new Connection());
+    auto region = CreateChannelRegion(geometry);
+    if (!region.ok()) return region.status();
+    auto sockets = SeqPacketPair();
+    if (!sockets.ok()) return sockets.status();
+    auto& [client_end, server_end] = *sockets;
+    if (mode == Mode::kProcess) {
+      std::vector<int> fds = {region->fd(), server_end.get()};
+      if (notify_fd >= 0) fds.push_back(notify_fd);
+      auto child = Subprocess::Spawn({SLUICE_CHANNEL_TEST_PEER, role}, fds);
+      if (!child.ok()) return child.status();
+      connection->child_.emplace(*std::move(child));
+      server_end.reset();  // Only the server may hold its end, or its death goes unseen.
+    } else {
+      auto fd = region->DuplicateFd();
+      if (!fd.ok()) return fd.status();
+      auto server_region = Region::Adopt(*std::move(fd), 0, Region::kMaxSize);
+      if (!server_region.ok()) return server_region.status();
+      auto server =
+          ServerChannel::Open(*std::move(server_region), std::move(server_end), watcher);
+      if (!server.ok()) return server.status();
+      connection->server_ = *std::move(server);
+      ServerChannel* raw = connection->server_.get();
+      if (role == "echo") {
+        connection->server_thread_ = std::thread([raw] { (void)RunEchoServer(*raw); });
+      } else if (role == "ordering") {
+        connection->server_thread_ = std::thread([raw] { (void)RunOrderingServer(*raw); });
+      } else {
+        return absl::InvalidArgumentError("role " + role + " runs in a process only");
+      }
+    }
+    auto client = ClientChannel::Open(*std::move(region), std::move(client_end), watcher);
+    if (!client.ok()) return client.status();
+    connection->client_ = *std::move(client);
+    return connection;
+  }
+
+  ~Connection() {
+    client_.reset();  // Hangs up: the server sees its client gone and returns.
+    if (server_thread_.joinable()) server_thread_.join();
+    if (child_) {
+      // A serving peer exits by itself once the client is gone.
+      absl::StatusOr<int> status = child_->Wait(absl::Seconds(10));
+      EXPECT_OK(status);
+      if (status.ok()) {
+        EXPECT_TRUE(WIFSIGNALED(*status) || (WIFEXITED(*status) && WEXITSTATUS(*status) == 0))
+            << "peer exit status " << *status;
+      }
+    }
+  }
+
+  ClientChannel& client() { return *client_; }
+  Subprocess& child() { return *child_; }
+
+ private:
+  Connection() = default;
+  std::unique_ptr<ClientChannel> client_;
+  std::unique_ptr<ServerChannel> server_;
+  std::thread server_thread_;
+  std::optional<Subprocess> child_;
+};
+
+absl::Status EchoOnce(ClientChannel& client, uint64_t tag, std::span<const std::byte> payload) {
+  auto call = client.BeginCall(kEchoHeader + payload.size());
+  if (!call.ok()) return call.status();
+  auto message = WriteEchoRequest(tag, payload, call->buffer());
+  auto reply = client.Call(*std::move(call), message);
+  if (!reply.ok()) return reply.status();
+  return CheckEchoReply(tag, payload, reply->data());
+}
+
+class ChannelTest : public ::testing::TestWithParam<Mode> {
+ protected:
+  void SetUp() override {
+    auto watcher = PeerWatcher::Create();
+    ASSERT_OK(watcher);
+    watcher_ = *std::move(watcher);
+  }
+  std::unique_ptr<PeerWatcher> watcher_;
+};
+
+INSTANTIATE_TEST_SUITE_P(BothSides, ChannelTest,
+                         ::testing::Values(Mode::kThread, Mode::kProcess), ModeName);
+
+TEST_P(ChannelTest, SequentialRoundTripsOfMixedSizesArriveIntact) {
+  ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_));
+  const int calls = kSanitized ? 20'000 : (GetParam() == Mode::kProcess ? 1'000'000 : 200'000);
+  std::mt19937_64 rng(1234);
+  std::vector<std::byte> payload(64 * 1024);
+  for (auto& b : payload) b = static_cast<std::byte>(rng());
+  for (int i = 0; i < calls; ++i) {
+    // Mostly small, now and then large: 90% < 256 B, 9% < 4 KiB, 1% < 64 KiB.
+    const uint64_t pick = rng() % 100;
+    const size_t limit = pick < 90 ? 256 : pick < 99 ? 4096 : payload.size();
+    const size_t size = rng() % limit;
+    const size_t start = rng() % (payload.size() - size + 1);
+    payload[start] = static_cast<std::byte>(i);  // Vary content between calls.
+    absl::Status status =
+        EchoOnce(connection->client(), static_cast<uint64_t>(i), {payload.data() + start, size});
+    ASSERT_OK(status) << "call " << i << " of " << calls;
+  }
+}
+
+TEST_P(ChannelTest, ConcurrentCallersEachGetTheirOwnReplies) {
+  ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_));
+  constexpr int kThreads = 8;
+  const int per_thread = kSanitized ? 500 : 5'000;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t);
+      std::vector<std::byte> payload(2048);
+      for (int i = 0; i < per_thread; ++i) {
+        for (auto& b : payload) b = static_cast<std::byte>(rng());
+        const uint64_t tag = (uint64_t{static_cast<uint32_t>(t)} << 32) | static_cast<uint32_t>(i);
+        absl::Status status =
+            EchoOnce(connection->client(), tag, {payload.data(), rng() % payload.size()});
+        if (!status.ok()) {
+          ADD_FAILURE() << "thread " << t << " call " << i << ": " << status;
+          failures.fetch_add(1);
+          return;
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST_P(ChannelTest, OnewayCallsRunInTheOrderSent) {
+  ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "ordering", *watcher_));
+  ClientChannel& client = connection->client();
+  const uint64_t count = kSanitized ? 2'000 : 20'000;
+  for (uint64_t i = 1; i <= count; ++i) {
+    ASSERT_OK_AND_ASSIGN(OutgoingCall call, client.BeginCall(8));
+    std::memcpy(call.buffer().data(), &i, 8);
+    ASSERT_OK(client.Send(std::move(call), call.buffer().first(8)));
+  }
+  // A sync call queries the server; it may overtake oneways still queued, so
+  // poll until all have run.
+  uint64_t seen = 0;
+  uint64_t out_of_order = 0;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (seen < count && absl::Now() < deadline) {
+    ASSERT_OK_AND_ASSIGN(OutgoingCall call, client.BeginCall(8));
+    const uint64_t zero = 0;
+    std::memcpy(call.buffer().data(), &zero, 8);
+    ASSERT_OK_AND_ASSIGN(Reply reply, client.Call(std::move(call), call.buffer().first(8)));
+    ASSERT_EQ(reply.data().size(), 16u);
+    std::memcpy(&seen, reply.data().data(), 8);
+    std::memcpy(&out_of_order, reply.data().data() + 8, 8);
+  }
+  EXPECT_EQ(seen, count);
+  EXPECT_EQ(out_of_order, 0u);
+}
+
+TEST_P(ChannelTest, ServerErrorReachesTheCallerWithCodeAndMessage) {
+  ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_));
+  ClientChannel& client = connection->client();
+  ASSERT_OK_AND_ASSIGN(OutgoingCall call, client.BeginCall(4));
+  EXPECT_THAT(client.Call(std::move(call), call.buffer().first(4)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("short request")));
+  // An application error leaves the channel usable.
+  std::byte payload[32] = {};
+  EXPECT_OK(EchoOnce(client, 1, payload));
+}
+
+TEST_P(ChannelTest, RequestLargerThanTheArenaIsResourceExhaustedWithSizes) {
+  channel_layout::Geometry geometry;
+  geometry.request_arena_size = 64 * 1024;
+  ASSERT_OK_AND_ASSIGN(auto connection,
+                       Connection::Start(GetParam(), "echo", *watcher_, geometry));
+  EXPECT_THAT(connection->client().BeginCall(64 * 1024 + 1),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("65537"), HasSubstr("65536"))));
+  std::vector<std::byte> payload(64 * 1024 - kEchoHeader);
+  EXPECT_OK(EchoOnce(connection->client(), 1, payload));
+}
+
+TEST_P(ChannelTest, CallerWaitsForArenaSpaceUntilItsDeadline) {
+  channel_layout::Geometry geometry;
+  geometry.request_arena_size = 64 * 1024;
+  ASSERT_OK_AND_ASSIGN(auto connection,
+                       Connection::Start(GetParam(), "echo", *watcher_, geometry));
+  ClientChannel& client = connection->client();
+  std::optional<OutgoingCall> held;
+  {
+    ASSERT_OK_AND_ASSIGN(OutgoingCall call, client.BeginCall(48 * 1024));
+    held.emplace(std::move(call));
+  }
+  EXPECT_THAT(client.BeginCall(32 * 1024, absl::Now() + absl::Milliseconds(50)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("largest free gap")));
+  // A waiter wakes as soon as the space comes back.
+  std::thread releaser([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    held.reset();
+  });
+  EXPECT_OK(client.BeginCall(32 * 1024, absl::Now() + absl::Seconds(20)));
+  releaser.join();
+}
+
+TEST_P(ChannelTest, CallerWaitsForAFreeSlot) {
+  channel_layout::Geometry geometry;
+  geometry.slot_count = 2;
+  ASSERT_OK_AND_ASSIGN(auto connection,
+                       Connection::Start(GetParam(), "echo", *watcher_, geometry));
+  ClientChannel& client = connection->client();
+  ASSERT_OK_AND_ASSIGN(OutgoingCall a, client.BeginCall(16));
+  ASSERT_OK_AND_ASSIGN(OutgoingCall b, client.BeginCall(16));
+  EXPECT_THAT(client.BeginCall(16, absl::Now() + absl::Milliseconds(20)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("2 of 2 slots busy")));
+  std::thread releaser([&] {
+    absl::SleepFor(absl::Milliseconds(20));
+    OutgoingCall dropped = std::move(a);
+  });
+  EXPECT_OK(client.BeginCall(16, absl::Now() + absl::Seconds(20)));
+  releaser.join();
+}
+
+TEST_P(ChannelTest, ManyOnewaysThroughFewSlotsAllArrive) {
+  channel_layout::Geometry geometry;
+  geometry.slot_count = 2;
+  geometry.request_arena_size = 4096;
+  ASSERT_OK_AND_ASSIGN(auto connection,
+                       Connection::Start(GetParam(), "ordering", *watcher_, geometry));
+  ClientChannel& client = connection->client();
+  // Each Send must wait for the server to finish an earlier oneway to get a slot.
+  for (uint64_t i = 1; i <= 2000; ++i) {
+    ASSERT_OK_AND_ASSIGN(OutgoingCall call, client.BeginCall(8, absl::Now() + absl::Seconds(20)));
+    std::memcpy(call.buffer().data(), &i, 8);
+    ASSERT_OK(client.Send(std::move(call), call.buffer().first(8)));
+  }
+}
+
+TEST_P(ChannelTest, MessageOutsideTheCallBufferIsRejected) {
+  ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_));
+  ClientChannel& client = connection->client();
+  ASSERT_OK_AND_ASSIGN(OutgoingCall call, client.BeginCall(64));
+  std::byte elsewhere[16] = {};
+  EXPECT_THAT(client.Call(std::move(call), elsewhere),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(ChannelLifecycle, CloseFailsABlockedCallerWithCancelled) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
+  ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
+  ASSERT_OK_AND_ASSIGN(UniqueFd fd, region.DuplicateFd());
+  ASSERT_OK_AND_ASSIGN(Region server_region, Region::Adopt(std::move(fd), 0, Region::kMaxSize));
+  ASSERT_OK_AND_ASSIGN(auto server, ServerChannel::Open(std::move(server_region),
+                                                        std::move(sockets.second), *watcher));
+  ASSERT_OK_AND_ASSIGN(auto client,
+                       ClientChannel::Open(std::move(region), std::move(sockets.first), *watcher));
+  std::thread caller([&] {
+    auto call = client->BeginCall(16);
+    ASSERT_OK(call);
+    EXPECT_THAT(client->Call(*std::move(call), call->buffer()),
+                StatusIs(absl::StatusCode::kCancelled));
+  });
+  ASSERT_OK_AND_ASSIGN(IncomingCall incoming, server->Receive());
+  client->Close();
+  caller.join();
+  EXPECT_THAT(client->BeginCall(16), StatusIs(absl::StatusCode::kCancelled));
+}
+
+TEST(ChannelLifecycle, ReceiveTimesOutWithDeadlineExceeded) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
+  ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
+  ASSERT_OK_AND_ASSIGN(auto server,
+                       ServerChannel::Open(std::move(region), std::move(sockets.second), *watcher));
+  EXPECT_THAT(server->Receive(absl::Now() + absl::Milliseconds(30)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_OK(server->health());
+}
+
+// ---------------------------------------------------------------------------
+// Crashes and hostile peers: real processes only.
+
+class ChannelFaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto watcher = PeerWatcher::Create();
+    ASSERT_OK(watcher);
+    watcher_ = *std::move(watcher);
+    fds_before_ = CountOpenFds();
+    maps_before_ = CountMappings("memfd:");
+  }
+  void ExpectNothingLeaked() {
+    EXPECT_EQ(CountOpenFds(), fds_before_);
+    EXPECT_EQ(CountMappings("memfd:"), maps_before_);
+  }
+  std::unique_ptr<PeerWatcher> watcher_;
+  int fds_before_ = 0;
+  int maps_before_ = 0;
+};
+
+TEST_F(ChannelFaultTest, ServerKilledMidCallFailsTheCallerWithPeerDead) {
+  {
+    int notify[2];
+    ASSERT_EQ(::pipe2(notify, O_CLOEXEC), 0);
+    UniqueFd notify_read(notify[0]);
+    UniqueFd notify_write(notify[1]);
+    ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(Mode::kProcess, "hang", *watcher_, {},
+                                                            notify_write.get()));
+    notify_write.reset();
+    std::atomic<int64_t> killed_at_ns{0};
+    std::thread killer([&] {
+      char byte;
+      ASSERT_EQ(::read(notify_read.get(), &byte, 1), 1);  // The server holds our call.
+      killed_at_ns = absl::GetCurrentTimeNanos();
+      ASSERT_OK(connection->child().Kill(SIGKILL));
+    });
+    ClientChannel& client = connection->client();
+    ASSERT_OK_AND_ASSIGN(OutgoingCall call, client.BeginCall(64));
+    absl::StatusOr<Reply> reply = client.Call(std::move(call), call.buffer().first(64));
+    const int64_t returned_ns = absl::GetCurrentTimeNanos();
+    killer.join();
+    EXPECT_TRUE(IsPeerDead(reply.status())) << reply.status();
+    const absl::Duration detection = absl::Nanoseconds(returned_ns - killed_at_ns.load());
+    std::printf("peer death detected %s after SIGKILL\n",
+                absl::FormatDuration(detection).c_str());
+    EXPECT_LT(detection, absl::Seconds(2));  // Generous: the target is 100 ms.
+    EXPECT_TRUE(IsPeerDead(client.BeginCall(16).status()));
+  }
+  ExpectNothingLeaked();
+}
+
+TEST_F(ChannelFaultTest, CallTimesOutWithDeadlineExceededWhileTheServerHangs) {
+  {
+    ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(Mode::kProcess, "hang", *watcher_));
+    ClientChannel& client = connection->client();
+    ASSERT_OK_AND_ASSIGN(OutgoingCall call, client.BeginCall(64));
+    EXPECT_THAT(client.Call(std::move(call), call.buffer().first(64),
+                            absl::Now() + absl::Milliseconds(100)),
+                StatusIs(absl::StatusCode::kDeadlineExceeded));
+    // The timed-out call keeps its slot until the server answers; others proceed.
+    EXPECT_OK(client.BeginCall(64));
+    ASSERT_OK(connection->child().Kill(SIGKILL));
+  }
+  ExpectNothingLeaked();
+}
+
+TEST_F(ChannelFaultTest, ClientKilledMidCallIsSeenByTheServer) {
+  {
+    ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
+    ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
+    ASSERT_OK_AND_ASSIGN(UniqueFd client_region, region.DuplicateFd());
+    ASSERT_OK_AND_ASSIGN(
+        Subprocess child,
+        Subprocess::Spawn({SLUICE_CHANNEL_TEST_PEER, "client-hang"},
+                          {client_region.get(), sockets.first.get()}));
+    client_region.reset();
+    sockets.first.reset();
+    ASSERT_OK_AND_ASSIGN(auto server, ServerChannel::Open(std::move(region),
+                                                          std::move(sockets.second), *watcher_));
+    ASSERT_OK_AND_ASSIGN(IncomingCall call, server->Receive(absl::Now() + absl::Seconds(20)));
+    const absl::Time killed_at = absl::Now();
+    ASSERT_OK(child.Kill(SIGKILL));
+    absl::StatusOr<IncomingCall> next = server->Receive(absl::Now() + absl::Seconds(20));
+    EXPECT_TRUE(IsPeerDead(next.status())) << next.status();
+    EXPECT_LT(absl::Now() - killed_at, absl::Seconds(2));
+    // Answering a call of a dead client reports it instead of pretending.
+    ASSERT_OK_AND_ASSIGN(auto out, call.ReserveReply(8));
+    EXPECT_TRUE(IsPeerDead(call.Reply(out)));
+    ASSERT_OK(child.Wait());
+  }
+  ExpectNothingLeaked();
+}
+
+class HostileClientTest : public ChannelFaultTest,
+                          public ::testing::WithParamInterface<std::string> {};
+
+INSTANTIATE_TEST_SUITE_P(Roles, HostileClientTest, ::testing::Values("hostile", "garbage"));
+
+TEST_P(HostileClientTest, MalformedRequestIsDataLossAndClosesTheChannel) {
+  {
+    ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
+    ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
+    ASSERT_OK_AND_ASSIGN(Subprocess child,
+                         Subprocess::Spawn({SLUICE_CHANNEL_TEST_PEER, GetParam()},
+                                           {region.fd(), sockets.first.get()}));
+    sockets.first.reset();
+    ASSERT_OK_AND_ASSIGN(auto server, ServerChannel::Open(std::move(region),
+                                                          std::move(sockets.second), *watcher_));
+    EXPECT_THAT(server->Receive(absl::Now() + absl::Seconds(20)),
+                StatusIs(absl::StatusCode::kDataLoss));
+    EXPECT_THAT(server->health(), StatusIs(absl::StatusCode::kDataLoss));
+    EXPECT_THAT(server->Receive(), StatusIs(absl::StatusCode::kDataLoss));
+    ASSERT_OK(child.Kill(SIGKILL));
+    ASSERT_OK(child.Wait());
+  }
+  ExpectNothingLeaked();
+}
+
+TEST(ChannelOpen, CorruptHeadersAreRejectedWithoutTouchingTheRegion) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  struct Case {
+    const char* name;
+    void (*corrupt)(channel_layout::ChannelHeader&);
+    absl::StatusCode code;
+  };
+  const Case cases[] = {
+      {"magic", [](auto& h) { h.magic = 0; }, absl::StatusCode::kDataLoss},
+      {"version", [](auto& h) { h.layout_version = 99; }, absl::StatusCode::kFailedPrecondition},
+      {"slots", [](auto& h) { h.slot_count = 100000; }, absl::StatusCode::kDataLoss},
+      {"arena", [](auto& h) { h.request_arena_size = uint64_t{1} << 40; },
+       absl::StatusCode::kDataLoss},
+      {"overlap", [](auto& h) { h.reply_arena_offset = h.request_arena_offset; },
+       absl::StatusCode::kDataLoss},
+      {"size", [](auto& h) { h.region_size += 4096; }, absl::StatusCode::kDataLoss},
+  };
+  for (const Case& c : cases) {
+    ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
+    channel_layout::ChannelHeader header;
+    std::memcpy(&header, region.data(), sizeof(header));
+    c.corrupt(header);
+    std::memcpy(region.data(), &header, sizeof(header));
+    ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
+    EXPECT_THAT(ClientChannel::Open(std::move(region), std::move(sockets.first), *watcher),
+                StatusIs(c.code))
+        << c.name;
+  }
+}
+
+}  // namespace
+}  // namespace sluice::testing

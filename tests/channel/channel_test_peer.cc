@@ -1,0 +1,115 @@
+// The other process in the channel tests. Started by the test with the
+// channel region at fd 3, its liveness socket end at fd 4, and for some roles
+// a notification pipe at fd 5.
+//
+//   channel_test_peer echo          serve echo requests until the client goes
+//   channel_test_peer ordering      serve RunOrderingServer
+//   channel_test_peer hang          take one call, write a byte to fd 5, never answer
+//   channel_test_peer client-hang   act as a client: one call, wait forever
+//   channel_test_peer hostile       act as a client that writes a malformed slot
+//   channel_test_peer garbage       act as a client that fills its words with random bytes
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "ipc/base/errors.h"
+#include "ipc/channel/channel.h"
+#include "ipc/channel/layout.h"
+#include "ipc/sync/futex.h"
+#include "tests/channel/echo_protocol.h"
+
+namespace sluice::testing {
+namespace {
+
+constexpr int kRegionFd = 3;
+constexpr int kLivenessFd = 4;
+constexpr int kNotifyFd = 5;
+
+int Fail(const char* what, const absl::Status& status) {
+  std::fprintf(stderr, "channel_test_peer: %s: %s\n", what, status.ToString().c_str());
+  return 2;
+}
+
+[[noreturn]] void SleepForever() {
+  for (;;) ::pause();
+}
+
+// Writes like a client, but with whatever the role wants in the shared words.
+int RunHostile(bool random_garbage) {
+  auto region = Region::Adopt(UniqueFd(kRegionFd), 0, Region::kMaxSize);
+  if (!region.ok()) return Fail("adopt", region.status());
+  channel_layout::ChannelHeader header;
+  std::memcpy(&header, region->data(), sizeof(header));
+  auto* client_words =
+      reinterpret_cast<channel_layout::ClientWords*>(region->data() + header.client_words_offset);
+  auto* slot = reinterpret_cast<channel_layout::Slot*>(region->data() + header.slots_offset);
+  if (random_garbage) {
+    std::mt19937_64 rng(42);
+    // Scribble over every client-written line, then ring.
+    for (uint32_t i = 0; i < header.slot_count; ++i) {
+      for (auto& word : slot[i].client_reserved) word.store(rng());
+      slot[i].request_offset.store(rng());
+      slot[i].request_length.store(rng());
+      slot[i].flags.store(static_cast<uint32_t>(rng()));
+      slot[i].request_seq.store(static_cast<uint32_t>(rng()) | 1);
+    }
+  } else {
+    slot[0].request_offset.store(header.request_arena_size - 8);
+    slot[0].request_length.store(4096);  // Runs past the end of the arena.
+    slot[0].flags.store(0);
+    slot[0].request_seq.store(1, std::memory_order_release);
+  }
+  client_words->doorbell.fetch_add(1);
+  FutexWake(client_words->doorbell, 1);
+  SleepForever();
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2) return Fail("usage", absl::InvalidArgumentError("role missing"));
+  const std::string role = argv[1];
+  if (role == "hostile" || role == "garbage") return RunHostile(role == "garbage");
+
+  auto watcher = PeerWatcher::Create();
+  if (!watcher.ok()) return Fail("watcher", watcher.status());
+  auto region = Region::Adopt(UniqueFd(kRegionFd), 0, Region::kMaxSize);
+  if (!region.ok()) return Fail("adopt", region.status());
+
+  if (role == "client-hang") {
+    auto channel = ClientChannel::Open(*std::move(region), UniqueFd(kLivenessFd), **watcher);
+    if (!channel.ok()) return Fail("open client", channel.status());
+    auto call = (*channel)->BeginCall(64);
+    if (!call.ok()) return Fail("begin", call.status());
+    std::byte payload[8] = {};
+    auto message = WriteEchoRequest(7, payload, call->buffer());
+    auto reply = (*channel)->Call(*std::move(call), message);
+    // The test never answers; we only get here if the server side died.
+    return reply.ok() ? 0 : 3;
+  }
+
+  auto channel = ServerChannel::Open(*std::move(region), UniqueFd(kLivenessFd), **watcher);
+  if (!channel.ok()) return Fail("open server", channel.status());
+  absl::Status ended;
+  if (role == "echo") {
+    ended = RunEchoServer(**channel);
+  } else if (role == "ordering") {
+    ended = RunOrderingServer(**channel);
+  } else if (role == "hang") {
+    auto call = (*channel)->Receive();
+    if (!call.ok()) return Fail("receive", call.status());
+    const char byte = 'x';
+    (void)!::write(kNotifyFd, &byte, 1);
+    SleepForever();
+  } else {
+    return Fail("usage", absl::InvalidArgumentError("unknown role " + role));
+  }
+  // The client going away is the normal end of a serving role.
+  return IsPeerDead(ended) || absl::IsCancelled(ended) ? 0 : Fail("serve", ended);
+}
+
+}  // namespace
+}  // namespace sluice::testing
+
+int main(int argc, char** argv) { return sluice::testing::Main(argc, argv); }
