@@ -39,10 +39,18 @@ std::string JsonString(absl::string_view text) {
   std::string out = "\"";
   for (unsigned char c : text) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20) {
           out += absl::StrFormat("\\u%04x", c);
@@ -75,11 +83,16 @@ int Fail(const absl::Status& status, bool json) {
                 JsonString(status.message()).c_str());
   }
   switch (status.code()) {
-    case absl::StatusCode::kUnavailable: return kExitUnavailable;
-    case absl::StatusCode::kNotFound: return kExitNotFound;
-    case absl::StatusCode::kPermissionDenied: return kExitPermissionDenied;
-    case absl::StatusCode::kDeadlineExceeded: return kExitDeadline;
-    default: return kExitError;
+    case absl::StatusCode::kUnavailable:
+      return kExitUnavailable;
+    case absl::StatusCode::kNotFound:
+      return kExitNotFound;
+    case absl::StatusCode::kPermissionDenied:
+      return kExitPermissionDenied;
+    case absl::StatusCode::kDeadlineExceeded:
+      return kExitDeadline;
+    default:
+      return kExitError;
   }
 }
 
@@ -152,13 +165,14 @@ int main(int argc, char** argv) {
     std::printf("%s,\"connection_list\":[%s]}\n", entry.c_str(), absl::StrJoin(conns, ",").c_str());
   } else {
     const auto& s = info->service;
-    std::printf("name:        %s\nowner:       pid %d uid %u gid %u\nconnections: %llu live, "
-                "%llu total\ngeometry:    %u slots, %llu B requests, %llu B replies\n",
-                s.name.c_str(), s.owner.pid, s.owner.uid, s.owner.gid,
-                static_cast<unsigned long long>(s.connections),
-                static_cast<unsigned long long>(s.total_connections), s.geometry.slot_count,
-                static_cast<unsigned long long>(s.geometry.request_arena_size),
-                static_cast<unsigned long long>(s.geometry.reply_arena_size));
+    std::printf(
+        "name:        %s\nowner:       pid %d uid %u gid %u\nconnections: %llu live, "
+        "%llu total\ngeometry:    %u slots, %llu B requests, %llu B replies\n",
+        s.name.c_str(), s.owner.pid, s.owner.uid, s.owner.gid,
+        static_cast<unsigned long long>(s.connections),
+        static_cast<unsigned long long>(s.total_connections), s.geometry.slot_count,
+        static_cast<unsigned long long>(s.geometry.request_arena_size),
+        static_cast<unsigned long long>(s.geometry.reply_arena_size));
     for (const auto& c : info->connections) {
       std::printf("  connection %llu: pid %d uid %u gid %u\n",
                   static_cast<unsigned long long>(c.connection_id), c.client.pid, c.client.uid,

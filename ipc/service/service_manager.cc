@@ -27,9 +27,8 @@ constexpr uint64_t kMinRegionSize = 4096;
 absl::Status WithContext(const absl::Status& status, absl::string_view context) {
   if (status.ok()) return status;
   absl::Status out(status.code(), absl::StrCat(context, ": ", status.message()));
-  status.ForEachPayload([&](absl::string_view url, const absl::Cord& payload) {
-    out.SetPayload(url, payload);
-  });
+  status.ForEachPayload(
+      [&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
   return out;
 }
 
@@ -38,8 +37,8 @@ absl::StatusOr<UniqueFd> ConnectSocket(const std::string& path) {
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof(addr.sun_path)) {
     return absl::InvalidArgumentError(absl::StrCat("service manager socket path '", path,
-                                                   "' is longer than ",
-                                                   sizeof(addr.sun_path) - 1, " bytes"));
+                                                   "' is longer than ", sizeof(addr.sun_path) - 1,
+                                                   " bytes"));
   }
   std::memcpy(addr.sun_path, path.data(), path.size());
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
@@ -96,12 +95,14 @@ absl::StatusOr<std::unique_ptr<ServiceManager>> ServiceManager::Connect(
 
   flatbuffers::FlatBufferBuilder builder(64);
   const uint64_t id = manager->NextRequestId();
-  auto hello = wire::CreateHelloRequest(builder, static_cast<uint32_t>(wire::ProtocolVersion::kCurrent));
+  auto hello =
+      wire::CreateHelloRequest(builder, static_cast<uint32_t>(wire::ProtocolVersion::kCurrent));
   service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::HelloRequest,
                                hello.Union());
   auto reply = manager->Request(Bytes(builder), id, absl::Now() + options.request_timeout);
   if (!reply.ok()) {
-    return WithContext(reply.status(), absl::StrCat("hello to service manager at ", manager->path_));
+    return WithContext(reply.status(),
+                       absl::StrCat("hello to service manager at ", manager->path_));
   }
   return manager;
 }
@@ -184,9 +185,9 @@ void ServiceManager::ReaderLoop() {
   for (;;) {
     auto message = ReceiveMessage(socket_.get(), service_wire::kMaxReplyBytes);
     if (!message.ok()) {
-      FailAllPending(absl::UnavailableError(absl::StrCat(
-          "connection to the service manager at ", path_, " is closed: ",
-          message.status().message())));
+      FailAllPending(
+          absl::UnavailableError(absl::StrCat("connection to the service manager at ", path_,
+                                              " is closed: ", message.status().message())));
       return;
     }
     auto envelope = service_wire::VerifyEnvelope(message->bytes);
@@ -194,9 +195,9 @@ void ServiceManager::ReaderLoop() {
       // The daemon is trusted to speak the protocol; if it does not, nothing
       // it says can be believed any more.
       ::shutdown(socket_.get(), SHUT_RDWR);
-      FailAllPending(absl::DataLossError(absl::StrCat(
-          "service manager at ", path_, " sent a malformed message: ",
-          envelope.status().message())));
+      FailAllPending(absl::DataLossError(
+          absl::StrCat("service manager at ", path_,
+                       " sent a malformed message: ", envelope.status().message())));
       return;
     }
     const uint64_t id = (*envelope)->request_id();
@@ -268,7 +269,7 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
       if (handler == nullptr) return;
       NameEvent out;
       out.change = event->change() == wire::NameChange::kDisappeared ? NameChange::kDisappeared
-                                                                      : NameChange::kAppeared;
+                                                                     : NameChange::kAppeared;
       out.name = std::string(View(event->name()));
       out.owner = service_wire::CredentialsFromWire(event->owner());
       (*handler)(out);
@@ -336,8 +337,8 @@ absl::StatusOr<ServiceConnection> ServiceManager::Lookup(absl::string_view name,
   if (options.geometry.has_value()) {
     geometry = service_wire::GeometryToWire(builder, *options.geometry);
   }
-  auto body = wire::CreateLookupRequest(builder, builder.CreateString(name.data(), name.size()),
-                                        geometry);
+  auto body =
+      wire::CreateLookupRequest(builder, builder.CreateString(name.data(), name.size()), geometry);
   service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::LookupRequest,
                                body.Union());
   SLUICE_ASSIGN_OR_RETURN(ReceivedMessage reply,
@@ -347,17 +348,17 @@ absl::StatusOr<ServiceConnection> ServiceManager::Lookup(absl::string_view name,
     return absl::DataLossError(absl::StrCat("service manager's reply to Lookup('", name,
                                             "') lacks the channel descriptors"));
   }
-  SLUICE_ASSIGN_OR_RETURN(
-      Region region, Region::Adopt(std::move(reply.fds[0]), kMinRegionSize, Region::kMaxSize));
+  SLUICE_ASSIGN_OR_RETURN(Region region,
+                          Region::Adopt(std::move(reply.fds[0]), kMinRegionSize, Region::kMaxSize));
   ChannelOptions channel_options;
   channel_options.spin = options.spin;
   channel_options.peer = service_wire::CredentialsFromWire(lookup->server());
   ServiceConnection out;
   out.server = channel_options.peer;
   out.connection_id = lookup->connection_id();
-  SLUICE_ASSIGN_OR_RETURN(out.channel, ClientChannel::Open(std::move(region),
-                                                           std::move(reply.fds[1]), *watcher_,
-                                                           channel_options));
+  SLUICE_ASSIGN_OR_RETURN(
+      out.channel,
+      ClientChannel::Open(std::move(region), std::move(reply.fds[1]), *watcher_, channel_options));
   return out;
 }
 
@@ -365,10 +366,11 @@ absl::Status ServiceManager::WaitFor(absl::string_view name, absl::Duration time
   SLUICE_RETURN_IF_ERROR(CheckNotReaderThread("WaitFor"));
   const uint64_t id = NextRequestId();
   const bool forever = timeout == absl::InfiniteDuration();
-  const int64_t timeout_ms = forever ? -1 : std::max<int64_t>(0, absl::ToInt64Milliseconds(timeout));
+  const int64_t timeout_ms =
+      forever ? -1 : std::max<int64_t>(0, absl::ToInt64Milliseconds(timeout));
   flatbuffers::FlatBufferBuilder builder(128);
-  auto body = wire::CreateWaitRequest(builder, builder.CreateString(name.data(), name.size()),
-                                      timeout_ms);
+  auto body =
+      wire::CreateWaitRequest(builder, builder.CreateString(name.data(), name.size()), timeout_ms);
   service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::WaitRequest,
                                body.Union());
   // The daemon answers at the deadline; the slack covers its scheduling so
@@ -448,8 +450,8 @@ absl::StatusOr<SubscriptionId> ServiceManager::Subscribe(absl::string_view prefi
     subscriptions_.emplace(id, std::make_shared<NameEventHandler>(std::move(handler)));
   }
   flatbuffers::FlatBufferBuilder builder(128);
-  auto body = wire::CreateSubscribeRequest(
-      builder, builder.CreateString(prefix.data(), prefix.size()), id);
+  auto body =
+      wire::CreateSubscribeRequest(builder, builder.CreateString(prefix.data(), prefix.size()), id);
   service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::SubscribeRequest,
                                body.Union());
   auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);

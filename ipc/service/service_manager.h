@@ -77,8 +77,8 @@ struct IncomingConnection {
 using ConnectionHandler = absl::AnyInvocable<void(IncomingConnection)>;
 // The client process of `connection_id` hung up on the daemon (exited, or
 // dropped its ServiceManager). The channel itself reports peer death too.
-using ClientGoneHandler = absl::AnyInvocable<void(
-    absl::string_view service, uint64_t connection_id, const PeerCredentials& client)>;
+using ClientGoneHandler = absl::AnyInvocable<void(absl::string_view service, uint64_t connection_id,
+                                                  const PeerCredentials& client)>;
 
 struct RegisterOptions {
   // Geometry of the regions made for this service's connections; a client

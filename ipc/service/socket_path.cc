@@ -16,9 +16,9 @@ absl::StatusOr<std::string> DefaultServiceManagerSocketPath() {
     return absl::StrCat(xdg, "/sluice/servicemanager.sock");
   }
   if (::geteuid() == 0) return std::string("/run/sluice/servicemanager.sock");
-  return absl::UnavailableError(absl::StrCat(
-      "no service manager socket path: set ", kServiceManagerEnv,
-      " or XDG_RUNTIME_DIR (the /run/sluice default is for root only)"));
+  return absl::UnavailableError(
+      absl::StrCat("no service manager socket path: set ", kServiceManagerEnv,
+                   " or XDG_RUNTIME_DIR (the /run/sluice default is for root only)"));
 }
 
 }  // namespace sluice

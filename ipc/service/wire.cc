@@ -18,9 +18,9 @@ absl::Status CheckChars(absl::string_view what, absl::string_view text) {
   for (char c : text) {
     if (!IsNameChar(c)) {
       // Do not echo arbitrary bytes into logs and errors; say which one.
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, " contains byte 0x", absl::Hex(static_cast<unsigned char>(c)),
-          "; allowed are letters, digits and . _ : / @ -"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " contains byte 0x", absl::Hex(static_cast<unsigned char>(c)),
+                       "; allowed are letters, digits and . _ : / @ -"));
     }
   }
   return absl::OkStatus();
@@ -50,9 +50,9 @@ void FinishEnvelope(flatbuffers::FlatBufferBuilder& builder, uint64_t request_id
                     flatbuffers::Offset<void> body) {
   flatbuffers::Offset<wire::Status> wire_status;
   if (!status.ok()) {
-    wire_status = wire::CreateStatus(builder, static_cast<int>(status.code()),
-                                     builder.CreateString(status.message().data(),
-                                                          status.message().size()));
+    wire_status =
+        wire::CreateStatus(builder, static_cast<int>(status.code()),
+                           builder.CreateString(status.message().data(), status.message().size()));
   }
   wire::EnvelopeBuilder envelope(builder);
   envelope.add_request_id(request_id);
@@ -74,7 +74,7 @@ absl::Status StatusFromWire(const wire::Status* status) {
 }
 
 flatbuffers::Offset<wire::Geometry> GeometryToWire(flatbuffers::FlatBufferBuilder& builder,
-                                                  const channel_layout::Geometry& geometry) {
+                                                   const channel_layout::Geometry& geometry) {
   return wire::CreateGeometry(builder, geometry.slot_count, geometry.request_arena_size,
                               geometry.reply_arena_size);
 }

@@ -70,7 +70,7 @@ inline PeerCredentials CredentialsFromWire(const wire::Credentials* creds) {
 }
 
 flatbuffers::Offset<wire::Geometry> GeometryToWire(flatbuffers::FlatBufferBuilder& builder,
-                                                  const channel_layout::Geometry& geometry);
+                                                   const channel_layout::Geometry& geometry);
 // `base` with every non-zero field of `wire_geometry` (may be null) applied.
 channel_layout::Geometry MergeGeometry(const channel_layout::Geometry& base,
                                        const wire::Geometry* wire_geometry);

@@ -101,8 +101,8 @@ SendResult TrySend(int fd, std::span<const std::byte> bytes, const std::vector<U
   }
   const ssize_t sent =
       RetryOnEintr([&] { return ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT); });
-  if (sent >= 0) return static_cast<size_t>(sent) == bytes.size() ? SendResult::kSent
-                                                                  : SendResult::kFailed;
+  if (sent >= 0)
+    return static_cast<size_t>(sent) == bytes.size() ? SendResult::kSent : SendResult::kFailed;
   return (errno == EAGAIN || errno == EWOULDBLOCK) ? SendResult::kWouldBlock : SendResult::kFailed;
 }
 
@@ -114,8 +114,7 @@ flatbuffers::Offset<wire::ServiceInfo> ServiceInfoToWire(flatbuffers::FlatBuffer
   const wire::Credentials creds = service_wire::CredentialsToWire(owner);
   auto name_offset = builder.CreateString(name);
   auto geometry_offset = service_wire::GeometryToWire(builder, geometry);
-  return wire::CreateServiceInfo(builder, name_offset, &creds, connections, total,
-                                 geometry_offset);
+  return wire::CreateServiceInfo(builder, name_offset, &creds, connections, total, geometry_offset);
 }
 
 }  // namespace
@@ -126,8 +125,8 @@ absl::StatusOr<std::unique_ptr<ServiceManagerDaemon>> ServiceManagerDaemon::Crea
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
-    return absl::InvalidArgumentError(absl::StrCat("socket path '", path, "' is empty or longer than ",
-                                                   sizeof(addr.sun_path) - 1, " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "socket path '", path, "' is empty or longer than ", sizeof(addr.sun_path) - 1, " bytes"));
   }
   std::memcpy(addr.sun_path, path.data(), path.size());
   SLUICE_RETURN_IF_ERROR(PrepareDirectory(ParentDir(path)));
@@ -201,9 +200,9 @@ absl::StatusOr<std::unique_ptr<ServiceManagerDaemon>> ServiceManagerDaemon::Crea
                                std::move(lock), std::move(epoll), std::move(stop), st.st_ino));
 }
 
-ServiceManagerDaemon::ServiceManagerDaemon(DaemonOptions options, Policy policy,
-                                           UniqueFd listener, UniqueFd lock, UniqueFd epoll,
-                                           UniqueFd stop_event, ino_t socket_inode)
+ServiceManagerDaemon::ServiceManagerDaemon(DaemonOptions options, Policy policy, UniqueFd listener,
+                                           UniqueFd lock, UniqueFd epoll, UniqueFd stop_event,
+                                           ino_t socket_inode)
     : options_(std::move(options)),
       policy_(std::move(policy)),
       listener_(std::move(listener)),
@@ -479,8 +478,7 @@ void ServiceManagerDaemon::HandleRequest(Connection& conn, const wire::Envelope&
       auto it = std::find_if(conn.subscriptions.begin(), conn.subscriptions.end(),
                              [&](const Subscription& s) { return s.id == sub; });
       if (it == conn.subscriptions.end()) {
-        return ReplyStatus(conn, id,
-                           absl::NotFoundError(absl::StrCat("no subscription ", sub)));
+        return ReplyStatus(conn, id, absl::NotFoundError(absl::StrCat("no subscription ", sub)));
       }
       conn.subscriptions.erase(it);
       if (conn.subscriptions.empty()) subscribers_.erase(conn.id);
@@ -488,9 +486,9 @@ void ServiceManagerDaemon::HandleRequest(Connection& conn, const wire::Envelope&
     }
     default:
       return ReplyStatus(conn, id,
-                         absl::UnimplementedError(absl::StrCat(
-                             "request kind ", static_cast<int>(envelope.body_type()),
-                             " is not a request this manager serves")));
+                         absl::UnimplementedError(
+                             absl::StrCat("request kind ", static_cast<int>(envelope.body_type()),
+                                          " is not a request this manager serves")));
   }
 }
 
@@ -514,10 +512,10 @@ void ServiceManagerDaemon::HandleRegister(Connection& conn, uint64_t request_id,
     return ReplyStatus(conn, request_id, allowed);
   }
   if (auto it = services_.find(name); it != services_.end()) {
-    return ReplyStatus(conn, request_id,
-                       absl::AlreadyExistsError(absl::StrCat(
-                           "service '", name, "' is already registered by ",
-                           Describe(it->second.owner_creds))));
+    return ReplyStatus(
+        conn, request_id,
+        absl::AlreadyExistsError(absl::StrCat("service '", name, "' is already registered by ",
+                                              Describe(it->second.owner_creds))));
   }
   if (conn.names.size() >= options_.max_names_per_connection) {
     return ReplyStatus(conn, request_id,
@@ -530,8 +528,8 @@ void ServiceManagerDaemon::HandleRegister(Connection& conn, uint64_t request_id,
   auto plan = channel_layout::PlanRegion(geometry);
   if (!plan.ok()) {
     return ReplyStatus(conn, request_id,
-                       absl::InvalidArgumentError(absl::StrCat(
-                           "bad geometry for '", name, "': ", plan.status().message())));
+                       absl::InvalidArgumentError(absl::StrCat("bad geometry for '", name,
+                                                               "': ", plan.status().message())));
   }
   if (plan->region_size > options_.max_region_size) {
     return ReplyStatus(conn, request_id,
@@ -575,9 +573,9 @@ void ServiceManagerDaemon::HandleUnregister(Connection& conn, uint64_t request_i
   }
   if (it->second.owner != conn.id) {
     return ReplyStatus(conn, request_id,
-                       absl::PermissionDeniedError(absl::StrCat(
-                           "service '", name, "' is owned by ", Describe(it->second.owner_creds),
-                           ", not by this connection")));
+                       absl::PermissionDeniedError(absl::StrCat("service '", name, "' is owned by ",
+                                                                Describe(it->second.owner_creds),
+                                                                ", not by this connection")));
   }
   conn.names.erase(std::find(conn.names.begin(), conn.names.end(), name));
   RemoveService(name, "unregistered");
@@ -609,8 +607,8 @@ void ServiceManagerDaemon::HandleLookup(Connection& conn, uint64_t request_id,
   auto plan = channel_layout::PlanRegion(geometry);
   if (!plan.ok()) {
     return ReplyStatus(conn, request_id,
-                       absl::InvalidArgumentError(absl::StrCat(
-                           "bad geometry for '", name, "': ", plan.status().message())));
+                       absl::InvalidArgumentError(absl::StrCat("bad geometry for '", name,
+                                                               "': ", plan.status().message())));
   }
   if (plan->region_size > options_.max_region_size) {
     return ReplyStatus(conn, request_id,
@@ -626,8 +624,7 @@ void ServiceManagerDaemon::HandleLookup(Connection& conn, uint64_t request_id,
   auto server_region_fd = region->DuplicateFd();
   auto pair = SeqPacketPair();
   if (!server_region_fd.ok() || !pair.ok()) {
-    const absl::Status error =
-        !server_region_fd.ok() ? server_region_fd.status() : pair.status();
+    const absl::Status error = !server_region_fd.ok() ? server_region_fd.status() : pair.status();
     log().Error("cannot set up a connection to '", name, "': ", error.message());
     return ReplyStatus(conn, request_id, error);
   }
@@ -698,19 +695,19 @@ void ServiceManagerDaemon::HandleWait(Connection& conn, uint64_t request_id,
   if (services_.contains(name)) return ReplyStatus(conn, request_id, absl::OkStatus());
   const int64_t timeout_ms = request.timeout_ms();
   if (timeout_ms == 0) {
-    return ReplyStatus(conn, request_id, absl::DeadlineExceededError(absl::StrCat(
-                                             "service '", name, "' is not registered")));
+    return ReplyStatus(
+        conn, request_id,
+        absl::DeadlineExceededError(absl::StrCat("service '", name, "' is not registered")));
   }
   if (conn.waits.size() >= options_.max_waits_per_connection) {
     return ReplyStatus(conn, request_id,
-                       absl::ResourceExhaustedError(absl::StrCat(
-                           "cannot wait for '", name, "': ", conn.waits.size(),
-                           " waits already pending on this connection")));
+                       absl::ResourceExhaustedError(
+                           absl::StrCat("cannot wait for '", name, "': ", conn.waits.size(),
+                                        " waits already pending on this connection")));
   }
   const uint64_t wait_id = next_wait_id_++;
   Wait wait{conn.id, request_id, name,
-            timeout_ms < 0 ? absl::InfiniteFuture()
-                           : absl::Now() + absl::Milliseconds(timeout_ms)};
+            timeout_ms < 0 ? absl::InfiniteFuture() : absl::Now() + absl::Milliseconds(timeout_ms)};
   if (wait.deadline != absl::InfiniteFuture()) wait_deadlines_.emplace(wait.deadline, wait_id);
   waits_by_name_[name].push_back(wait_id);
   conn.waits.insert(wait_id);
@@ -788,9 +785,9 @@ void ServiceManagerDaemon::HandleSubscribe(Connection& conn, uint64_t request_id
   const uint64_t sub = request.subscription_id();
   if (conn.subscriptions.size() >= options_.max_subscriptions_per_connection) {
     return ReplyStatus(conn, request_id,
-                       absl::ResourceExhaustedError(absl::StrCat(
-                           "this connection already has ", conn.subscriptions.size(),
-                           " subscriptions (the limit)")));
+                       absl::ResourceExhaustedError(absl::StrCat("this connection already has ",
+                                                                 conn.subscriptions.size(),
+                                                                 " subscriptions (the limit)")));
   }
   for (const Subscription& s : conn.subscriptions) {
     if (s.id == sub) {

@@ -112,7 +112,7 @@ class ServiceManagerDaemon {
     PeerCredentials creds;
     bool hello = false;
     absl::Time hello_deadline;
-    bool closing = false;  // Marked for close; sends are dropped.
+    bool closing = false;   // Marked for close; sends are dropped.
     bool want_out = false;  // EPOLLOUT armed.
     std::deque<Outgoing> out;
     std::vector<std::string> names;  // Owned registrations.

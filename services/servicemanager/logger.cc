@@ -22,8 +22,7 @@ void Logger::Log(Level level, absl::string_view message) const {
   static constexpr char kLetters[] = "DIWE";
   std::string line = absl::StrCat(
       absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", absl::Now(), absl::UTCTimeZone()), " ",
-      absl::string_view(&kLetters[static_cast<int>(level)], 1), " servicemanager: ", message,
-      "\n");
+      absl::string_view(&kLetters[static_cast<int>(level)], 1), " servicemanager: ", message, "\n");
   // A failed log write has nowhere to be reported.
   (void)!::write(fd_, line.data(), line.size());
 }

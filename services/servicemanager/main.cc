@@ -18,7 +18,8 @@ ABSL_FLAG(std::string, socket, "",
           "Socket path; default $SLUICE_SERVICEMANAGER, else "
           "$XDG_RUNTIME_DIR/sluice/servicemanager.sock, else (root) "
           "/run/sluice/servicemanager.sock");
-ABSL_FLAG(std::string, policy, "", "Policy file (docs/servicemanager.md); default: same uid + root");
+ABSL_FLAG(std::string, policy, "",
+          "Policy file (docs/servicemanager.md); default: same uid + root");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning, error or off");
 ABSL_FLAG(int, max_connections, 4096, "Connections served at once; more are refused");
 ABSL_FLAG(int, hello_timeout_ms, 10000, "Drop connections that do not say Hello by then");

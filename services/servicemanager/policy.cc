@@ -78,8 +78,7 @@ absl::StatusOr<Policy> Policy::Parse(absl::string_view text, uid_t daemon_uid) {
           return error(absl::StrCat("bad id in principal '", item, "'"));
         }
       } else {
-        return error(absl::StrCat("unknown principal '", item,
-                                  "' (*, uid:N, gid:N or uid:self)"));
+        return error(absl::StrCat("unknown principal '", item, "' (*, uid:N, gid:N or uid:self)"));
       }
       rule.principals.push_back(principal);
     }

@@ -152,8 +152,7 @@ TEST_F(ServiceManagerTest, UnknownAndInvalidNames) {
   EXPECT_THAT(client->Lookup(""), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(client->Register("bad name", [](IncomingConnection) {}),
               StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(client->Lookup(std::string(300, 'a')),
-              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(client->Lookup(std::string(300, 'a')), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST_F(ServiceManagerTest, ConnectWithoutManagerIsUnavailable) {
@@ -223,10 +222,10 @@ TEST_F(ServiceManagerTest, SubscribersSeeNamesAppearAndDisappear) {
   server.reset();
   {
     absl::MutexLock lock(&mu);
-    ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(
-                                        +[](std::vector<NameEvent>* e) { return e->size() >= 2; },
-                                        &events),
-                                    absl::Seconds(10)));
+    ASSERT_TRUE(
+        mu.AwaitWithTimeout(absl::Condition(
+                                +[](std::vector<NameEvent>* e) { return e->size() >= 2; }, &events),
+                            absl::Seconds(10)));
     EXPECT_EQ(events[0].change, NameChange::kAppeared);
     EXPECT_EQ(events[0].name, "test.x");
     EXPECT_EQ(events[0].owner.pid, ::getpid());
@@ -330,8 +329,7 @@ TEST_F(ServiceManagerTest, GarbageTruncatedAndOversizedRequestsDisconnectOnlyThe
     ASSERT_OK(ReceiveMessage(fd.get(), 4096).status());
     flatbuffers::FlatBufferBuilder builder;
     auto body = wire::CreateListReply(builder);
-    service_wire::FinishEnvelope(builder, 2, absl::OkStatus(), wire::Body::ListReply,
-                                 body.Union());
+    service_wire::FinishEnvelope(builder, 2, absl::OkStatus(), wire::Body::ListReply, body.Union());
     ASSERT_OK(SendMessage(fd.get(), service_wire::Bytes(builder)));
     ASSERT_OK_AND_ASSIGN(auto reply, ReceiveMessage(fd.get(), 4096));
     ASSERT_OK_AND_ASSIGN(auto envelope, service_wire::VerifyEnvelope(reply.bytes));
@@ -356,11 +354,10 @@ TEST_F(ServiceManagerTest, RandomlyMutatedRequestsNeverHurtTheDaemon) {
   };
   {
     flatbuffers::FlatBufferBuilder b;
-    auto body = wire::CreateRegisterRequest(
-        b, b.CreateString("test.fuzz"),
-        service_wire::GeometryToWire(b, channel_layout::Geometry{}));
-    service_wire::FinishEnvelope(b, 2, absl::OkStatus(), wire::Body::RegisterRequest,
-                                 body.Union());
+    auto body =
+        wire::CreateRegisterRequest(b, b.CreateString("test.fuzz"),
+                                    service_wire::GeometryToWire(b, channel_layout::Geometry{}));
+    service_wire::FinishEnvelope(b, 2, absl::OkStatus(), wire::Body::RegisterRequest, body.Union());
     add(b);
   }
   {
@@ -503,8 +500,7 @@ TEST_F(ServiceManagerTest, LiveSocketIsNeverStolenAndStaleOneIsReplaced) {
   const std::string file = dir_.File("file.sock");
   std::ofstream(file) << "x";
   third.socket_path = file;
-  EXPECT_THAT(ServiceManagerDaemon::Create(third),
-              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(ServiceManagerDaemon::Create(third), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
 }  // namespace

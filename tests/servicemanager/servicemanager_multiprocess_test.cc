@@ -84,8 +84,8 @@ class MultiProcessTest : public ::testing::Test {
     if (!process.ok()) return process;
     auto line = report.ReadLine();
     if (!line.ok() || *line != "ready") {
-      return absl::InternalError(absl::StrCat("server helper not ready: ",
-                                              line.ok() ? *line : line.status().ToString()));
+      return absl::InternalError(
+          absl::StrCat("server helper not ready: ", line.ok() ? *line : line.status().ToString()));
     }
     return process;
   }
@@ -126,12 +126,15 @@ TEST_F(MultiProcessTest, NameIsFreedWhenOwnerIsKilledAndANewServerTakesIt) {
   absl::Notification disappeared;
   std::atomic<int> disappearances{0};
   ASSERT_OK_AND_ASSIGN(auto client, Connect());
-  ASSERT_OK(client->Subscribe("mp.", [&](const NameEvent& e) {
-    if (e.change == NameChange::kDisappeared && e.name == "mp.echo" &&
-        disappearances.fetch_add(1) == 0) {
-      disappeared.Notify();
-    }
-  }).status());
+  ASSERT_OK(client
+                ->Subscribe("mp.",
+                            [&](const NameEvent& e) {
+                              if (e.change == NameChange::kDisappeared && e.name == "mp.echo" &&
+                                  disappearances.fetch_add(1) == 0) {
+                                disappeared.Notify();
+                              }
+                            })
+                .status());
   ReportPipe report = ReportPipe::Create();
   ASSERT_OK_AND_ASSIGN(Subprocess server, Server("mp.echo", report));
   ASSERT_OK_AND_ASSIGN(ServiceConnection connection, client->Lookup("mp.echo"));
@@ -293,8 +296,8 @@ TEST_F(MultiProcessTest, RepeatedCrashesOfServersAndClientsLeakNothing) {
     if (round % 2 == 1) {
       // Two independent paths, in either order: the channel's liveness
       // socket and the manager's client-gone event.
-      std::string lines = server_report.ReadLine().value_or("") + " " +
-                          server_report.ReadLine().value_or("");
+      std::string lines =
+          server_report.ReadLine().value_or("") + " " + server_report.ReadLine().value_or("");
       EXPECT_THAT(lines, HasSubstr("channel-dead"));
       EXPECT_THAT(lines, HasSubstr("client-gone"));
     }
@@ -340,9 +343,9 @@ TEST_F(MultiProcessTest, ThousandIdleConnectionsToTheBinaryLeaveNoTrace) {
 }
 
 TEST_F(MultiProcessTest, SecondDaemonOnALiveSocketFailsAndAStaleOneIsReplaced) {
-  ASSERT_OK_AND_ASSIGN(Subprocess second, Subprocess::Spawn({SLUICE_SERVICEMANAGER_BIN,
-                                                             "--socket=" + socket_,
-                                                             "--log_level=off"}));
+  ASSERT_OK_AND_ASSIGN(
+      Subprocess second,
+      Subprocess::Spawn({SLUICE_SERVICEMANAGER_BIN, "--socket=" + socket_, "--log_level=off"}));
   EXPECT_EQ(ExitCodeOf(second), 3);
   ASSERT_OK(Connect().status());  // The first still serves.
 
@@ -384,7 +387,8 @@ TEST_F(MultiProcessTest, SluicectlListWaitInfo) {
   };
   std::string out;
   EXPECT_EQ(run({"list", "--json"}, &out), 0);
-  EXPECT_THAT(out, HasSubstr(absl::StrCat("\"name\":\"mp.ctl\",\"owner\":{\"pid\":", server.pid())));
+  EXPECT_THAT(out,
+              HasSubstr(absl::StrCat("\"name\":\"mp.ctl\",\"owner\":{\"pid\":", server.pid())));
   EXPECT_EQ(run({"list"}, &out), 0);
   EXPECT_THAT(out, HasSubstr("mp.ctl"));
   EXPECT_EQ(run({"info", "mp.ctl", "--json"}, &out), 0);
@@ -426,8 +430,8 @@ class PolicyTest : public ::testing::Test {
   }
   // Runs sm_test_helper as kOtherUid; returns its exit code (a StatusCode).
   int AsOtherUid(const std::string& command, const std::string& name) {
-    auto process = Subprocess::Spawn({SLUICE_SM_TEST_HELPER_BIN, socket_,
-                                      absl::StrCat("--uid=", kOtherUid), command, name});
+    auto process = Subprocess::Spawn(
+        {SLUICE_SM_TEST_HELPER_BIN, socket_, absl::StrCat("--uid=", kOtherUid), command, name});
     if (!process.ok()) return -1;
     return ExitCodeOf(*process);
   }
@@ -465,11 +469,9 @@ TEST_F(PolicyTest, DefaultPolicyAllowsOnlySameUidAndRoot) {
 }
 
 TEST_F(PolicyTest, PolicyFileGrantsAndDeniesPerNameAndPrefix) {
-  StartDaemon(absl::StrCat("# test policy\n",
-                           "allow register allowed.*   uid:", kOtherUid, "\n",
-                           "deny  lookup   shared.secret *\n",
-                           "allow lookup   shared.*    uid:", kOtherUid, ",gid:12345\n",
-                           "deny  *        *           *\n"));
+  StartDaemon(absl::StrCat("# test policy\n", "allow register allowed.*   uid:", kOtherUid, "\n",
+                           "deny  lookup   shared.secret *\n", "allow lookup   shared.*    uid:",
+                           kOtherUid, ",gid:12345\n", "deny  *        *           *\n"));
   ASSERT_OK_AND_ASSIGN(auto root, Connect());
   ASSERT_OK(root->Register("shared.svc", [](IncomingConnection) {}));
   ASSERT_OK(root->Register("shared.secret", [](IncomingConnection) {}));

@@ -136,8 +136,7 @@ int main(int argc, char** argv) {
   int ready[2];
   if (::pipe2(ready, O_CLOEXEC) != 0) return 1;
   auto daemon = sluice::testing::Subprocess::Spawn(
-      {SLUICE_SERVICEMANAGER_BIN, "--socket=" + socket_path, "--log_level=error",
-       "--ready_fd=3"},
+      {SLUICE_SERVICEMANAGER_BIN, "--socket=" + socket_path, "--log_level=error", "--ready_fd=3"},
       {ready[1]});
   ::close(ready[1]);
   if (!daemon.ok()) return Fail(daemon.status());
@@ -153,8 +152,7 @@ int main(int argc, char** argv) {
   if (!server.ok()) return Fail(server.status());
   Echo echo;
   if (absl::Status s = (*server)->Register(
-          "bench.echo",
-          [&](sluice::IncomingConnection c) { echo.Accept(std::move(c.channel)); },
+          "bench.echo", [&](sluice::IncomingConnection c) { echo.Accept(std::move(c.channel)); },
           SmallRegions());
       !s.ok()) {
     return Fail(s);
@@ -234,8 +232,8 @@ int main(int argc, char** argv) {
   // ---- 3. Manager RSS under load ----
   const int services = absl::GetFlag(FLAGS_services);
   for (int i = 0; i < services; ++i) {
-    if (absl::Status s = (*server)->Register(absl::StrCat("bench.svc.", i),
-                                             [](sluice::IncomingConnection) {}, SmallRegions());
+    if (absl::Status s = (*server)->Register(
+            absl::StrCat("bench.svc.", i), [](sluice::IncomingConnection) {}, SmallRegions());
         !s.ok()) {
       return Fail(s);
     }
