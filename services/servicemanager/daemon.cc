@@ -80,24 +80,31 @@ bool SomeoneListens(const sockaddr_un& addr) {
 
 enum class SendResult { kSent, kWouldBlock, kFailed };
 
+// The daemon sends at most two descriptors per message (region, liveness).
+constexpr size_t kMaxSendFds = 2;
+
+// Like SendMessage (ipc/socket), but non-blocking and telling "would block"
+// apart from failure, which the shared helper's Status cannot.
 SendResult TrySend(int fd, std::span<const std::byte> bytes, const std::vector<UniqueFd>& fds) {
+  if (fds.size() > kMaxSendFds) return SendResult::kFailed;
   iovec iov{const_cast<std::byte*>(bytes.data()), bytes.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  union {
+    cmsghdr header;
+    char buffer[CMSG_SPACE(sizeof(int) * kMaxSendFds)];
+  } control;
   if (!fds.empty()) {
-    std::memset(control, 0, sizeof(control));
-    msg.msg_control = control;
+    std::memset(control.buffer, 0, sizeof(control.buffer));
+    int raw[kMaxSendFds] = {};
+    for (size_t i = 0; i < fds.size(); ++i) raw[i] = fds[i].get();
+    control.header.cmsg_level = SOL_SOCKET;
+    control.header.cmsg_type = SCM_RIGHTS;
+    control.header.cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(control.buffer + CMSG_LEN(0), raw, sizeof(int) * fds.size());
+    msg.msg_control = control.buffer;
     msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-    cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-    cmsg->cmsg_level = SOL_SOCKET;
-    cmsg->cmsg_type = SCM_RIGHTS;
-    cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-    for (size_t i = 0; i < fds.size(); ++i) {
-      const int raw = fds[i].get();
-      std::memcpy(CMSG_DATA(cmsg) + i * sizeof(int), &raw, sizeof(int));
-    }
   }
   const ssize_t sent =
       RetryOnEintr([&] { return ::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT); });
