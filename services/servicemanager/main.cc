@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "absl/flags/flag.h"
@@ -71,8 +72,16 @@ int main(int argc, char** argv) {
   }
   options.max_connections = static_cast<size_t>(absl::GetFlag(FLAGS_max_connections));
   options.hello_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_hello_timeout_ms));
-  options.socket_mode =
-      static_cast<mode_t>(std::stoul(absl::GetFlag(FLAGS_socket_mode), nullptr, 8));
+  {
+    const std::string mode = absl::GetFlag(FLAGS_socket_mode);
+    char* end = nullptr;
+    const unsigned long parsed = std::strtoul(mode.c_str(), &end, 8);
+    if (mode.empty() || *end != '\0' || parsed > 07777) {
+      logger.Error("--socket_mode must be an octal mode like 0666, not '", mode, "'");
+      return 2;
+    }
+    options.socket_mode = static_cast<mode_t>(parsed);
+  }
 
   // Each connection costs a descriptor; take the hard limit so the
   // configured connection limit, not RLIMIT_NOFILE, is what refuses clients.
