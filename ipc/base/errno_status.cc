@@ -53,8 +53,8 @@ absl::StatusCode ErrnoToCode(int error_number) {
 absl::Status ErrnoStatus(absl::string_view what, int error_number) {
   const char* name = strerrorname_np(error_number);
   return absl::Status(ErrnoToCode(error_number),
-                      absl::StrCat(what, ": ", name != nullptr ? name : "errno",
-                                   " (", error_number, "): ", strerrordesc_np(error_number)));
+                      absl::StrCat(what, ": ", name != nullptr ? name : "errno", " (", error_number,
+                                   "): ", strerrordesc_np(error_number)));
 }
 
 }  // namespace sluice

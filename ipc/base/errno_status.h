@@ -7,9 +7,9 @@
 #define SLUICE_IPC_BASE_ERRNO_STATUS_H_
 
 #include <cerrno>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace sluice {
 

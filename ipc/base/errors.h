@@ -7,9 +7,8 @@
 #ifndef SLUICE_IPC_BASE_ERRORS_H_
 #define SLUICE_IPC_BASE_ERRORS_H_
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace sluice {
 

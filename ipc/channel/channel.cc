@@ -2,10 +2,10 @@
 
 #include <climits>
 #include <cstring>
-#include "absl/strings/string_view.h"
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "ipc/base/errors.h"
 
 namespace sluice {
@@ -50,7 +50,10 @@ absl::StatusOr<Region> CreateChannelRegion(const channel_layout::Geometry& geome
 // OutgoingCall / Reply
 
 OutgoingCall::OutgoingCall(OutgoingCall&& other) noexcept
-    : channel_(std::exchange(other.channel_, nullptr)), slot_(other.slot_), buffer_(other.buffer_) {}
+    : channel_(std::exchange(other.channel_, nullptr)),
+      slot_(other.slot_),
+      buffer_(other.buffer_),
+      header_(other.header_) {}
 
 OutgoingCall& OutgoingCall::operator=(OutgoingCall&& other) noexcept {
   if (this != &other) {
@@ -58,6 +61,7 @@ OutgoingCall& OutgoingCall::operator=(OutgoingCall&& other) noexcept {
     channel_ = std::exchange(other.channel_, nullptr);
     slot_ = other.slot_;
     buffer_ = other.buffer_;
+    header_ = other.header_;
   }
   return *this;
 }
@@ -86,8 +90,7 @@ Reply::~Reply() {
 // ---------------------------------------------------------------------------
 // ClientChannel
 
-absl::StatusOr<std::unique_ptr<ClientChannel>> ClientChannel::Open(Region region,
-                                                                   UniqueFd liveness,
+absl::StatusOr<std::unique_ptr<ClientChannel>> ClientChannel::Open(Region region, UniqueFd liveness,
                                                                    PeerWatcher& watcher,
                                                                    const ChannelOptions& options) {
   auto endpoint = Endpoint::Open(Endpoint::Side::kClient, std::move(region), std::move(liveness),
@@ -112,9 +115,7 @@ ClientChannel::ClientChannel(std::unique_ptr<Endpoint> endpoint)
 
 ClientChannel::~ClientChannel() { Close(); }
 
-void ClientChannel::Close() {
-  endpoint_->Terminate(absl::CancelledError("client channel closed"));
-}
+void ClientChannel::Close() { endpoint_->Terminate(absl::CancelledError("client channel closed")); }
 
 bool ClientChannel::TryReserveLocked(uint64_t capacity, uint32_t* slot, uint64_t* block) {
   if (free_slots_ == 0) ReclaimDetachedLocked();
@@ -187,7 +188,8 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
       largest_gap = arena_.LargestFreeGap();
     }
     absl::Status waited = absl::OkStatus();
-    if (!reserved) waited = endpoint_->Wait(server_words.completions, completions, events, deadline);
+    if (!reserved)
+      waited = endpoint_->Wait(server_words.completions, completions, events, deadline);
     client_words.resource_waiters.fetch_sub(1, std::memory_order_seq_cst);
     local_waiters_.fetch_sub(1, std::memory_order_seq_cst);
     if (reserved) break;
@@ -198,9 +200,9 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
     }
     if (!waited.ok()) return waited;
   }
-  return OutgoingCall(this, slot,
-                      std::span<std::byte>(endpoint_->request_arena() + block,
-                                           static_cast<size_t>(capacity)));
+  return OutgoingCall(
+      this, slot,
+      std::span<std::byte>(endpoint_->request_arena() + block, static_cast<size_t>(capacity)));
 }
 
 void ClientChannel::ReleaseUnsent(uint32_t slot) {
@@ -238,6 +240,8 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
   }
   call.channel_ = nullptr;  // The slot is in flight now; the call no longer owns it.
   shared.request_length.store(message.size(), std::memory_order_relaxed);
+  shared.interface_id.store(call.header_.interface_id, std::memory_order_relaxed);
+  shared.method.store(call.header_.method, std::memory_order_relaxed);
   shared.flags.store(oneway ? kSlotFlagOneway : 0, std::memory_order_relaxed);
   shared.request_seq.store(seq, std::memory_order_release);
 
@@ -321,8 +325,7 @@ absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
     malformed = absl::DataLossError(absl::StrCat("server replied with unknown status code ", code));
   } else if (!RangeInArena(offset, length, arena_size)) {
     malformed = absl::DataLossError(absl::StrCat("server reply [", offset, ", +", length,
-                                                 ") lies outside its ", arena_size,
-                                                 "-byte arena"));
+                                                 ") lies outside its ", arena_size, "-byte arena"));
   }
   if (!malformed.ok()) {
     endpoint_->Terminate(malformed);
@@ -357,6 +360,7 @@ IncomingCall::IncomingCall(IncomingCall&& other) noexcept
       slot_(other.slot_),
       seq_(other.seq_),
       request_(other.request_),
+      header_(other.header_),
       oneway_(other.oneway_),
       has_reservation_(std::exchange(other.has_reservation_, false)),
       reservation_(other.reservation_),
@@ -369,6 +373,7 @@ IncomingCall& IncomingCall::operator=(IncomingCall&& other) noexcept {
     slot_ = other.slot_;
     seq_ = other.seq_;
     request_ = other.request_;
+    header_ = other.header_;
     oneway_ = other.oneway_;
     has_reservation_ = std::exchange(other.has_reservation_, false);
     reservation_ = other.reservation_;
@@ -414,8 +419,7 @@ absl::Status IncomingCall::Reply(std::span<const std::byte> message) {
     return absl::InvalidArgumentError("reply message must lie inside the reserved reply space");
   }
   const uint64_t offset =
-      message.empty() ? 0
-                      : reservation_ + static_cast<uint64_t>(message.data() - reserved_.data());
+      message.empty() ? 0 : reservation_ + static_cast<uint64_t>(message.data() - reserved_.data());
   return channel_->Complete(*this, absl::StatusCode::kOk, offset, message.size());
 }
 
@@ -438,8 +442,7 @@ absl::Status IncomingCall::Fail(const absl::Status& error) {
 // ---------------------------------------------------------------------------
 // ServerChannel
 
-absl::StatusOr<std::unique_ptr<ServerChannel>> ServerChannel::Open(Region region,
-                                                                   UniqueFd liveness,
+absl::StatusOr<std::unique_ptr<ServerChannel>> ServerChannel::Open(Region region, UniqueFd liveness,
                                                                    PeerWatcher& watcher,
                                                                    const ChannelOptions& options) {
   auto endpoint = Endpoint::Open(Endpoint::Side::kServer, std::move(region), std::move(liveness),
@@ -460,9 +463,7 @@ ServerChannel::ServerChannel(std::unique_ptr<Endpoint> endpoint)
 
 ServerChannel::~ServerChannel() { Close(); }
 
-void ServerChannel::Close() {
-  endpoint_->Terminate(absl::CancelledError("server channel closed"));
-}
+void ServerChannel::Close() { endpoint_->Terminate(absl::CancelledError("server channel closed")); }
 
 absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
   auto& client_words = endpoint_->client_words();
@@ -481,8 +482,8 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
     }
     // Nothing pending. Right after answering a call, and while the client
     // runs on another CPU, the next request is likely microseconds away.
-    const int64_t spin_until =
-        last_completion_ns_.load(std::memory_order_relaxed) + absl::ToInt64Nanoseconds(spin.serve_spin);
+    const int64_t spin_until = last_completion_ns_.load(std::memory_order_relaxed) +
+                               absl::ToInt64Nanoseconds(spin.serve_spin);
     if (internal::MonotonicNanos() < spin_until &&
         endpoint_->PeerRunningElsewhere(client_words.activity.load(std::memory_order_relaxed))) {
       endpoint_->PublishActivity(ActivityState::kSpinning);
@@ -548,10 +549,12 @@ absl::StatusOr<IncomingCall> ServerChannel::TryClaimLocked() {
     state.served_seq = seq;
     if (oneway) oneway_in_service_ = true;
     scan_start_ = (i + 1) % n;
+    const CallHeader header{shared.interface_id.load(std::memory_order_relaxed),
+                            shared.method.load(std::memory_order_relaxed)};
     return IncomingCall(this, i, seq,
                         std::span<const std::byte>(endpoint_->request_arena() + offset,
                                                    static_cast<size_t>(length)),
-                        oneway);
+                        header, oneway);
   }
   return absl::NotFoundError("no pending request");
 }
@@ -579,9 +582,9 @@ absl::StatusOr<uint64_t> ServerChannel::AllocateReplyLocked(uint64_t capacity) {
     }
   }
   if (auto offset = arena_.Allocate(capacity)) return *offset;
-  return absl::ResourceExhaustedError(
-      absl::StrCat("reply arena full: ", capacity, " bytes wanted, largest free gap ",
-                   arena_.LargestFreeGap(), " of ", arena_size));
+  return absl::ResourceExhaustedError(absl::StrCat("reply arena full: ", capacity,
+                                                   " bytes wanted, largest free gap ",
+                                                   arena_.LargestFreeGap(), " of ", arena_size));
 }
 
 absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, uint64_t offset,

@@ -36,8 +36,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "ipc/base/mutex.h"
 #include "absl/time/time.h"
+#include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
 #include "ipc/channel/arena_allocator.h"
 #include "ipc/channel/channel_options.h"
@@ -55,6 +55,14 @@ absl::StatusOr<Region> CreateChannelRegion(const channel_layout::Geometry& geome
 class ClientChannel;
 class ServerChannel;
 
+// What a call is addressed to, carried beside the message in the slot. The
+// channel does not interpret it; the RPC layer puts its interface id and
+// method id (plus signature) here.
+struct CallHeader {
+  uint64_t interface_id = 0;
+  uint64_t method = 0;
+};
+
 // Space reserved in the request arena for one call. Dropping it unsent gives
 // the space back.
 class OutgoingCall {
@@ -65,6 +73,7 @@ class OutgoingCall {
 
   // Where to write the request: region memory, at least the capacity asked for.
   std::span<std::byte> buffer() const { return buffer_; }
+  CallHeader& header() { return header_; }
 
  private:
   friend class ClientChannel;
@@ -73,6 +82,7 @@ class OutgoingCall {
   ClientChannel* channel_;
   uint32_t slot_;
   std::span<std::byte> buffer_;
+  CallHeader header_;
 };
 
 // A reply, read in place from the server's arena. The bytes stay valid, and
@@ -136,8 +146,8 @@ class ClientChannel {
   enum class SlotUse : uint8_t { kFree, kReserved, kSync, kDetached };
   struct SlotState {
     SlotUse use = SlotUse::kFree;
-    uint32_t seq = 0;            // Last request_seq published on this slot.
-    uint64_t block = 0;          // Request arena offset while use != kFree.
+    uint32_t seq = 0;    // Last request_seq published on this slot.
+    uint64_t block = 0;  // Request arena offset while use != kFree.
   };
 
   explicit ClientChannel(std::unique_ptr<internal::Endpoint> endpoint);
@@ -177,6 +187,8 @@ class IncomingCall {
   // The request, in place in the client's arena. The client could still
   // write to it: copy or verify what you must trust, and read each field once.
   std::span<const std::byte> request() const { return request_; }
+  // As the client set it; untrusted like the request bytes.
+  const CallHeader& header() const { return header_; }
   bool oneway() const { return oneway_; }
   const PeerCredentials& caller() const;
 
@@ -192,14 +204,20 @@ class IncomingCall {
  private:
   friend class ServerChannel;
   IncomingCall(ServerChannel* channel, uint32_t slot, uint32_t seq,
-               std::span<const std::byte> request, bool oneway)
-      : channel_(channel), slot_(slot), seq_(seq), request_(request), oneway_(oneway) {}
+               std::span<const std::byte> request, const CallHeader& header, bool oneway)
+      : channel_(channel),
+        slot_(slot),
+        seq_(seq),
+        request_(request),
+        header_(header),
+        oneway_(oneway) {}
   void Abandon();
 
   ServerChannel* channel_ = nullptr;  // nullptr once answered.
   uint32_t slot_ = 0;
   uint32_t seq_ = 0;
   std::span<const std::byte> request_;
+  CallHeader header_;
   bool oneway_ = false;
   bool has_reservation_ = false;
   uint64_t reservation_ = 0;  // Reply arena offset.
@@ -228,10 +246,10 @@ class ServerChannel {
  private:
   friend class IncomingCall;
   struct SlotState {
-    bool busy = false;           // Claimed by a server thread.
-    uint32_t served_seq = 0;     // Last request_seq claimed.
+    bool busy = false;        // Claimed by a server thread.
+    uint32_t served_seq = 0;  // Last request_seq claimed.
     bool has_reply_block = false;
-    uint32_t reply_seq = 0;      // Seq the reply block answers.
+    uint32_t reply_seq = 0;  // Seq the reply block answers.
     uint64_t reply_block = 0;
   };
 

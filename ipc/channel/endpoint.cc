@@ -72,10 +72,10 @@ Endpoint::Endpoint(Side side, Region region, UniqueFd liveness, const ChannelHea
       liveness_(std::move(liveness)),
       header_(h),
       options_(options),
-      client_words_(reinterpret_cast<channel_layout::ClientWords*>(region_.data() +
-                                                                   h.client_words_offset)),
-      server_words_(reinterpret_cast<channel_layout::ServerWords*>(region_.data() +
-                                                                   h.server_words_offset)),
+      client_words_(
+          reinterpret_cast<channel_layout::ClientWords*>(region_.data() + h.client_words_offset)),
+      server_words_(
+          reinterpret_cast<channel_layout::ServerWords*>(region_.data() + h.server_words_offset)),
       slots_(reinterpret_cast<channel_layout::Slot*>(region_.data() + h.slots_offset)),
       request_arena_(region_.data() + h.request_arena_offset),
       reply_arena_(region_.data() + h.reply_arena_offset),

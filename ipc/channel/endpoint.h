@@ -18,8 +18,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "ipc/base/mutex.h"
 #include "absl/time/time.h"
+#include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
 #include "ipc/channel/channel_options.h"
 #include "ipc/channel/layout.h"
@@ -33,8 +33,8 @@ class Endpoint {
  public:
   enum class Side : uint8_t { kClient, kServer };
 
-  static absl::StatusOr<std::unique_ptr<Endpoint>> Open(Side side, Region region,
-                                                        UniqueFd liveness, PeerWatcher& watcher,
+  static absl::StatusOr<std::unique_ptr<Endpoint>> Open(Side side, Region region, UniqueFd liveness,
+                                                        PeerWatcher& watcher,
                                                         const ChannelOptions& options);
   ~Endpoint();
 

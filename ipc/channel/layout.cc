@@ -26,8 +26,8 @@ absl::StatusOr<ChannelHeader> PlanRegion(const Geometry& geometry) {
   if (geometry.request_arena_size == 0 || geometry.request_arena_size > Region::kMaxSize / 2 ||
       geometry.reply_arena_size == 0 || geometry.reply_arena_size > Region::kMaxSize / 2) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "arena sizes (request ", geometry.request_arena_size, ", reply ",
-        geometry.reply_arena_size, ") must each be in [1, ", Region::kMaxSize / 2, "]"));
+        "arena sizes (request ", geometry.request_arena_size, ", reply ", geometry.reply_arena_size,
+        ") must each be in [1, ", Region::kMaxSize / 2, "]"));
   }
   ChannelHeader h{};
   h.magic = kMagic;
@@ -55,14 +55,13 @@ absl::StatusOr<ChannelHeader> PlanRegion(const Geometry& geometry) {
 
 absl::Status ValidateHeader(const ChannelHeader& h, uint64_t region_size) {
   if (h.magic != kMagic) {
-    return absl::DataLossError(
-        absl::StrCat("channel header: bad magic 0x", absl::Hex(h.magic), ", want 0x",
-                     absl::Hex(kMagic)));
+    return absl::DataLossError(absl::StrCat("channel header: bad magic 0x", absl::Hex(h.magic),
+                                            ", want 0x", absl::Hex(kMagic)));
   }
   if (h.layout_version != kLayoutVersion) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "channel header: layout version ", h.layout_version, ", this build speaks ",
-        kLayoutVersion));
+    return absl::FailedPreconditionError(absl::StrCat("channel header: layout version ",
+                                                      h.layout_version, ", this build speaks ",
+                                                      kLayoutVersion));
   }
   if (h.header_size != sizeof(ChannelHeader)) {
     return absl::DataLossError(absl::StrCat("channel header: header_size ", h.header_size,
@@ -105,8 +104,7 @@ absl::Status ValidateHeader(const ChannelHeader& h, uint64_t region_size) {
       const Area& a = areas[i];
       const Area& b = areas[j];
       if (a.offset < b.offset + b.size && b.offset < a.offset + a.size) {
-        return absl::DataLossError(
-            absl::StrCat("channel header: ", a.name, " overlaps ", b.name));
+        return absl::DataLossError(absl::StrCat("channel header: ", a.name, " overlaps ", b.name));
       }
     }
   }

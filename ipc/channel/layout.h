@@ -108,10 +108,13 @@ struct Slot {
   std::atomic<uint64_t> request_length;
   // Per-channel order of oneway calls: the server runs oneway N+1 only after N.
   std::atomic<uint64_t> oneway_seq;
-  std::atomic<uint64_t> client_reserved[3];  // Zero. Reserved for call context ids.
+  // Opaque to the channel: the RPC layer's interface id and method word.
+  std::atomic<uint64_t> interface_id;
+  std::atomic<uint64_t> method;
+  std::atomic<uint64_t> client_reserved[1];  // Zero. Reserved for call context ids.
   // ---- server line ----
   alignas(kCacheLine) FutexWord reply_seq;
-  std::atomic<uint32_t> status_code;  // absl::StatusCode of the reply.
+  std::atomic<uint32_t> status_code;   // absl::StatusCode of the reply.
   std::atomic<uint64_t> reply_offset;  // From the start of the reply arena.
   std::atomic<uint64_t> reply_length;
   std::atomic<uint64_t> server_reserved[5];

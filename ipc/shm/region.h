@@ -18,9 +18,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "ipc/base/unique_fd.h"
 
 namespace sluice {

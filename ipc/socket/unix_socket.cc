@@ -80,8 +80,8 @@ absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes) {
         absl::StrCat("recvmsg: message longer than the ", max_bytes, "-byte limit"));
   }
   if ((msg.msg_flags & MSG_CTRUNC) != 0) {
-    return absl::DataLossError(absl::StrCat("recvmsg: more than ", kMaxFdsPerMessage,
-                                            " file descriptors in one message"));
+    return absl::DataLossError(
+        absl::StrCat("recvmsg: more than ", kMaxFdsPerMessage, " file descriptors in one message"));
   }
   out.bytes.resize(static_cast<size_t>(got));
   return out;

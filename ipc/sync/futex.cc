@@ -69,7 +69,8 @@ absl::StatusOr<int> FutexWaitAny(std::span<const FutexWaitEntry> entries, absl::
   for (size_t i = 0; i < entries.size(); ++i) {
     waiters[i].val = entries[i].expected;
     waiters[i].uaddr = reinterpret_cast<uintptr_t>(Addr(*entries[i].word));
-    waiters[i].flags = FUTEX_32 | (entries[i].scope == FutexScope::kPrivate ? FUTEX_PRIVATE_FLAG : 0);
+    waiters[i].flags =
+        FUTEX_32 | (entries[i].scope == FutexScope::kPrivate ? FUTEX_PRIVATE_FLAG : 0);
   }
   timespec abs_timeout{};
   const bool has_deadline = MonotonicDeadline(deadline, &abs_timeout);

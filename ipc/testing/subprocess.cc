@@ -16,8 +16,7 @@
 namespace sluice::testing {
 
 absl::StatusOr<Subprocess> Subprocess::Spawn(const std::vector<std::string>& argv,
-                                             const std::vector<int>& fds,
-                                             std::optional<int> cpu) {
+                                             const std::vector<int>& fds, std::optional<int> cpu) {
   if (argv.empty()) return absl::InvalidArgumentError("Spawn needs argv[0]");
   std::vector<char*> args;
   for (const std::string& arg : argv) args.push_back(const_cast<char*>(arg.c_str()));

@@ -1,6 +1,8 @@
 // Channel behaviour across a client and a server, each scenario run twice:
 // with the server on a thread of this process (debuggable, TSan-visible) and
 // in a separate process started from channel_test_peer (the real thing).
+#include "ipc/channel/channel.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -16,7 +18,6 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
-#include "ipc/channel/channel.h"
 #include "ipc/socket/unix_socket.h"
 #include "ipc/testing/subprocess.h"
 #include "tests/channel/echo_protocol.h"
@@ -69,8 +70,7 @@ class Connection {
       if (!fd.ok()) return fd.status();
       auto server_region = Region::Adopt(*std::move(fd), 0, Region::kMaxSize);
       if (!server_region.ok()) return server_region.status();
-      auto server =
-          ServerChannel::Open(*std::move(server_region), std::move(server_end), watcher);
+      auto server = ServerChannel::Open(*std::move(server_region), std::move(server_end), watcher);
       if (!server.ok()) return server.status();
       connection->server_ = *std::move(server);
       ServerChannel* raw = connection->server_.get();
@@ -132,8 +132,8 @@ class ChannelTest : public ::testing::TestWithParam<Mode> {
   std::unique_ptr<PeerWatcher> watcher_;
 };
 
-INSTANTIATE_TEST_SUITE_P(BothSides, ChannelTest,
-                         ::testing::Values(Mode::kThread, Mode::kProcess), ModeName);
+INSTANTIATE_TEST_SUITE_P(BothSides, ChannelTest, ::testing::Values(Mode::kThread, Mode::kProcess),
+                         ModeName);
 
 TEST_P(ChannelTest, SequentialRoundTripsOfMixedSizesArriveIntact) {
   ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_));
@@ -222,8 +222,7 @@ TEST_P(ChannelTest, ServerErrorReachesTheCallerWithCodeAndMessage) {
 TEST_P(ChannelTest, RequestLargerThanTheArenaIsResourceExhaustedWithSizes) {
   channel_layout::Geometry geometry;
   geometry.request_arena_size = 64 * 1024;
-  ASSERT_OK_AND_ASSIGN(auto connection,
-                       Connection::Start(GetParam(), "echo", *watcher_, geometry));
+  ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_, geometry));
   EXPECT_THAT(connection->client().BeginCall(64 * 1024 + 1),
               StatusIs(absl::StatusCode::kResourceExhausted,
                        AllOf(HasSubstr("65537"), HasSubstr("65536"))));
@@ -234,8 +233,7 @@ TEST_P(ChannelTest, RequestLargerThanTheArenaIsResourceExhaustedWithSizes) {
 TEST_P(ChannelTest, CallerWaitsForArenaSpaceUntilItsDeadline) {
   channel_layout::Geometry geometry;
   geometry.request_arena_size = 64 * 1024;
-  ASSERT_OK_AND_ASSIGN(auto connection,
-                       Connection::Start(GetParam(), "echo", *watcher_, geometry));
+  ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_, geometry));
   ClientChannel& client = connection->client();
   std::optional<OutgoingCall> held;
   {
@@ -256,8 +254,7 @@ TEST_P(ChannelTest, CallerWaitsForArenaSpaceUntilItsDeadline) {
 TEST_P(ChannelTest, CallerWaitsForAFreeSlot) {
   channel_layout::Geometry geometry;
   geometry.slot_count = 2;
-  ASSERT_OK_AND_ASSIGN(auto connection,
-                       Connection::Start(GetParam(), "echo", *watcher_, geometry));
+  ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_, geometry));
   ClientChannel& client = connection->client();
   ASSERT_OK_AND_ASSIGN(OutgoingCall a, client.BeginCall(16));
   ASSERT_OK_AND_ASSIGN(OutgoingCall b, client.BeginCall(16));
@@ -317,6 +314,25 @@ TEST(ChannelLifecycle, CloseFailsABlockedCallerWithCancelled) {
   EXPECT_THAT(client->BeginCall(16), StatusIs(absl::StatusCode::kCancelled));
 }
 
+TEST(ChannelLifecycle, CallHeaderTravelsWithTheRequest) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
+  ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
+  ASSERT_OK_AND_ASSIGN(UniqueFd fd, region.DuplicateFd());
+  ASSERT_OK_AND_ASSIGN(Region server_region, Region::Adopt(std::move(fd), 0, Region::kMaxSize));
+  ASSERT_OK_AND_ASSIGN(auto server, ServerChannel::Open(std::move(server_region),
+                                                        std::move(sockets.second), *watcher));
+  ASSERT_OK_AND_ASSIGN(auto client,
+                       ClientChannel::Open(std::move(region), std::move(sockets.first), *watcher));
+  ASSERT_OK_AND_ASSIGN(OutgoingCall call, client->BeginCall(8));
+  call.header() = CallHeader{0x1122334455667788, 0x99};
+  ASSERT_OK(client->Send(std::move(call), call.buffer()));
+  ASSERT_OK_AND_ASSIGN(IncomingCall incoming, server->Receive());
+  EXPECT_EQ(incoming.header().interface_id, 0x1122334455667788u);
+  EXPECT_EQ(incoming.header().method, 0x99u);
+  EXPECT_TRUE(incoming.oneway());
+}
+
 TEST(ChannelLifecycle, ReceiveTimesOutWithDeadlineExceeded) {
   ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
   ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
@@ -372,8 +388,7 @@ TEST_F(ChannelFaultTest, ServerKilledMidCallFailsTheCallerWithPeerDead) {
     killer.join();
     EXPECT_TRUE(IsPeerDead(reply.status())) << reply.status();
     const absl::Duration detection = absl::Nanoseconds(returned_ns - killed_at_ns.load());
-    std::printf("peer death detected %s after SIGKILL\n",
-                absl::FormatDuration(detection).c_str());
+    std::printf("peer death detected %s after SIGKILL\n", absl::FormatDuration(detection).c_str());
     EXPECT_LT(detection, absl::Seconds(2));  // Generous: the target is 100 ms.
     EXPECT_TRUE(IsPeerDead(client.BeginCall(16).status()));
   }
@@ -400,14 +415,13 @@ TEST_F(ChannelFaultTest, ClientKilledMidCallIsSeenByTheServer) {
     ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
     ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
     ASSERT_OK_AND_ASSIGN(UniqueFd client_region, region.DuplicateFd());
-    ASSERT_OK_AND_ASSIGN(
-        Subprocess child,
-        Subprocess::Spawn({SLUICE_CHANNEL_TEST_PEER, "client-hang"},
-                          {client_region.get(), sockets.first.get()}));
+    ASSERT_OK_AND_ASSIGN(Subprocess child,
+                         Subprocess::Spawn({SLUICE_CHANNEL_TEST_PEER, "client-hang"},
+                                           {client_region.get(), sockets.first.get()}));
     client_region.reset();
     sockets.first.reset();
-    ASSERT_OK_AND_ASSIGN(auto server, ServerChannel::Open(std::move(region),
-                                                          std::move(sockets.second), *watcher_));
+    ASSERT_OK_AND_ASSIGN(
+        auto server, ServerChannel::Open(std::move(region), std::move(sockets.second), *watcher_));
     ASSERT_OK_AND_ASSIGN(IncomingCall call, server->Receive(absl::Now() + absl::Seconds(20)));
     const absl::Time killed_at = absl::Now();
     ASSERT_OK(child.Kill(SIGKILL));
@@ -431,12 +445,11 @@ TEST_P(HostileClientTest, MalformedRequestIsDataLossAndClosesTheChannel) {
   {
     ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
     ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
-    ASSERT_OK_AND_ASSIGN(Subprocess child,
-                         Subprocess::Spawn({SLUICE_CHANNEL_TEST_PEER, GetParam()},
-                                           {region.fd(), sockets.first.get()}));
+    ASSERT_OK_AND_ASSIGN(Subprocess child, Subprocess::Spawn({SLUICE_CHANNEL_TEST_PEER, GetParam()},
+                                                             {region.fd(), sockets.first.get()}));
     sockets.first.reset();
-    ASSERT_OK_AND_ASSIGN(auto server, ServerChannel::Open(std::move(region),
-                                                          std::move(sockets.second), *watcher_));
+    ASSERT_OK_AND_ASSIGN(
+        auto server, ServerChannel::Open(std::move(region), std::move(sockets.second), *watcher_));
     EXPECT_THAT(server->Receive(absl::Now() + absl::Seconds(20)),
                 StatusIs(absl::StatusCode::kDataLoss));
     EXPECT_THAT(server->health(), StatusIs(absl::StatusCode::kDataLoss));

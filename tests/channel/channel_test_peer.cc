@@ -50,7 +50,7 @@ int RunHostile(bool random_garbage) {
     std::mt19937_64 rng(42);
     // Scribble over every client-written line, then ring.
     for (uint32_t i = 0; i < header.slot_count; ++i) {
-      for (auto& word : slot[i].client_reserved) word.store(rng());
+      for (auto* word : {&slot[i].interface_id, &slot[i].method}) word->store(rng());
       slot[i].request_offset.store(rng());
       slot[i].request_length.store(rng());
       slot[i].flags.store(static_cast<uint32_t>(rng()));

@@ -37,8 +37,8 @@ std::span<const std::byte> WriteEchoRequest(uint64_t tag, std::span<const std::b
 absl::Status CheckEchoReply(uint64_t tag, std::span<const std::byte> payload,
                             std::span<const std::byte> reply) {
   if (reply.size() != kEchoHeader + payload.size()) {
-    return absl::DataLossError(absl::StrCat("reply of ", reply.size(), " bytes, want ",
-                                            kEchoHeader + payload.size()));
+    return absl::DataLossError(
+        absl::StrCat("reply of ", reply.size(), " bytes, want ", kEchoHeader + payload.size()));
   }
   if (LoadU64(reply.data()) != tag) {
     return absl::DataLossError(
