@@ -21,7 +21,6 @@ class EchoServer {
     std::vector<std::thread> threads;
     {
       absl::MutexLock lock(&mu_);
-      stopping_ = true;
       for (auto& channel : channels_) channel->Close();
       threads = std::move(threads_);
     }
@@ -33,7 +32,7 @@ class EchoServer {
       ServerChannel* channel = connection.channel.get();
       channels_.push_back(std::move(connection.channel));
       clients_.push_back(connection.client);
-      threads_.emplace_back([this, channel] { Serve(*channel); });
+      threads_.emplace_back([channel] { Serve(*channel); });
     };
   }
   size_t connections() const {
@@ -46,17 +45,9 @@ class EchoServer {
   }
 
  private:
-  void Serve(ServerChannel& channel) {
+  static void Serve(ServerChannel& channel) {
     for (;;) {
-      // Bounded waits: ServerChannel::Receive can miss a Close() that lands
-      // between its health check and its sleep (reported; see
-      // docs/servicemanager.md "Known issues"), so re-check stopping_.
-      auto call = channel.Receive(absl::Now() + absl::Milliseconds(50));
-      if (absl::IsDeadlineExceeded(call.status())) {
-        absl::MutexLock lock(&mu_);
-        if (stopping_) return;
-        continue;
-      }
+      auto call = channel.Receive();  // Ends with CANCELLED on Close().
       if (!call.ok()) return;
       const size_t n = call->request().size();
       auto space = call->ReserveReply(n);
@@ -73,7 +64,6 @@ class EchoServer {
   std::vector<std::unique_ptr<ServerChannel>> channels_ ABSL_GUARDED_BY(mu_);
   std::vector<PeerCredentials> clients_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 // One echo round trip.
