@@ -463,7 +463,7 @@ ServerChannel::ServerChannel(std::unique_ptr<Endpoint> endpoint)
 
 ServerChannel::~ServerChannel() { Close(); }
 
-void ServerChannel::Close() { endpoint_->Terminate(absl::CancelledError("server channel closed")); }
+void ServerChannel::Close(absl::Status why) { endpoint_->Terminate(std::move(why)); }
 
 absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
   auto& client_words = endpoint_->client_words();

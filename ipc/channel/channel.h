@@ -239,7 +239,8 @@ class ServerChannel {
   // DEADLINE_EXCEEDED at `deadline`, CANCELLED after Close().
   absl::StatusOr<IncomingCall> Receive(absl::Time deadline = absl::InfiniteFuture());
 
-  void Close();
+  // Ends the channel: Receive and answers fail with `why` from now on.
+  void Close(absl::Status why = absl::CancelledError("server channel closed"));
   absl::Status health() const { return endpoint_->health(); }
   const PeerCredentials& peer() const { return endpoint_->options().peer; }
 

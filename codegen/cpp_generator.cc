@@ -1,0 +1,280 @@
+#include "codegen/cpp_generator.h"
+
+#include <cctype>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+
+namespace sluice::idlc {
+namespace {
+
+// Accumulates generated text with indentation.
+class Writer {
+ public:
+  void Line(absl::string_view text = "") {
+    if (!text.empty()) absl::StrAppend(&out_, std::string(indent_ * 2, ' '), text);
+    out_ += '\n';
+  }
+  void Indent() { ++indent_; }
+  void Outdent() { --indent_; }
+  std::string Take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+  int indent_ = 0;
+};
+
+// The one naming authority for generated identifiers.
+struct Namer {
+  static std::string Interface(const Service& s) { return s.name + "Interface"; }
+  static std::string Proxy(const Service& s) { return s.name + "Proxy"; }
+  static std::string Stub(const Service& s) { return s.name + "Stub"; }
+  static std::string MethodConstant(const Method& m) { return "k" + m.name; }
+  static std::string Local(absl::string_view field) { return absl::StrCat(field, "_offset"); }
+  static std::string Guard(const Schema& schema) {
+    std::string guard = "SLUICE_GENERATED_" + absl::AsciiStrToUpper(schema.stem) + "_SLUICE_H_";
+    for (char& c : guard) {
+      if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+    }
+    return guard;
+  }
+};
+
+void Doc(Writer& w, const std::vector<std::string>& doc) {
+  for (const std::string& line : doc) w.Line(absl::StrCat("//", line));
+}
+
+std::string ResponseType(const Method& m) {
+  return absl::StrCat("::sluice::rpc::Response<", m.response_cpp, ">");
+}
+
+std::string ResultType(const Method& m) {
+  return m.oneway ? "absl::Status" : absl::StrCat("absl::StatusOr<", ResponseType(m), ">");
+}
+
+std::string FullMethodName(const Service& s, const Method& m) {
+  return absl::StrCat(s.fqn, ".", m.name);
+}
+
+void GenerateInterface(Writer& w, const Service& s) {
+  w.Line(absl::StrCat("// Identity of ", s.fqn, " on the wire (ipc/rpc/wire.h)."));
+  w.Line(absl::StrCat("struct ", Namer::Interface(s), " {"));
+  w.Indent();
+  w.Line(absl::StrCat("static constexpr absl::string_view kName = \"", s.fqn, "\";"));
+  w.Line(absl::StrFormat("static constexpr uint64_t kInterfaceId = 0x%016xull;", s.interface_id));
+  w.Line(absl::StrCat("static constexpr size_t kMethodCount = ", s.methods.size(), ";"));
+  for (const Method& m : s.methods) {
+    w.Line(absl::StrFormat("// %s(%s) -> %s%s", m.name, m.request_fqn, m.response_fqn,
+                           m.oneway ? ", oneway" : ""));
+    w.Line(absl::StrFormat("static constexpr uint64_t %s = 0x%08xull << 32 | 0x%08xu;",
+                           Namer::MethodConstant(m), m.method_id, m.signature));
+  }
+  w.Outdent();
+  w.Line("};");
+  w.Line();
+}
+
+void GenerateFlatOverload(Writer& w, const Method& m) {
+  const std::vector<FlatParam>& params = *m.flat_params;
+  std::vector<std::string> decl;
+  for (const FlatParam& p : params) decl.push_back(absl::StrCat(p.cpp_type, " ", p.field));
+  decl.push_back("const ::sluice::rpc::CallOptions& options = {}");
+  Doc(w, m.doc);
+  w.Line(absl::StrCat(ResultType(m), " ", m.name, "(", absl::StrJoin(decl, ", "), ") {"));
+  w.Indent();
+  // Table, vtable and alignment overhead, plus what each argument brings.
+  std::string hint = absl::StrCat("size_t hint = 64 + ", 8 * params.size());
+  for (const FlatParam& p : params) {
+    if (p.kind == FlatParam::Kind::kString) absl::StrAppend(&hint, " + ", p.field, ".size()");
+    if (p.kind == FlatParam::Kind::kScalarVector) {
+      absl::StrAppend(&hint, " + ", p.field, ".size() * ", p.element_size);
+    }
+  }
+  w.Line(hint + ";");
+  w.Line("::sluice::rpc::CallOptions sized = options;");
+  w.Line("if (sized.size_hint < hint) sized.size_hint = hint;");
+  w.Line(absl::StrCat("return ", m.name, "("));
+  w.Indent();
+  w.Line("[&](::flatbuffers::FlatBufferBuilder& fbb) {");
+  w.Indent();
+  for (const FlatParam& p : params) {
+    if (p.kind == FlatParam::Kind::kString) {
+      w.Line(absl::StrCat("auto ", Namer::Local(p.field), " = fbb.CreateString(", p.field,
+                          ".data(), ", p.field, ".size());"));
+    } else if (p.kind == FlatParam::Kind::kScalarVector) {
+      w.Line(absl::StrCat("auto ", Namer::Local(p.field), " = fbb.CreateVector(", p.field,
+                          ".data(), ", p.field, ".size());"));
+    }
+  }
+  w.Line(absl::StrCat(m.request_cpp, "Builder builder(fbb);"));
+  for (const FlatParam& p : params) {
+    const std::string value =
+        p.kind == FlatParam::Kind::kScalar ? p.field : Namer::Local(p.field);
+    w.Line(absl::StrCat("builder.add_", p.field, "(", value, ");"));
+  }
+  w.Line("return builder.Finish();");
+  w.Outdent();
+  w.Line("},");
+  w.Line("sized);");
+  w.Outdent();
+  w.Outdent();
+  w.Line("}");
+}
+
+void GenerateProxy(Writer& w, const Service& s) {
+  Doc(w, s.doc);
+  w.Line(absl::StrCat("// Client side of ", s.fqn, ": typed calls over a ClientChannel."));
+  w.Line("// Requests are built in place in the channel's region; responses are verified.");
+  w.Line(absl::StrCat("class ", Namer::Proxy(s), " : public ::sluice::rpc::ProxyBase {"));
+  w.Line(" public:");
+  w.Indent();
+  w.Line(absl::StrCat("using Interface = ", Namer::Interface(s), ";"));
+  w.Line("using ProxyBase::ProxyBase;");
+  for (const Method& m : s.methods) {
+    w.Line();
+    if (m.flat_params) GenerateFlatOverload(w, m);
+    w.Line(absl::StrCat("// ", m.name, ", with the request built by `build(fbb) -> Offset<",
+                        m.request_fqn, ">`"));
+    w.Line("// directly in region memory (e.g. CreateUninitializedVector for large fields).");
+    w.Line("// `build` may run more than once if options.size_hint is too small.");
+    w.Line("template <typename Build>");
+    w.Line("  requires std::is_invocable_v<Build&, ::flatbuffers::FlatBufferBuilder&>");
+    w.Line(absl::StrCat(ResultType(m), " ", m.name,
+                        "(Build&& build, const ::sluice::rpc::CallOptions& options = {}) {"));
+    w.Indent();
+    const std::string header = absl::StrCat("::sluice::CallHeader{Interface::kInterfaceId, Interface::",
+                                            Namer::MethodConstant(m), "}");
+    if (m.oneway) {
+      w.Line(absl::StrCat("return InvokeOneway(", header, ", \"", FullMethodName(s, m),
+                          "\", 0, build, options);"));
+    } else {
+      w.Line(absl::StrCat("return Invoke<", m.response_cpp, ">(", header, ", \"",
+                          FullMethodName(s, m), "\", 0, build, options);"));
+    }
+    w.Outdent();
+    w.Line("}");
+  }
+  w.Outdent();
+  w.Line("};");
+  w.Line();
+}
+
+void GenerateStub(Writer& w, const Service& s) {
+  Doc(w, s.doc);
+  w.Line(absl::StrCat("// Server side of ", s.fqn, ": derive, implement each method, and serve"));
+  w.Line("// channels with ::sluice::rpc::Serve(channel, stub). Methods may run on several");
+  w.Line("// threads at once (one per channel being served).");
+  w.Line(absl::StrCat("class ", Namer::Stub(s), " : public ::sluice::rpc::ServiceStub {"));
+  w.Line(" public:");
+  w.Indent();
+  w.Line(absl::StrCat("using Interface = ", Namer::Interface(s), ";"));
+  w.Line();
+  w.Line("absl::string_view service_name() const override { return Interface::kName; }");
+  w.Line("uint64_t interface_id() const override { return Interface::kInterfaceId; }");
+  for (const Method& m : s.methods) {
+    w.Line();
+    Doc(w, m.doc);
+    if (m.oneway) {
+      w.Line("// Oneway: the caller does not wait; a returned error is dropped.");
+      w.Line(absl::StrCat("virtual absl::Status ", m.name,
+                          "(const ::sluice::rpc::CallContext& context, const ", m.request_cpp,
+                          "& request) = 0;"));
+    } else {
+      w.Line("// Build the response in `reply` (region memory) and return its root, or an error.");
+      w.Line(absl::StrCat("virtual absl::StatusOr<::flatbuffers::Offset<", m.response_cpp, ">> ",
+                          m.name, "("));
+      w.Line(absl::StrCat("    const ::sluice::rpc::CallContext& context, const ", m.request_cpp,
+                          "& request,"));
+      w.Line("    ::flatbuffers::FlatBufferBuilder& reply) = 0;");
+    }
+  }
+  w.Line();
+  w.Line("absl::Status Dispatch(::sluice::IncomingCall& call,");
+  w.Line("                      const ::sluice::rpc::CallContext& context) final {");
+  w.Indent();
+  w.Line("if (call.header().interface_id != Interface::kInterfaceId) {");
+  w.Line("  return ::sluice::rpc::RejectInterface(call, Interface::kName, Interface::kInterfaceId);");
+  w.Line("}");
+  w.Line("switch (::sluice::rpc::MethodIdOf(call.header().method)) {");
+  w.Indent();
+  for (size_t i = 0; i < s.methods.size(); ++i) {
+    const Method& m = s.methods[i];
+    const std::string constant = absl::StrCat("Interface::", Namer::MethodConstant(m));
+    w.Line(absl::StrCat("case ::sluice::rpc::MethodIdOf(", constant, "):"));
+    w.Indent();
+    if (m.oneway) {
+      w.Line(absl::StrCat("return ::sluice::rpc::HandleOneway<", m.request_cpp, ">("));
+      w.Line(absl::StrCat("    call, context, ", constant, ", \"", FullMethodName(s, m),
+                          "\", stats_[", i, "],"));
+      w.Line(absl::StrCat("    [this](const auto& c, const auto& r) { return ", m.name,
+                          "(c, r); });"));
+    } else {
+      w.Line(absl::StrCat("return ::sluice::rpc::HandleCall<", m.request_cpp, ", ",
+                          m.response_cpp, ">("));
+      w.Line(absl::StrCat("    call, context, ", constant, ", \"", FullMethodName(s, m),
+                          "\", stats_[", i, "],"));
+      w.Line(absl::StrCat("    [this](const auto& c, const auto& r, auto& b) { return ", m.name,
+                          "(c, r, b); });"));
+    }
+    w.Outdent();
+  }
+  w.Line("default:");
+  w.Line("  return ::sluice::rpc::RejectMethod(call, Interface::kName);");
+  w.Outdent();
+  w.Line("}");
+  w.Outdent();
+  w.Line("}");
+  w.Line();
+  w.Line("// Counters for method `index` (declaration order).");
+  w.Line("const ::sluice::rpc::MethodStats& stats(size_t index) const { return stats_[index]; }");
+  w.Outdent();
+  w.Line();
+  w.Line(" private:");
+  w.Line(absl::StrCat("  ::sluice::rpc::MethodStats stats_[", std::max<size_t>(1, s.methods.size()),
+                      "];"));
+  w.Line("};");
+  w.Line();
+}
+
+}  // namespace
+
+std::string CppHeaderName(const Schema& schema) { return schema.stem + "_sluice.h"; }
+
+std::string GenerateCppHeader(const Schema& schema) {
+  Writer w;
+  const std::string source = schema.source.substr(schema.source.find_last_of('/') + 1);
+  w.Line(absl::StrCat("// Generated by sluice-idlc from ", source, ". Do not edit."));
+  w.Line(absl::StrCat("#ifndef ", Namer::Guard(schema)));
+  w.Line(absl::StrCat("#define ", Namer::Guard(schema)));
+  w.Line();
+  w.Line("#include <cstddef>");
+  w.Line("#include <cstdint>");
+  w.Line("#include <type_traits>");
+  w.Line();
+  w.Line("#include \"absl/status/status.h\"");
+  w.Line("#include \"absl/status/statusor.h\"");
+  w.Line("#include \"absl/strings/string_view.h\"");
+  w.Line("#include \"absl/types/span.h\"");
+  w.Line("#include \"ipc/rpc/proxy.h\"");
+  w.Line("#include \"ipc/rpc/stub.h\"");
+  w.Line(absl::StrCat("#include \"", schema.flatc_header, "\""));
+  for (const Service& s : schema.services) {
+    w.Line();
+    for (const std::string& ns : s.namespaces) w.Line(absl::StrCat("namespace ", ns, " {"));
+    w.Line();
+    GenerateInterface(w, s);
+    GenerateProxy(w, s);
+    GenerateStub(w, s);
+    for (auto it = s.namespaces.rbegin(); it != s.namespaces.rend(); ++it) {
+      w.Line(absl::StrCat("}  // namespace ", *it));
+    }
+  }
+  w.Line();
+  w.Line(absl::StrCat("#endif  // ", Namer::Guard(schema)));
+  return w.Take();
+}
+
+}  // namespace sluice::idlc

@@ -1,0 +1,174 @@
+#include "codegen/front_end.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "flatbuffers/idl.h"
+#include "ipc/rpc/wire.h"
+
+namespace sluice::idlc {
+namespace {
+
+std::string Stem(const std::string& path) {
+  std::string base = path.substr(path.find_last_of('/') + 1);
+  return base.substr(0, base.find_last_of('.'));
+}
+
+std::string CppName(const std::string& fqn) {
+  return "::" + absl::StrReplaceAll(fqn, {{".", "::"}});
+}
+
+std::string Location(const flatbuffers::Definition& def, const std::string& fallback) {
+  return def.file.empty() ? fallback : def.file;
+}
+
+const char* ScalarCppType(flatbuffers::BaseType type) {
+  switch (type) {
+    case flatbuffers::BASE_TYPE_BOOL:
+      return "bool";
+    case flatbuffers::BASE_TYPE_CHAR:
+      return "int8_t";
+    case flatbuffers::BASE_TYPE_UCHAR:
+      return "uint8_t";
+    case flatbuffers::BASE_TYPE_SHORT:
+      return "int16_t";
+    case flatbuffers::BASE_TYPE_USHORT:
+      return "uint16_t";
+    case flatbuffers::BASE_TYPE_INT:
+      return "int32_t";
+    case flatbuffers::BASE_TYPE_UINT:
+      return "uint32_t";
+    case flatbuffers::BASE_TYPE_LONG:
+      return "int64_t";
+    case flatbuffers::BASE_TYPE_ULONG:
+      return "uint64_t";
+    case flatbuffers::BASE_TYPE_FLOAT:
+      return "float";
+    case flatbuffers::BASE_TYPE_DOUBLE:
+      return "double";
+    default:
+      return nullptr;
+  }
+}
+
+// Maps a request table's fields to plain parameters, or nullopt if any field
+// needs the builder (tables, structs, unions, vectors of non-scalars,
+// optional scalars).
+std::optional<std::vector<FlatParam>> FlattenFields(const flatbuffers::StructDef& table) {
+  std::vector<FlatParam> params;
+  for (const flatbuffers::FieldDef* field : table.fields.vec) {
+    if (field->deprecated) continue;
+    const flatbuffers::Type& type = field->value.type;
+    if (type.base_type == flatbuffers::BASE_TYPE_STRING) {
+      params.push_back({FlatParam::Kind::kString, field->name, "absl::string_view", 0});
+      continue;
+    }
+    if (type.base_type == flatbuffers::BASE_TYPE_VECTOR) {
+      const char* element = ScalarCppType(type.element);
+      if (element == nullptr || type.enum_def != nullptr) return std::nullopt;
+      params.push_back({FlatParam::Kind::kScalarVector, field->name,
+                        absl::StrCat("absl::Span<const ", element, ">"),
+                        flatbuffers::SizeOf(type.element)});
+      continue;
+    }
+    const char* scalar = ScalarCppType(type.base_type);
+    if (scalar == nullptr || field->IsOptional()) return std::nullopt;
+    std::string cpp_type = scalar;
+    if (type.enum_def != nullptr && !type.enum_def->is_union) {
+      cpp_type = CppName(type.enum_def->defined_namespace->GetFullyQualifiedName(
+          type.enum_def->name));
+    }
+    params.push_back({FlatParam::Kind::kScalar, field->name, cpp_type,
+                      flatbuffers::SizeOf(type.base_type)});
+  }
+  return params;
+}
+
+absl::StatusOr<Schema> BuildModel(flatbuffers::Parser& parser, const std::string& path) {
+  Schema schema;
+  schema.source = path;
+  schema.stem = Stem(path);
+  schema.flatc_header = schema.stem + "_generated.h";
+  for (const flatbuffers::ServiceDef* service_def : parser.services_.vec) {
+    // Services from included files belong to those files' generated headers.
+    if (service_def->file != parser.file_being_parsed_ && !service_def->file.empty()) continue;
+    Service service;
+    service.name = service_def->name;
+    service.fqn = service_def->defined_namespace->GetFullyQualifiedName(service_def->name);
+    service.namespaces = service_def->defined_namespace->components;
+    service.doc = service_def->doc_comment;
+    service.interface_id = rpc::Fnv1a64(service.fqn);
+    absl::flat_hash_map<uint32_t, std::string> ids;
+    for (const flatbuffers::RPCCall* call : service_def->calls.vec) {
+      Method method;
+      method.name = call->name;
+      method.doc = call->doc_comment;
+      method.request_fqn = call->request->defined_namespace->GetFullyQualifiedName(
+          call->request->name);
+      method.response_fqn = call->response->defined_namespace->GetFullyQualifiedName(
+          call->response->name);
+      method.request_cpp = CppName(method.request_fqn);
+      method.response_cpp = CppName(method.response_fqn);
+      for (const auto& [key, value] : call->attributes.dict) {
+        if (key == kOnewayAttribute) {
+          method.oneway = true;
+        } else if (key == "streaming") {
+          return absl::InvalidArgumentError(
+              absl::StrCat(Location(*service_def, path), ": ", service.name, ".", method.name,
+                           ": streaming RPCs are not supported; use oneway calls or a callback"));
+        }
+      }
+      method.method_id = rpc::Fnv1a32(method.name);
+      method.signature = rpc::Fnv1a32(absl::StrCat(method.request_fqn, "->", method.response_fqn,
+                                                   method.oneway ? ",oneway" : ""));
+      if (auto [it, inserted] = ids.emplace(method.method_id, method.name); !inserted) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(Location(*service_def, path), ": ", service.name, ": methods ",
+                         it->second, " and ", method.name, " hash to the same id; rename one"));
+      }
+      method.flat_params = FlattenFields(*call->request);
+      service.methods.push_back(std::move(method));
+    }
+    schema.services.push_back(std::move(service));
+  }
+  return schema;
+}
+
+}  // namespace
+
+absl::StatusOr<Schema> ParseSchemaText(const std::string& text, const std::string& path,
+                                       const std::vector<std::string>& include_dirs) {
+  flatbuffers::IDLOptions options;
+  options.lang_to_generate = flatbuffers::IDLOptions::kCpp;
+  flatbuffers::Parser parser(options);
+  std::vector<const char*> includes;
+  for (const std::string& dir : include_dirs) includes.push_back(dir.c_str());
+  // The schema's own directory resolves relative includes, as flatc does.
+  const std::string own_dir =
+      path.find('/') == std::string::npos ? "." : path.substr(0, path.find_last_of('/'));
+  includes.push_back(own_dir.c_str());
+  includes.push_back(nullptr);
+  if (!parser.Parse(text.c_str(), includes.data(), path.c_str())) {
+    // The parser's message already reads "file:line: col: error: ...".
+    std::string message = parser.error_;
+    while (!message.empty() && message.back() == '\n') message.pop_back();
+    return absl::InvalidArgumentError(message);
+  }
+  return BuildModel(parser, path);
+}
+
+absl::StatusOr<Schema> ParseSchema(const std::string& path,
+                                   const std::vector<std::string>& include_dirs) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open schema"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseSchemaText(text.str(), path, include_dirs);
+}
+
+}  // namespace sluice::idlc

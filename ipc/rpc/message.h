@@ -1,0 +1,110 @@
+// Verified FlatBuffers messages read from a peer, and the private copies that
+// make verification meaningful.
+//
+// A peer can rewrite region bytes at any time, so verifying a table where it
+// lies proves nothing about the next read. Messages up to kPrivateCopyLimit
+// are therefore copied into private memory first (for the sizes RPCs mostly
+// carry, the copy costs less than the verification) and verified there.
+#ifndef SLUICE_IPC_RPC_MESSAGE_H_
+#define SLUICE_IPC_RPC_MESSAGE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "flatbuffers/flatbuffers.h"
+#include "ipc/channel/channel.h"
+#include "ipc/rpc/wire.h"
+
+namespace sluice::rpc {
+
+// Private, suitably aligned storage for one message. Small messages live
+// inline, so the common call allocates nothing; a buffer that grew keeps its
+// capacity for reuse.
+class MessageBuffer {
+ public:
+  MessageBuffer() = default;
+  MessageBuffer(MessageBuffer&& other) noexcept { *this = std::move(other); }
+  MessageBuffer& operator=(MessageBuffer&& other) noexcept;
+
+  // Copies `bytes` in and returns the private copy.
+  std::span<const uint8_t> Assign(std::span<const std::byte> bytes);
+  // The current copy. Moves with the object (inline bytes are copied).
+  std::span<const uint8_t> view() const {
+    return {size_ > kInline ? reinterpret_cast<const uint8_t*>(heap_.get()) : inline_, size_};
+  }
+
+ private:
+  static constexpr size_t kInline = 512;
+  alignas(16) uint8_t inline_[kInline];
+  std::unique_ptr<uint64_t[]> heap_;  // uint64_t: 8-byte alignment for FlatBuffers.
+  size_t heap_capacity_ = 0;
+  size_t size_ = 0;
+};
+
+// Verifies that `bytes` hold a `T` root table. DATA_LOSS names `what`.
+template <typename T>
+absl::StatusOr<const T*> VerifyMessage(std::span<const uint8_t> bytes, absl::string_view what) {
+  if (bytes.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
+    return absl::DataLossError(absl::StrCat(what, ": ", bytes.size(), " bytes is too large"));
+  }
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size(), kMaxVerifierDepth,
+                                 kMaxVerifierTables);
+  if (!verifier.VerifyBuffer<T>(nullptr)) {
+    return absl::DataLossError(
+        absl::StrCat(what, ": ", bytes.size(), " bytes are not a valid FlatBuffer of this type"));
+  }
+  return flatbuffers::GetRoot<T>(bytes.data());
+}
+
+// Region bytes made safe to read: a private copy when small, else in place.
+inline std::span<const uint8_t> Stabilize(std::span<const std::byte> bytes,
+                                          MessageBuffer& private_copy) {
+  if (bytes.size() <= kPrivateCopyLimit) return private_copy.Assign(bytes);
+  return {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()};
+}
+
+// A typed reply. Holds the channel's reply (and so its slot) until destroyed.
+template <typename T>
+class Response {
+ public:
+  static absl::StatusOr<Response> Make(Reply reply, absl::string_view what) {
+    Response response(std::move(reply));
+    auto table = VerifyMessage<T>(response.bytes(), what);
+    if (!table.ok()) return table.status();
+    return response;
+  }
+
+  Response(Response&& other) noexcept = default;
+  Response& operator=(Response&& other) noexcept = default;
+
+  const T* get() const { return flatbuffers::GetRoot<T>(bytes().data()); }
+  const T* operator->() const { return get(); }
+  const T& operator*() const { return *get(); }
+  // The verified message bytes.
+  std::span<const uint8_t> bytes() const {
+    return in_place_ ? std::span<const uint8_t>(
+                           reinterpret_cast<const uint8_t*>(reply_.data().data()),
+                           reply_.data().size())
+                     : copy_.view();
+  }
+
+ private:
+  explicit Response(Reply reply) : reply_(std::move(reply)) {
+    in_place_ = reply_.data().size() > kPrivateCopyLimit;
+    if (!in_place_) copy_.Assign(reply_.data());
+  }
+
+  Reply reply_;
+  MessageBuffer copy_;
+  bool in_place_ = false;
+};
+
+}  // namespace sluice::rpc
+
+#endif  // SLUICE_IPC_RPC_MESSAGE_H_

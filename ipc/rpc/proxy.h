@@ -1,0 +1,108 @@
+// ProxyBase: what every generated proxy class builds on.
+//
+// A call builds its request with a FlatBufferBuilder whose memory is space
+// reserved in the channel's request arena (RegionAllocator), so the request
+// is written once, in place. If the message outgrows the reservation, the
+// build runs again with enough room: build functions may run more than once
+// and must not have side effects beyond the builder.
+//
+// Thread safety: a proxy is as thread safe as its channel (fully); many
+// threads may call through one proxy at once.
+#ifndef SLUICE_IPC_RPC_PROXY_H_
+#define SLUICE_IPC_RPC_PROXY_H_
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "flatbuffers/flatbuffers.h"
+#include "ipc/channel/channel.h"
+#include "ipc/rpc/message.h"
+#include "ipc/rpc/region_allocator.h"
+#include "ipc/rpc/wire.h"
+
+namespace sluice::rpc {
+
+struct CallOptions {
+  absl::Time deadline = absl::InfiniteFuture();
+  // Bytes to reserve for the request; generated methods compute one from
+  // their arguments. Set it for a build function that writes large fields in
+  // place, so the first build fits.
+  size_t size_hint = 0;
+};
+
+class ProxyBase {
+ public:
+  explicit ProxyBase(ClientChannel& channel) : channel_(&channel) {}
+  ClientChannel& channel() const { return *channel_; }
+
+ protected:
+  // Builds a request with `build(fbb) -> Offset<Request>` and waits for the
+  // verified response.
+  template <typename Response, typename Build>
+  absl::StatusOr<rpc::Response<Response>> Invoke(const CallHeader& header, absl::string_view what,
+                                                 size_t size_hint, Build&& build,
+                                                 const CallOptions& options) {
+    absl::StatusOr<std::pair<OutgoingCall, std::span<const std::byte>>> request =
+        BuildRequest(header, what, std::max(size_hint, options.size_hint), build, options);
+    if (!request.ok()) return request.status();
+    absl::StatusOr<Reply> reply =
+        channel_->Call(std::move(request->first), request->second, options.deadline);
+    if (!reply.ok()) return reply.status();
+    return rpc::Response<Response>::Make(*std::move(reply), what);
+  }
+
+  template <typename Build>
+  absl::Status InvokeOneway(const CallHeader& header, absl::string_view what, size_t size_hint,
+                            Build&& build, const CallOptions& options) {
+    auto request = BuildRequest(header, what, std::max(size_hint, options.size_hint), build,
+                                options);
+    if (!request.ok()) return request.status();
+    return channel_->Send(std::move(request->first), request->second);
+  }
+
+ private:
+  // Smallest reservation: below this, the fixed cost of a FlatBuffer (vtables,
+  // scratch) dominates anyway.
+  static constexpr size_t kMinReservation = 256;
+
+  template <typename Build>
+  absl::StatusOr<std::pair<OutgoingCall, std::span<const std::byte>>> BuildRequest(
+      const CallHeader& header, absl::string_view what, size_t size_hint, Build& build,
+      const CallOptions& options) {
+    const size_t limit = static_cast<size_t>(channel_->max_request_size());
+    size_t capacity = std::min(std::max(size_hint, kMinReservation), limit);
+    for (;;) {
+      absl::StatusOr<OutgoingCall> call = channel_->BeginCall(capacity, options.deadline);
+      if (!call.ok()) return call.status();
+      RegionAllocator allocator(call->buffer());
+      flatbuffers::FlatBufferBuilder fbb(capacity, &allocator, /*own_allocator=*/false);
+      fbb.Finish(build(fbb));
+      const size_t size = fbb.GetSize();
+      if (!allocator.overflowed()) {
+        call->header() = header;
+        std::span<const std::byte> message(reinterpret_cast<const std::byte*>(fbb.GetBufferPointer()),
+                                           size);
+        return std::make_pair(*std::move(call), message);
+      }
+      // Too small: build again with room to spare. The heap copy is dropped.
+      const size_t wanted = size + size / 8 + kMinReservation;
+      if (capacity >= limit || size > limit) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat(what, ": request of ", size,
+                         " bytes exceeds the channel's request arena of ", limit, " bytes"));
+      }
+      capacity = std::min(wanted, limit);
+    }
+  }
+
+  ClientChannel* channel_;
+};
+
+}  // namespace sluice::rpc
+
+#endif  // SLUICE_IPC_RPC_PROXY_H_

@@ -1,0 +1,126 @@
+// ServiceStub: what every generated stub class builds on, and Serve(), the
+// loop that feeds a channel's calls to a stub.
+//
+// A generated stub's Dispatch() checks the interface id, finds the method by
+// id, checks its signature, makes the request safe to read (private copy when
+// small; see message.h), verifies it, and calls the implementation with a
+// FlatBufferBuilder whose memory is reply space in the region, so the reply
+// too is written once, in place.
+//
+// Errors the caller sees: UNIMPLEMENTED for a method this server does not
+// have, FAILED_PRECONDITION for a different interface or a method whose
+// request/response types differ, DATA_LOSS for a malformed request (the
+// channel is then closed), and whatever Status the implementation returns.
+#ifndef SLUICE_IPC_RPC_STUB_H_
+#define SLUICE_IPC_RPC_STUB_H_
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "flatbuffers/flatbuffers.h"
+#include "ipc/channel/channel.h"
+#include "ipc/rpc/message.h"
+#include "ipc/rpc/region_allocator.h"
+#include "ipc/rpc/wire.h"
+
+namespace sluice::rpc {
+
+// What an implementation knows about the call it is serving.
+struct CallContext {
+  // The calling process, as the service manager saw it (SO_PEERCRED).
+  PeerCredentials caller;
+};
+
+// Per-method counters a stub keeps. reply_hint learns the largest reply so
+// far, so that later replies fit their first reservation.
+struct MethodStats {
+  std::atomic<uint64_t> calls{0};
+  std::atomic<size_t> reply_hint{512};
+};
+
+class ServiceStub {
+ public:
+  virtual ~ServiceStub() = default;
+  virtual absl::string_view service_name() const = 0;
+  virtual uint64_t interface_id() const = 0;
+  // Answers `call`. Returns DATA_LOSS when the request was malformed, after
+  // failing the call; Serve() then closes the channel.
+  virtual absl::Status Dispatch(IncomingCall& call, const CallContext& context) = 0;
+};
+
+// Serves calls on `channel` until it ends; returns why it ended (IsPeerDead
+// when the client went away). A malformed request closes the channel.
+absl::Status Serve(ServerChannel& channel, ServiceStub& stub);
+
+// --- Used by generated code -------------------------------------------------
+
+absl::Status RejectInterface(IncomingCall& call, absl::string_view service, uint64_t interface_id);
+absl::Status RejectMethod(IncomingCall& call, absl::string_view service);
+
+// Checks the signature half of the method word and the sync/oneway kind.
+absl::Status CheckMethod(IncomingCall& call, uint64_t method_word, bool oneway,
+                         absl::string_view what);
+
+// Private scratch for requests, one per server thread, grown on demand and
+// kept: a warmed-up server thread copies without allocating.
+MessageBuffer& ThreadRequestBuffer();
+
+template <typename Request, typename Handler>
+absl::Status HandleOneway(IncomingCall& call, const CallContext& context, uint64_t method_word,
+                          absl::string_view what, MethodStats& stats, Handler&& handler) {
+  if (absl::Status ok = CheckMethod(call, method_word, /*oneway=*/true, what); !ok.ok()) {
+    return ok;
+  }
+  stats.calls.fetch_add(1, std::memory_order_relaxed);
+  auto request = VerifyMessage<Request>(Stabilize(call.request(), ThreadRequestBuffer()), what);
+  if (!request.ok()) {
+    (void)call.Fail(request.status());
+    return request.status();
+  }
+  // A oneway caller is not waiting for the outcome; errors go nowhere.
+  (void)handler(context, **request);
+  return call.Reply({});
+}
+
+template <typename Request, typename Response, typename Handler>
+absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t method_word,
+                        absl::string_view what, MethodStats& stats, Handler&& handler) {
+  if (absl::Status ok = CheckMethod(call, method_word, /*oneway=*/false, what); !ok.ok()) {
+    return ok;
+  }
+  stats.calls.fetch_add(1, std::memory_order_relaxed);
+  auto request = VerifyMessage<Request>(Stabilize(call.request(), ThreadRequestBuffer()), what);
+  if (!request.ok()) {
+    (void)call.Fail(request.status());
+    return request.status();
+  }
+  const size_t hint = stats.reply_hint.load(std::memory_order_relaxed);
+  absl::StatusOr<std::span<std::byte>> space = call.ReserveReply(hint);
+  if (!space.ok()) return call.Fail(space.status());
+  RegionAllocator allocator(*space);
+  flatbuffers::FlatBufferBuilder fbb(space->size(), &allocator, /*own_allocator=*/false);
+  absl::StatusOr<flatbuffers::Offset<Response>> root = handler(context, **request, fbb);
+  if (!root.ok()) return call.Fail(root.status());
+  fbb.Finish(*root);
+  const size_t size = fbb.GetSize();
+  const auto* data = reinterpret_cast<const std::byte*>(fbb.GetBufferPointer());
+  if (!allocator.overflowed()) return call.Reply({data, size});
+  // The reply outgrew its reservation: copy it once more, and reserve enough
+  // next time.
+  size_t grown = hint;
+  while (grown < size && !stats.reply_hint.compare_exchange_weak(grown, size + size / 8)) {
+  }
+  absl::StatusOr<std::span<std::byte>> bigger = call.ReserveReply(size);
+  if (!bigger.ok()) return call.Fail(bigger.status());
+  std::memcpy(bigger->data(), data, size);
+  return call.Reply(bigger->first(size));
+}
+
+}  // namespace sluice::rpc
+
+#endif  // SLUICE_IPC_RPC_STUB_H_
