@@ -111,8 +111,7 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
   }
   w.Line(absl::StrCat(m.request_cpp, "Builder builder(fbb);"));
   for (const FlatParam& p : params) {
-    const std::string value =
-        p.kind == FlatParam::Kind::kScalar ? p.field : Namer::Local(p.field);
+    const std::string value = p.kind == FlatParam::Kind::kScalar ? p.field : Namer::Local(p.field);
     w.Line(absl::StrCat("builder.add_", p.field, "(", value, ");"));
   }
   w.Line("return builder.Finish();");
@@ -145,8 +144,8 @@ void GenerateProxy(Writer& w, const Service& s) {
     w.Line(absl::StrCat(ResultType(m), " ", m.name,
                         "(Build&& build, const ::sluice::rpc::CallOptions& options = {}) {"));
     w.Indent();
-    const std::string header = absl::StrCat("::sluice::CallHeader{Interface::kInterfaceId, Interface::",
-                                            Namer::MethodConstant(m), "}");
+    const std::string header = absl::StrCat(
+        "::sluice::CallHeader{Interface::kInterfaceId, Interface::", Namer::MethodConstant(m), "}");
     if (m.oneway) {
       w.Line(absl::StrCat("return InvokeOneway(", header, ", \"", FullMethodName(s, m),
                           "\", 0, build, options);"));
@@ -196,7 +195,8 @@ void GenerateStub(Writer& w, const Service& s) {
   w.Line("                      const ::sluice::rpc::CallContext& context) final {");
   w.Indent();
   w.Line("if (call.header().interface_id != Interface::kInterfaceId) {");
-  w.Line("  return ::sluice::rpc::RejectInterface(call, Interface::kName, Interface::kInterfaceId);");
+  w.Line(
+      "  return ::sluice::rpc::RejectInterface(call, Interface::kName, Interface::kInterfaceId);");
   w.Line("}");
   w.Line("switch (::sluice::rpc::MethodIdOf(call.header().method)) {");
   w.Indent();
@@ -212,8 +212,8 @@ void GenerateStub(Writer& w, const Service& s) {
       w.Line(absl::StrCat("    [this](const auto& c, const auto& r) { return ", m.name,
                           "(c, r); });"));
     } else {
-      w.Line(absl::StrCat("return ::sluice::rpc::HandleCall<", m.request_cpp, ", ",
-                          m.response_cpp, ">("));
+      w.Line(absl::StrCat("return ::sluice::rpc::HandleCall<", m.request_cpp, ", ", m.response_cpp,
+                          ">("));
       w.Line(absl::StrCat("    call, context, ", constant, ", \"", FullMethodName(s, m),
                           "\", stats_[", i, "],"));
       w.Line(absl::StrCat("    [this](const auto& c, const auto& r, auto& b) { return ", m.name,

@@ -80,11 +80,11 @@ std::optional<std::vector<FlatParam>> FlattenFields(const flatbuffers::StructDef
     if (scalar == nullptr || field->IsOptional()) return std::nullopt;
     std::string cpp_type = scalar;
     if (type.enum_def != nullptr && !type.enum_def->is_union) {
-      cpp_type = CppName(type.enum_def->defined_namespace->GetFullyQualifiedName(
-          type.enum_def->name));
+      cpp_type =
+          CppName(type.enum_def->defined_namespace->GetFullyQualifiedName(type.enum_def->name));
     }
-    params.push_back({FlatParam::Kind::kScalar, field->name, cpp_type,
-                      flatbuffers::SizeOf(type.base_type)});
+    params.push_back(
+        {FlatParam::Kind::kScalar, field->name, cpp_type, flatbuffers::SizeOf(type.base_type)});
   }
   return params;
 }
@@ -108,10 +108,10 @@ absl::StatusOr<Schema> BuildModel(flatbuffers::Parser& parser, const std::string
       Method method;
       method.name = call->name;
       method.doc = call->doc_comment;
-      method.request_fqn = call->request->defined_namespace->GetFullyQualifiedName(
-          call->request->name);
-      method.response_fqn = call->response->defined_namespace->GetFullyQualifiedName(
-          call->response->name);
+      method.request_fqn =
+          call->request->defined_namespace->GetFullyQualifiedName(call->request->name);
+      method.response_fqn =
+          call->response->defined_namespace->GetFullyQualifiedName(call->response->name);
       method.request_cpp = CppName(method.request_fqn);
       method.response_cpp = CppName(method.response_fqn);
       for (const auto& [key, value] : call->attributes.dict) {
@@ -128,8 +128,8 @@ absl::StatusOr<Schema> BuildModel(flatbuffers::Parser& parser, const std::string
                                                    method.oneway ? ",oneway" : ""));
       if (auto [it, inserted] = ids.emplace(method.method_id, method.name); !inserted) {
         return absl::InvalidArgumentError(
-            absl::StrCat(Location(*service_def, path), ": ", service.name, ": methods ",
-                         it->second, " and ", method.name, " hash to the same id; rename one"));
+            absl::StrCat(Location(*service_def, path), ": ", service.name, ": methods ", it->second,
+                         " and ", method.name, " hash to the same id; rename one"));
       }
       method.flat_params = FlattenFields(*call->request);
       service.methods.push_back(std::move(method));

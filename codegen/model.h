@@ -15,17 +15,17 @@ namespace sluice::idlc {
 struct FlatParam {
   enum class Kind { kScalar, kString, kScalarVector };
   Kind kind;
-  std::string field;      // Schema field name (also the builder's add_<field>).
-  std::string cpp_type;   // Parameter type as the proxy method declares it.
-  size_t element_size;    // Scalars and vector elements; 0 for strings.
+  std::string field;     // Schema field name (also the builder's add_<field>).
+  std::string cpp_type;  // Parameter type as the proxy method declares it.
+  size_t element_size;   // Scalars and vector elements; 0 for strings.
 };
 
 struct Method {
   std::string name;
   std::vector<std::string> doc;
-  std::string request_fqn;   // Schema name, e.g. "example.kv.PutRequest".
+  std::string request_fqn;  // Schema name, e.g. "example.kv.PutRequest".
   std::string response_fqn;
-  std::string request_cpp;   // C++ name, e.g. "::example::kv::PutRequest".
+  std::string request_cpp;  // C++ name, e.g. "::example::kv::PutRequest".
   std::string response_cpp;
   bool oneway = false;
   uint32_t method_id = 0;
@@ -44,9 +44,9 @@ struct Service {
 };
 
 struct Schema {
-  std::string source;            // Path of the .fbs as given.
-  std::string stem;              // "kv" for kv.fbs.
-  std::string flatc_header;      // "kv_generated.h"
+  std::string source;        // Path of the .fbs as given.
+  std::string stem;          // "kv" for kv.fbs.
+  std::string flatc_header;  // "kv_generated.h"
   std::vector<Service> services;
 };
 

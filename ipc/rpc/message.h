@@ -53,8 +53,7 @@ absl::StatusOr<const T*> VerifyMessage(std::span<const uint8_t> bytes, absl::str
   if (bytes.size() >= FLATBUFFERS_MAX_BUFFER_SIZE) {
     return absl::DataLossError(absl::StrCat(what, ": ", bytes.size(), " bytes is too large"));
   }
-  flatbuffers::Verifier verifier(bytes.data(), bytes.size(), kMaxVerifierDepth,
-                                 kMaxVerifierTables);
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size(), kMaxVerifierDepth, kMaxVerifierTables);
   if (!verifier.VerifyBuffer<T>(nullptr)) {
     return absl::DataLossError(
         absl::StrCat(what, ": ", bytes.size(), " bytes are not a valid FlatBuffer of this type"));
@@ -88,10 +87,10 @@ class Response {
   const T& operator*() const { return *get(); }
   // The verified message bytes.
   std::span<const uint8_t> bytes() const {
-    return in_place_ ? std::span<const uint8_t>(
-                           reinterpret_cast<const uint8_t*>(reply_.data().data()),
-                           reply_.data().size())
-                     : copy_.view();
+    return in_place_
+               ? std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(reply_.data().data()),
+                                          reply_.data().size())
+               : copy_.view();
   }
 
  private:

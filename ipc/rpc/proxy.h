@@ -59,8 +59,8 @@ class ProxyBase {
   template <typename Build>
   absl::Status InvokeOneway(const CallHeader& header, absl::string_view what, size_t size_hint,
                             Build&& build, const CallOptions& options) {
-    auto request = BuildRequest(header, what, std::max(size_hint, options.size_hint), build,
-                                options);
+    auto request =
+        BuildRequest(header, what, std::max(size_hint, options.size_hint), build, options);
     if (!request.ok()) return request.status();
     return channel_->Send(std::move(request->first), request->second);
   }
@@ -75,7 +75,7 @@ class ProxyBase {
       const CallHeader& header, absl::string_view what, size_t size_hint, Build& build,
       const CallOptions& options) {
     const size_t limit = static_cast<size_t>(channel_->max_request_size());
-    size_t capacity = std::min(std::max(size_hint, kMinReservation), limit);
+    size_t capacity = std::min(RoundUpForBuilder(std::max(size_hint, kMinReservation)), limit);
     for (;;) {
       absl::StatusOr<OutgoingCall> call = channel_->BeginCall(capacity, options.deadline);
       if (!call.ok()) return call.status();
@@ -85,12 +85,12 @@ class ProxyBase {
       const size_t size = fbb.GetSize();
       if (!allocator.overflowed()) {
         call->header() = header;
-        std::span<const std::byte> message(reinterpret_cast<const std::byte*>(fbb.GetBufferPointer()),
-                                           size);
+        std::span<const std::byte> message(
+            reinterpret_cast<const std::byte*>(fbb.GetBufferPointer()), size);
         return std::make_pair(*std::move(call), message);
       }
       // Too small: build again with room to spare. The heap copy is dropped.
-      const size_t wanted = size + size / 8 + kMinReservation;
+      const size_t wanted = RoundUpForBuilder(size + size / 8 + kMinReservation);
       if (capacity >= limit || size > limit) {
         return absl::ResourceExhaustedError(
             absl::StrCat(what, ": request of ", size,

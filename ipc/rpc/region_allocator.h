@@ -37,12 +37,9 @@ class RegionAllocator final : public flatbuffers::Allocator {
   bool overflowed_ = false;
 };
 
-// A builder over `allocator`'s span. Builds back to front, so the finished
-// message sits at the end of the span.
-inline flatbuffers::FlatBufferBuilder MakeRegionBuilder(RegionAllocator& allocator,
-                                                        size_t capacity) {
-  return flatbuffers::FlatBufferBuilder(capacity, &allocator, /*own_allocator=*/false);
-}
+// The builder rounds its buffer up to its alignment (8) before the first
+// allocation; a reservation that is not a multiple would never fit.
+constexpr size_t RoundUpForBuilder(size_t size) { return (size + 63) / 64 * 64; }
 
 }  // namespace sluice::rpc
 

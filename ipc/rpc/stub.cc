@@ -15,18 +15,17 @@ absl::Status Serve(ServerChannel& channel, ServiceStub& stub) {
   }
 }
 
-absl::Status RejectInterface(IncomingCall& call, absl::string_view service,
-                             uint64_t interface_id) {
-  return call.Fail(absl::FailedPreconditionError(absl::StrCat(
-      "this channel serves ", service, " (interface 0x", absl::Hex(interface_id),
-      "), not interface 0x", absl::Hex(call.header().interface_id))));
+absl::Status RejectInterface(IncomingCall& call, absl::string_view service, uint64_t interface_id) {
+  return call.Fail(absl::FailedPreconditionError(
+      absl::StrCat("this channel serves ", service, " (interface 0x", absl::Hex(interface_id),
+                   "), not interface 0x", absl::Hex(call.header().interface_id))));
 }
 
 absl::Status RejectMethod(IncomingCall& call, absl::string_view service) {
-  return call.Fail(absl::UnimplementedError(
-      absl::StrCat(service, " has no method with id 0x",
-                   absl::Hex(MethodIdOf(call.header().method)), " (client built from a newer or "
-                   "different interface?)")));
+  return call.Fail(absl::UnimplementedError(absl::StrCat(
+      service, " has no method with id 0x", absl::Hex(MethodIdOf(call.header().method)),
+      " (client built from a newer or "
+      "different interface?)")));
 }
 
 absl::Status CheckMethod(IncomingCall& call, uint64_t method_word, bool oneway,

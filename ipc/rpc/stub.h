@@ -99,7 +99,7 @@ absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t
     (void)call.Fail(request.status());
     return request.status();
   }
-  const size_t hint = stats.reply_hint.load(std::memory_order_relaxed);
+  const size_t hint = RoundUpForBuilder(stats.reply_hint.load(std::memory_order_relaxed));
   absl::StatusOr<std::span<std::byte>> space = call.ReserveReply(hint);
   if (!space.ok()) return call.Fail(space.status());
   RegionAllocator allocator(*space);

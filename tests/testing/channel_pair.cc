@@ -40,8 +40,7 @@ absl::StatusOr<ChildConnection> ConnectToChild(const std::vector<std::string>& a
   return ChildConnection{*std::move(client), *std::move(child)};
 }
 
-absl::StatusOr<std::unique_ptr<ServerChannel>> ServerChannelFromInheritedFds(
-    PeerWatcher& watcher) {
+absl::StatusOr<std::unique_ptr<ServerChannel>> ServerChannelFromInheritedFds(PeerWatcher& watcher) {
   auto region = Region::Adopt(UniqueFd(3), 0, Region::kMaxSize);
   if (!region.ok()) return region.status();
   return ServerChannel::Open(*std::move(region), UniqueFd(4), watcher);

@@ -35,8 +35,7 @@ absl::StatusOr<ChildConnection> ConnectToChild(const std::vector<std::string>& a
                                                const std::vector<int>& extra_fds = {});
 
 // In the child: the server end handed over by ConnectToChild.
-absl::StatusOr<std::unique_ptr<ServerChannel>> ServerChannelFromInheritedFds(
-    PeerWatcher& watcher);
+absl::StatusOr<std::unique_ptr<ServerChannel>> ServerChannelFromInheritedFds(PeerWatcher& watcher);
 
 }  // namespace sluice::testing
 

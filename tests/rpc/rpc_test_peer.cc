@@ -1,0 +1,95 @@
+// The other process in the RPC tests.
+//
+//   rpc_test_peer painter|calculator   serve that service on fds 3 (region), 4 (liveness)
+//   rpc_test_peer hostile VARIANT      act as a client sending a malformed Echo request;
+//                                      exit 0 if it was refused with DATA_LOSS
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+
+#include "ipc/base/errors.h"
+#include "tests/rpc/kitchen_sink_service.h"
+#include "tests/testing/channel_pair.h"
+
+namespace sluice::testing {
+namespace {
+
+namespace sink = ::sluice::test::sink;
+
+int Fail(const char* what, const absl::Status& status) {
+  std::fprintf(stderr, "rpc_test_peer: %s: %s\n", what, status.ToString().c_str());
+  return 2;
+}
+
+// Writes a malformed Echo request of the given kind into `out`; returns its size.
+size_t WriteMalformed(const std::string& variant, std::span<std::byte> out) {
+  flatbuffers::FlatBufferBuilder fbb;
+  std::vector<int32_t> ints(16, 7);
+  fbb.Finish(
+      sink::CreateEchoRequestDirect(fbb, "hello", 1, true, sink::Color::Blue, nullptr, &ints));
+  std::vector<uint8_t> good(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+  std::mt19937_64 rng(7);
+  if (variant == "random") {
+    for (auto& b : good) b = static_cast<uint8_t>(rng());
+  } else if (variant == "root-outside") {
+    const uint32_t far = 0x7ffffff0;  // Root table offset pointing past the buffer.
+    std::memcpy(good.data(), &far, 4);
+  } else if (variant == "truncated") {
+    good.resize(good.size() / 2);  // The size lies: the table runs past the end.
+  } else if (variant == "vector-length") {
+    // The ints vector's length word: find it by its value and make it huge.
+    for (size_t i = 0; i + 4 <= good.size(); i += 4) {
+      uint32_t v;
+      std::memcpy(&v, good.data() + i, 4);
+      if (v == 16) {
+        const uint32_t huge = 0x10000000;
+        std::memcpy(good.data() + i, &huge, 4);
+        break;
+      }
+    }
+  } else if (variant == "empty") {
+    good.clear();
+  }
+  std::memcpy(out.data(), good.data(), good.size());
+  return good.size();
+}
+
+int RunHostile(const std::string& variant) {
+  auto watcher = PeerWatcher::Create();
+  if (!watcher.ok()) return Fail("watcher", watcher.status());
+  auto region = Region::Adopt(UniqueFd(3), 0, Region::kMaxSize);
+  if (!region.ok()) return Fail("adopt", region.status());
+  auto channel = ClientChannel::Open(*std::move(region), UniqueFd(4), **watcher);
+  if (!channel.ok()) return Fail("open", channel.status());
+  auto call = (*channel)->BeginCall(4096);
+  if (!call.ok()) return Fail("begin", call.status());
+  const size_t size = WriteMalformed(variant, call->buffer());
+  call->header() = CallHeader{sink::PainterInterface::kInterfaceId, sink::PainterInterface::kEcho};
+  auto reply = (*channel)->Call(*std::move(call), call->buffer().first(size));
+  if (absl::IsDataLoss(reply.status())) return 0;
+  std::fprintf(stderr, "rpc_test_peer: malformed %s request got %s\n", variant.c_str(),
+               reply.status().ToString().c_str());
+  return 1;
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2) return Fail("usage", absl::InvalidArgumentError("role missing"));
+  const std::string role = argv[1];
+  if (role == "hostile") return RunHostile(argc > 2 ? argv[2] : "random");
+  auto watcher = PeerWatcher::Create();
+  if (!watcher.ok()) return Fail("watcher", watcher.status());
+  auto channel = ServerChannelFromInheritedFds(**watcher);
+  if (!channel.ok()) return Fail("open", channel.status());
+  PainterService painter;
+  CalculatorService calculator;
+  rpc::ServiceStub* stub = role == "calculator" ? static_cast<rpc::ServiceStub*>(&calculator)
+                                                : static_cast<rpc::ServiceStub*>(&painter);
+  absl::Status ended = rpc::Serve(**channel, *stub);
+  return IsPeerDead(ended) ? 0 : Fail("serve", ended);
+}
+
+}  // namespace
+}  // namespace sluice::testing
+
+int main(int argc, char** argv) { return sluice::testing::Main(argc, argv); }
