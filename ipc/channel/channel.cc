@@ -474,10 +474,11 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
     const uint32_t doorbell = client_words.doorbell.load(std::memory_order_acquire);
     {
       MutexLock lock(&mu_);
-      absl::StatusOr<IncomingCall> call = TryClaimLocked();
-      if (call.ok() || !absl::IsNotFound(call.status())) {
-        if (call.ok()) endpoint_->PublishActivity(ActivityState::kRunning);
-        return call;
+      std::optional<IncomingCall> call;
+      if (absl::Status claimed = TryClaimLocked(&call); !claimed.ok()) return claimed;
+      if (call.has_value()) {
+        endpoint_->PublishActivity(ActivityState::kRunning);
+        return *std::move(call);
       }
     }
     // Nothing pending. Right after answering a call, and while the client
@@ -509,7 +510,7 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
   }
 }
 
-absl::StatusOr<IncomingCall> ServerChannel::TryClaimLocked() {
+absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call) {
   const uint32_t n = endpoint_->header().slot_count;
   const uint64_t arena_size = endpoint_->header().request_arena_size;
   for (uint32_t k = 0; k < n; ++k) {
@@ -551,12 +552,13 @@ absl::StatusOr<IncomingCall> ServerChannel::TryClaimLocked() {
     scan_start_ = (i + 1) % n;
     const CallHeader header{shared.interface_id.load(std::memory_order_relaxed),
                             shared.method.load(std::memory_order_relaxed)};
-    return IncomingCall(this, i, seq,
-                        std::span<const std::byte>(endpoint_->request_arena() + offset,
-                                                   static_cast<size_t>(length)),
-                        header, oneway);
+    call->emplace(IncomingCall(this, i, seq,
+                               std::span<const std::byte>(endpoint_->request_arena() + offset,
+                                                          static_cast<size_t>(length)),
+                               header, oneway));
+    return absl::OkStatus();
   }
-  return absl::NotFoundError("no pending request");
+  return absl::OkStatus();
 }
 
 void ServerChannel::FreeReplyBlockLocked(uint32_t slot) {

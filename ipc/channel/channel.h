@@ -32,6 +32,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 
 #include "absl/base/thread_annotations.h"
@@ -255,7 +256,10 @@ class ServerChannel {
   };
 
   explicit ServerChannel(std::unique_ptr<internal::Endpoint> endpoint);
-  absl::StatusOr<IncomingCall> TryClaimLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Claims a pending request into `*call`; leaves it empty when none is
+  // pending (no Status for that: building one allocates, and this runs on
+  // every idle poll). Errors only for a malformed request.
+  absl::Status TryClaimLocked(std::optional<IncomingCall>* call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<uint64_t> AllocateReplyLocked(uint64_t capacity)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeReplyBlockLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
