@@ -177,6 +177,32 @@ int main(int argc, char** argv) {
   }
   keep.clear();
 
+  // Same, against a service whose handler only parks the channel: no server
+  // thread is started per connection, so this isolates manager + client work.
+  std::vector<std::unique_ptr<sluice::ServerChannel>> parked;
+  absl::Mutex parked_mu;
+  if (absl::Status s = (*server)->Register(
+          "bench.park",
+          [&](sluice::IncomingConnection c) {
+            absl::MutexLock lock(&parked_mu);
+            parked.push_back(std::move(c.channel));
+            if (parked.size() >= 64) parked.clear();
+          },
+          SmallRegions());
+      !s.ok()) {
+    return Fail(s);
+  }
+  std::vector<absl::Duration> lookup_parked;
+  for (int i = 0; i < iterations; ++i) {
+    const absl::Time start = absl::Now();
+    auto connection = (*client)->Lookup("bench.park");
+    lookup_parked.push_back(absl::Now() - start);
+    if (!connection.ok()) return Fail(connection.status());
+    keep.push_back(*std::move(connection));
+    if (keep.size() == 64) keep.clear();
+  }
+  keep.clear();
+
   // ---- 2. Plain Unix socket, same run ----
   const std::string plain_path = dir + "/plain.sock";
   int listener = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
@@ -226,6 +252,7 @@ int main(int argc, char** argv) {
   std::printf("time to connect (%d samples each)\n", iterations);
   Print("Lookup() -> channel", Summarize(lookup));
   Print("Lookup() + first call returned", Summarize(lookup_call));
+  Print("Lookup() -> channel, server thread-free", Summarize(lookup_parked));
   Print("plain unix connect()", Summarize(plain_connect));
   Print("plain unix connect() + first round trip", Summarize(plain_round_trip));
 
@@ -260,6 +287,11 @@ int main(int argc, char** argv) {
               connections, static_cast<long long>(rss_loaded));
   channels.clear();
   clients.clear();
+  {
+    // Before the server's ServiceManager: its PeerWatcher watches these.
+    absl::MutexLock lock(&parked_mu);
+    parked.clear();
+  }
   server->reset();
   client->reset();
   (void)daemon->Kill(SIGTERM);
