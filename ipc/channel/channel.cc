@@ -436,7 +436,13 @@ absl::Status IncomingCall::Fail(const absl::Status& error) {
     offset = reservation_;
     written = length;
   }
-  return channel_->Complete(*this, error.code(), offset, written);
+  // Codes outside the canonical set would be refused by the client as
+  // malformed; send them as UNKNOWN, as abseil itself does.
+  const absl::StatusCode code =
+      error.raw_code() > static_cast<int>(absl::StatusCode::kUnauthenticated)
+          ? absl::StatusCode::kUnknown
+          : error.code();
+  return channel_->Complete(*this, code, offset, written);
 }
 
 // ---------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 namespace sluice::testing {
 
 namespace sink = ::sluice::test::sink;
@@ -86,7 +88,12 @@ absl::StatusOr<flatbuffers::Offset<sink::EchoResponse>> PainterService::Echo(
 
 absl::StatusOr<flatbuffers::Offset<sink::Empty>> PainterService::Fail(
     const rpc::CallContext&, const sink::FailRequest& request, flatbuffers::FlatBufferBuilder&) {
-  return absl::Status(static_cast<absl::StatusCode>(request.code()),
+  const int32_t code = request.code();
+  // An OK "error" would be a bug in this service (and abort inside StatusOr).
+  if (code <= 0 || code > static_cast<int32_t>(absl::StatusCode::kUnauthenticated)) {
+    return absl::InvalidArgumentError(absl::StrCat("Fail: ", code, " is not an error code"));
+  }
+  return absl::Status(static_cast<absl::StatusCode>(code),
                       request.message() != nullptr ? request.message()->str() : "");
 }
 
