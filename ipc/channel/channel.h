@@ -134,6 +134,17 @@ class ClientChannel {
   // oneway messages one at a time in the order they were sent.
   absl::Status Send(OutgoingCall call, std::span<const std::byte> message);
 
+  // Runs `recipient` exactly once, on the PeerWatcher thread, when the
+  // server process dies (SIGKILL included); not when this side closes.
+  // Returns an id for UnlinkToDeath, or the peer-dead error if it already
+  // died. A recipient must be quick and must not destroy this channel (hand
+  // that to another thread).
+  absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) {
+    return endpoint_->LinkToDeath(std::move(recipient));
+  }
+  // NOT_FOUND if `id` is unknown or already fired. After OK it never runs.
+  absl::Status UnlinkToDeath(uint64_t id) { return endpoint_->UnlinkToDeath(id); }
+
   // Fails calls in progress with CANCELLED and refuses new ones.
   void Close();
   // OK while usable; otherwise the reason it is not (e.g. IsPeerDead()).

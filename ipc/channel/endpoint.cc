@@ -55,10 +55,8 @@ absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region regio
   std::unique_ptr<Endpoint> ep(
       new Endpoint(side, std::move(region), std::move(liveness), header, options));
   Endpoint* raw = ep.get();
-  auto id = watcher.Watch(raw->liveness_.get(), PeerWatcher::FdKind::kSocket, [raw] {
-    raw->Terminate(PeerDeadError(raw->side_ == Side::kClient ? "the server process is gone"
-                                                             : "the client process is gone"));
-  });
+  auto id =
+      watcher.Watch(raw->liveness_.get(), PeerWatcher::FdKind::kSocket, [raw] { raw->PeerDied(); });
   if (!id.ok()) return id.status();
   raw->watcher_ = &watcher;
   raw->watch_id_ = *id;
@@ -99,6 +97,38 @@ void Endpoint::Terminate(absl::Status why) {
     terminated_.store(true, std::memory_order_release);
   }
   Notify();
+}
+
+void Endpoint::PeerDied() {
+  Terminate(PeerDeadError(side_ == Side::kClient ? "the server process is gone"
+                                                 : "the client process is gone"));
+  std::vector<std::pair<uint64_t, absl::AnyInvocable<void()>>> recipients;
+  {
+    MutexLock lock(&mu_);
+    peer_died_ = true;
+    recipients.swap(recipients_);
+  }
+  for (auto& [id, recipient] : recipients) recipient();
+}
+
+absl::StatusOr<uint64_t> Endpoint::LinkToDeath(absl::AnyInvocable<void()> recipient) {
+  MutexLock lock(&mu_);
+  if (peer_died_) return termination_;
+  const uint64_t id = next_recipient_++;
+  recipients_.emplace_back(id, std::move(recipient));
+  return id;
+}
+
+absl::Status Endpoint::UnlinkToDeath(uint64_t id) {
+  MutexLock lock(&mu_);
+  for (auto it = recipients_.begin(); it != recipients_.end(); ++it) {
+    if (it->first == id) {
+      recipients_.erase(it);
+      return absl::OkStatus();
+    }
+  }
+  return absl::NotFoundError(
+      absl::StrCat("no death link ", id, peer_died_ ? " (it already fired)" : ""));
 }
 
 void Endpoint::Notify() {

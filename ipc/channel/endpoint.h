@@ -15,8 +15,11 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ipc/base/mutex.h"
@@ -52,6 +55,11 @@ class Endpoint {
   bool terminated() const { return terminated_.load(std::memory_order_acquire); }
   // Ends the channel with `why` (if not already ended) and wakes every waiter.
   void Terminate(absl::Status why);
+
+  // Death recipients: run once, on the PeerWatcher thread, when the peer
+  // process dies (not when this side closes). See ClientChannel::LinkToDeath.
+  absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient);
+  absl::Status UnlinkToDeath(uint64_t id);
 
   uint32_t events() const { return events_.load(std::memory_order_acquire); }
   // Bumps the events word and wakes everyone sleeping in Wait().
@@ -97,6 +105,11 @@ class Endpoint {
   std::atomic<bool> terminated_{false};
   mutable Mutex mu_;
   absl::Status termination_ ABSL_GUARDED_BY(mu_);
+  bool peer_died_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_recipient_ ABSL_GUARDED_BY(mu_) = 1;
+  std::vector<std::pair<uint64_t, absl::AnyInvocable<void()>>> recipients_ ABSL_GUARDED_BY(mu_);
+
+  void PeerDied();
 };
 
 int64_t MonotonicNanos();

@@ -40,6 +40,13 @@ class ProxyBase {
   explicit ProxyBase(ClientChannel& channel) : channel_(&channel) {}
   ClientChannel& channel() const { return *channel_; }
 
+  // Binder's linkToDeath: `recipient` runs once when the serving process
+  // dies. See ClientChannel::LinkToDeath for the rules.
+  absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) const {
+    return channel_->LinkToDeath(std::move(recipient));
+  }
+  absl::Status UnlinkToDeath(uint64_t id) const { return channel_->UnlinkToDeath(id); }
+
  protected:
   // Builds a request with `build(fbb) -> Offset<Request>` and waits for the
   // verified response.

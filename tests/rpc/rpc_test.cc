@@ -286,6 +286,50 @@ TEST(RpcProcessTest, ServerDeathFailsThePendingCallWithPeerDead) {
   EXPECT_TRUE(IsPeerDead(painter.Total().status()));
 }
 
+TEST(RpcProcessTest, LinkToDeathFiresExactlyOnceWhenTheServerDies) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(auto server, Server::Start(Mode::kProcess, *watcher));
+  sink::PainterProxy painter(server->channel());
+  std::atomic<int> linked{0};
+  std::atomic<int> unlinked{0};
+  std::atomic<int64_t> fired_at_ns{0};
+  ASSERT_OK_AND_ASSIGN(uint64_t kept, painter.LinkToDeath([&] {
+    fired_at_ns = absl::GetCurrentTimeNanos();
+    linked.fetch_add(1);
+  }));
+  ASSERT_OK_AND_ASSIGN(uint64_t dropped, painter.LinkToDeath([&] { unlinked.fetch_add(1); }));
+  ASSERT_OK(painter.UnlinkToDeath(dropped));
+  ASSERT_OK(painter.Total());
+
+  const int64_t killed_at_ns = absl::GetCurrentTimeNanos();
+  ASSERT_OK(server->child().Kill(SIGKILL));
+  const absl::Time give_up = absl::Now() + absl::Seconds(2);
+  while (linked.load() == 0 && absl::Now() < give_up) absl::SleepFor(absl::Microseconds(100));
+  ASSERT_EQ(linked.load(), 1) << "no death notification within 2 s";
+  std::printf("death notification %s after SIGKILL\n",
+              absl::FormatDuration(absl::Nanoseconds(fired_at_ns.load() - killed_at_ns)).c_str());
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(linked.load(), 1);
+  EXPECT_EQ(unlinked.load(), 0);
+  // After death: linking reports it, the fired link is gone, calls fail fast.
+  EXPECT_TRUE(IsPeerDead(painter.LinkToDeath([] {}).status()));
+  EXPECT_THAT(painter.UnlinkToDeath(kept), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_TRUE(IsPeerDead(painter.Total().status()));
+}
+
+TEST(RpcDeath, ClosingOurOwnSideDoesNotFireDeathRecipients) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  std::atomic<int> fired{0};
+  {
+    ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+    ASSERT_OK(pair.client->LinkToDeath([&] { fired.fetch_add(1); }));
+    pair.client->Close();
+    pair.client.reset();  // Our own end goes away: the server sees a death, we do not.
+    EXPECT_TRUE(IsPeerDead(pair.server->Receive().status()));
+  }
+  EXPECT_EQ(fired.load(), 0);
+}
+
 class HostileRequestTest : public ::testing::TestWithParam<std::string> {};
 
 INSTANTIATE_TEST_SUITE_P(Variants, HostileRequestTest,
