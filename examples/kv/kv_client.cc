@@ -16,6 +16,8 @@
 ABSL_FLAG(std::string, socket, "", "Service manager socket (default: the usual path rules)");
 ABSL_FLAG(std::string, name, "", "Service name (default: example.kv.KeyValueStore)");
 ABSL_FLAG(int, wait_ms, 5000, "How long to wait for the service to appear");
+ABSL_FLAG(std::string, key_prefix, "",
+          "Put before every key, so several clients can share a store");
 
 namespace {
 
@@ -49,6 +51,7 @@ int Run() {
   std::printf("kv_client: connected to %s, served by pid %d uid %d\n", name.c_str(),
               kv->server().pid, kv->server().uid);
 
+  const std::string p = absl::GetFlag(FLAGS_key_prefix);
   int failures = 0;
   auto check = [&](bool ok, const std::string& line) {
     std::printf("  %s %s\n", ok ? "ok  " : "FAIL", line.c_str());
@@ -56,26 +59,27 @@ int Run() {
   };
 
   for (const auto& [key, value] : std::vector<std::pair<std::string, std::string>>{
-           {"fruit/apple", "red"}, {"fruit/banana", "yellow"}, {"veg/leek", "green"}}) {
+           {p + "fruit/apple", "red"}, {p + "fruit/banana", "yellow"}, {p + "veg/leek", "green"}}) {
     auto put = (*kv)->Put(key, Bytes(value));
     check(put.ok(), absl::StrCat("Put(", key, ", \"", value, "\") -> ",
                                  put.ok() ? (put->get()->replaced() ? "replaced" : "new")
                                           : put.status().ToString()));
   }
-  auto get = (*kv)->Get("fruit/banana");
+  auto get = (*kv)->Get(p + "fruit/banana");
   check(get.ok() && (*get)->found() && Text((*get)->value()) == "yellow",
         absl::StrCat("Get(fruit/banana) -> \"", get.ok() ? Text((*get)->value()) : "", "\""));
 
-  auto list = (*kv)->List("fruit/", 10);
+  auto list = (*kv)->List(p + "fruit/", 10);
   std::string keys;
   if (list.ok() && (*list)->entries() != nullptr) {
     for (const auto* entry : *(*list)->entries()) absl::StrAppend(&keys, entry->key()->str(), " ");
   }
-  check(list.ok() && keys == "fruit/apple fruit/banana ", absl::StrCat("List(fruit/) -> ", keys));
+  check(list.ok() && keys == absl::StrCat(p, "fruit/apple ", p, "fruit/banana "),
+        absl::StrCat("List(fruit/) -> ", keys));
 
-  auto deleted = (*kv)->Delete("veg/leek");
+  auto deleted = (*kv)->Delete(p + "veg/leek");
   check(deleted.ok() && (*deleted)->deleted(), "Delete(veg/leek) -> deleted");
-  auto missing = (*kv)->Get("veg/leek");
+  auto missing = (*kv)->Get(p + "veg/leek");
   check(missing.ok() && !(*missing)->found(), "Get(veg/leek) -> not found");
 
   // A server-side error arrives with its code and message.
@@ -90,11 +94,11 @@ int Run() {
         uint8_t* out = nullptr;
         auto value = fbb.CreateUninitializedVector(kBig, &out);
         for (size_t i = 0; i < kBig; ++i) out[i] = static_cast<uint8_t>(i);
-        auto key = fbb.CreateString("blob/big");
+        auto key = fbb.CreateString(p + "blob/big");
         return example::kv::CreatePutRequest(fbb, key, value);
       },
       {.size_hint = kBig + 256});
-  auto big_back = (*kv)->Get("blob/big");
+  auto big_back = (*kv)->Get(p + "blob/big");
   check(big.ok() && big_back.ok() && (*big_back)->value()->size() == kBig,
         absl::StrCat("Put/Get of a ", kBig / 1024, " KiB value written in place"));
 
