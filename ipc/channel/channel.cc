@@ -516,6 +516,26 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
   }
 }
 
+absl::StatusOr<std::optional<IncomingCall>> ServerChannel::TryReceive() {
+  if (absl::Status health = endpoint_->health(); !health.ok()) return health;
+  MutexLock lock(&mu_);
+  std::optional<IncomingCall> call;
+  if (absl::Status claimed = TryClaimLocked(&call); !claimed.ok()) return claimed;
+  // Tells the caller we run, so it may spin for the reply (see Receive).
+  if (call.has_value()) endpoint_->PublishActivity(ActivityState::kRunning);
+  return call;
+}
+
+uint32_t ServerChannel::BeginSleep() {
+  endpoint_->PublishActivity(ActivityState::kSleeping);
+  endpoint_->server_words().sleepers.fetch_add(1, std::memory_order_seq_cst);
+  return endpoint_->client_words().doorbell.load(std::memory_order_seq_cst);
+}
+
+void ServerChannel::EndSleep() {
+  endpoint_->server_words().sleepers.fetch_sub(1, std::memory_order_seq_cst);
+}
+
 absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call) {
   const uint32_t n = endpoint_->header().slot_count;
   const uint64_t arena_size = endpoint_->header().request_arena_size;

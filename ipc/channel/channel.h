@@ -251,6 +251,23 @@ class ServerChannel {
   // DEADLINE_EXCEEDED at `deadline`, CANCELLED after Close().
   absl::StatusOr<IncomingCall> Receive(absl::Time deadline = absl::InfiniteFuture());
 
+  // --- For servers that wait on many channels at once (rpc::ServerPool) ---
+  // Takes a pending request without waiting: a call, nullopt when none is
+  // pending, or the reason the channel ended (as Receive).
+  absl::StatusOr<std::optional<IncomingCall>> TryReceive();
+  // To sleep on several channels: BeginSleep() on each (announces a sleeper,
+  // so the client will FUTEX_WAKE the doorbell, and returns its value), then
+  // TryReceive() on each once more, then futex_waitv on every doorbell() with
+  // those values; EndSleep() on each afterwards.
+  const FutexWord& doorbell() const { return endpoint_->client_words().doorbell; }
+  uint32_t BeginSleep();
+  void EndSleep();
+  // As ClientChannel::LinkToDeath, for the client process.
+  absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) {
+    return endpoint_->LinkToDeath(std::move(recipient));
+  }
+  absl::Status UnlinkToDeath(uint64_t id) { return endpoint_->UnlinkToDeath(id); }
+
   // Ends the channel: Receive and answers fail with `why` from now on.
   void Close(absl::Status why = absl::CancelledError("server channel closed"));
   absl::Status health() const { return endpoint_->health(); }

@@ -10,20 +10,20 @@
 //   auto kv = sluice::Connect<example::kv::KeyValueStoreProxy>(**manager);
 //   auto reply = (*kv)->Get("key");
 //
-// Threads: each connection is served by one thread of the host (created
-// when a client connects, gone when it leaves). A process-wide pool that
-// needs no thread per connection is ROADMAP §1 "Threading".
+// Threads: every connection of every published service is served by one
+// rpc::ServerPool (max_threads, started on demand), so a host with many
+// clients needs no thread per client.
 #ifndef SLUICE_IPC_HOST_SERVICE_HOST_H_
 #define SLUICE_IPC_HOST_SERVICE_HOST_H_
 
 #include <memory>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "ipc/base/mutex.h"
+#include "ipc/rpc/server_pool.h"
 #include "ipc/rpc/stub.h"
 #include "ipc/service/service_manager.h"
 
@@ -31,8 +31,14 @@ namespace sluice {
 
 class ServiceHost {
  public:
+  struct Options {
+    // Threads serving calls, for all services of this host together.
+    int max_threads = 4;
+  };
+
   // `manager` must outlive the host.
-  explicit ServiceHost(ServiceManager& manager) : manager_(&manager) {}
+  explicit ServiceHost(ServiceManager& manager, Options options);
+  explicit ServiceHost(ServiceManager& manager) : ServiceHost(manager, Options{}) {}
   ~ServiceHost();
   ServiceHost(const ServiceHost&) = delete;
   ServiceHost& operator=(const ServiceHost&) = delete;
@@ -43,25 +49,18 @@ class ServiceHost {
   [[nodiscard]] absl::Status Publish(std::shared_ptr<rpc::ServiceStub> stub,
                                      absl::string_view name = {}, RegisterOptions options = {});
 
-  // Unregisters every name, closes every connection and joins its thread.
+  // Unregisters every name and ends every connection. Idempotent.
   void Shutdown();
 
   // Connections being served now.
-  size_t active_connections();
+  size_t active_connections() { return pool_.channel_count(); }
+  size_t thread_count() { return pool_.thread_count(); }
 
  private:
-  struct Served {
-    std::unique_ptr<ServerChannel> channel;
-    std::thread thread;
-    std::shared_ptr<std::atomic<bool>> done;
-  };
-  void ServeConnection(std::shared_ptr<rpc::ServiceStub> stub, IncomingConnection connection);
-  void ReapLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
   ServiceManager* manager_;
+  rpc::ServerPool pool_;
   Mutex mu_;
   std::vector<std::string> names_ ABSL_GUARDED_BY(mu_);
-  std::vector<Served> served_ ABSL_GUARDED_BY(mu_);
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 

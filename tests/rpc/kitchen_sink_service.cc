@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace sluice::testing {
 
@@ -130,6 +131,12 @@ absl::StatusOr<flatbuffers::Offset<sink::Blob>> PainterService::Download(
 absl::StatusOr<flatbuffers::Offset<sink::Empty>> PainterService::Hang(
     const rpc::CallContext&, const sink::Empty&, flatbuffers::FlatBufferBuilder&) {
   for (;;) ::pause();
+}
+
+absl::StatusOr<flatbuffers::Offset<sink::Counter>> PainterService::Sleep(
+    const rpc::CallContext&, const sink::Counter& request, flatbuffers::FlatBufferBuilder& reply) {
+  absl::SleepFor(absl::Milliseconds(std::min<uint64_t>(request.value(), 60'000)));
+  return sink::CreateCounter(reply, request.value());
 }
 
 absl::StatusOr<flatbuffers::Offset<sink::AddResponse>> CalculatorService::Add(

@@ -22,7 +22,7 @@ namespace sink {
 struct PainterInterface {
   static constexpr absl::string_view kName = "sluice.test.sink.Painter";
   static constexpr uint64_t kInterfaceId = 0xccebabef9c8ad622ull;
-  static constexpr size_t kMethodCount = 8;
+  static constexpr size_t kMethodCount = 9;
   // Summarize(sluice.test.sink.Drawing) -> sluice.test.sink.DrawingSummary
   static constexpr uint64_t kSummarize = 0x1df9791aull << 32 | 0x76b6985eu;
   // Echo(sluice.test.sink.EchoRequest) -> sluice.test.sink.EchoResponse
@@ -39,6 +39,8 @@ struct PainterInterface {
   static constexpr uint64_t kDownload = 0x6964bb19ull << 32 | 0x4d11fbe5u;
   // Hang(sluice.test.sink.Empty) -> sluice.test.sink.Empty
   static constexpr uint64_t kHang = 0x47e67ff9ull << 32 | 0xdadb425au;
+  // Sleep(sluice.test.sink.Counter) -> sluice.test.sink.Counter
+  static constexpr uint64_t kSleep = 0x2fa62ca8ull << 32 | 0xbfef726eu;
 };
 
 // Draws, echoes and fails on request.
@@ -219,6 +221,28 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Empty>> Hang(Build&& build, const ::sluice::rpc::CallOptions& options = {}) {
     return Invoke<::sluice::test::sink::Empty>(::sluice::CallHeader{Interface::kInterfaceId, Interface::kHang}, "sluice.test.sink.Painter.Hang", 0, build, options);
   }
+
+  // Answers after `value` milliseconds.
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Counter>> Sleep(uint64_t value, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint = 64 + 8;
+    ::sluice::rpc::CallOptions sized = options;
+    if (sized.size_hint < hint) sized.size_hint = hint;
+    return Sleep(
+      [&](::flatbuffers::FlatBufferBuilder& fbb) {
+        ::sluice::test::sink::CounterBuilder builder(fbb);
+        builder.add_value(value);
+        return builder.Finish();
+      },
+      sized);
+  }
+  // Sleep, with the request built by `build(fbb) -> Offset<sluice.test.sink.Counter>`
+  // directly in region memory (e.g. CreateUninitializedVector for large fields).
+  // `build` may run more than once if options.size_hint is too small.
+  template <typename Build>
+    requires std::is_invocable_v<Build&, ::flatbuffers::FlatBufferBuilder&>
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Counter>> Sleep(Build&& build, const ::sluice::rpc::CallOptions& options = {}) {
+    return Invoke<::sluice::test::sink::Counter>(::sluice::CallHeader{Interface::kInterfaceId, Interface::kSleep}, "sluice.test.sink.Painter.Sleep", 0, build, options);
+  }
 };
 
 // Draws, echoes and fails on request.
@@ -277,6 +301,12 @@ class PainterStub : public ::sluice::rpc::ServiceStub {
       const ::sluice::rpc::CallContext& context, const ::sluice::test::sink::Empty& request,
       ::flatbuffers::FlatBufferBuilder& reply) = 0;
 
+  // Answers after `value` milliseconds.
+  // Build the response in `reply` (region memory) and return its root, or an error.
+  virtual absl::StatusOr<::flatbuffers::Offset<::sluice::test::sink::Counter>> Sleep(
+      const ::sluice::rpc::CallContext& context, const ::sluice::test::sink::Counter& request,
+      ::flatbuffers::FlatBufferBuilder& reply) = 0;
+
   absl::Status Dispatch(::sluice::IncomingCall& call,
                         const ::sluice::rpc::CallContext& context) final {
     if (call.header().interface_id != Interface::kInterfaceId) {
@@ -315,6 +345,10 @@ class PainterStub : public ::sluice::rpc::ServiceStub {
         return ::sluice::rpc::HandleCall<::sluice::test::sink::Empty, ::sluice::test::sink::Empty>(
             call, context, Interface::kHang, "sluice.test.sink.Painter.Hang", stats_[7],
             [this](const auto& c, const auto& r, auto& b) { return Hang(c, r, b); });
+      case ::sluice::rpc::MethodIdOf(Interface::kSleep):
+        return ::sluice::rpc::HandleCall<::sluice::test::sink::Counter, ::sluice::test::sink::Counter>(
+            call, context, Interface::kSleep, "sluice.test.sink.Painter.Sleep", stats_[8],
+            [this](const auto& c, const auto& r, auto& b) { return Sleep(c, r, b); });
       default:
         return ::sluice::rpc::RejectMethod(call, Interface::kName);
     }
@@ -324,7 +358,7 @@ class PainterStub : public ::sluice::rpc::ServiceStub {
   const ::sluice::rpc::MethodStats& stats(size_t index) const { return stats_[index]; }
 
  private:
-  ::sluice::rpc::MethodStats stats_[8];
+  ::sluice::rpc::MethodStats stats_[9];
 };
 
 }  // namespace sink

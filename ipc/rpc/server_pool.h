@@ -1,0 +1,88 @@
+// ServerPool: a few threads serving many channels, like Binder's thread pool.
+//
+// Channels are added with the stub that serves them; the pool owns them
+// until they end (client gone, malformed request, Shutdown). Idle threads
+// sleep in one futex_waitv on up to 127 channels' doorbells at once, so an
+// idle server uses no CPU and 100 connections need no 100 threads. Threads
+// start on demand: when every thread is busy with a call, another starts, up
+// to max_threads, so a long call on one channel does not stall the others
+// while threads remain.
+//
+// Thread safety: all methods are thread safe. Stub methods run on pool
+// threads, possibly several at once (also for one channel).
+#ifndef SLUICE_IPC_RPC_SERVER_POOL_H_
+#define SLUICE_IPC_RPC_SERVER_POOL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "ipc/base/mutex.h"
+#include "ipc/channel/channel.h"
+#include "ipc/rpc/stub.h"
+#include "ipc/sync/futex.h"
+
+namespace sluice::rpc {
+
+class ServerPool {
+ public:
+  struct Options {
+    // Most threads the pool runs (Binder's setMaxThreads). At least 1.
+    int max_threads = 4;
+    // After answering a call a thread polls its channels this long before
+    // sleeping, when the pool has few channels (see SpinPolicy).
+    absl::Duration serve_spin = absl::Microseconds(150);
+  };
+
+  explicit ServerPool(Options options);
+  ServerPool() : ServerPool(Options{}) {}
+  ~ServerPool();
+  ServerPool(const ServerPool&) = delete;
+  ServerPool& operator=(const ServerPool&) = delete;
+
+  // Serves `channel` with `stub` until the channel ends, then destroys it.
+  // FAILED_PRECONDITION after Shutdown.
+  absl::Status Add(std::unique_ptr<ServerChannel> channel, std::shared_ptr<ServiceStub> stub);
+
+  // Closes every channel and joins every thread. Idempotent.
+  void Shutdown();
+
+  size_t channel_count();
+  size_t thread_count();
+
+ private:
+  struct Entry {
+    std::unique_ptr<ServerChannel> channel;
+    std::shared_ptr<ServiceStub> stub;
+    CallContext context;
+  };
+  using Snapshot = std::vector<std::shared_ptr<Entry>>;
+
+  void Worker(size_t index);
+  // Refreshes `local` if the channel set changed since `*generation`.
+  void Refresh(Snapshot& local, uint64_t* generation);
+  // Serves at most one call from the channels; true if it did.
+  bool ServeOne(Snapshot& local, uint64_t* generation);
+  void Remove(const std::shared_ptr<Entry>& entry);
+  void Changed();
+  void MaybeAddThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const Options options_;
+  Mutex mu_;
+  Snapshot entries_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  size_t busy_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<uint64_t> generation_{0};
+  // Private futex every sleeping thread also waits on: bumped when channels
+  // come or go (death included) and on Shutdown.
+  FutexWord changed_{0};
+  std::atomic<bool> stop_{false};
+};
+
+}  // namespace sluice::rpc
+
+#endif  // SLUICE_IPC_RPC_SERVER_POOL_H_

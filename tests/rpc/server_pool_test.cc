@@ -1,0 +1,102 @@
+// rpc::ServerPool: many channels, few threads, no stalls behind a long call,
+// channels dropped when their client goes.
+#include "ipc/rpc/server_pool.h"
+
+#include <dirent.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "ipc/base/errors.h"
+#include "tests/rpc/kitchen_sink_service.h"
+#include "tests/testing/channel_pair.h"
+#include "tests/testing/status_matchers.h"
+
+namespace sluice::testing {
+namespace {
+
+namespace sink = ::sluice::test::sink;
+
+int CountThreads() {
+  int count = 0;
+  DIR* dir = opendir("/proc/self/task");
+  while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
+  closedir(dir);
+  return count;
+}
+
+TEST(ServerPool, ServesManyChannelsWithFewThreads) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  const int threads_before = CountThreads();
+  rpc::ServerPool pool({.max_threads = 2});
+  auto painter = std::make_shared<PainterService>();
+  // More than one futex_waitv's worth of channels.
+  constexpr int kChannels = 150;
+  std::vector<std::unique_ptr<ClientChannel>> clients;
+  for (int i = 0; i < kChannels; ++i) {
+    ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+    ASSERT_OK(pool.Add(std::move(pair.server), painter));
+    clients.push_back(std::move(pair.client));
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (int i = 0; i < kChannels; ++i) {
+      sink::PainterProxy proxy(*clients[i]);
+      ASSERT_OK_AND_ASSIGN(auto echo, proxy.Echo("x", i, false, sink::Color::Red, {}, {}));
+      ASSERT_EQ(echo->number(), i);
+    }
+  }
+  EXPECT_LE(pool.thread_count(), 2u);
+  EXPECT_LE(CountThreads(), threads_before + 2);
+  EXPECT_EQ(pool.channel_count(), static_cast<size_t>(kChannels));
+}
+
+TEST(ServerPool, ALongCallDoesNotStallOtherChannels) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  rpc::ServerPool pool({.max_threads = 2});
+  auto painter = std::make_shared<PainterService>();
+  ASSERT_OK_AND_ASSIGN(LocalPair slow, MakeLocalPair(*watcher));
+  ASSERT_OK_AND_ASSIGN(LocalPair fast, MakeLocalPair(*watcher));
+  ASSERT_OK(pool.Add(std::move(slow.server), painter));
+  ASSERT_OK(pool.Add(std::move(fast.server), painter));
+  std::atomic<bool> slow_done{false};
+  std::thread slow_caller([&] {
+    sink::PainterProxy proxy(*slow.client);
+    EXPECT_OK(proxy.Sleep(1000));
+    slow_done = true;
+  });
+  // Wait until the long call holds a pool thread, then call the other channel.
+  absl::SleepFor(absl::Milliseconds(100));
+  sink::PainterProxy proxy(*fast.client);
+  for (int i = 0; i < 100; ++i) ASSERT_OK(proxy.Total());
+  EXPECT_FALSE(slow_done.load()) << "the other channel waited for the long call";
+  slow_caller.join();
+}
+
+TEST(ServerPool, ChannelIsDroppedWhenItsClientGoes) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  rpc::ServerPool pool({.max_threads = 1});
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  ASSERT_OK(pool.Add(std::move(pair.server), std::make_shared<PainterService>()));
+  sink::PainterProxy proxy(*pair.client);
+  ASSERT_OK(proxy.Total());
+  pair.client.reset();
+  const absl::Time give_up = absl::Now() + absl::Seconds(5);
+  while (pool.channel_count() != 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(pool.channel_count(), 0u);
+}
+
+TEST(ServerPool, ShutdownEndsEveryChannel) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  auto pool = std::make_unique<rpc::ServerPool>();
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  ASSERT_OK(pool->Add(std::move(pair.server), std::make_shared<PainterService>()));
+  pool.reset();
+  sink::PainterProxy proxy(*pair.client);
+  absl::Status status = proxy.Total().status();
+  EXPECT_TRUE(IsPeerDead(status)) << status;
+}
+
+}  // namespace
+}  // namespace sluice::testing
