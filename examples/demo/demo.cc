@@ -18,23 +18,6 @@ namespace {
 
 using sluice::testing::Subprocess;
 
-// Starts `argv` with a pipe at fd 3 and waits until the child writes "ready".
-absl::StatusOr<Subprocess> StartAndWaitReady(std::vector<std::string> argv) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe2 failed");
-  sluice::UniqueFd read_end(fds[0]);
-  sluice::UniqueFd write_end(fds[1]);
-  argv.push_back("--ready_fd=3");
-  auto child = Subprocess::Spawn(argv, {write_end.get()});
-  if (!child.ok()) return child.status();
-  write_end.reset();
-  char buffer[16] = {};
-  if (read(read_end.get(), buffer, sizeof(buffer)) <= 0) {
-    return absl::UnavailableError(argv[0] + " exited before it was ready");
-  }
-  return child;
-}
-
 int Stop(Subprocess& child, const char* name) {
   (void)child.Kill(SIGTERM);
   auto status = child.Wait(absl::Seconds(10));
@@ -50,14 +33,15 @@ int Run(const std::string& dir) {
   const std::string socket = "--socket=" + dir + "/servicemanager.sock";
   std::printf("== sluice-demo: service manager at %s/servicemanager.sock\n", dir.c_str());
   std::fflush(stdout);
-  auto manager = StartAndWaitReady({SLUICE_SERVICEMANAGER_BIN, socket, "--log_level=warning"});
+  auto manager =
+      Subprocess::SpawnAndWaitReady({SLUICE_SERVICEMANAGER_BIN, socket, "--log_level=warning"});
   if (!manager.ok()) {
     std::fprintf(stderr, "sluice-demo: %s\n", manager.status().ToString().c_str());
     return 1;
   }
   std::printf("== starting kv_server\n");
   std::fflush(stdout);
-  auto server = StartAndWaitReady({SLUICE_KV_SERVER_BIN, socket});
+  auto server = Subprocess::SpawnAndWaitReady({SLUICE_KV_SERVER_BIN, socket});
   if (!server.ok()) {
     std::fprintf(stderr, "sluice-demo: %s\n", server.status().ToString().c_str());
     return 1;

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ipc/base/errno_status.h"
+#include "ipc/base/unique_fd.h"
 
 namespace sluice::testing {
 
@@ -45,6 +46,22 @@ absl::StatusOr<Subprocess> Subprocess::Spawn(const std::vector<std::string>& arg
     ::_exit(127);
   }
   return Subprocess(pid);
+}
+
+absl::StatusOr<Subprocess> Subprocess::SpawnAndWaitReady(std::vector<std::string> argv) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus("pipe2", errno);
+  UniqueFd read_end(fds[0]);
+  UniqueFd write_end(fds[1]);
+  argv.push_back("--ready_fd=3");
+  auto child = Spawn(argv, {write_end.get()});
+  if (!child.ok()) return child.status();
+  write_end.reset();
+  char buffer[16];
+  if (RetryOnEintr([&] { return ::read(read_end.get(), buffer, sizeof(buffer)); }) <= 0) {
+    return absl::UnavailableError(absl::StrCat(argv[0], " exited before it was ready"));
+  }
+  return child;
 }
 
 Subprocess::Subprocess(Subprocess&& other) noexcept : pid_(std::exchange(other.pid_, -1)) {}

@@ -28,6 +28,11 @@ class Subprocess {
                                           const std::vector<int>& fds = {},
                                           std::optional<int> cpu = std::nullopt);
 
+  // Spawns `argv` plus "--ready_fd=3" with a pipe at fd 3, and returns once
+  // the child wrote to it (the convention of sluice-servicemanager, kv_server
+  // and the test peers). UNAVAILABLE if the child exits first.
+  static absl::StatusOr<Subprocess> SpawnAndWaitReady(std::vector<std::string> argv);
+
   Subprocess(Subprocess&& other) noexcept;
   Subprocess& operator=(Subprocess&& other) noexcept;
   ~Subprocess();

@@ -24,9 +24,13 @@ class KvExampleTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(dir), nullptr);
     dir_ = dir;
     socket_flag_ = "--socket=" + dir_ + "/sm.sock";
-    ASSERT_OK_AND_ASSIGN(
-        manager_, StartReady({SLUICE_SERVICEMANAGER_BIN, socket_flag_, "--log_level=error"}));
-    ASSERT_OK_AND_ASSIGN(server_, StartReady({SLUICE_KV_SERVER_BIN, socket_flag_}));
+    ASSERT_OK_AND_ASSIGN(Subprocess manager,
+                         Subprocess::SpawnAndWaitReady(
+                             {SLUICE_SERVICEMANAGER_BIN, socket_flag_, "--log_level=error"}));
+    manager_.emplace(std::move(manager));
+    ASSERT_OK_AND_ASSIGN(Subprocess server,
+                         Subprocess::SpawnAndWaitReady({SLUICE_KV_SERVER_BIN, socket_flag_}));
+    server_.emplace(std::move(server));
   }
   void TearDown() override {
     if (server_) {
@@ -39,21 +43,6 @@ class KvExampleTest : public ::testing::Test {
     }
     std::string command = "rm -rf " + dir_;
     (void)!std::system(command.c_str());
-  }
-
-  absl::StatusOr<std::optional<Subprocess>> StartReady(std::vector<std::string> argv) {
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) return absl::InternalError("pipe2");
-    UniqueFd read_end(fds[0]), write_end(fds[1]);
-    argv.push_back("--ready_fd=3");
-    auto child = Subprocess::Spawn(argv, {write_end.get()});
-    if (!child.ok()) return child.status();
-    write_end.reset();
-    char buffer[8];
-    if (read(read_end.get(), buffer, sizeof(buffer)) <= 0) {
-      return absl::UnavailableError(argv[0] + " never got ready");
-    }
-    return std::optional<Subprocess>(*std::move(child));
   }
 
   std::string dir_;

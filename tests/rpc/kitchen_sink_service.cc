@@ -139,6 +139,11 @@ absl::StatusOr<flatbuffers::Offset<sink::Counter>> PainterService::Sleep(
   return sink::CreateCounter(reply, request.value());
 }
 
+absl::StatusOr<flatbuffers::Offset<sink::Caller>> PainterService::WhoAmI(
+    const rpc::CallContext& context, const sink::Empty&, flatbuffers::FlatBufferBuilder& reply) {
+  return sink::CreateCaller(reply, context.caller.pid, context.caller.uid, context.caller.gid);
+}
+
 absl::StatusOr<flatbuffers::Offset<sink::AddResponse>> CalculatorService::Add(
     const rpc::CallContext&, const sink::AddRequest& request,
     flatbuffers::FlatBufferBuilder& reply) {

@@ -41,6 +41,9 @@ class PainterService : public ::sluice::test::sink::PainterStub {
   absl::StatusOr<flatbuffers::Offset<::sluice::test::sink::Counter>> Sleep(
       const rpc::CallContext& context, const ::sluice::test::sink::Counter& request,
       flatbuffers::FlatBufferBuilder& reply) override;
+  absl::StatusOr<flatbuffers::Offset<::sluice::test::sink::Caller>> WhoAmI(
+      const rpc::CallContext& context, const ::sluice::test::sink::Empty& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
 
  private:
   std::atomic<uint64_t> total_{0};

@@ -3,12 +3,15 @@
 //   rpc_test_peer painter|calculator   serve that service on fds 3 (region), 4 (liveness)
 //   rpc_test_peer hostile VARIANT      act as a client sending a malformed Echo request;
 //                                      exit 0 if it was refused with DATA_LOSS
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 
 #include "ipc/base/errors.h"
+#include "ipc/host/service_host.h"
 #include "tests/rpc/kitchen_sink_service.h"
 #include "tests/testing/channel_pair.h"
 
@@ -73,10 +76,25 @@ int RunHostile(const std::string& variant) {
   return 1;
 }
 
+// Publishes a Painter with the service manager at `socket`, says "ready" on
+// fd 3 (--ready_fd=3 is the last argument), and serves until killed.
+int RunPublished(const std::string& socket) {
+  auto manager = ServiceManager::Connect({.socket_path = socket});
+  if (!manager.ok()) return Fail("connect", manager.status());
+  ServiceHost host(**manager);
+  if (absl::Status published = host.Publish(std::make_shared<PainterService>()); !published.ok()) {
+    return Fail("publish", published);
+  }
+  (void)!::write(3, "ready\n", 6);
+  ::close(3);
+  for (;;) ::pause();
+}
+
 int Main(int argc, char** argv) {
   if (argc < 2) return Fail("usage", absl::InvalidArgumentError("role missing"));
   const std::string role = argv[1];
   if (role == "hostile") return RunHostile(argc > 2 ? argv[2] : "random");
+  if (role == "publish") return RunPublished(argc > 2 ? argv[2] : "");
   auto watcher = PeerWatcher::Create();
   if (!watcher.ok()) return Fail("watcher", watcher.status());
   auto channel = ServerChannelFromInheritedFds(**watcher);
