@@ -10,6 +10,7 @@ SLUICE_PACKAGES=(
   g++ cmake ninja-build pkg-config git
   libabsl-dev libflatbuffers-dev flatbuffers-compiler libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   clang libclang-rt-14-dev
 )
 

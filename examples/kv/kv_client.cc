@@ -80,7 +80,10 @@ int Run() {
   auto deleted = (*kv)->Delete(p + "veg/leek");
   check(deleted.ok() && (*deleted)->deleted(), "Delete(veg/leek) -> deleted");
   auto missing = (*kv)->Get(p + "veg/leek");
-  check(missing.ok() && !(*missing)->found(), "Get(veg/leek) -> not found");
+  check(missing.ok() && !(*missing)->found(),
+        absl::StrCat("Get(veg/leek) -> ", !missing.ok()         ? missing.status().ToString()
+                                          : (*missing)->found() ? "found"
+                                                                : "not found"));
 
   // A server-side error arrives with its code and message.
   auto empty_key = (*kv)->Put("", Bytes("x"));
@@ -99,8 +102,11 @@ int Run() {
       },
       {.size_hint = kBig + 256});
   auto big_back = (*kv)->Get(p + "blob/big");
-  check(big.ok() && big_back.ok() && (*big_back)->value()->size() == kBig,
-        absl::StrCat("Put/Get of a ", kBig / 1024, " KiB value written in place"));
+  check(big.ok() && big_back.ok() && (*big_back)->value() != nullptr &&
+            (*big_back)->value()->size() == kBig,
+        absl::StrCat("Put/Get of a ", kBig / 1024, " KiB value written in place",
+                     big.ok() ? "" : " -> Put: " + big.status().ToString(),
+                     big_back.ok() ? "" : " -> Get: " + big_back.status().ToString()));
 
   // Oneway: returns as soon as it is queued; the server prints its audit log on exit.
   check((*kv)->Audit("demo session done").ok(), "Audit(\"demo session done\") (oneway)");

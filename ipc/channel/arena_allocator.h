@@ -23,9 +23,16 @@ namespace sluice {
 
 class ArenaAllocator {
  public:
+  // Where in a gap a block goes. kHigh places blocks at the top of the
+  // highest gap that fits: for blocks later shrunk to their tail (a
+  // FlatBuffer built back to front), the freed fronts then join the free
+  // space below instead of leaving holes.
+  enum class Placement : uint8_t { kLow, kHigh };
+
   // An arena of `size` bytes handing out blocks aligned to `alignment` (a
   // power of two dividing `size`), with at most `max_blocks` live at once.
-  ArenaAllocator(uint64_t size, uint64_t alignment, uint32_t max_blocks);
+  ArenaAllocator(uint64_t size, uint64_t alignment, uint32_t max_blocks,
+                 Placement placement = Placement::kLow);
 
   // Offset of a new block of at least `size` bytes (size 0 counts as 1), or
   // nullopt if no gap is large enough or max_blocks are live.
@@ -34,6 +41,11 @@ class ArenaAllocator {
   // Releases the block starting at `offset`. Returns false (and changes
   // nothing) if no live block starts there.
   bool Free(uint64_t offset);
+
+  // Keeps only [new_offset, new_offset + new_size) of the block starting at
+  // `offset` (rounded out to the alignment), giving the rest back. False (and
+  // nothing changes) if there is no such block or the range is not inside it.
+  bool Shrink(uint64_t offset, uint64_t new_offset, uint64_t new_size);
 
   // Size of the block starting at `offset`, 0 if none.
   uint64_t BlockSize(uint64_t offset) const;
@@ -51,6 +63,7 @@ class ArenaAllocator {
   uint64_t size_;
   uint64_t alignment_;
   uint32_t max_blocks_;
+  Placement placement_;
   std::vector<Block> blocks_;  // Sorted by offset; capacity reserved up front.
 };
 

@@ -305,5 +305,37 @@ TEST(ArenaAllocatorTest, RandomizedOperationsMatchTheReferenceModel) {
   }
 }
 
+TEST(ArenaAllocatorTest, ShrinkKeepsTheTailAndFreesTheRest) {
+  ArenaAllocator arena(4096, 64, 4);
+  auto block = arena.Allocate(1024);
+  ASSERT_TRUE(block.has_value());
+  // Keep 100 bytes near the end: rounded out to [896, 1024).
+  ASSERT_TRUE(arena.Shrink(*block, *block + 900, 100));
+  EXPECT_EQ(arena.BlockSize(*block + 896), 128u);
+  EXPECT_EQ(arena.BlockSize(*block), 0u);
+  EXPECT_EQ(arena.LargestFreeGap(), 4096u - 1024u);
+  EXPECT_FALSE(arena.Shrink(*block, *block, 10)) << "no block starts there any more";
+  EXPECT_FALSE(arena.Shrink(*block + 896, *block + 800, 10)) << "range outside the block";
+  EXPECT_TRUE(arena.Free(*block + 896));
+  EXPECT_EQ(arena.LargestFreeGap(), 4096u);
+}
+
+TEST(ArenaAllocatorTest, HighPlacementFillsFromTheTop) {
+  ArenaAllocator arena(4096, 64, 8, ArenaAllocator::Placement::kHigh);
+  auto a = arena.Allocate(1000);
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(*a, 4096u - 1024u);
+  auto b = arena.Allocate(64);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(*b, 4096u - 1024u - 64u);
+  // A tail kept from a large block leaves the free space below in one piece.
+  ASSERT_TRUE(arena.Free(*b));
+  auto big = arena.Allocate(2048);
+  ASSERT_TRUE(big.has_value());
+  ASSERT_TRUE(arena.Shrink(*big, *big + 2000, 48));
+  EXPECT_EQ(arena.LargestFreeGap(), 4096u - 1024u - 64u);
+  EXPECT_FALSE(arena.Allocate(4096).has_value());
+}
+
 }  // namespace
 }  // namespace sluice

@@ -234,9 +234,11 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
       shared.oneway_seq.store(next_oneway_seq_++, std::memory_order_relaxed);
       detached_slots_ |= uint64_t{1} << i;
     }
-    shared.request_offset.store(
-        state.block + static_cast<uint64_t>(message.data() - call.buffer_.data()),
-        std::memory_order_relaxed);
+    // An empty message may carry any pointer (even null): it then sits at the
+    // block's start.
+    const uint64_t offset_in_block =
+        message.empty() ? 0 : static_cast<uint64_t>(message.data() - call.buffer_.data());
+    shared.request_offset.store(state.block + offset_in_block, std::memory_order_relaxed);
   }
   call.channel_ = nullptr;  // The slot is in flight now; the call no longer owns it.
   shared.request_length.store(message.size(), std::memory_order_relaxed);
@@ -278,14 +280,12 @@ absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time
   channel_layout::Slot& shared = endpoint_->slot(slot);
   auto answered = [&] { return shared.reply_seq.load(std::memory_order_acquire) == seq; };
   const auto& spin = endpoint_->options().spin;
+  // Spinning publishes nothing: a store to our words here would pull their
+  // cache line away from the server, which polls the doorbell beside it.
   if (spin.call_spin > absl::ZeroDuration() &&
-      endpoint_->PeerRunningElsewhere(
+      endpoint_->PeerOnAnotherCpu(
           endpoint_->server_words().activity.load(std::memory_order_relaxed))) {
-    endpoint_->PublishActivity(ActivityState::kSpinning);
-    if (endpoint_->Spin(answered, spin.call_spin)) {
-      endpoint_->PublishActivity(ActivityState::kRunning);
-      return absl::OkStatus();
-    }
+    if (endpoint_->Spin(answered, spin.call_spin)) return absl::OkStatus();
   }
   endpoint_->PublishActivity(ActivityState::kSleeping);
   absl::Status result = absl::OkStatus();
@@ -346,6 +346,8 @@ absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
 void ClientChannel::ReleaseReply(uint32_t slot) {
   {
     MutexLock lock(&mu_);
+    // Lets the server reuse the reply's space before this slot carries its
+    // next call (it also frees it then).
     endpoint_->slot(slot).reply_released_seq.store(slots_[slot].seq, std::memory_order_release);
     ReleaseSlotLocked(slot);
   }
@@ -461,9 +463,12 @@ ServerChannel::ServerChannel(std::unique_ptr<Endpoint> endpoint)
     : endpoint_(std::move(endpoint)),
       arena_(endpoint_->header().reply_arena_size, kArenaAlignment,
              // One answered block per slot plus one reservation per slot.
-             2 * endpoint_->header().slot_count) {
+             2 * endpoint_->header().slot_count,
+             // Replies are trimmed to their tail once answered (see Complete).
+             ArenaAllocator::Placement::kHigh) {
   for (uint32_t i = 0; i < endpoint_->header().slot_count; ++i) {
     slots_[i].served_seq = endpoint_->slot(i).reply_seq.load(std::memory_order_relaxed);
+    claimed_seq_[i].store(slots_[i].served_seq, std::memory_order_relaxed);
   }
 }
 
@@ -477,7 +482,6 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
   const auto& spin = endpoint_->options().spin;
   for (;;) {
     if (absl::Status health = endpoint_->health(); !health.ok()) return health;
-    const uint32_t doorbell = client_words.doorbell.load(std::memory_order_acquire);
     {
       MutexLock lock(&mu_);
       std::optional<IncomingCall> call;
@@ -489,23 +493,23 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
     }
     // Nothing pending. Right after answering a call, and while the client
     // runs on another CPU, the next request is likely microseconds away.
+    // The spin polls the slots themselves, not the doorbell: the client's
+    // doorbell increment then stays in its own cache instead of bouncing.
     const int64_t spin_until = last_completion_ns_.load(std::memory_order_relaxed) +
                                absl::ToInt64Nanoseconds(spin.serve_spin);
     if (internal::MonotonicNanos() < spin_until &&
-        endpoint_->PeerRunningElsewhere(client_words.activity.load(std::memory_order_relaxed))) {
-      endpoint_->PublishActivity(ActivityState::kSpinning);
+        endpoint_->PeerOnAnotherCpu(client_words.activity.load(std::memory_order_relaxed))) {
       const absl::Duration budget = absl::Nanoseconds(spin_until - internal::MonotonicNanos());
-      if (endpoint_->Spin(
-              [&] { return client_words.doorbell.load(std::memory_order_acquire) != doorbell; },
-              budget)) {
-        continue;
-      }
+      if (endpoint_->Spin([&] { return AnyRequestPending(); }, budget)) continue;
     }
+    // Sleep: announce, snapshot the doorbell, look once more, then wait for
+    // the doorbell to move (a request published after the snapshot) or a wake.
     const uint32_t events = endpoint_->events();
     endpoint_->PublishActivity(ActivityState::kSleeping);
     server_words.sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const uint32_t doorbell = client_words.doorbell.load(std::memory_order_seq_cst);
     absl::Status waited = absl::OkStatus();
-    if (client_words.doorbell.load(std::memory_order_seq_cst) == doorbell) {
+    if (!AnyRequestPending()) {
       waited = endpoint_->Wait(client_words.doorbell, doorbell, events, deadline);
     }
     server_words.sleepers.fetch_sub(1, std::memory_order_seq_cst);
@@ -514,6 +518,25 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
     }
     if (!waited.ok()) return waited;
   }
+}
+
+bool ServerChannel::AnyRequestPending() const {
+  const uint32_t n = endpoint_->header().slot_count;
+  const bool oneway_busy = oneway_busy_.load(std::memory_order_relaxed);
+  for (uint32_t i = 0; i < n; ++i) {
+    const channel_layout::Slot& slot = endpoint_->slot(i);
+    if (slot.request_seq.load(std::memory_order_acquire) ==
+        claimed_seq_[i].load(std::memory_order_relaxed)) {
+      continue;
+    }
+    // A oneway queued behind the one in service cannot be taken yet; its
+    // completion wakes a sleeper (Complete), so do not spin on it.
+    if (oneway_busy && (slot.flags.load(std::memory_order_relaxed) & kSlotFlagOneway) != 0) {
+      continue;
+    }
+    return true;
+  }
+  return false;
 }
 
 absl::StatusOr<std::optional<IncomingCall>> ServerChannel::TryReceive() {
@@ -574,7 +597,11 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call) {
     FreeReplyBlockLocked(i);
     state.busy = true;
     state.served_seq = seq;
-    if (oneway) oneway_in_service_ = true;
+    claimed_seq_[i].store(seq, std::memory_order_relaxed);
+    if (oneway) {
+      oneway_in_service_ = true;
+      oneway_busy_.store(true, std::memory_order_relaxed);
+    }
     scan_start_ = (i + 1) % n;
     const CallHeader header{shared.interface_id.load(std::memory_order_relaxed),
                             shared.method.load(std::memory_order_relaxed)};
@@ -637,18 +664,24 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
     SlotState& state = slots_[i];
     state.busy = false;
     if (call.has_reservation_) {
-      if (code == absl::StatusCode::kOk && length == 0 && !call.oneway_) {
-        // Nothing of the block was sent; keep it only if the reply uses it.
+      if (length == 0) {
+        // Nothing of the block was sent.
         arena_.Free(call.reservation_);
       } else {
+        // Keep only what the reply occupies (FlatBuffers build at the end of
+        // the reservation): the client may hold it for a while.
+        const uint64_t kept = arena_.Shrink(call.reservation_, offset, length)
+                                  ? offset / kArenaAlignment * kArenaAlignment
+                                  : call.reservation_;
         state.has_reply_block = true;
-        state.reply_block = call.reservation_;
+        state.reply_block = kept;
         state.reply_seq = call.seq_;
       }
     }
     if (call.oneway_) {
       ++next_oneway_seq_;
       oneway_in_service_ = false;
+      oneway_busy_.store(false, std::memory_order_relaxed);
       wake_deferred = std::exchange(oneway_deferred_, false);
     }
   }

@@ -288,6 +288,7 @@ class ServerChannel {
   // pending (no Status for that: building one allocates, and this runs on
   // every idle poll). Errors only for a malformed request.
   absl::Status TryClaimLocked(std::optional<IncomingCall>* call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool AnyRequestPending() const;
   absl::StatusOr<uint64_t> AllocateReplyLocked(uint64_t capacity)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeReplyBlockLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -306,6 +307,10 @@ class ServerChannel {
   // MonotonicNanos() of the last completion: threads spin for new requests
   // only shortly after one, so an idle server sleeps.
   std::atomic<int64_t> last_completion_ns_{0};
+  // Mirror of SlotState::served_seq readable without mu_, for spinning: a
+  // slot whose request_seq differs holds a request nobody has taken yet.
+  std::atomic<uint32_t> claimed_seq_[channel_layout::kMaxSlots] = {};
+  std::atomic<bool> oneway_busy_{false};  // Mirror of oneway_in_service_.
 };
 
 }  // namespace sluice

@@ -2,6 +2,7 @@
 
 #include <sched.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <climits>
 #include <cstring>
@@ -27,15 +28,6 @@ void CpuRelax() {
   asm volatile("yield");
 #endif
 }
-
-namespace {
-int UsableCpus() {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return 1;
-  return CPU_COUNT(&set);
-}
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region region,
                                                          UniqueFd liveness, PeerWatcher& watcher,
@@ -77,7 +69,7 @@ Endpoint::Endpoint(Side side, Region region, UniqueFd liveness, const ChannelHea
       slots_(reinterpret_cast<channel_layout::Slot*>(region_.data() + h.slots_offset)),
       request_arena_(region_.data() + h.request_arena_offset),
       reply_arena_(region_.data() + h.reply_arena_offset),
-      usable_cpus_(UsableCpus()) {}
+      online_cpus_(static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))) {}
 
 Endpoint::~Endpoint() {
   if (watcher_ != nullptr) watcher_->Unwatch(watch_id_);
@@ -149,10 +141,8 @@ absl::Status Endpoint::Wait(const FutexWord& word, uint32_t expected, uint32_t e
   return woken.ok() ? absl::OkStatus() : woken.status();
 }
 
-bool Endpoint::PeerRunningElsewhere(uint32_t peer_activity) const {
-  if (usable_cpus_ < 2) return false;
-  const ActivityState state = channel_layout::ActivityStateOf(peer_activity);
-  if (state != ActivityState::kRunning && state != ActivityState::kSpinning) return false;
+bool Endpoint::PeerOnAnotherCpu(uint32_t peer_activity) const {
+  if (online_cpus_ < 2) return false;
   const int peer_cpu = channel_layout::ActivityCpuOf(peer_activity);
   return peer_cpu < 0 || peer_cpu != ::sched_getcpu();
 }

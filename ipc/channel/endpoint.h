@@ -76,9 +76,12 @@ class Endpoint {
   template <typename Done>
   bool Spin(Done done, absl::Duration budget) const;
 
-  // True when spinning for the peer can pay off: it is running or spinning,
-  // on another CPU than ours, and this process may use more than one CPU.
-  bool PeerRunningElsewhere(uint32_t peer_activity) const;
+  // True when spinning for the peer can pay off: the machine has more than
+  // one CPU and the peer last ran on another CPU than this thread's. The
+  // peer's running/sleeping state is deliberately not consulted: a peer that
+  // is being woken (or just woke us) is about to run, and a waiter that
+  // sleeps because of it keeps both sides on the slow path.
+  bool PeerOnAnotherCpu(uint32_t peer_activity) const;
   // Publishes what this side is doing (into its own words only).
   void PublishActivity(channel_layout::ActivityState state) const;
 
@@ -96,7 +99,7 @@ class Endpoint {
   channel_layout::Slot* slots_;
   std::byte* request_arena_;
   std::byte* reply_arena_;
-  int usable_cpus_;
+  int online_cpus_;
 
   PeerWatcher* watcher_ = nullptr;
   PeerWatcher::WatchId watch_id_ = 0;

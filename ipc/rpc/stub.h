@@ -36,6 +36,9 @@ struct CallContext {
   PeerCredentials caller;
 };
 
+// Smallest reply reservation: a FlatBuffer's fixed costs fit comfortably.
+inline constexpr size_t kMinReplyReservation = 512;
+
 // Per-method counters a stub keeps. reply_hint learns the largest reply so
 // far, so that later replies fit their first reservation.
 struct MethodStats {
@@ -99,8 +102,13 @@ absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t
     (void)call.Fail(request.status());
     return request.status();
   }
-  const size_t hint = RoundUpForBuilder(stats.reply_hint.load(std::memory_order_relaxed));
+  size_t hint = RoundUpForBuilder(stats.reply_hint.load(std::memory_order_relaxed));
   absl::StatusOr<std::span<std::byte>> space = call.ReserveReply(hint);
+  if (!space.ok() && hint > kMinReplyReservation) {
+    // A large hint (learned from a large reply) must not fail a small one.
+    hint = kMinReplyReservation;
+    space = call.ReserveReply(hint);
+  }
   if (!space.ok()) return call.Fail(space.status());
   RegionAllocator allocator(*space);
   flatbuffers::FlatBufferBuilder fbb(space->size(), &allocator, /*own_allocator=*/false);
@@ -109,7 +117,15 @@ absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t
   fbb.Finish(*root);
   const size_t size = fbb.GetSize();
   const auto* data = reinterpret_cast<const std::byte*>(fbb.GetBufferPointer());
-  if (!allocator.overflowed()) return call.Reply({data, size});
+  if (!allocator.overflowed()) {
+    // Far smaller than reserved: let the hint come down again.
+    if (size < hint / 4 && hint > kMinReplyReservation) {
+      size_t current = hint;
+      (void)stats.reply_hint.compare_exchange_strong(
+          current, std::max(kMinReplyReservation, hint / 2), std::memory_order_relaxed);
+    }
+    return call.Reply({data, size});
+  }
   // The reply outgrew its reservation: copy it once more, and reserve enough
   // next time.
   size_t grown = hint;

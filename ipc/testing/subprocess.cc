@@ -29,7 +29,9 @@ absl::StatusOr<Subprocess> Subprocess::Spawn(const std::vector<std::string>& arg
     // fd above the target range so that dup2 cannot clobber a later source.
     std::vector<int> moved(fds.size());
     for (size_t i = 0; i < fds.size(); ++i) {
-      moved[i] = ::fcntl(fds[i], F_DUPFD, 3 + static_cast<int>(fds.size()) + 16);
+      // Close-on-exec: only the dup2 targets below may reach the new program,
+      // or a child would hold a second copy of, say, a liveness socket.
+      moved[i] = ::fcntl(fds[i], F_DUPFD_CLOEXEC, 3 + static_cast<int>(fds.size()) + 16);
       if (moved[i] < 0) ::_exit(126);
     }
     for (size_t i = 0; i < fds.size(); ++i) {

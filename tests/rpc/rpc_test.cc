@@ -233,6 +233,37 @@ TEST_P(RpcTest, LargeReplyLargerThanTheFirstReservation) {
   }
 }
 
+// Regression: a large reply taught the method a large reservation, and the
+// small replies that followed, each reserving that much and held by idle
+// slots, filled the reply arena (RESOURCE_EXHAUSTED for every later call).
+TEST_P(RpcTest, ALargeReplyDoesNotStarveTheSmallOnesAfterIt) {
+  ASSERT_OK_AND_ASSIGN(auto server, Server::Start(GetParam(), *watcher_));  // 1 MiB reply arena.
+  sink::PainterProxy painter(server->channel());
+  for (int round = 0; round < 3; ++round) {
+    ASSERT_OK_AND_ASSIGN(auto big, painter.Download(600 * 1024));
+    ASSERT_EQ(big->data()->size(), 600u * 1024);
+  }
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      std::vector<rpc::Response<sink::Counter>> held;
+      for (int i = 0; i < 4; ++i) {  // Several small replies held at once.
+        auto total = painter.Total();
+        if (!total.ok()) {
+          ADD_FAILURE() << total.status();
+          failures.fetch_add(1);
+          return;
+        }
+        held.push_back(*std::move(total));
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_OK(painter.Download(600 * 1024));
+}
+
 TEST_P(RpcTest, RequestLargerThanTheChannelIsResourceExhausted) {
   channel_layout::Geometry geometry;
   geometry.request_arena_size = 64 * 1024;
