@@ -8,6 +8,7 @@
 //   channel_test_peer client-hang   act as a client: one call, wait forever
 //   channel_test_peer hostile       act as a client that writes a malformed slot
 //   channel_test_peer garbage       act as a client that fills its words with random bytes
+//   channel_test_peer count-fds     exit with the number of descriptors it was started with
 #include <unistd.h>
 
 #include <cstdio>
@@ -19,6 +20,7 @@
 #include "ipc/channel/channel.h"
 #include "ipc/channel/layout.h"
 #include "ipc/sync/futex.h"
+#include "ipc/testing/subprocess.h"
 #include "tests/channel/echo_protocol.h"
 
 namespace sluice::testing {
@@ -71,6 +73,7 @@ int Main(int argc, char** argv) {
   if (argc < 2) return Fail("usage", absl::InvalidArgumentError("role missing"));
   const std::string role = argv[1];
   if (role == "hostile" || role == "garbage") return RunHostile(role == "garbage");
+  if (role == "count-fds") return CountOpenFds();
 
   auto watcher = PeerWatcher::Create();
   if (!watcher.ok()) return Fail("watcher", watcher.status());
