@@ -31,13 +31,13 @@ absl::Status RejectMethod(IncomingCall& call, absl::string_view service) {
 absl::Status CheckMethod(IncomingCall& call, uint64_t method_word, bool oneway,
                          absl::string_view what) {
   if (SignatureOf(call.header().method) != SignatureOf(method_word)) {
-    return call.Fail(absl::FailedPreconditionError(
-        absl::StrCat(what, ": request/response types differ between client and server")));
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": request/response types differ between client and server"));
   }
   if (call.oneway() != oneway) {
-    return call.Fail(absl::FailedPreconditionError(
+    return absl::FailedPreconditionError(
         absl::StrCat(what, oneway ? " is oneway but was called synchronously"
-                                  : " is synchronous but was called oneway")));
+                                  : " is synchronous but was called oneway"));
   }
   return absl::OkStatus();
 }

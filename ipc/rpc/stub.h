@@ -65,7 +65,8 @@ absl::Status Serve(ServerChannel& channel, ServiceStub& stub);
 absl::Status RejectInterface(IncomingCall& call, absl::string_view service, uint64_t interface_id);
 absl::Status RejectMethod(IncomingCall& call, absl::string_view service);
 
-// Checks the signature half of the method word and the sync/oneway kind.
+// Checks the signature half of the method word and the sync/oneway kind:
+// FAILED_PRECONDITION (not yet sent to the caller) when they differ.
 absl::Status CheckMethod(IncomingCall& call, uint64_t method_word, bool oneway,
                          absl::string_view what);
 
@@ -73,18 +74,27 @@ absl::Status CheckMethod(IncomingCall& call, uint64_t method_word, bool oneway,
 // kept: a warmed-up server thread copies without allocating.
 MessageBuffer& ThreadRequestBuffer();
 
-template <typename Request, typename Handler>
-absl::Status HandleOneway(IncomingCall& call, const CallContext& context, uint64_t method_word,
-                          absl::string_view what, MethodStats& stats, Handler&& handler) {
-  if (absl::Status ok = CheckMethod(call, method_word, /*oneway=*/true, what); !ok.ok()) {
-    return ok;
+// The request of `call` checked against the method and verified, or the
+// error it was failed with (DATA_LOSS for a malformed one).
+template <typename Request>
+absl::StatusOr<const Request*> AcceptRequest(IncomingCall& call, uint64_t method_word, bool oneway,
+                                             absl::string_view what, MethodStats& stats) {
+  if (absl::Status mismatch = CheckMethod(call, method_word, oneway, what); !mismatch.ok()) {
+    (void)call.Fail(mismatch);
+    return mismatch;
   }
   stats.calls.fetch_add(1, std::memory_order_relaxed);
   auto request = VerifyMessage<Request>(Stabilize(call.request(), ThreadRequestBuffer()), what);
-  if (!request.ok()) {
-    (void)call.Fail(request.status());
-    return request.status();
-  }
+  if (!request.ok()) (void)call.Fail(request.status());
+  return request;
+}
+
+template <typename Request, typename Handler>
+absl::Status HandleOneway(IncomingCall& call, const CallContext& context, uint64_t method_word,
+                          absl::string_view what, MethodStats& stats, Handler&& handler) {
+  absl::StatusOr<const Request*> request =
+      AcceptRequest<Request>(call, method_word, /*oneway=*/true, what, stats);
+  if (!request.ok()) return request.status();
   // A oneway caller is not waiting for the outcome; errors go nowhere.
   (void)handler(context, **request);
   return call.Reply({});
@@ -93,15 +103,9 @@ absl::Status HandleOneway(IncomingCall& call, const CallContext& context, uint64
 template <typename Request, typename Response, typename Handler>
 absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t method_word,
                         absl::string_view what, MethodStats& stats, Handler&& handler) {
-  if (absl::Status ok = CheckMethod(call, method_word, /*oneway=*/false, what); !ok.ok()) {
-    return ok;
-  }
-  stats.calls.fetch_add(1, std::memory_order_relaxed);
-  auto request = VerifyMessage<Request>(Stabilize(call.request(), ThreadRequestBuffer()), what);
-  if (!request.ok()) {
-    (void)call.Fail(request.status());
-    return request.status();
-  }
+  absl::StatusOr<const Request*> request =
+      AcceptRequest<Request>(call, method_word, /*oneway=*/false, what, stats);
+  if (!request.ok()) return request.status();
   size_t hint = RoundUpForBuilder(stats.reply_hint.load(std::memory_order_relaxed));
   absl::StatusOr<std::span<std::byte>> space = call.ReserveReply(hint);
   if (!space.ok() && hint > kMinReplyReservation) {

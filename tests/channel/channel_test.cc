@@ -21,6 +21,7 @@
 #include "ipc/socket/unix_socket.h"
 #include "ipc/testing/subprocess.h"
 #include "tests/channel/echo_protocol.h"
+#include "tests/testing/channel_pair.h"
 #include "tests/testing/status_matchers.h"
 
 namespace sluice::testing {
@@ -294,14 +295,9 @@ TEST_P(ChannelTest, MessageOutsideTheCallBufferIsRejected) {
 
 TEST(ChannelLifecycle, CloseFailsABlockedCallerWithCancelled) {
   ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
-  ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
-  ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
-  ASSERT_OK_AND_ASSIGN(UniqueFd fd, region.DuplicateFd());
-  ASSERT_OK_AND_ASSIGN(Region server_region, Region::Adopt(std::move(fd), 0, Region::kMaxSize));
-  ASSERT_OK_AND_ASSIGN(auto server, ServerChannel::Open(std::move(server_region),
-                                                        std::move(sockets.second), *watcher));
-  ASSERT_OK_AND_ASSIGN(auto client,
-                       ClientChannel::Open(std::move(region), std::move(sockets.first), *watcher));
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  auto& client = pair.client;
+  auto& server = pair.server;
   std::thread caller([&] {
     auto call = client->BeginCall(16);
     ASSERT_OK(call);
@@ -316,14 +312,9 @@ TEST(ChannelLifecycle, CloseFailsABlockedCallerWithCancelled) {
 
 TEST(ChannelLifecycle, CallHeaderTravelsWithTheRequest) {
   ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
-  ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
-  ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
-  ASSERT_OK_AND_ASSIGN(UniqueFd fd, region.DuplicateFd());
-  ASSERT_OK_AND_ASSIGN(Region server_region, Region::Adopt(std::move(fd), 0, Region::kMaxSize));
-  ASSERT_OK_AND_ASSIGN(auto server, ServerChannel::Open(std::move(server_region),
-                                                        std::move(sockets.second), *watcher));
-  ASSERT_OK_AND_ASSIGN(auto client,
-                       ClientChannel::Open(std::move(region), std::move(sockets.first), *watcher));
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  auto& client = pair.client;
+  auto& server = pair.server;
   ASSERT_OK_AND_ASSIGN(OutgoingCall call, client->BeginCall(8));
   call.header() = CallHeader{0x1122334455667788, 0x99};
   ASSERT_OK(client->Send(std::move(call), call.buffer()));

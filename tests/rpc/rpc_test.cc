@@ -303,6 +303,23 @@ TEST_P(RpcTest, UnknownMethodIsUnimplementedAndMismatchedSignatureIsRejected) {
   EXPECT_OK(painter.Total());
 }
 
+// Regression: a rejected call (here a oneway method called synchronously)
+// was answered with the error but then still run.
+TEST_P(RpcTest, ARejectedCallIsNotRun) {
+  ASSERT_OK_AND_ASSIGN(auto server, Server::Start(GetParam(), *watcher_));
+  ClientChannel& channel = server->channel();
+  ASSERT_OK_AND_ASSIGN(OutgoingCall call, channel.BeginCall(64));
+  flatbuffers::FlatBufferBuilder fbb;
+  fbb.Finish(sink::CreateCounter(fbb, 1));
+  std::memcpy(call.buffer().data(), fbb.GetBufferPointer(), fbb.GetSize());
+  call.header() = CallHeader{sink::PainterInterface::kInterfaceId, sink::PainterInterface::kNote};
+  EXPECT_THAT(channel.Call(std::move(call), call.buffer().first(fbb.GetSize())),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("oneway")));
+  sink::PainterProxy painter(channel);
+  ASSERT_OK_AND_ASSIGN(auto total, painter.Total());
+  EXPECT_EQ(total->value(), 0u) << "the rejected Note ran";
+}
+
 TEST(RpcProcessTest, ServerDeathFailsThePendingCallWithPeerDead) {
   ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
   ASSERT_OK_AND_ASSIGN(auto server, Server::Start(Mode::kProcess, *watcher));
