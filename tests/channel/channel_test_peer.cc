@@ -8,7 +8,9 @@
 //   channel_test_peer client-hang   act as a client: one call, wait forever
 //   channel_test_peer hostile       act as a client that writes a malformed slot
 //   channel_test_peer garbage       act as a client that fills its words with random bytes
-//   channel_test_peer count-fds     exit with the number of descriptors it was started with
+//   channel_test_peer count-duplicates  exit with how many descriptors other than 3
+//                                       and 4 refer to the same files as 3 and 4
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -20,7 +22,6 @@
 #include "ipc/channel/channel.h"
 #include "ipc/channel/layout.h"
 #include "ipc/sync/futex.h"
-#include "ipc/testing/subprocess.h"
 #include "tests/channel/echo_protocol.h"
 
 namespace sluice::testing {
@@ -69,11 +70,25 @@ int RunHostile(bool random_garbage) {
   SleepForever();
 }
 
+int CountDuplicatesOfPassedFds() {
+  struct stat passed[2];
+  if (::fstat(kRegionFd, &passed[0]) != 0 || ::fstat(kLivenessFd, &passed[1]) != 0) return 100;
+  int duplicates = 0;
+  for (int fd = 0; fd < 1024; ++fd) {
+    struct stat st;
+    if (fd == kRegionFd || fd == kLivenessFd || ::fstat(fd, &st) != 0) continue;
+    for (const struct stat& p : passed) {
+      if (st.st_dev == p.st_dev && st.st_ino == p.st_ino) ++duplicates;
+    }
+  }
+  return duplicates;
+}
+
 int Main(int argc, char** argv) {
   if (argc < 2) return Fail("usage", absl::InvalidArgumentError("role missing"));
   const std::string role = argv[1];
   if (role == "hostile" || role == "garbage") return RunHostile(role == "garbage");
-  if (role == "count-fds") return CountOpenFds();
+  if (role == "count-duplicates") return CountDuplicatesOfPassedFds();
 
   auto watcher = PeerWatcher::Create();
   if (!watcher.ok()) return Fail("watcher", watcher.status());
