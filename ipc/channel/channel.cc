@@ -357,8 +357,20 @@ void ClientChannel::ReleaseReply(uint32_t slot) {
 // ---------------------------------------------------------------------------
 // IncomingCall
 
+IncomingCall::IncomingCall(ServerChannel* channel, uint32_t slot, uint32_t seq,
+                           std::span<const std::byte> request, const CallHeader& header,
+                           bool oneway)
+    : channel_(channel),
+      caller_(&channel->peer()),
+      slot_(slot),
+      seq_(seq),
+      request_(request),
+      header_(header),
+      oneway_(oneway) {}
+
 IncomingCall::IncomingCall(IncomingCall&& other) noexcept
     : channel_(std::exchange(other.channel_, nullptr)),
+      caller_(other.caller_),
       slot_(other.slot_),
       seq_(other.seq_),
       request_(other.request_),
@@ -372,6 +384,7 @@ IncomingCall& IncomingCall::operator=(IncomingCall&& other) noexcept {
   if (this != &other) {
     Abandon();
     channel_ = std::exchange(other.channel_, nullptr);
+    caller_ = other.caller_;
     slot_ = other.slot_;
     seq_ = other.seq_;
     request_ = other.request_;
@@ -394,8 +407,6 @@ void IncomingCall::Abandon() {
     (void)Fail(absl::InternalError("the server dropped the call without answering it"));
   }
 }
-
-const PeerCredentials& IncomingCall::caller() const { return channel_->peer(); }
 
 absl::StatusOr<std::span<std::byte>> IncomingCall::ReserveReply(uint64_t capacity) {
   if (channel_ == nullptr) return absl::FailedPreconditionError("call already answered");

@@ -202,7 +202,7 @@ class IncomingCall {
   // As the client set it; untrusted like the request bytes.
   const CallHeader& header() const { return header_; }
   bool oneway() const { return oneway_; }
-  const PeerCredentials& caller() const;
+  const PeerCredentials& caller() const { return *caller_; }
 
   // Space for the reply in the server's arena, at least `capacity` bytes.
   // Reserving again replaces the previous reservation. RESOURCE_EXHAUSTED if
@@ -216,16 +216,11 @@ class IncomingCall {
  private:
   friend class ServerChannel;
   IncomingCall(ServerChannel* channel, uint32_t slot, uint32_t seq,
-               std::span<const std::byte> request, const CallHeader& header, bool oneway)
-      : channel_(channel),
-        slot_(slot),
-        seq_(seq),
-        request_(request),
-        header_(header),
-        oneway_(oneway) {}
+               std::span<const std::byte> request, const CallHeader& header, bool oneway);
   void Abandon();
 
   ServerChannel* channel_ = nullptr;  // nullptr once answered.
+  const PeerCredentials* caller_ = nullptr;
   uint32_t slot_ = 0;
   uint32_t seq_ = 0;
   std::span<const std::byte> request_;

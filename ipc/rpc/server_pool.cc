@@ -11,9 +11,8 @@ namespace {
 constexpr size_t kChannelsPerWait = 127;
 }  // namespace
 
-ServerPool::ServerPool(Options options) : options_(options) {
-  if (options_.max_threads < 1) const_cast<Options&>(options_).max_threads = 1;
-}
+ServerPool::ServerPool(Options options)
+    : options_{std::max(options.max_threads, 1), options.serve_spin} {}
 
 ServerPool::~ServerPool() { Shutdown(); }
 
@@ -78,7 +77,7 @@ void ServerPool::Remove(const std::shared_ptr<Entry>& entry) {
   Changed();
 }
 
-bool ServerPool::ServeOne(Snapshot& local, uint64_t* generation) {
+bool ServerPool::ServeOne(const Snapshot& local) {
   for (const std::shared_ptr<Entry>& entry : local) {
     absl::StatusOr<std::optional<IncomingCall>> call = entry->channel->TryReceive();
     if (!call.ok()) {
@@ -101,7 +100,6 @@ bool ServerPool::ServeOne(Snapshot& local, uint64_t* generation) {
     --busy_;
     return true;
   }
-  (void)generation;
   return false;
 }
 
@@ -114,7 +112,7 @@ void ServerPool::Worker(size_t index) {
   while (!stop_.load(std::memory_order_acquire)) {
     const uint32_t changed = changed_.load(std::memory_order_seq_cst);
     Refresh(local, &generation);
-    if (ServeOne(local, &generation)) {
+    if (ServeOne(local)) {
       last_served_ns = internal::MonotonicNanos();
       continue;
     }
@@ -138,7 +136,7 @@ void ServerPool::Worker(size_t index) {
     }
     // Requests published before the announcements are found by this scan;
     // later ones change a doorbell (or wake us).
-    bool found = ServeOne(local, &generation);
+    bool found = ServeOne(local);
     if (!found) {
       waits.push_back({&changed_, changed, FutexScope::kPrivate});
       (void)FutexWaitAny(waits, absl::InfiniteFuture());

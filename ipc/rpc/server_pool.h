@@ -65,7 +65,7 @@ class ServerPool {
   // Refreshes `local` if the channel set changed since `*generation`.
   void Refresh(Snapshot& local, uint64_t* generation);
   // Serves at most one call from the channels; true if it did.
-  bool ServeOne(Snapshot& local, uint64_t* generation);
+  bool ServeOne(const Snapshot& local);
   void Remove(const std::shared_ptr<Entry>& entry);
   void Changed();
   void MaybeAddThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
