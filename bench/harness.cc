@@ -19,20 +19,6 @@
 
 namespace sluice::bench {
 
-int64_t NowNanos() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
-void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 LatencySummary Summarize(std::vector<int64_t>& nanos) {
   LatencySummary s;
   s.samples = nanos.size();

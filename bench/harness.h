@@ -17,15 +17,16 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "ipc/sync/spin.h"
 
 namespace sluice::bench {
 
 // CLOCK_MONOTONIC in nanoseconds. The same clock in every process, so a
 // timestamp taken in one process can be subtracted from one taken in another.
-int64_t NowNanos();
+inline int64_t NowNanos() { return ::sluice::MonotonicNanos(); }
 
-// A hint to the CPU that we are busy-waiting (x86 `pause`).
-void CpuRelax();
+// The channel's own spin hint, so the raw floors spin exactly as it does.
+using ::sluice::CpuRelax;
 
 struct LatencySummary {
   size_t samples = 0;

@@ -15,20 +15,6 @@ namespace sluice::internal {
 using channel_layout::ActivityState;
 using channel_layout::ChannelHeader;
 
-int64_t MonotonicNanos() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
-void CpuRelax() {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
-}
-
 absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region region,
                                                          UniqueFd liveness, PeerWatcher& watcher,
                                                          const ChannelOptions& options) {

@@ -29,6 +29,7 @@
 #include "ipc/channel/peer_watcher.h"
 #include "ipc/shm/region.h"
 #include "ipc/sync/futex.h"
+#include "ipc/sync/spin.h"
 
 namespace sluice::internal {
 
@@ -115,8 +116,8 @@ class Endpoint {
   void PeerDied();
 };
 
-int64_t MonotonicNanos();
-void CpuRelax();
+using ::sluice::CpuRelax;
+using ::sluice::MonotonicNanos;
 
 template <typename Done>
 bool Endpoint::Spin(Done done, absl::Duration budget) const {

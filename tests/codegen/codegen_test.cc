@@ -55,7 +55,8 @@ TEST(FrontEnd, TablesWithNestedFieldsTakeOnlyABuildFunction) {
 }
 
 TEST(FrontEnd, SyntaxErrorsNameFileAndLine) {
-  const std::string text = "namespace a;\ntable T { x:int; }\nrpc_service S {\n  M(T):Missing;\n}\n";
+  const std::string text =
+      "namespace a;\ntable T { x:int; }\nrpc_service S {\n  M(T):Missing;\n}\n";
   EXPECT_THAT(ParseSchemaText(text, "broken.fbs", {}),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        ::testing::AllOf(HasSubstr("broken.fbs:4"), HasSubstr("Missing"))));
@@ -99,11 +100,11 @@ TEST_P(GoldenTest, GeneratedHeaderMatchesGolden) {
       << golden_path;
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Schemas, GoldenTest,
-    ::testing::Values(std::make_pair(SLUICE_KEY_VALUE_FBS, SLUICE_GOLDEN_DIR "/key_value_sluice.h"),
-                      std::make_pair(SLUICE_KITCHEN_SINK_FBS,
-                                     SLUICE_GOLDEN_DIR "/kitchen_sink_sluice.h")));
+INSTANTIATE_TEST_SUITE_P(Schemas, GoldenTest,
+                         ::testing::Values(std::make_pair(SLUICE_KEY_VALUE_FBS,
+                                                          SLUICE_GOLDEN_DIR "/key_value_sluice.h"),
+                                           std::make_pair(SLUICE_KITCHEN_SINK_FBS, SLUICE_GOLDEN_DIR
+                                                          "/kitchen_sink_sluice.h")));
 
 }  // namespace
 }  // namespace sluice::idlc
