@@ -278,7 +278,14 @@ absl::StatusOr<Reply> ClientChannel::Call(OutgoingCall call, std::span<const std
 
 absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline) {
   channel_layout::Slot& shared = endpoint_->slot(slot);
-  auto answered = [&] { return shared.reply_seq.load(std::memory_order_acquire) == seq; };
+  // When the channel ends, Endpoint::Terminate moves reply_seq by 2^31 to
+  // wake us; a reply that had arrived by then reads as seq ^ 2^31 and still
+  // counts (the server answered before it died).
+  const uint32_t answered_then_ended = seq ^ (1u << 31);
+  auto answered = [&] {
+    const uint32_t value = shared.reply_seq.load(std::memory_order_acquire);
+    return value == seq || value == answered_then_ended;
+  };
   const auto& spin = endpoint_->options().spin;
   // Spinning publishes nothing: a store to our words here would pull their
   // cache line away from the server, which polls the doorbell beside it.
@@ -295,11 +302,10 @@ absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time
       result = health;
       break;
     }
-    const uint32_t events = endpoint_->events();
     shared.reply_waiters.fetch_add(1, std::memory_order_seq_cst);
     const uint32_t current = shared.reply_seq.load(std::memory_order_seq_cst);
     absl::Status waited = absl::OkStatus();
-    if (current != seq) waited = endpoint_->Wait(shared.reply_seq, current, events, deadline);
+    if (current != seq) waited = endpoint_->WaitOnPeerWord(shared.reply_seq, current, deadline);
     shared.reply_waiters.fetch_sub(1, std::memory_order_seq_cst);
     if (absl::IsDeadlineExceeded(waited) && !answered()) {
       result = absl::DeadlineExceededError("no reply from the server before the deadline");
@@ -515,13 +521,12 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
     }
     // Sleep: announce, snapshot the doorbell, look once more, then wait for
     // the doorbell to move (a request published after the snapshot) or a wake.
-    const uint32_t events = endpoint_->events();
     endpoint_->PublishActivity(ActivityState::kSleeping);
     server_words.sleepers.fetch_add(1, std::memory_order_seq_cst);
     const uint32_t doorbell = client_words.doorbell.load(std::memory_order_seq_cst);
     absl::Status waited = absl::OkStatus();
     if (!AnyRequestPending()) {
-      waited = endpoint_->Wait(client_words.doorbell, doorbell, events, deadline);
+      waited = endpoint_->WaitOnPeerWord(client_words.doorbell, doorbell, deadline);
     }
     server_words.sleepers.fetch_sub(1, std::memory_order_seq_cst);
     if (absl::IsDeadlineExceeded(waited)) {

@@ -75,6 +75,30 @@ void Endpoint::Terminate(absl::Status why) {
     terminated_.store(true, std::memory_order_release);
   }
   Notify();
+  // Wake threads in WaitOnPeerWord by moving the peer's words they sleep
+  // on. The only write this side ever makes to the peer's words, and only
+  // once the channel is over for this side: the peer is dead, or this side
+  // closed and no longer reads them for anything else. reply_seq moves by
+  // 2^31: it cannot come to equal the seq a caller waits for, and a reply
+  // that arrived just before stays recognizable (ClientChannel::WaitForReply).
+  if (side_ == Side::kClient) {
+    for (uint32_t i = 0; i < header_.slot_count; ++i) {
+      slots_[i].reply_seq.fetch_add(1u << 31, std::memory_order_seq_cst);
+      FutexWake(slots_[i].reply_seq, INT_MAX);
+    }
+  } else {
+    client_words_->doorbell.fetch_add(1, std::memory_order_seq_cst);
+    FutexWake(client_words_->doorbell, INT_MAX);
+  }
+}
+
+absl::Status Endpoint::WaitOnPeerWord(const FutexWord& word, uint32_t expected,
+                                      absl::Time deadline) const {
+  // `expected` was read before this check: an end that happened before that
+  // read is seen here (Terminate sets the flag before it moves the word); a
+  // later one has moved the word, so the futex wait returns at once.
+  if (terminated()) return absl::OkStatus();
+  return FutexWait(word, expected, deadline);
 }
 
 void Endpoint::PeerDied() {

@@ -73,6 +73,13 @@ class Endpoint {
   absl::Status Wait(const FutexWord& word, uint32_t expected, uint32_t events_seen,
                     absl::Time deadline) const;
 
+  // The fast path for the two hot waits (a reply; the next request): a plain
+  // futex wait on the peer's word, cheaper than futex_waitv. Terminate()
+  // bumps exactly these words (see there), so an end still wakes the
+  // sleeper. `expected` must be read before this call, which then checks
+  // for an end itself.
+  absl::Status WaitOnPeerWord(const FutexWord& word, uint32_t expected, absl::Time deadline) const;
+
   // Spins until `done()` or `budget` passes or the channel ends. True if done.
   template <typename Done>
   bool Spin(Done done, absl::Duration budget) const;

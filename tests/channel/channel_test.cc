@@ -4,6 +4,7 @@
 #include "ipc/channel/channel.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -384,6 +385,34 @@ TEST_F(ChannelFaultTest, ServerKilledMidCallFailsTheCallerWithPeerDead) {
     EXPECT_TRUE(IsPeerDead(client.BeginCall(16).status()));
   }
   ExpectNothingLeaked();
+}
+
+// Regression: the client's end-of-channel wake-up moved reply_seq, and a
+// reply that had landed just before the server exited was reported as
+// peer-dead instead of delivered.
+TEST_F(ChannelFaultTest, AReplySentJustBeforeTheServerExitsIsDelivered) {
+  // Both processes on one CPU make the race (reply, exit, death notice,
+  // then the caller runs) happen on nearly every round.
+  cpu_set_t saved;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(saved), &saved), 0);
+  const int cpu = sched_getcpu();
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+  for (int round = 0; round < 30; ++round) {
+    ASSERT_OK_AND_ASSIGN(auto child, ConnectToChild({SLUICE_CHANNEL_TEST_PEER, "reply-then-exit"},
+                                                    *watcher_, {}, {}, cpu));
+    ASSERT_OK_AND_ASSIGN(OutgoingCall call, child.client->BeginCall(8));
+    absl::StatusOr<Reply> reply = child.client->Call(std::move(call), call.buffer().first(8));
+    ASSERT_OK(reply) << "round " << round;
+    EXPECT_EQ(
+        std::string(reinterpret_cast<const char*>(reply->data().data()), reply->data().size()),
+        "answered");
+    reply = absl::CancelledError("dropped");  // Release the slot before the channel goes.
+    ASSERT_OK(child.server.Wait());
+  }
+  ASSERT_EQ(sched_setaffinity(0, sizeof(saved), &saved), 0);
 }
 
 TEST_F(ChannelFaultTest, CallTimesOutWithDeadlineExceededWhileTheServerHangs) {

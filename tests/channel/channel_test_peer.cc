@@ -5,6 +5,7 @@
 //   channel_test_peer echo          serve echo requests until the client goes
 //   channel_test_peer ordering      serve RunOrderingServer
 //   channel_test_peer hang          take one call, write a byte to fd 5, never answer
+//   channel_test_peer reply-then-exit  answer one call, then exit at once
 //   channel_test_peer client-hang   act as a client: one call, wait forever
 //   channel_test_peer hostile       act as a client that writes a malformed slot
 //   channel_test_peer garbage       act as a client that fills its words with random bytes
@@ -114,6 +115,16 @@ int Main(int argc, char** argv) {
     ended = RunEchoServer(**channel);
   } else if (role == "ordering") {
     ended = RunOrderingServer(**channel);
+  } else if (role == "reply-then-exit") {
+    // Answers one call and exits at once, racing its own death notice
+    // against the reply (regression test for clobbered replies).
+    auto call = (*channel)->Receive();
+    if (!call.ok()) return Fail("receive", call.status());
+    auto out = call->ReserveReply(8);
+    if (!out.ok()) return Fail("reserve", out.status());
+    std::memcpy(out->data(), "answered", 8);
+    if (absl::Status sent = call->Reply(out->first(8)); !sent.ok()) return Fail("reply", sent);
+    ::_exit(0);
   } else if (role == "hang") {
     auto call = (*channel)->Receive();
     if (!call.ok()) return Fail("receive", call.status());

@@ -24,14 +24,15 @@ absl::StatusOr<LocalPair> MakeLocalPair(PeerWatcher& watcher,
 absl::StatusOr<ChildConnection> ConnectToChild(const std::vector<std::string>& argv,
                                                PeerWatcher& watcher,
                                                const channel_layout::Geometry& geometry,
-                                               const std::vector<int>& extra_fds) {
+                                               const std::vector<int>& extra_fds,
+                                               std::optional<int> cpu) {
   auto region = CreateChannelRegion(geometry);
   if (!region.ok()) return region.status();
   auto sockets = SeqPacketPair();
   if (!sockets.ok()) return sockets.status();
   std::vector<int> fds = {region->fd(), sockets->second.get()};
   fds.insert(fds.end(), extra_fds.begin(), extra_fds.end());
-  auto child = Subprocess::Spawn(argv, fds);
+  auto child = Subprocess::Spawn(argv, fds, cpu);
   if (!child.ok()) return child.status();
   // Only the server may hold its end, or its death goes unseen.
   sockets->second.reset();

@@ -5,6 +5,7 @@
 #define SLUICE_TESTS_TESTING_CHANNEL_PAIR_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,10 +30,12 @@ struct ChildConnection {
 
 // Starts `argv` as the server, passing the region as fd 3, its liveness end
 // as fd 4, then `extra_fds` from fd 5 on.
+// `cpu`, if set, pins the child to that CPU.
 absl::StatusOr<ChildConnection> ConnectToChild(const std::vector<std::string>& argv,
                                                PeerWatcher& watcher,
                                                const channel_layout::Geometry& geometry = {},
-                                               const std::vector<int>& extra_fds = {});
+                                               const std::vector<int>& extra_fds = {},
+                                               std::optional<int> cpu = std::nullopt);
 
 // In the child: the server end handed over by ConnectToChild.
 absl::StatusOr<std::unique_ptr<ServerChannel>> ServerChannelFromInheritedFds(PeerWatcher& watcher);
