@@ -1,5 +1,7 @@
 #include "ipc/channel/channel.h"
 
+#include <fcntl.h>
+
 #include <climits>
 #include <cstring>
 #include <utility>
@@ -34,6 +36,24 @@ bool RangeInArena(uint64_t offset, uint64_t length, uint64_t arena_size) {
 
 int LowestBit(uint64_t bits) { return __builtin_ctzll(bits); }
 
+// Appends `fds` to `out` after checking each is open; the limit is one
+// SCM_RIGHTS message's.
+absl::Status AppendFds(std::span<const int> fds, std::vector<int>& out) {
+  if (out.size() + fds.size() > kMaxFdsPerMessage) {
+    return absl::InvalidArgumentError(absl::StrCat("a call carries at most ", kMaxFdsPerMessage,
+                                                   " file descriptors, not ",
+                                                   out.size() + fds.size()));
+  }
+  for (int fd : fds) {
+    if (fd < 0 || ::fcntl(fd, F_GETFD) < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("file descriptor ", fd, " is not open; nothing was sent"));
+    }
+  }
+  out.insert(out.end(), fds.begin(), fds.end());
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<Region> CreateChannelRegion(const channel_layout::Geometry& geometry) {
@@ -53,7 +73,8 @@ OutgoingCall::OutgoingCall(OutgoingCall&& other) noexcept
     : channel_(std::exchange(other.channel_, nullptr)),
       slot_(other.slot_),
       buffer_(other.buffer_),
-      header_(other.header_) {}
+      header_(other.header_),
+      fds_(std::move(other.fds_)) {}
 
 OutgoingCall& OutgoingCall::operator=(OutgoingCall&& other) noexcept {
   if (this != &other) {
@@ -62,6 +83,7 @@ OutgoingCall& OutgoingCall::operator=(OutgoingCall&& other) noexcept {
     slot_ = other.slot_;
     buffer_ = other.buffer_;
     header_ = other.header_;
+    fds_ = std::move(other.fds_);
   }
   return *this;
 }
@@ -70,8 +92,13 @@ OutgoingCall::~OutgoingCall() {
   if (channel_ != nullptr) channel_->ReleaseUnsent(slot_);
 }
 
+absl::Status OutgoingCall::AttachFds(std::span<const int> fds) { return AppendFds(fds, fds_); }
+
 Reply::Reply(Reply&& other) noexcept
-    : channel_(std::exchange(other.channel_, nullptr)), slot_(other.slot_), data_(other.data_) {}
+    : channel_(std::exchange(other.channel_, nullptr)),
+      slot_(other.slot_),
+      data_(other.data_),
+      fds_(std::move(other.fds_)) {}
 
 Reply& Reply::operator=(Reply&& other) noexcept {
   if (this != &other) {
@@ -79,6 +106,7 @@ Reply& Reply::operator=(Reply&& other) noexcept {
     channel_ = std::exchange(other.channel_, nullptr);
     slot_ = other.slot_;
     data_ = other.data_;
+    fds_ = std::move(other.fds_);
   }
   return *this;
 }
@@ -226,9 +254,22 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
   channel_layout::Slot& shared = endpoint_->slot(i);
   uint32_t seq;
   {
+    // The slot is this call's alone; only its seq is read under the lock.
+    MutexLock lock(&mu_);
+    seq = slots_[i].seq + 1;
+  }
+  // Descriptors go first, so the server finds them queued once it sees the
+  // request. On failure the call still owns its slot and space.
+  if (!call.fds_.empty()) {
+    if (absl::Status sent = endpoint_->SendFds(channel_layout::FdTag(i, seq), call.fds_);
+        !sent.ok()) {
+      return sent;
+    }
+  }
+  {
     MutexLock lock(&mu_);
     SlotState& state = slots_[i];
-    seq = ++state.seq;
+    state.seq = seq;
     state.use = oneway ? SlotUse::kDetached : SlotUse::kSync;
     if (oneway) {
       shared.oneway_seq.store(next_oneway_seq_++, std::memory_order_relaxed);
@@ -244,7 +285,9 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
   shared.request_length.store(message.size(), std::memory_order_relaxed);
   shared.interface_id.store(call.header_.interface_id, std::memory_order_relaxed);
   shared.method.store(call.header_.method, std::memory_order_relaxed);
-  shared.flags.store(oneway ? kSlotFlagOneway : 0, std::memory_order_relaxed);
+  shared.flags.store(
+      (oneway ? kSlotFlagOneway : 0) | (call.fds_.empty() ? 0 : channel_layout::kSlotFlagHasFds),
+      std::memory_order_relaxed);
   shared.request_seq.store(seq, std::memory_order_release);
 
   endpoint_->PublishActivity(ActivityState::kRunning);
@@ -338,6 +381,23 @@ absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
     ReleaseReply(slot);
     return malformed;
   }
+  std::vector<UniqueFd> fds;
+  if ((shared.reply_flags.load(std::memory_order_relaxed) & channel_layout::kReplyFlagHasFds) !=
+      0) {
+    uint32_t seq;
+    {
+      MutexLock lock(&mu_);
+      seq = slots_[slot].seq;
+    }
+    absl::StatusOr<std::vector<UniqueFd>> received =
+        endpoint_->TakeFds(channel_layout::FdTag(slot, seq));
+    if (!received.ok()) {
+      endpoint_->Terminate(received.status());
+      ReleaseReply(slot);
+      return received.status();
+    }
+    fds = *std::move(received);
+  }
   std::span<const std::byte> data(endpoint_->reply_arena() + offset, static_cast<size_t>(length));
   if (code != 0) {
     const size_t shown = static_cast<size_t>(std::min<uint64_t>(length, kMaxErrorMessage));
@@ -346,7 +406,7 @@ absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
     ReleaseReply(slot);
     return error;
   }
-  return Reply(this, slot, data);
+  return Reply(this, slot, data, std::move(fds));
 }
 
 void ClientChannel::ReleaseReply(uint32_t slot) {
@@ -365,14 +425,15 @@ void ClientChannel::ReleaseReply(uint32_t slot) {
 
 IncomingCall::IncomingCall(ServerChannel* channel, uint32_t slot, uint32_t seq,
                            std::span<const std::byte> request, const CallHeader& header,
-                           bool oneway)
+                           bool oneway, std::vector<UniqueFd> fds)
     : channel_(channel),
       caller_(&channel->peer()),
       slot_(slot),
       seq_(seq),
       request_(request),
       header_(header),
-      oneway_(oneway) {}
+      oneway_(oneway),
+      fds_(std::move(fds)) {}
 
 IncomingCall::IncomingCall(IncomingCall&& other) noexcept
     : channel_(std::exchange(other.channel_, nullptr)),
@@ -384,7 +445,9 @@ IncomingCall::IncomingCall(IncomingCall&& other) noexcept
       oneway_(other.oneway_),
       has_reservation_(std::exchange(other.has_reservation_, false)),
       reservation_(other.reservation_),
-      reserved_(other.reserved_) {}
+      reserved_(other.reserved_),
+      fds_(std::move(other.fds_)),
+      reply_fds_(std::move(other.reply_fds_)) {}
 
 IncomingCall& IncomingCall::operator=(IncomingCall&& other) noexcept {
   if (this != &other) {
@@ -399,6 +462,8 @@ IncomingCall& IncomingCall::operator=(IncomingCall&& other) noexcept {
     has_reservation_ = std::exchange(other.has_reservation_, false);
     reservation_ = other.reservation_;
     reserved_ = other.reserved_;
+    fds_ = std::move(other.fds_);
+    reply_fds_ = std::move(other.reply_fds_);
   }
   return *this;
 }
@@ -412,6 +477,12 @@ void IncomingCall::Abandon() {
   } else {
     (void)Fail(absl::InternalError("the server dropped the call without answering it"));
   }
+}
+
+absl::Status IncomingCall::AttachReplyFds(std::span<const int> fds) {
+  if (channel_ == nullptr) return absl::FailedPreconditionError("call already answered");
+  if (oneway_) return absl::FailedPreconditionError("a oneway call has no reply");
+  return AppendFds(fds, reply_fds_);
 }
 
 absl::StatusOr<std::span<std::byte>> IncomingCall::ReserveReply(uint64_t capacity) {
@@ -609,6 +680,16 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call) {
       endpoint_->Terminate(bad);
       return bad;
     }
+    std::vector<UniqueFd> fds;
+    if ((flags & channel_layout::kSlotFlagHasFds) != 0) {
+      absl::StatusOr<std::vector<UniqueFd>> received =
+          endpoint_->TakeFds(channel_layout::FdTag(i, seq));
+      if (!received.ok()) {
+        endpoint_->Terminate(received.status());
+        return received.status();
+      }
+      fds = *std::move(received);
+    }
     // A new call on this slot means the client is done with the old reply.
     FreeReplyBlockLocked(i);
     state.busy = true;
@@ -624,7 +705,7 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call) {
     call->emplace(IncomingCall(this, i, seq,
                                std::span<const std::byte>(endpoint_->request_arena() + offset,
                                                           static_cast<size_t>(length)),
-                               header, oneway));
+                               header, oneway, std::move(fds)));
     return absl::OkStatus();
   }
   return absl::OkStatus();
@@ -662,6 +743,17 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
                                      uint64_t length) {
   const uint32_t i = call.slot_;
   channel_layout::Slot& shared = endpoint_->slot(i);
+  uint64_t reply_flags = 0;
+  if (!call.reply_fds_.empty() && !call.oneway_ && code == absl::StatusCode::kOk) {
+    // Before the reply is published, as for requests (see Publish).
+    if (endpoint_->SendFds(channel_layout::FdTag(i, call.seq_), call.reply_fds_).ok()) {
+      reply_flags = channel_layout::kReplyFlagHasFds;
+    } else {
+      code = absl::StatusCode::kInternal;
+      length = 0;
+    }
+  }
+  shared.reply_flags.store(reply_flags, std::memory_order_relaxed);
   shared.status_code.store(static_cast<uint32_t>(code), std::memory_order_relaxed);
   shared.reply_offset.store(offset, std::memory_order_relaxed);
   shared.reply_length.store(length, std::memory_order_relaxed);

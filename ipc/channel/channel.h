@@ -34,6 +34,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -76,6 +77,11 @@ class OutgoingCall {
   std::span<std::byte> buffer() const { return buffer_; }
   CallHeader& header() { return header_; }
 
+  // Sends duplicates of `fds` with the request (SCM_RIGHTS); the caller keeps
+  // its own. INVALID_ARGUMENT for a descriptor that is not open or for more
+  // than kMaxFdsPerMessage in all.
+  absl::Status AttachFds(std::span<const int> fds);
+
  private:
   friend class ClientChannel;
   OutgoingCall(ClientChannel* channel, uint32_t slot, std::span<std::byte> buffer)
@@ -84,6 +90,7 @@ class OutgoingCall {
   uint32_t slot_;
   std::span<std::byte> buffer_;
   CallHeader header_;
+  std::vector<int> fds_;  // Borrowed until the call is sent.
 };
 
 // A reply, read in place from the server's arena. The bytes stay valid, and
@@ -97,14 +104,18 @@ class Reply {
   // Shared memory the server could still scribble on: copy or verify what you
   // must trust.
   std::span<const std::byte> data() const { return data_; }
+  // Descriptors the server attached, owned by the caller from now on.
+  std::vector<UniqueFd> TakeFds() { return std::move(fds_); }
 
  private:
   friend class ClientChannel;
-  Reply(ClientChannel* channel, uint32_t slot, std::span<const std::byte> data)
-      : channel_(channel), slot_(slot), data_(data) {}
+  Reply(ClientChannel* channel, uint32_t slot, std::span<const std::byte> data,
+        std::vector<UniqueFd> fds)
+      : channel_(channel), slot_(slot), data_(data), fds_(std::move(fds)) {}
   ClientChannel* channel_;
   uint32_t slot_;
   std::span<const std::byte> data_;
+  std::vector<UniqueFd> fds_;
 };
 
 class ClientChannel {
@@ -202,6 +213,11 @@ class IncomingCall {
   // As the client set it; untrusted like the request bytes.
   const CallHeader& header() const { return header_; }
   bool oneway() const { return oneway_; }
+  // Descriptors the client attached, owned by the caller from now on.
+  std::vector<UniqueFd> TakeFds() { return std::move(fds_); }
+  // Sends duplicates of `fds` with the reply; as OutgoingCall::AttachFds.
+  // FAILED_PRECONDITION for a oneway call.
+  absl::Status AttachReplyFds(std::span<const int> fds);
   const PeerCredentials& caller() const { return *caller_; }
 
   // Space for the reply in the server's arena, at least `capacity` bytes.
@@ -216,7 +232,8 @@ class IncomingCall {
  private:
   friend class ServerChannel;
   IncomingCall(ServerChannel* channel, uint32_t slot, uint32_t seq,
-               std::span<const std::byte> request, const CallHeader& header, bool oneway);
+               std::span<const std::byte> request, const CallHeader& header, bool oneway,
+               std::vector<UniqueFd> fds);
   void Abandon();
 
   ServerChannel* channel_ = nullptr;  // nullptr once answered.
@@ -229,6 +246,8 @@ class IncomingCall {
   bool has_reservation_ = false;
   uint64_t reservation_ = 0;  // Reply arena offset.
   std::span<std::byte> reserved_;
+  std::vector<UniqueFd> fds_;
+  std::vector<int> reply_fds_;  // Borrowed until the reply is sent.
 };
 
 class ServerChannel {

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ipc/base/errors.h"
+#include "ipc/socket/unix_socket.h"
 
 namespace sluice::internal {
 
@@ -131,6 +132,49 @@ absl::Status Endpoint::UnlinkToDeath(uint64_t id) {
   }
   return absl::NotFoundError(
       absl::StrCat("no death link ", id, peer_died_ ? " (it already fired)" : ""));
+}
+
+namespace {
+// Descriptor messages held for other calls before the peer counts as flooding.
+constexpr size_t kMaxStashedFdMessages = 2 * channel_layout::kMaxSlots;
+}  // namespace
+
+absl::Status Endpoint::SendFds(uint64_t tag, std::span<const int> fds) const {
+  std::byte bytes[sizeof(tag)];
+  std::memcpy(bytes, &tag, sizeof(tag));
+  return SendMessage(liveness_.get(), bytes, fds);
+}
+
+absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFds(uint64_t tag) {
+  MutexLock lock(&fds_mu_);
+  if (auto it = stashed_fds_.find(tag); it != stashed_fds_.end()) {
+    std::vector<UniqueFd> fds = std::move(it->second);
+    stashed_fds_.erase(it);
+    return fds;
+  }
+  for (;;) {
+    absl::StatusOr<std::optional<ReceivedMessage>> message =
+        TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
+    if (!message.ok()) {
+      return absl::DataLossError(
+          absl::StrCat("receiving descriptors for a call: ", message.status().message()));
+    }
+    if (!message->has_value()) {
+      return absl::DataLossError(
+          "the peer flagged a call as carrying file descriptors but sent none");
+    }
+    ReceivedMessage& received = **message;
+    if (received.bytes.size() != sizeof(uint64_t) || received.fds.empty()) {
+      return absl::DataLossError("malformed descriptor message on the liveness socket");
+    }
+    uint64_t got;
+    std::memcpy(&got, received.bytes.data(), sizeof(got));
+    if (got == tag) return std::move(received.fds);
+    if (stashed_fds_.size() >= kMaxStashedFdMessages || stashed_fds_.contains(got)) {
+      return absl::DataLossError("the peer sent descriptors no call asked for");
+    }
+    stashed_fds_.emplace(got, std::move(received.fds));
+  }
 }
 
 void Endpoint::Notify() {

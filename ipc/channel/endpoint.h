@@ -14,11 +14,13 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -80,6 +82,15 @@ class Endpoint {
   // for an end itself.
   absl::Status WaitOnPeerWord(const FutexWord& word, uint32_t expected, absl::Time deadline) const;
 
+  // File descriptors of a call travel on the liveness socket, as one
+  // SCM_RIGHTS message whose 8 bytes are the call's FdTag. Send before the
+  // call (or reply) is published, so the receiver finds them already queued.
+  absl::Status SendFds(uint64_t tag, std::span<const int> fds) const;
+  // The descriptors sent under `tag`. Messages for other calls read on the
+  // way are kept for their own callers. DATA_LOSS if none is queued (the
+  // peer flagged descriptors it never sent) or the peer floods us.
+  absl::StatusOr<std::vector<UniqueFd>> TakeFds(uint64_t tag);
+
   // Spins until `done()` or `budget` passes or the channel ends. True if done.
   template <typename Done>
   bool Spin(Done done, absl::Duration budget) const;
@@ -121,6 +132,9 @@ class Endpoint {
   std::vector<std::pair<uint64_t, absl::AnyInvocable<void()>>> recipients_ ABSL_GUARDED_BY(mu_);
 
   void PeerDied();
+
+  Mutex fds_mu_;
+  absl::flat_hash_map<uint64_t, std::vector<UniqueFd>> stashed_fds_ ABSL_GUARDED_BY(fds_mu_);
 };
 
 using ::sluice::CpuRelax;

@@ -90,7 +90,16 @@ static_assert(sizeof(ServerWords) == kCacheLine);
 
 // Slot flags, written by the client.
 inline constexpr uint32_t kSlotFlagOneway = 1u << 0;
-inline constexpr uint32_t kKnownSlotFlags = kSlotFlagOneway;
+// File descriptors travel with the request: one SCM_RIGHTS message on the
+// liveness socket, tagged (slot << 32 | seq), sent before request_seq.
+inline constexpr uint32_t kSlotFlagHasFds = 1u << 1;
+inline constexpr uint32_t kKnownSlotFlags = kSlotFlagOneway | kSlotFlagHasFds;
+
+// Reply flags, written by the server.
+inline constexpr uint64_t kReplyFlagHasFds = 1u << 0;
+
+// The tag of the descriptor message that belongs to a call.
+constexpr uint64_t FdTag(uint32_t slot, uint32_t seq) { return (uint64_t{slot} << 32) | seq; }
 
 // One call in flight. A slot is pending when request_seq differs from the
 // seq the server last served; it is answered when reply_seq == request_seq.
@@ -117,7 +126,8 @@ struct Slot {
   std::atomic<uint32_t> status_code;   // absl::StatusCode of the reply.
   std::atomic<uint64_t> reply_offset;  // From the start of the reply arena.
   std::atomic<uint64_t> reply_length;
-  std::atomic<uint64_t> server_reserved[5];
+  std::atomic<uint64_t> reply_flags;  // kReplyFlag*.
+  std::atomic<uint64_t> server_reserved[4];
 };
 static_assert(sizeof(Slot) == 2 * kCacheLine);
 static_assert(offsetof(Slot, reply_seq) == kCacheLine);

@@ -50,7 +50,23 @@ absl::Status SendMessage(int socket, std::span<const std::byte> bytes, std::span
   return absl::OkStatus();
 }
 
+namespace {
+// nullopt only for a non-blocking receive that found nothing queued.
+absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags);
+}  // namespace
+
 absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes) {
+  absl::StatusOr<std::optional<ReceivedMessage>> message = Receive(socket, max_bytes, 0);
+  if (!message.ok()) return message.status();
+  return **std::move(message);
+}
+
+absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, size_t max_bytes) {
+  return Receive(socket, max_bytes, MSG_DONTWAIT);
+}
+
+namespace {
+absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags) {
   ReceivedMessage out;
   out.bytes.resize(max_bytes);
   iovec iov{out.bytes.data(), out.bytes.size()};
@@ -60,8 +76,14 @@ absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes) {
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
   msg.msg_control = control;
   msg.msg_controllen = sizeof(control);
-  const ssize_t got = RetryOnEintr([&] { return ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC); });
-  if (got < 0) return ErrnoStatus("recvmsg", errno);
+  const ssize_t got =
+      RetryOnEintr([&] { return ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | flags); });
+  if (got < 0) {
+    if ((flags & MSG_DONTWAIT) != 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      return std::optional<ReceivedMessage>();
+    }
+    return ErrnoStatus("recvmsg", errno);
+  }
   // Take ownership of every fd first, so that an error below closes them.
   for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
     if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
@@ -84,8 +106,9 @@ absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes) {
         absl::StrCat("recvmsg: more than ", kMaxFdsPerMessage, " file descriptors in one message"));
   }
   out.bytes.resize(static_cast<size_t>(got));
-  return out;
+  return std::optional<ReceivedMessage>(std::move(out));
 }
+}  // namespace
 
 absl::StatusOr<PeerCredentials> GetPeerCredentials(int socket) {
   ucred cred{};

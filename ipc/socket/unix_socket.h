@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <utility>
@@ -49,6 +50,9 @@ struct ReceivedMessage {
 // (too long, or with more than kMaxFdsPerMessage fds) is DATA_LOSS and any fds
 // that did arrive are closed. End of stream is UNAVAILABLE.
 absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes);
+
+// As ReceiveMessage, but returns nullopt at once when no message is queued.
+absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, size_t max_bytes);
 
 absl::StatusOr<PeerCredentials> GetPeerCredentials(int socket);
 

@@ -89,6 +89,17 @@ TEST_F(UnixSocketTest, MessagesKeepTheirBoundaries) {
   EXPECT_TRUE(two.fds.empty());
 }
 
+TEST_F(UnixSocketTest, TryReceiveReturnsNothingAtOnceWhenNothingIsQueued) {
+  ASSERT_OK_AND_ASSIGN(std::optional<ReceivedMessage> none, TryReceiveMessage(b_.get(), 64));
+  EXPECT_FALSE(none.has_value());
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("queued")));
+  ASSERT_OK_AND_ASSIGN(std::optional<ReceivedMessage> one, TryReceiveMessage(b_.get(), 64));
+  ASSERT_TRUE(one.has_value());
+  EXPECT_EQ(AsString(one->bytes), "queued");
+  a_.reset();
+  EXPECT_THAT(TryReceiveMessage(b_.get(), 64), StatusIs(absl::StatusCode::kUnavailable));
+}
+
 TEST_F(UnixSocketTest, BothEndsCanSend) {
   ASSERT_OK(SendMessage(b_.get(), AsBytes("reply")));
   ASSERT_OK_AND_ASSIGN(ReceivedMessage got, ReceiveMessage(a_.get(), 64));

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -78,6 +79,8 @@ class Connection {
       ServerChannel* raw = connection->server_.get();
       if (role == "echo") {
         connection->server_thread_ = std::thread([raw] { (void)RunEchoServer(*raw); });
+      } else if (role == "fds") {
+        connection->server_thread_ = std::thread([raw] { (void)RunFdServer(*raw); });
       } else if (role == "ordering") {
         connection->server_thread_ = std::thread([raw] { (void)RunOrderingServer(*raw); });
       } else {
@@ -285,6 +288,53 @@ TEST_P(ChannelTest, ManyOnewaysThroughFewSlotsAllArrive) {
   }
 }
 
+TEST_P(ChannelTest, DescriptorsTravelWithRequestAndReply) {
+  ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "fds", *watcher_));
+  ClientChannel& client = connection->client();
+  const int fds_before = CountOpenFds();
+  for (int round = 0; round < 50; ++round) {
+    UniqueFd memfd(memfd_create("request", MFD_CLOEXEC));
+    ASSERT_TRUE(memfd);
+    const std::string text = absl::StrCat("hello fd ", round);
+    ASSERT_EQ(write(memfd.get(), text.data(), text.size()), static_cast<ssize_t>(text.size()));
+    int pipe_fds[2];
+    ASSERT_EQ(pipe2(pipe_fds, O_CLOEXEC), 0);
+    UniqueFd pipe_read(pipe_fds[0]), pipe_write(pipe_fds[1]);
+
+    ASSERT_OK_AND_ASSIGN(OutgoingCall call, client.BeginCall(8));
+    const int attach[] = {memfd.get(), pipe_write.get()};
+    ASSERT_OK(call.AttachFds(attach));
+    ASSERT_OK_AND_ASSIGN(Reply reply, client.Call(std::move(call), call.buffer().first(0)));
+    std::vector<UniqueFd> returned = reply.TakeFds();
+    ASSERT_EQ(returned.size(), 1u);
+    char buffer[64] = {};
+    ASSERT_EQ(pread(returned[0].get(), buffer, sizeof(buffer), 0), 8);
+    EXPECT_EQ(std::string(buffer, 8), "reply fd");
+    pipe_write.reset();  // The server's copy is closed already.
+    const ssize_t got = read(pipe_read.get(), buffer, sizeof(buffer));
+    EXPECT_EQ(std::string(buffer, got > 0 ? static_cast<size_t>(got) : 0), text);
+  }
+  if (GetParam() == Mode::kProcess) {
+    EXPECT_EQ(CountOpenFds(), fds_before);
+  }
+}
+
+TEST_P(ChannelTest, BadDescriptorsAreRefusedBeforeAnythingIsSent) {
+  ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_));
+  ClientChannel& client = connection->client();
+  ASSERT_OK_AND_ASSIGN(OutgoingCall call, client.BeginCall(64));
+  const int closed[] = {987654};
+  EXPECT_THAT(call.AttachFds(closed),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("987654")));
+  std::vector<int> too_many(kMaxFdsPerMessage + 1, 0);  // stdin, many times.
+  EXPECT_THAT(call.AttachFds(too_many), StatusIs(absl::StatusCode::kInvalidArgument));
+  // The call is still good without them.
+  std::byte payload[4] = {};
+  auto message = WriteEchoRequest(1, payload, call.buffer());
+  ASSERT_OK_AND_ASSIGN(Reply reply, client.Call(std::move(call), message));
+  EXPECT_OK(CheckEchoReply(1, payload, reply.data()));
+}
+
 TEST_P(ChannelTest, MessageOutsideTheCallBufferIsRejected) {
   ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_));
   ClientChannel& client = connection->client();
@@ -459,7 +509,8 @@ TEST_F(ChannelFaultTest, ClientKilledMidCallIsSeenByTheServer) {
 class HostileClientTest : public ChannelFaultTest,
                           public ::testing::WithParamInterface<std::string> {};
 
-INSTANTIATE_TEST_SUITE_P(Roles, HostileClientTest, ::testing::Values("hostile", "garbage"));
+INSTANTIATE_TEST_SUITE_P(Roles, HostileClientTest,
+                         ::testing::Values("hostile", "garbage", "fds-missing"));
 
 TEST_P(HostileClientTest, MalformedRequestIsDataLossAndClosesTheChannel) {
   {

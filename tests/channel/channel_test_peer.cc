@@ -9,6 +9,8 @@
 //   channel_test_peer client-hang   act as a client: one call, wait forever
 //   channel_test_peer hostile       act as a client that writes a malformed slot
 //   channel_test_peer garbage       act as a client that fills its words with random bytes
+//   channel_test_peer fds-missing   act as a client that flags descriptors it never sends
+//   channel_test_peer fds           serve RunFdServer
 //   channel_test_peer count-duplicates  exit with how many descriptors other than 3
 //                                       and 4 refer to the same files as 3 and 4
 #include <sys/stat.h>
@@ -42,7 +44,7 @@ int Fail(const char* what, const absl::Status& status) {
 }
 
 // Writes like a client, but with whatever the role wants in the shared words.
-int RunHostile(bool random_garbage) {
+int RunHostile(bool random_garbage, bool fds_missing) {
   auto region = Region::Adopt(UniqueFd(kRegionFd), 0, Region::kMaxSize);
   if (!region.ok()) return Fail("adopt", region.status());
   channel_layout::ChannelHeader header;
@@ -50,7 +52,13 @@ int RunHostile(bool random_garbage) {
   auto* client_words =
       reinterpret_cast<channel_layout::ClientWords*>(region->data() + header.client_words_offset);
   auto* slot = reinterpret_cast<channel_layout::Slot*>(region->data() + header.slots_offset);
-  if (random_garbage) {
+  if (fds_missing) {
+    // A well-formed request that claims descriptors it never sends.
+    slot[0].request_offset.store(0);
+    slot[0].request_length.store(8);
+    slot[0].flags.store(channel_layout::kSlotFlagHasFds);
+    slot[0].request_seq.store(1, std::memory_order_release);
+  } else if (random_garbage) {
     std::mt19937_64 rng(42);
     // Scribble over every client-written line, then ring.
     for (uint32_t i = 0; i < header.slot_count; ++i) {
@@ -88,7 +96,9 @@ int CountDuplicatesOfPassedFds() {
 int Main(int argc, char** argv) {
   if (argc < 2) return Fail("usage", absl::InvalidArgumentError("role missing"));
   const std::string role = argv[1];
-  if (role == "hostile" || role == "garbage") return RunHostile(role == "garbage");
+  if (role == "hostile" || role == "garbage" || role == "fds-missing") {
+    return RunHostile(role == "garbage", role == "fds-missing");
+  }
   if (role == "count-duplicates") return CountDuplicatesOfPassedFds();
 
   auto watcher = PeerWatcher::Create();
@@ -115,6 +125,8 @@ int Main(int argc, char** argv) {
     ended = RunEchoServer(**channel);
   } else if (role == "ordering") {
     ended = RunOrderingServer(**channel);
+  } else if (role == "fds") {
+    ended = RunFdServer(**channel);
   } else if (role == "reply-then-exit") {
     // Answers one call and exits at once, racing its own death notice
     // against the reply (regression test for clobbered replies).

@@ -1,5 +1,8 @@
 #include "tests/channel/echo_protocol.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -113,6 +116,35 @@ absl::Status RunOrderingServer(ServerChannel& channel) {
     StoreU64(out->data(), seen);
     StoreU64(out->data() + 8, out_of_order);
     (void)call->Reply(*out);
+  }
+}
+
+absl::Status RunFdServer(ServerChannel& channel) {
+  for (;;) {
+    absl::StatusOr<IncomingCall> call = channel.Receive();
+    if (!call.ok()) return call.status();
+    std::vector<UniqueFd> fds = call->TakeFds();
+    if (fds.size() != 2) {
+      (void)call->Fail(absl::InvalidArgumentError(absl::StrCat("got ", fds.size(), " fds")));
+      continue;
+    }
+    char text[64];
+    const ssize_t got = ::pread(fds[0].get(), text, sizeof(text), 0);
+    if (got < 0 || ::write(fds[1].get(), text, static_cast<size_t>(got)) != got) {
+      (void)call->Fail(absl::InternalError("could not relay the memfd's contents"));
+      continue;
+    }
+    UniqueFd answer(::memfd_create("reply", MFD_CLOEXEC));
+    if (!answer || ::write(answer.get(), "reply fd", 8) != 8) {
+      (void)call->Fail(absl::InternalError("memfd_create failed"));
+      continue;
+    }
+    const int attach[] = {answer.get()};
+    if (absl::Status attached = call->AttachReplyFds(attach); !attached.ok()) {
+      (void)call->Fail(attached);
+      continue;
+    }
+    (void)call->Reply({});
   }
 }
 

@@ -40,6 +40,11 @@ absl::Status RunEchoServer(ServerChannel& channel);
 // request replies with (number of oneways seen, number seen out of order).
 absl::Status RunOrderingServer(ServerChannel& channel);
 
+// Descriptor passing: each request carries [memfd, pipe write end]. The
+// server writes the memfd's contents into the pipe and answers with a new
+// memfd holding "reply fd", attached to the reply.
+absl::Status RunFdServer(ServerChannel& channel);
+
 }  // namespace sluice::testing
 
 #endif  // SLUICE_TESTS_CHANNEL_ECHO_PROTOCOL_H_
