@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "ipc/base/errno_status.h"
 #include "ipc/base/errors.h"
 
 namespace sluice {
@@ -482,7 +483,15 @@ void IncomingCall::Abandon() {
 absl::Status IncomingCall::AttachReplyFds(std::span<const int> fds) {
   if (channel_ == nullptr) return absl::FailedPreconditionError("call already answered");
   if (oneway_) return absl::FailedPreconditionError("a oneway call has no reply");
-  return AppendFds(fds, reply_fds_);
+  std::vector<int> checked;
+  for (const UniqueFd& fd : reply_fds_) checked.push_back(fd.get());
+  if (absl::Status ok = AppendFds(fds, checked); !ok.ok()) return ok;
+  for (int fd : fds) {
+    UniqueFd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
+    if (!copy) return ErrnoStatus(absl::StrCat("fcntl(", fd, ", F_DUPFD_CLOEXEC)"), errno);
+    reply_fds_.push_back(std::move(copy));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::span<std::byte>> IncomingCall::ReserveReply(uint64_t capacity) {
@@ -746,7 +755,9 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
   uint64_t reply_flags = 0;
   if (!call.reply_fds_.empty() && !call.oneway_ && code == absl::StatusCode::kOk) {
     // Before the reply is published, as for requests (see Publish).
-    if (endpoint_->SendFds(channel_layout::FdTag(i, call.seq_), call.reply_fds_).ok()) {
+    std::vector<int> raw;
+    for (const UniqueFd& fd : call.reply_fds_) raw.push_back(fd.get());
+    if (endpoint_->SendFds(channel_layout::FdTag(i, call.seq_), raw).ok()) {
       reply_flags = channel_layout::kReplyFlagHasFds;
     } else {
       code = absl::StatusCode::kInternal;

@@ -215,8 +215,10 @@ class IncomingCall {
   bool oneway() const { return oneway_; }
   // Descriptors the client attached, owned by the caller from now on.
   std::vector<UniqueFd> TakeFds() { return std::move(fds_); }
-  // Sends duplicates of `fds` with the reply; as OutgoingCall::AttachFds.
-  // FAILED_PRECONDITION for a oneway call.
+  // Sends `fds` with the reply. They are duplicated now, so the caller may
+  // close its own at once (a stub method returns before the reply is sent).
+  // INVALID_ARGUMENT as OutgoingCall::AttachFds; FAILED_PRECONDITION for a
+  // oneway call.
   absl::Status AttachReplyFds(std::span<const int> fds);
   const PeerCredentials& caller() const { return *caller_; }
 
@@ -247,7 +249,7 @@ class IncomingCall {
   uint64_t reservation_ = 0;  // Reply arena offset.
   std::span<std::byte> reserved_;
   std::vector<UniqueFd> fds_;
-  std::vector<int> reply_fds_;  // Borrowed until the reply is sent.
+  std::vector<UniqueFd> reply_fds_;
 };
 
 class ServerChannel {

@@ -85,6 +85,10 @@ class Response {
   const T* get() const { return flatbuffers::GetRoot<T>(bytes().data()); }
   const T* operator->() const { return get(); }
   const T& operator*() const { return *get(); }
+  // Descriptors the server attached (CallContext::AttachReplyFds), owned by
+  // the caller from now on.
+  std::vector<UniqueFd> TakeFds() { return reply_.TakeFds(); }
+
   // The verified message bytes.
   std::span<const uint8_t> bytes() const {
     return in_place_

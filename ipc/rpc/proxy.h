@@ -33,6 +33,9 @@ struct CallOptions {
   // their arguments. Set it for a build function that writes large fields in
   // place, so the first build fits.
   size_t size_hint = 0;
+  // Descriptors to send with the request (duplicated; the caller keeps its
+  // own). The server takes them with CallContext::TakeFds.
+  std::span<const int> fds = {};
 };
 
 class ProxyBase {
@@ -86,6 +89,11 @@ class ProxyBase {
     for (;;) {
       absl::StatusOr<OutgoingCall> call = channel_->BeginCall(capacity, options.deadline);
       if (!call.ok()) return call.status();
+      if (!options.fds.empty()) {
+        if (absl::Status attached = call->AttachFds(options.fds); !attached.ok()) {
+          return attached;
+        }
+      }
       RegionAllocator allocator(call->buffer());
       flatbuffers::FlatBufferBuilder fbb(capacity, &allocator, /*own_allocator=*/false);
       fbb.Finish(build(fbb));

@@ -19,6 +19,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <span>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
@@ -34,6 +36,19 @@ namespace sluice::rpc {
 struct CallContext {
   // The calling process, as the service manager saw it (SO_PEERCRED).
   PeerCredentials caller;
+  // The call being served (null outside a call).
+  IncomingCall* call = nullptr;
+
+  // Descriptors the caller sent with the request (CallOptions::fds), owned
+  // by the implementation from now on. Empty when there were none.
+  std::vector<UniqueFd> TakeFds() const {
+    return call != nullptr ? call->TakeFds() : std::vector<UniqueFd>();
+  }
+  // Sends duplicates of `fds` with the response (Response::TakeFds).
+  absl::Status AttachReplyFds(std::span<const int> fds) const {
+    if (call == nullptr) return absl::FailedPreconditionError("not inside a call");
+    return call->AttachReplyFds(fds);
+  }
 };
 
 // Smallest reply reservation: a FlatBuffer's fixed costs fit comfortably.
@@ -96,7 +111,8 @@ absl::Status HandleOneway(IncomingCall& call, const CallContext& context, uint64
       AcceptRequest<Request>(call, method_word, /*oneway=*/true, what, stats);
   if (!request.ok()) return request.status();
   // A oneway caller is not waiting for the outcome; errors go nowhere.
-  (void)handler(context, **request);
+  const CallContext this_call{context.caller, &call};
+  (void)handler(this_call, **request);
   return call.Reply({});
 }
 
@@ -116,7 +132,8 @@ absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t
   if (!space.ok()) return call.Fail(space.status());
   RegionAllocator allocator(*space);
   flatbuffers::FlatBufferBuilder fbb(space->size(), &allocator, /*own_allocator=*/false);
-  absl::StatusOr<flatbuffers::Offset<Response>> root = handler(context, **request, fbb);
+  const CallContext this_call{context.caller, &call};
+  absl::StatusOr<flatbuffers::Offset<Response>> root = handler(this_call, **request, fbb);
   if (!root.ok()) return call.Fail(root.status());
   fbb.Finish(*root);
   const size_t size = fbb.GetSize();

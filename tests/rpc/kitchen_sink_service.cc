@@ -1,5 +1,6 @@
 #include "tests/rpc/kitchen_sink_service.h"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <string>
@@ -142,6 +143,24 @@ absl::StatusOr<flatbuffers::Offset<sink::Counter>> PainterService::Sleep(
 absl::StatusOr<flatbuffers::Offset<sink::Caller>> PainterService::WhoAmI(
     const rpc::CallContext& context, const sink::Empty&, flatbuffers::FlatBufferBuilder& reply) {
   return sink::CreateCaller(reply, context.caller.pid, context.caller.uid, context.caller.gid);
+}
+
+absl::StatusOr<flatbuffers::Offset<sink::Blob>> PainterService::ReadFd(
+    const rpc::CallContext& context, const sink::Empty&, flatbuffers::FlatBufferBuilder& reply) {
+  std::vector<UniqueFd> fds = context.TakeFds();
+  if (fds.size() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("ReadFd: ", fds.size(), " descriptors, want 1"));
+  }
+  uint8_t buffer[256];
+  const ssize_t got = ::pread(fds[0].get(), buffer, sizeof(buffer), 0);
+  if (got < 0) return absl::InvalidArgumentError("ReadFd: descriptor is not readable");
+  UniqueFd answer(::memfd_create("from-server", MFD_CLOEXEC));
+  if (!answer || ::write(answer.get(), "from the server", 15) != 15) {
+    return absl::InternalError("ReadFd: memfd_create failed");
+  }
+  const int attach[] = {answer.get()};
+  if (absl::Status attached = context.AttachReplyFds(attach); !attached.ok()) return attached;
+  return sink::CreateBlob(reply, reply.CreateVector(buffer, static_cast<size_t>(got)));
 }
 
 absl::StatusOr<flatbuffers::Offset<sink::AddResponse>> CalculatorService::Add(

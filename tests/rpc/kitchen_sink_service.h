@@ -44,6 +44,9 @@ class PainterService : public ::sluice::test::sink::PainterStub {
   absl::StatusOr<flatbuffers::Offset<::sluice::test::sink::Caller>> WhoAmI(
       const rpc::CallContext& context, const ::sluice::test::sink::Empty& request,
       flatbuffers::FlatBufferBuilder& reply) override;
+  absl::StatusOr<flatbuffers::Offset<::sluice::test::sink::Blob>> ReadFd(
+      const rpc::CallContext& context, const ::sluice::test::sink::Empty& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
 
  private:
   std::atomic<uint64_t> total_{0};

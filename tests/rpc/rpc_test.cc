@@ -1,6 +1,8 @@
 // Generated proxies and stubs end to end, each scenario with the server on a
 // thread of this process and in a separate process (rpc_test_peer).
 #include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <optional>
@@ -262,6 +264,25 @@ TEST_P(RpcTest, ALargeReplyDoesNotStarveTheSmallOnesAfterIt) {
   for (auto& thread : threads) thread.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_OK(painter.Download(600 * 1024));
+}
+
+TEST_P(RpcTest, DescriptorsTravelThroughGeneratedCalls) {
+  ASSERT_OK_AND_ASSIGN(auto server, Server::Start(GetParam(), *watcher_));
+  sink::PainterProxy painter(server->channel());
+  UniqueFd memfd(memfd_create("to-server", MFD_CLOEXEC));
+  ASSERT_TRUE(memfd);
+  ASSERT_EQ(write(memfd.get(), "to the server", 13), 13);
+  const int fds[] = {memfd.get()};
+  ASSERT_OK_AND_ASSIGN(auto blob, painter.ReadFd(rpc::CallOptions{.fds = fds}));
+  EXPECT_EQ(std::string(blob->data()->begin(), blob->data()->end()), "to the server");
+  std::vector<UniqueFd> returned = blob.TakeFds();
+  ASSERT_EQ(returned.size(), 1u);
+  char text[32] = {};
+  ASSERT_EQ(pread(returned[0].get(), text, sizeof(text), 0), 15);
+  EXPECT_EQ(std::string(text, 15), "from the server");
+  // Without a descriptor the implementation's own error comes back.
+  EXPECT_THAT(painter.ReadFd(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("0 descriptors")));
 }
 
 TEST_P(RpcTest, RequestLargerThanTheChannelIsResourceExhausted) {

@@ -184,6 +184,10 @@ TEST_F(ServiceManagerTest, NameIsFreedWhenOwnerDisconnects) {
   ASSERT_OK_AND_ASSIGN(auto owner, Connect());
   ASSERT_OK_AND_ASSIGN(auto other, Connect());
   ASSERT_OK(owner->Register("test.name", [](IncomingConnection) {}));
+  // Stats are published at the end of the daemon's loop iteration, after the
+  // reply went out: wait to see the registration, or services == 0 below
+  // could be the snapshot from before it (flaked 2 in 300 runs under load).
+  ASSERT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.services == 1; }));
   owner.reset();
   ASSERT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.services == 0; }));
   EXPECT_OK(other->Register("test.name", [](IncomingConnection) {}));

@@ -22,7 +22,7 @@ namespace sink {
 struct PainterInterface {
   static constexpr absl::string_view kName = "sluice.test.sink.Painter";
   static constexpr uint64_t kInterfaceId = 0xccebabef9c8ad622ull;
-  static constexpr size_t kMethodCount = 10;
+  static constexpr size_t kMethodCount = 11;
   // Summarize(sluice.test.sink.Drawing) -> sluice.test.sink.DrawingSummary
   static constexpr uint64_t kSummarize = 0x1df9791aull << 32 | 0x76b6985eu;
   // Echo(sluice.test.sink.EchoRequest) -> sluice.test.sink.EchoResponse
@@ -43,6 +43,8 @@ struct PainterInterface {
   static constexpr uint64_t kSleep = 0x2fa62ca8ull << 32 | 0xbfef726eu;
   // WhoAmI(sluice.test.sink.Empty) -> sluice.test.sink.Caller
   static constexpr uint64_t kWhoAmI = 0xaa707564ull << 32 | 0x800118a6u;
+  // ReadFd(sluice.test.sink.Empty) -> sluice.test.sink.Blob
+  static constexpr uint64_t kReadFd = 0x915f9547ull << 32 | 0x0d0f9676u;
 };
 
 // Draws, echoes and fails on request.
@@ -266,6 +268,28 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Caller>> WhoAmI(Build&& build, const ::sluice::rpc::CallOptions& options = {}) {
     return Invoke<::sluice::test::sink::Caller>(::sluice::CallHeader{Interface::kInterfaceId, Interface::kWhoAmI}, "sluice.test.sink.Painter.WhoAmI", 0, build, options);
   }
+
+  // The contents of the descriptor sent with the call; the reply carries a
+  // new memfd holding "from the server".
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Blob>> ReadFd(const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint = 64 + 0;
+    ::sluice::rpc::CallOptions sized = options;
+    if (sized.size_hint < hint) sized.size_hint = hint;
+    return ReadFd(
+      [&](::flatbuffers::FlatBufferBuilder& fbb) {
+        ::sluice::test::sink::EmptyBuilder builder(fbb);
+        return builder.Finish();
+      },
+      sized);
+  }
+  // ReadFd, with the request built by `build(fbb) -> Offset<sluice.test.sink.Empty>`
+  // directly in region memory (e.g. CreateUninitializedVector for large fields).
+  // `build` may run more than once if options.size_hint is too small.
+  template <typename Build>
+    requires std::is_invocable_v<Build&, ::flatbuffers::FlatBufferBuilder&>
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Blob>> ReadFd(Build&& build, const ::sluice::rpc::CallOptions& options = {}) {
+    return Invoke<::sluice::test::sink::Blob>(::sluice::CallHeader{Interface::kInterfaceId, Interface::kReadFd}, "sluice.test.sink.Painter.ReadFd", 0, build, options);
+  }
 };
 
 // Draws, echoes and fails on request.
@@ -336,6 +360,13 @@ class PainterStub : public ::sluice::rpc::ServiceStub {
       const ::sluice::rpc::CallContext& context, const ::sluice::test::sink::Empty& request,
       ::flatbuffers::FlatBufferBuilder& reply) = 0;
 
+  // The contents of the descriptor sent with the call; the reply carries a
+  // new memfd holding "from the server".
+  // Build the response in `reply` (region memory) and return its root, or an error.
+  virtual absl::StatusOr<::flatbuffers::Offset<::sluice::test::sink::Blob>> ReadFd(
+      const ::sluice::rpc::CallContext& context, const ::sluice::test::sink::Empty& request,
+      ::flatbuffers::FlatBufferBuilder& reply) = 0;
+
   absl::Status Dispatch(::sluice::IncomingCall& call,
                         const ::sluice::rpc::CallContext& context) final {
     if (call.header().interface_id != Interface::kInterfaceId) {
@@ -382,6 +413,10 @@ class PainterStub : public ::sluice::rpc::ServiceStub {
         return ::sluice::rpc::HandleCall<::sluice::test::sink::Empty, ::sluice::test::sink::Caller>(
             call, context, Interface::kWhoAmI, "sluice.test.sink.Painter.WhoAmI", stats_[9],
             [this](const auto& c, const auto& r, auto& b) { return WhoAmI(c, r, b); });
+      case ::sluice::rpc::MethodIdOf(Interface::kReadFd):
+        return ::sluice::rpc::HandleCall<::sluice::test::sink::Empty, ::sluice::test::sink::Blob>(
+            call, context, Interface::kReadFd, "sluice.test.sink.Painter.ReadFd", stats_[10],
+            [this](const auto& c, const auto& r, auto& b) { return ReadFd(c, r, b); });
       default:
         return ::sluice::rpc::RejectMethod(call, Interface::kName);
     }
@@ -391,7 +426,7 @@ class PainterStub : public ::sluice::rpc::ServiceStub {
   const ::sluice::rpc::MethodStats& stats(size_t index) const { return stats_[index]; }
 
  private:
-  ::sluice::rpc::MethodStats stats_[10];
+  ::sluice::rpc::MethodStats stats_[11];
 };
 
 }  // namespace sink
