@@ -3,6 +3,10 @@
 //   sluicectl [--socket=PATH] [--json] list [PREFIX]
 //   sluicectl [--socket=PATH] [--json] wait NAME [--timeout=10s]
 //   sluicectl [--socket=PATH] [--json] info NAME
+//   sluicectl [--socket=PATH] call NAME METHOD JSON --schema=FILE.fbs [--interface=FQN]
+//             [--include_dirs=DIR,...] [--timeout=10s]
+//       calls METHOD on the service registered as NAME with a JSON request and
+//       prints the JSON response (the schema translates both ways)
 //
 // Exit codes (docs/servicemanager.md): 0 ok, 1 other error, 2 usage,
 // 3 no service manager (UNAVAILABLE), 4 NOT_FOUND, 5 PERMISSION_DENIED,
@@ -19,11 +23,17 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "ipc/service/service_manager.h"
+#include "tools/json_call.h"
 
 ABSL_FLAG(std::string, socket, "",
           "Service manager socket; default from SLUICE_SERVICEMANAGER / XDG_RUNTIME_DIR");
 ABSL_FLAG(bool, json, false, "Print results (and errors) as one JSON object on stdout");
-ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10), "For wait: how long ('inf' forever)");
+ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10),
+          "For wait and call: how long ('inf' forever)");
+ABSL_FLAG(std::string, schema, "", "For call: the .fbs that declares the service");
+ABSL_FLAG(std::string, interface, "",
+          "For call: the service's full name, if the schema has several with METHOD");
+ABSL_FLAG(std::vector<std::string>, include_dirs, {}, "For call: the schema's include dirs");
 
 namespace {
 
@@ -100,7 +110,9 @@ int Usage() {
   std::fprintf(stderr,
                "usage: sluicectl [--socket=PATH] [--json] list [PREFIX]\n"
                "       sluicectl [--socket=PATH] [--json] wait NAME [--timeout=10s]\n"
-               "       sluicectl [--socket=PATH] [--json] info NAME\n");
+               "       sluicectl [--socket=PATH] [--json] info NAME\n"
+               "       sluicectl [--socket=PATH] call NAME METHOD JSON --schema=FILE.fbs\n"
+               "                 [--interface=FQN] [--include_dirs=DIR,...] [--timeout=10s]\n");
   return kExitUsage;
 }
 
@@ -113,13 +125,33 @@ int main(int argc, char** argv) {
   if (positional.size() < 2) return Usage();
   const std::string command = positional[1];
   const std::string arg = positional.size() > 2 ? positional[2] : "";
-  if (positional.size() > 3 || (command != "list" && arg.empty())) return Usage();
-  if (command != "list" && command != "wait" && command != "info") return Usage();
+  if (command == "call") {
+    if (positional.size() != 5 || absl::GetFlag(FLAGS_schema).empty()) return Usage();
+  } else {
+    if (positional.size() > 3 || (command != "list" && arg.empty())) return Usage();
+    if (command != "list" && command != "wait" && command != "info") return Usage();
+  }
 
   sluice::ServiceManagerOptions options;
   options.socket_path = absl::GetFlag(FLAGS_socket);
   auto manager = sluice::ServiceManager::Connect(options);
   if (!manager.ok()) return Fail(manager.status(), json);
+
+  if (command == "call") {
+    auto connection = (*manager)->Lookup(arg);
+    if (!connection.ok()) return Fail(connection.status(), json);
+    sluice::tools::JsonCallRequest request;
+    request.schema_path = absl::GetFlag(FLAGS_schema);
+    request.include_dirs = absl::GetFlag(FLAGS_include_dirs);
+    request.interface = absl::GetFlag(FLAGS_interface);
+    request.method = positional[3];
+    request.json = positional[4];
+    request.deadline = absl::Now() + absl::GetFlag(FLAGS_timeout);
+    auto response = sluice::tools::CallWithJson(*connection->channel, request);
+    if (!response.ok()) return Fail(response.status(), json);
+    std::fputs(response->c_str(), stdout);
+    return kExitOk;
+  }
 
   if (command == "list") {
     auto list = (*manager)->List(arg);

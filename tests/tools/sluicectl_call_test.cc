@@ -1,0 +1,91 @@
+// `sluicectl call` against the real manager and the key-value example:
+// JSON in, JSON out, and precise exit codes for what goes wrong.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ipc/testing/subprocess.h"
+#include "tests/testing/status_matchers.h"
+
+namespace sluice::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct Result {
+  int exit_code = -1;
+  std::string out;
+};
+
+class SluicectlCallTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/sluicectl-call-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    socket_ = dir_ + "/sm.sock";
+    ASSERT_OK_AND_ASSIGN(Subprocess manager, Subprocess::SpawnAndWaitReady(
+                                                 {SLUICE_SERVICEMANAGER_BIN, "--socket=" + socket_,
+                                                  "--log_level=error"}));
+    manager_.emplace(std::move(manager));
+    ASSERT_OK_AND_ASSIGN(Subprocess server, Subprocess::SpawnAndWaitReady(
+                                                {SLUICE_KV_SERVER_BIN, "--socket=" + socket_}));
+    server_.emplace(std::move(server));
+  }
+  void TearDown() override {
+    if (server_) (void)server_->Kill(SIGTERM), (void)server_->Wait();
+    if (manager_) (void)manager_->Kill(SIGTERM), (void)manager_->Wait();
+    (void)!std::system(("rm -rf " + dir_).c_str());
+  }
+
+  // Runs sluicectl call with `method` and `json`; stdout and the exit code.
+  Result Call(const std::string& method, const std::string& json,
+              const std::string& service = "example.kv.KeyValueStore") {
+    const std::string command = std::string(SLUICECTL_BIN) + " --socket=" + socket_ + " call " +
+                                service + " " + method + " '" + json +
+                                "' --schema=" + SLUICE_KEY_VALUE_FBS + " 2>/dev/null";
+    Result result;
+    FILE* pipe = popen(command.c_str(), "r");
+    if (pipe == nullptr) return result;
+    char buffer[4096];
+    size_t n;
+    while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) result.out.append(buffer, n);
+    const int status = pclose(pipe);
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return result;
+  }
+
+  std::string dir_;
+  std::string socket_;
+  std::optional<Subprocess> manager_;
+  std::optional<Subprocess> server_;
+};
+
+TEST_F(SluicectlCallTest, JsonRequestsGetJsonResponses) {
+  Result put = Call("Put", R"({"key": "color", "value": [114, 101, 100]})");
+  EXPECT_EQ(put.exit_code, 0);
+  EXPECT_THAT(put.out, HasSubstr(R"("replaced": false)"));
+  Result get = Call("Get", R"({key: "color"})");  // Unquoted keys are accepted too.
+  EXPECT_EQ(get.exit_code, 0);
+  EXPECT_THAT(get.out, HasSubstr(R"("found": true)"));
+  EXPECT_THAT(get.out, HasSubstr("114"));
+  Result audit = Call("Audit", R"({"what": "oneway from the cli"})");
+  EXPECT_EQ(audit.exit_code, 0);
+  EXPECT_EQ(audit.out, "{}\n");
+}
+
+TEST_F(SluicectlCallTest, MistakesFailWithTheDocumentedExitCodes) {
+  EXPECT_EQ(Call("Put", R"({"key": ""})").exit_code, 1);   // The server's INVALID_ARGUMENT.
+  EXPECT_EQ(Call("NoSuchMethod", "{}").exit_code, 1);      // Not in the schema.
+  EXPECT_EQ(Call("Get", "{not json").exit_code, 1);        // Does not parse.
+  EXPECT_EQ(Call("Get", R"({"nokey": 1})").exit_code, 1);  // Unknown field.
+  EXPECT_EQ(Call("Get", R"({"key": "x"})", "no.such.Service").exit_code, 4);  // NOT_FOUND.
+}
+
+}  // namespace
+}  // namespace sluice::testing
