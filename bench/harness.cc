@@ -14,6 +14,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 
@@ -146,6 +147,34 @@ void Die(const absl::Status& status, const char* what) {
   std::fprintf(stderr, "sluice_channel_bench[%d]: %s: %s\n", static_cast<int>(::getpid()), what,
                status.ToString().c_str());
   std::exit(1);
+}
+
+std::string ReadLoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  in >> a >> b >> c;
+  return absl::StrCat(a, " ", b, " ", c);
+}
+
+std::string Us(double us) {
+  if (us < 10) return absl::StrFormat("%.2f", us);
+  if (us < 1000) return absl::StrFormat("%.1f", us);
+  return absl::StrFormat("%.0f", us);
+}
+
+std::string Rate(double per_second) {
+  if (per_second >= 1e6) return absl::StrFormat("%.2fM", per_second / 1e6);
+  if (per_second >= 1e3) return absl::StrFormat("%.1fk", per_second / 1e3);
+  return absl::StrFormat("%.0f", per_second);
+}
+
+std::string Ratio(double num, double den) {
+  if (den <= 0) return "-";
+  const double r = num / den;
+  if (r >= 100) return absl::StrFormat("%.0fx", r);
+  if (r >= 10) return absl::StrFormat("%.1fx", r);
+  if (r >= 0.1) return absl::StrFormat("%.2fx", r);
+  return absl::StrFormat("%.3fx", r);
 }
 
 }  // namespace sluice::bench

@@ -81,6 +81,12 @@ int64_t ThisThreadCpuNanos();
 // "64 B", "4 KiB", "1 MiB".
 std::string FormatSize(size_t bytes);
 
+// Report formatting shared by the benchmarks' tables.
+std::string ReadLoadAverage();              // "/proc/loadavg"'s first three fields.
+std::string Us(double us);                  // Microseconds, 3 significant-ish digits.
+std::string Rate(double per_second);        // 2.34M, 567.8k, 12.
+std::string Ratio(double num, double den);  // "1.71x"; "-" without a denominator.
+
 // CPUs this process may run on.
 int UsableCpus();
 

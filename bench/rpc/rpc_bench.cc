@@ -263,34 +263,6 @@ absl::Status RunRound(Case c, std::span<const std::byte> payload, uint64_t expec
   return (*client)->Stop();
 }
 
-std::string ReadLoadAverage() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  in >> a >> b >> c;
-  return absl::StrCat(a, " ", b, " ", c);
-}
-
-std::string Us(double us) {
-  if (us < 10) return absl::StrFormat("%.2f", us);
-  if (us < 1000) return absl::StrFormat("%.1f", us);
-  return absl::StrFormat("%.0f", us);
-}
-
-std::string Rate(double per_second) {
-  if (per_second >= 1e6) return absl::StrFormat("%.2fM", per_second / 1e6);
-  if (per_second >= 1e3) return absl::StrFormat("%.1fk", per_second / 1e3);
-  return absl::StrFormat("%.0f", per_second);
-}
-
-std::string Ratio(double num, double den) {
-  if (den <= 0) return "-";
-  const double r = num / den;
-  if (r >= 100) return absl::StrFormat("%.0fx", r);
-  if (r >= 10) return absl::StrFormat("%.1fx", r);
-  if (r >= 0.1) return absl::StrFormat("%.2fx", r);
-  return absl::StrFormat("%.3fx", r);
-}
-
 using Results = std::map<std::pair<size_t, Case>, CaseResult>;
 
 const CaseResult* Find(const Results& results, size_t payload, Case c) {
