@@ -73,6 +73,7 @@ absl::StatusOr<Region> CreateChannelRegion(const channel_layout::Geometry& geome
 OutgoingCall::OutgoingCall(OutgoingCall&& other) noexcept
     : channel_(std::exchange(other.channel_, nullptr)),
       slot_(other.slot_),
+      seq_(other.seq_),
       buffer_(other.buffer_),
       header_(other.header_),
       fds_(std::move(other.fds_)) {}
@@ -82,6 +83,7 @@ OutgoingCall& OutgoingCall::operator=(OutgoingCall&& other) noexcept {
     if (channel_ != nullptr) channel_->ReleaseUnsent(slot_);
     channel_ = std::exchange(other.channel_, nullptr);
     slot_ = other.slot_;
+    seq_ = other.seq_;
     buffer_ = other.buffer_;
     header_ = other.header_;
     fds_ = std::move(other.fds_);
@@ -146,7 +148,8 @@ ClientChannel::~ClientChannel() { Close(); }
 
 void ClientChannel::Close() { endpoint_->Terminate(absl::CancelledError("client channel closed")); }
 
-bool ClientChannel::TryReserveLocked(uint64_t capacity, uint32_t* slot, uint64_t* block) {
+bool ClientChannel::TryReserveLocked(uint64_t capacity, uint32_t* slot, uint64_t* block,
+                                     uint32_t* seq) {
   if (free_slots_ == 0) ReclaimDetachedLocked();
   if (free_slots_ == 0) return false;
   std::optional<uint64_t> offset = arena_.Allocate(capacity);
@@ -160,6 +163,7 @@ bool ClientChannel::TryReserveLocked(uint64_t capacity, uint32_t* slot, uint64_t
   slots_[*slot].use = SlotUse::kReserved;
   slots_[*slot].block = *offset;
   *block = *offset;
+  *seq = slots_[*slot].seq + 1;
   return true;
 }
 
@@ -193,13 +197,14 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
   }
   uint32_t slot = 0;
   uint64_t block = 0;
+  uint32_t seq = 0;
   auto& client_words = endpoint_->client_words();
   auto& server_words = endpoint_->server_words();
   for (;;) {
     if (absl::Status health = endpoint_->health(); !health.ok()) return health;
     {
       MutexLock lock(&mu_);
-      if (TryReserveLocked(capacity, &slot, &block)) break;
+      if (TryReserveLocked(capacity, &slot, &block, &seq)) break;
     }
     // Everything is taken. Announce ourselves, then look once more before
     // sleeping: a release that missed the announcement is seen by this look.
@@ -212,7 +217,7 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
     uint64_t largest_gap;
     {
       MutexLock lock(&mu_);
-      reserved = TryReserveLocked(capacity, &slot, &block);
+      reserved = TryReserveLocked(capacity, &slot, &block, &seq);
       busy_slots = slot_count() - static_cast<uint32_t>(__builtin_popcountll(free_slots_));
       largest_gap = arena_.LargestFreeGap();
     }
@@ -230,7 +235,7 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
     if (!waited.ok()) return waited;
   }
   return OutgoingCall(
-      this, slot,
+      this, slot, seq,
       std::span<std::byte>(endpoint_->request_arena() + block, static_cast<size_t>(capacity)));
 }
 
@@ -253,12 +258,7 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
   if (absl::Status health = endpoint_->health(); !health.ok()) return health;
   const uint32_t i = call.slot_;
   channel_layout::Slot& shared = endpoint_->slot(i);
-  uint32_t seq;
-  {
-    // The slot is this call's alone; only its seq is read under the lock.
-    MutexLock lock(&mu_);
-    seq = slots_[i].seq + 1;
-  }
+  const uint32_t seq = call.seq_;
   // Descriptors go first, so the server finds them queued once it sees the
   // request. On failure the call still owns its slot and space.
   if (!call.fds_.empty()) {

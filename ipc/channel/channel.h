@@ -84,10 +84,11 @@ class OutgoingCall {
 
  private:
   friend class ClientChannel;
-  OutgoingCall(ClientChannel* channel, uint32_t slot, std::span<std::byte> buffer)
-      : channel_(channel), slot_(slot), buffer_(buffer) {}
+  OutgoingCall(ClientChannel* channel, uint32_t slot, uint32_t seq, std::span<std::byte> buffer)
+      : channel_(channel), slot_(slot), seq_(seq), buffer_(buffer) {}
   ClientChannel* channel_;
   uint32_t slot_;
+  uint32_t seq_;  // The request_seq this call will publish (the slot is reserved for it).
   std::span<std::byte> buffer_;
   CallHeader header_;
   std::vector<int> fds_;  // Borrowed until the call is sent.
@@ -179,7 +180,7 @@ class ClientChannel {
                                    bool oneway);
   absl::Status WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline);
   absl::StatusOr<Reply> TakeReply(uint32_t slot);
-  bool TryReserveLocked(uint64_t capacity, uint32_t* slot, uint64_t* block)
+  bool TryReserveLocked(uint64_t capacity, uint32_t* slot, uint64_t* block, uint32_t* seq)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReclaimDetachedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlotLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
