@@ -96,6 +96,30 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
   w.Line(hint + ";");
   w.Line("::sluice::rpc::CallOptions sized = options;");
   w.Line("if (sized.size_hint < hint) sized.size_hint = hint;");
+  // Descriptors and references travel beside the message; the fields hold
+  // their indices. Made before the build, which may run twice.
+  bool attaches = false;
+  for (const FlatParam& p : params) {
+    attaches = attaches || p.kind == FlatParam::Kind::kObject || p.kind == FlatParam::Kind::kFd;
+  }
+  if (attaches) {
+    w.Line("::sluice::rpc::Attachments attachments(options.fds);");
+    for (const FlatParam& p : params) {
+      if (p.kind == FlatParam::Kind::kObject) {
+        w.Line(absl::StrFormat(
+            "auto %s = attachments.AddObject(%s, 0x%016xull /* %s */, options.deadline);",
+            Namer::Local(p.field), p.field, p.interface_id, p.interface_fqn));
+      } else if (p.kind == FlatParam::Kind::kFd) {
+        w.Line(
+            absl::StrCat("auto ", Namer::Local(p.field), " = attachments.AddFd(", p.field, ");"));
+      } else {
+        continue;
+      }
+      w.Line(absl::StrCat("if (!", Namer::Local(p.field), ".ok()) return ", Namer::Local(p.field),
+                          ".status();"));
+    }
+    w.Line("sized.fds = attachments.fds();");
+  }
   w.Line(absl::StrCat("return ", m.name, "("));
   w.Indent();
   w.Line("[&](::flatbuffers::FlatBufferBuilder& fbb) {");
@@ -111,7 +135,10 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
   }
   w.Line(absl::StrCat(m.request_cpp, "Builder builder(fbb);"));
   for (const FlatParam& p : params) {
-    const std::string value = p.kind == FlatParam::Kind::kScalar ? p.field : Namer::Local(p.field);
+    std::string value = p.kind == FlatParam::Kind::kScalar ? p.field : Namer::Local(p.field);
+    if (p.kind == FlatParam::Kind::kObject || p.kind == FlatParam::Kind::kFd) {
+      value = absl::StrCat("*", value);
+    }
     w.Line(absl::StrCat("builder.add_", p.field, "(", value, ");"));
   }
   w.Line("return builder.Finish();");
@@ -258,6 +285,7 @@ std::string GenerateCppHeader(const Schema& schema) {
   w.Line("#include \"absl/status/statusor.h\"");
   w.Line("#include \"absl/strings/string_view.h\"");
   w.Line("#include \"absl/types/span.h\"");
+  w.Line("#include \"ipc/rpc/object.h\"");
   w.Line("#include \"ipc/rpc/proxy.h\"");
   w.Line("#include \"ipc/rpc/stub.h\"");
   w.Line(absl::StrCat("#include \"", schema.flatc_header, "\""));

@@ -56,6 +56,49 @@ const char* ScalarCppType(flatbuffers::BaseType type) {
   }
 }
 
+bool IsIntegerField(flatbuffers::BaseType type) {
+  return flatbuffers::IsInteger(type) && type != flatbuffers::BASE_TYPE_BOOL;
+}
+
+// Checks the Sluice field attributes of every table: an (sluice_interface)
+// names a known service and sits on an unsigned integer of 32 or 64 bits;
+// an (sluice_fd) sits on an integer of 32 or 64 bits.
+absl::Status ValidateFieldAttributes(const flatbuffers::Parser& parser, const std::string& path) {
+  for (const flatbuffers::StructDef* table : parser.structs_.vec) {
+    for (const flatbuffers::FieldDef* field : table->fields.vec) {
+      const flatbuffers::Value* iface = field->attributes.Lookup(kInterfaceAttribute);
+      const flatbuffers::Value* fd = field->attributes.Lookup(kFdAttribute);
+      if (iface == nullptr && fd == nullptr) continue;
+      const std::string where =
+          absl::StrCat(Location(*table, path), ": ", table->name, ".", field->name);
+      const flatbuffers::BaseType type = field->value.type.base_type;
+      if (iface != nullptr && fd != nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": a field is either (sluice_interface) or (sluice_fd)"));
+      }
+      if (table->fixed) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": references and descriptors go in table fields, not in structs"));
+      }
+      if (!IsIntegerField(type) || flatbuffers::SizeOf(type) < 4 ||
+          (iface != nullptr && !flatbuffers::IsUnsigned(type)) ||
+          field->value.type.enum_def != nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, iface != nullptr ? ": (sluice_interface) needs a uint or ulong field"
+                                    : ": (sluice_fd) needs an int, uint, long or "
+                                      "ulong field"));
+      }
+      if (iface != nullptr && parser.services_.Lookup(iface->constant) == nullptr) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, ": (sluice_interface: \"", iface->constant,
+                         "\") names no rpc_service of this schema or its includes (use the full "
+                         "name, e.g. \"pkg.Listener\")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Maps a request table's fields to plain parameters, or nullopt if any field
 // needs the builder (tables, structs, unions, vectors of non-scalars,
 // optional scalars).
@@ -64,6 +107,17 @@ std::optional<std::vector<FlatParam>> FlattenFields(const flatbuffers::StructDef
   for (const flatbuffers::FieldDef* field : table.fields.vec) {
     if (field->deprecated) continue;
     const flatbuffers::Type& type = field->value.type;
+    if (const flatbuffers::Value* iface = field->attributes.Lookup(kInterfaceAttribute)) {
+      FlatParam param{FlatParam::Kind::kObject, field->name, "const ::sluice::rpc::ObjectRef&", 0};
+      param.interface_fqn = iface->constant;
+      param.interface_id = rpc::Fnv1a64(iface->constant);
+      params.push_back(std::move(param));
+      continue;
+    }
+    if (field->attributes.Lookup(kFdAttribute) != nullptr) {
+      params.push_back({FlatParam::Kind::kFd, field->name, "int", 0});
+      continue;
+    }
     if (type.base_type == flatbuffers::BASE_TYPE_STRING) {
       params.push_back({FlatParam::Kind::kString, field->name, "absl::string_view", 0});
       continue;
@@ -90,6 +144,7 @@ std::optional<std::vector<FlatParam>> FlattenFields(const flatbuffers::StructDef
 }
 
 absl::StatusOr<Schema> BuildModel(flatbuffers::Parser& parser, const std::string& path) {
+  if (absl::Status valid = ValidateFieldAttributes(parser, path); !valid.ok()) return valid;
   Schema schema;
   schema.source = path;
   schema.stem = Stem(path);

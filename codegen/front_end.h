@@ -14,6 +14,11 @@ namespace sluice::idlc {
 // Attributes Sluice gives meaning to. A schema declares them
 // (`attribute "oneway";`) so that flatc accepts the file too.
 inline constexpr char kOnewayAttribute[] = "oneway";
+// On an integer field: it holds a reference to an object implementing the
+// named service (ipc/rpc/object.h). Value: the service's full name.
+inline constexpr char kInterfaceAttribute[] = "sluice_interface";
+// On an integer field: it holds a file descriptor sent with the message.
+inline constexpr char kFdAttribute[] = "sluice_fd";
 
 // Parses `path` (include directories searched in order) into the model.
 // Schema errors come back as INVALID_ARGUMENT "file:line: message".

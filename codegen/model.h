@@ -13,11 +13,15 @@ namespace sluice::idlc {
 
 // A request field the proxy can take as a plain C++ parameter.
 struct FlatParam {
-  enum class Kind { kScalar, kString, kScalarVector };
+  // kObject: an (sluice_interface) field, passed as an rpc::ObjectRef;
+  // kFd: an (sluice_fd) field, passed as a descriptor the call duplicates.
+  enum class Kind { kScalar, kString, kScalarVector, kObject, kFd };
   Kind kind;
-  std::string field;     // Schema field name (also the builder's add_<field>).
-  std::string cpp_type;  // Parameter type as the proxy method declares it.
-  size_t element_size;   // Scalars and vector elements; 0 for strings.
+  std::string field;               // Schema field name (also the builder's add_<field>).
+  std::string cpp_type;            // Parameter type as the proxy method declares it.
+  size_t element_size;             // Scalars and vector elements; 0 for strings.
+  std::string interface_fqn = {};  // kObject: the interface the field refers to.
+  uint64_t interface_id = 0;       // kObject: its id.
 };
 
 struct Method {

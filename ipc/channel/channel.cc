@@ -127,6 +127,9 @@ absl::StatusOr<std::unique_ptr<ClientChannel>> ClientChannel::Open(Region region
   auto endpoint = Endpoint::Open(Endpoint::Side::kClient, std::move(region), std::move(liveness),
                                  watcher, options);
   if (!endpoint.ok()) return endpoint.status();
+  if (options.hello_identity) {
+    if (absl::Status hello = (*endpoint)->SendHello(); !hello.ok()) return hello;
+  }
   return std::unique_ptr<ClientChannel>(new ClientChannel(*std::move(endpoint)));
 }
 
@@ -286,6 +289,7 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
   shared.request_length.store(message.size(), std::memory_order_relaxed);
   shared.interface_id.store(call.header_.interface_id, std::memory_order_relaxed);
   shared.method.store(call.header_.method, std::memory_order_relaxed);
+  shared.call_context.store(call.header_.context, std::memory_order_relaxed);
   shared.flags.store(
       (oneway ? kSlotFlagOneway : 0) | (call.fds_.empty() ? 0 : channel_layout::kSlotFlagHasFds),
       std::memory_order_relaxed);
@@ -320,6 +324,13 @@ absl::StatusOr<Reply> ClientChannel::Call(OutgoingCall call, std::span<const std
   return TakeReply(slot);
 }
 
+namespace {
+thread_local ReplyWaiter* t_reply_waiter = nullptr;
+}  // namespace
+
+ReplyWaiter* ThreadReplyWaiter() { return t_reply_waiter; }
+void SetThreadReplyWaiter(ReplyWaiter* waiter) { t_reply_waiter = waiter; }
+
 absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline) {
   channel_layout::Slot& shared = endpoint_->slot(slot);
   // When the channel ends, Endpoint::Terminate moves reply_seq by 2^31 to
@@ -330,38 +341,57 @@ absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time
     const uint32_t value = shared.reply_seq.load(std::memory_order_acquire);
     return value == seq || value == answered_then_ended;
   };
+  // Nested calls (the server calling back into this process within this
+  // call) arrive as work for the waiter while we wait.
+  ReplyWaiter* const waiter = t_reply_waiter;
+  auto ready = [&] { return answered() || (waiter != nullptr && waiter->HasWork()); };
   const auto& spin = endpoint_->options().spin;
-  // Spinning publishes nothing: a store to our words here would pull their
-  // cache line away from the server, which polls the doorbell beside it.
-  if (spin.call_spin > absl::ZeroDuration() &&
-      endpoint_->PeerOnAnotherCpu(
-          endpoint_->server_words().activity.load(std::memory_order_relaxed))) {
-    if (endpoint_->Spin(answered, spin.call_spin)) return absl::OkStatus();
-  }
-  endpoint_->PublishActivity(ActivityState::kSleeping);
   absl::Status result = absl::OkStatus();
   for (;;) {
-    if (answered()) break;
-    if (absl::Status health = endpoint_->health(); !health.ok()) {
-      result = health;
-      break;
+    // Spinning publishes nothing: a store to our words here would pull their
+    // cache line away from the server, which polls the doorbell beside it.
+    if (spin.call_spin > absl::ZeroDuration() &&
+        endpoint_->PeerOnAnotherCpu(
+            endpoint_->server_words().activity.load(std::memory_order_relaxed))) {
+      (void)endpoint_->Spin(ready, spin.call_spin);
     }
-    shared.reply_waiters.fetch_add(1, std::memory_order_seq_cst);
-    const uint32_t current = shared.reply_seq.load(std::memory_order_seq_cst);
-    absl::Status waited = absl::OkStatus();
-    if (current != seq) waited = endpoint_->WaitOnPeerWord(shared.reply_seq, current, deadline);
-    shared.reply_waiters.fetch_sub(1, std::memory_order_seq_cst);
-    if (absl::IsDeadlineExceeded(waited) && !answered()) {
-      result = absl::DeadlineExceededError("no reply from the server before the deadline");
-      break;
+    if (answered()) return absl::OkStatus();
+    if (waiter != nullptr && waiter->HasWork()) {
+      waiter->RunWork();
+      continue;
     }
-    if (!waited.ok() && !absl::IsDeadlineExceeded(waited)) {
-      result = waited;
-      break;
+    endpoint_->PublishActivity(ActivityState::kSleeping);
+    for (;;) {
+      if (answered()) break;
+      if (waiter != nullptr && waiter->HasWork()) break;
+      if (absl::Status health = endpoint_->health(); !health.ok()) {
+        result = health;
+        break;
+      }
+      shared.reply_waiters.fetch_add(1, std::memory_order_seq_cst);
+      const uint32_t current = shared.reply_seq.load(std::memory_order_seq_cst);
+      absl::Status waited = absl::OkStatus();
+      if (current != seq) {
+        waited = waiter != nullptr ? (endpoint_->terminated()
+                                          ? absl::OkStatus()
+                                          : waiter->Sleep(shared.reply_seq, current, deadline))
+                                   : endpoint_->WaitOnPeerWord(shared.reply_seq, current, deadline);
+      }
+      shared.reply_waiters.fetch_sub(1, std::memory_order_seq_cst);
+      if (absl::IsDeadlineExceeded(waited) && !answered()) {
+        result = absl::DeadlineExceededError("no reply from the server before the deadline");
+        break;
+      }
+      if (!waited.ok() && !absl::IsDeadlineExceeded(waited)) {
+        result = waited;
+        break;
+      }
     }
+    endpoint_->PublishActivity(ActivityState::kRunning);
+    if (!result.ok() || answered()) return result;
+    // Woken for nested work: run it, then wait again (spinning first, as
+    // the reply may follow the nested call closely).
   }
-  endpoint_->PublishActivity(ActivityState::kRunning);
-  return result;
 }
 
 absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
@@ -558,6 +588,8 @@ absl::StatusOr<std::unique_ptr<ServerChannel>> ServerChannel::Open(Region region
 
 ServerChannel::ServerChannel(std::unique_ptr<Endpoint> endpoint)
     : endpoint_(std::move(endpoint)),
+      peer_(endpoint_->options().peer),
+      awaiting_hello_(endpoint_->options().hello_identity),
       arena_(endpoint_->header().reply_arena_size, kArenaAlignment,
              // One answered block per slot plus one reservation per slot.
              2 * endpoint_->header().slot_count,
@@ -635,11 +667,36 @@ bool ServerChannel::AnyRequestPending() const {
   return false;
 }
 
+bool ServerChannel::NestedRequestPending(absl::FunctionRef<bool(uint64_t context)> accept) const {
+  const uint32_t n = endpoint_->header().slot_count;
+  for (uint32_t i = 0; i < n; ++i) {
+    const channel_layout::Slot& slot = endpoint_->slot(i);
+    if (slot.request_seq.load(std::memory_order_acquire) ==
+            claimed_seq_[i].load(std::memory_order_relaxed) ||
+        (slot.flags.load(std::memory_order_relaxed) & kSlotFlagOneway) != 0) {
+      continue;
+    }
+    if (accept(slot.call_context.load(std::memory_order_relaxed))) return true;
+  }
+  return false;
+}
+
 absl::StatusOr<std::optional<IncomingCall>> ServerChannel::TryReceive() {
   if (absl::Status health = endpoint_->health(); !health.ok()) return health;
   MutexLock lock(&mu_);
   std::optional<IncomingCall> call;
   if (absl::Status claimed = TryClaimLocked(&call); !claimed.ok()) return claimed;
+  // Tells the caller we run, so it may spin for the reply (see Receive).
+  if (call.has_value()) endpoint_->PublishActivity(ActivityState::kRunning);
+  return call;
+}
+
+absl::StatusOr<std::optional<IncomingCall>> ServerChannel::TryReceiveNested(
+    absl::FunctionRef<bool(uint64_t context)> accept) {
+  if (absl::Status health = endpoint_->health(); !health.ok()) return health;
+  MutexLock lock(&mu_);
+  std::optional<IncomingCall> call;
+  if (absl::Status claimed = TryClaimLocked(&call, &accept); !claimed.ok()) return claimed;
   // Tells the caller we run, so it may spin for the reply (see Receive).
   if (call.has_value()) endpoint_->PublishActivity(ActivityState::kRunning);
   return call;
@@ -655,7 +712,8 @@ void ServerChannel::EndSleep() {
   endpoint_->server_words().sleepers.fetch_sub(1, std::memory_order_seq_cst);
 }
 
-absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call) {
+absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,
+                                           absl::FunctionRef<bool(uint64_t)>* accept) {
   const uint32_t n = endpoint_->header().slot_count;
   const uint64_t arena_size = endpoint_->header().request_arena_size;
   for (uint32_t k = 0; k < n; ++k) {
@@ -673,12 +731,25 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call) {
       return bad;
     }
     const bool oneway = (flags & kSlotFlagOneway) != 0;
+    // The context is read once: the id used to route is the id handed on.
+    const uint64_t context = shared.call_context.load(std::memory_order_relaxed);
+    if (accept != nullptr && (oneway || !(*accept)(context))) continue;
     if (oneway) {
       if (oneway_in_service_ ||
           shared.oneway_seq.load(std::memory_order_relaxed) != next_oneway_seq_) {
         oneway_deferred_ = true;
         continue;
       }
+    }
+    if (awaiting_hello_) {
+      // The client sent its hello before its first request: it is queued.
+      absl::StatusOr<PeerCredentials> hello = endpoint_->ReceiveHello();
+      if (!hello.ok()) {
+        endpoint_->Terminate(hello.status());
+        return hello.status();
+      }
+      peer_ = *hello;
+      awaiting_hello_ = false;
     }
     const uint64_t offset = shared.request_offset.load(std::memory_order_relaxed);
     const uint64_t length = shared.request_length.load(std::memory_order_relaxed);
@@ -710,7 +781,7 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call) {
     }
     scan_start_ = (i + 1) % n;
     const CallHeader header{shared.interface_id.load(std::memory_order_relaxed),
-                            shared.method.load(std::memory_order_relaxed)};
+                            shared.method.load(std::memory_order_relaxed), context};
     call->emplace(IncomingCall(this, i, seq,
                                std::span<const std::byte>(endpoint_->request_arena() + offset,
                                                           static_cast<size_t>(length)),

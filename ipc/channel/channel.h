@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "ipc/base/mutex.h"
@@ -63,7 +64,30 @@ class ServerChannel;
 struct CallHeader {
   uint64_t interface_id = 0;
   uint64_t method = 0;
+  // The call chain this call belongs to (rpc::CallRouter); 0 for none.
+  uint64_t context = 0;
 };
+
+// What a thread blocked in ClientChannel::Call does while it waits, if
+// anything besides sleeping: the RPC layer installs one per thread so that
+// calls nested inside the one being waited for (A calls B, B calls back into
+// A) are served by the waiting thread, as Binder does.
+class ReplyWaiter {
+ public:
+  virtual ~ReplyWaiter() = default;
+  // True if the thread has nested work queued (cheap; polled while spinning).
+  virtual bool HasWork() = 0;
+  // Runs the queued nested work.
+  virtual void RunWork() = 0;
+  // Sleeps until `reply_word` != `unanswered`, work is queued, or `deadline`.
+  // OK on any wake-up; the channel re-checks its conditions.
+  virtual absl::Status Sleep(const FutexWord& reply_word, uint32_t unanswered,
+                             absl::Time deadline) = 0;
+};
+// The calling thread's waiter (null: plain sleep). Set and restored by the
+// RPC layer around a call.
+ReplyWaiter* ThreadReplyWaiter();
+void SetThreadReplyWaiter(ReplyWaiter* waiter);
 
 // Space reserved in the request arena for one call. Dropping it unsent gives
 // the space back.
@@ -107,6 +131,12 @@ class Reply {
   std::span<const std::byte> data() const { return data_; }
   // Descriptors the server attached, owned by the caller from now on.
   std::vector<UniqueFd> TakeFds() { return std::move(fds_); }
+  // The attached descriptor at `index` (attachment order), or an invalid
+  // one if there is none or it was taken already.
+  UniqueFd TakeFd(size_t index) {
+    return index < fds_.size() ? std::move(fds_[index]) : UniqueFd();
+  }
+  size_t fd_count() const { return fds_.size(); }
 
  private:
   friend class ClientChannel;
@@ -216,6 +246,13 @@ class IncomingCall {
   bool oneway() const { return oneway_; }
   // Descriptors the client attached, owned by the caller from now on.
   std::vector<UniqueFd> TakeFds() { return std::move(fds_); }
+  // As Reply::TakeFd.
+  UniqueFd TakeFd(size_t index) {
+    return index < fds_.size() ? std::move(fds_[index]) : UniqueFd();
+  }
+  size_t fd_count() const { return fds_.size(); }
+  // Descriptors attached to the reply so far (the index the next one gets).
+  size_t reply_fd_count() const { return reply_fds_.size(); }
   // Sends `fds` with the reply. They are duplicated now, so the caller may
   // close its own at once (a stub method returns before the reply is sent).
   // INVALID_ARGUMENT as OutgoingCall::AttachFds; FAILED_PRECONDITION for a
@@ -272,6 +309,14 @@ class ServerChannel {
   // Takes a pending request without waiting: a call, nullopt when none is
   // pending, or the reason the channel ended (as Receive).
   absl::StatusOr<std::optional<IncomingCall>> TryReceive();
+  // As TryReceive, but takes only synchronous requests whose
+  // header().context `accept` approves; others stay pending for the next
+  // caller. Used by threads blocked in a call to pick up nested calls.
+  absl::StatusOr<std::optional<IncomingCall>> TryReceiveNested(
+      absl::FunctionRef<bool(uint64_t context)> accept);
+  // True if TryReceiveNested(accept) would likely find a request; lock-free,
+  // for polling while spinning.
+  bool NestedRequestPending(absl::FunctionRef<bool(uint64_t context)> accept) const;
   // To sleep on several channels: BeginSleep() on each (announces a sleeper,
   // so the client will FUTEX_WAKE the doorbell, and returns its value), then
   // TryReceive() on each once more, then futex_waitv on every doorbell() with
@@ -288,7 +333,10 @@ class ServerChannel {
   // Ends the channel: Receive and answers fail with `why` from now on.
   void Close(absl::Status why = absl::CancelledError("server channel closed"));
   absl::Status health() const { return endpoint_->health(); }
-  const PeerCredentials& peer() const { return endpoint_->options().peer; }
+  // The client process. With ChannelOptions::hello_identity it is known
+  // only once the first call has been received (each IncomingCall::caller()
+  // is always right).
+  const PeerCredentials& peer() const { return peer_; }
 
  private:
   friend class IncomingCall;
@@ -304,7 +352,9 @@ class ServerChannel {
   // Claims a pending request into `*call`; leaves it empty when none is
   // pending (no Status for that: building one allocates, and this runs on
   // every idle poll). Errors only for a malformed request.
-  absl::Status TryClaimLocked(std::optional<IncomingCall>* call) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status TryClaimLocked(std::optional<IncomingCall>* call,
+                              absl::FunctionRef<bool(uint64_t)>* accept = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AnyRequestPending() const;
   absl::StatusOr<uint64_t> AllocateReplyLocked(uint64_t capacity)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -315,6 +365,9 @@ class ServerChannel {
 
   std::unique_ptr<internal::Endpoint> endpoint_;
   Mutex mu_;
+  // Written once, under mu_, before the first call that points to it.
+  PeerCredentials peer_;
+  bool awaiting_hello_ ABSL_GUARDED_BY(mu_);
   ArenaAllocator arena_ ABSL_GUARDED_BY(mu_);
   SlotState slots_[channel_layout::kMaxSlots] ABSL_GUARDED_BY(mu_);
   uint32_t scan_start_ ABSL_GUARDED_BY(mu_) = 0;

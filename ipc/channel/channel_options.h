@@ -27,6 +27,13 @@ struct ChannelOptions {
   // Who the other side is, as vouched for by whoever set the channel up (the
   // service manager's SO_PEERCRED), never by anything written in the region.
   PeerCredentials peer;
+  // For channels nobody vouches for (object references, ipc/rpc/object.h):
+  // the client introduces itself with a hello message on the liveness
+  // socket when it opens the channel, and the server takes `peer` from the
+  // kernel's SCM_CREDENTIALS on it (its socket must have
+  // EnableSenderCredentials) before it hands out the first call. Both sides
+  // must agree; a client that sends no hello has its first call refused.
+  bool hello_identity = false;
 };
 
 }  // namespace sluice

@@ -139,6 +139,37 @@ namespace {
 constexpr size_t kMaxStashedFdMessages = 2 * channel_layout::kMaxSlots;
 }  // namespace
 
+namespace {
+// Never an FdTag: slots are numbered below kMaxSlots.
+constexpr uint64_t kHelloTag = ~uint64_t{0};
+}  // namespace
+
+absl::Status Endpoint::SendHello() const {
+  std::byte bytes[sizeof(kHelloTag)];
+  std::memcpy(bytes, &kHelloTag, sizeof(kHelloTag));
+  return SendMessage(liveness_.get(), bytes);
+}
+
+absl::StatusOr<PeerCredentials> Endpoint::ReceiveHello() {
+  MutexLock lock(&fds_mu_);
+  absl::StatusOr<std::optional<ReceivedMessage>> message =
+      TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
+  if (!message.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("reading the client's hello: ", message.status().message()));
+  }
+  uint64_t tag = 0;
+  if (message->has_value() && (**message).bytes.size() == sizeof(tag)) {
+    std::memcpy(&tag, (**message).bytes.data(), sizeof(tag));
+  }
+  if (!message->has_value() || tag != kHelloTag || !(**message).fds.empty() ||
+      !(**message).sender.has_value()) {
+    return absl::DataLossError(
+        "the client of an object reference called without introducing itself first");
+  }
+  return *(**message).sender;
+}
+
 absl::Status Endpoint::SendFds(uint64_t tag, std::span<const int> fds) const {
   std::byte bytes[sizeof(tag)];
   std::memcpy(bytes, &tag, sizeof(tag));

@@ -91,6 +91,12 @@ class Endpoint {
   // peer flagged descriptors it never sent) or the peer floods us.
   absl::StatusOr<std::vector<UniqueFd>> TakeFds(uint64_t tag);
 
+  // The identity hello (ChannelOptions::hello_identity): the client sends
+  // it once, before any call; the server reads it before serving the first.
+  absl::Status SendHello() const;
+  // DATA_LOSS if the first queued message is not a hello with credentials.
+  absl::StatusOr<PeerCredentials> ReceiveHello();
+
   // Spins until `done()` or `budget` passes or the channel ends. True if done.
   template <typename Done>
   bool Spin(Done done, absl::Duration budget) const;

@@ -120,7 +120,10 @@ struct Slot {
   // Opaque to the channel: the RPC layer's interface id and method word.
   std::atomic<uint64_t> interface_id;
   std::atomic<uint64_t> method;
-  std::atomic<uint64_t> client_reserved[1];  // Zero. Reserved for call context ids.
+  // The caller's call-chain id, so that a call back into the caller's
+  // process reaches the thread waiting in the chain (nested calls). Opaque
+  // to the channel; 0 for none.
+  std::atomic<uint64_t> call_context;
   // ---- server line ----
   alignas(kCacheLine) FutexWord reply_seq;
   std::atomic<uint32_t> status_code;   // absl::StatusCode of the reply.

@@ -1,5 +1,7 @@
 #include "ipc/host/service_host.h"
 
+#include "ipc/rpc/object.h"
+
 namespace sluice {
 
 ServiceHost::ServiceHost(ServiceManager& manager, Options options)
@@ -20,7 +22,8 @@ absl::Status ServiceHost::Publish(std::shared_ptr<rpc::ServiceStub> stub, absl::
   // on its client.
   absl::Status registered = manager_->Register(
       service,
-      [this, stub](IncomingConnection connection) {
+      // Clients may pass their proxy on to a third process (object.h).
+      [this, stub = rpc::WithObjectProtocol(stub)](IncomingConnection connection) {
         (void)pool_.Add(std::move(connection.channel), stub);
       },
       std::move(options));

@@ -88,6 +88,8 @@ class Response {
   // Descriptors the server attached (CallContext::AttachReplyFds), owned by
   // the caller from now on.
   std::vector<UniqueFd> TakeFds() { return reply_.TakeFds(); }
+  // One of them by index (rpc::TakeFd / TakeObject read fields with it).
+  UniqueFd TakeFd(size_t index) { return reply_.TakeFd(index); }
 
   // The verified message bytes.
   std::span<const uint8_t> bytes() const {

@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "flatbuffers/flatbuffers.h"
 #include "ipc/channel/channel.h"
+#include "ipc/rpc/call_router.h"
 #include "ipc/rpc/message.h"
 #include "ipc/rpc/region_allocator.h"
 #include "ipc/rpc/wire.h"
@@ -57,8 +58,13 @@ class ProxyBase {
   absl::StatusOr<rpc::Response<Response>> Invoke(const CallHeader& header, absl::string_view what,
                                                  size_t size_hint, Build&& build,
                                                  const CallOptions& options) {
+    // Registers this thread as waiting in its call chain, so a call back
+    // into this process within this one is served right here.
+    CallRouter::Outgoing chain;
+    CallHeader chained = header;
+    chained.context = chain.context();
     absl::StatusOr<std::pair<OutgoingCall, std::span<const std::byte>>> request =
-        BuildRequest(header, what, std::max(size_hint, options.size_hint), build, options);
+        BuildRequest(chained, what, std::max(size_hint, options.size_hint), build, options);
     if (!request.ok()) return request.status();
     absl::StatusOr<Reply> reply =
         channel_->Call(std::move(request->first), request->second, options.deadline);

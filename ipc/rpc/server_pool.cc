@@ -9,12 +9,127 @@ namespace sluice::rpc {
 namespace {
 // futex_waitv takes 128 words; one is the pool's own.
 constexpr size_t kChannelsPerWait = 127;
+// A thread blocked in a call also waits on its reply and its mailbox.
+constexpr size_t kChannelsPerBlockedWait = kChannelsPerWait - 2;
+// Polling for nested calls while spinning is cheap only for a few channels.
+constexpr size_t kMaxChannelsPolled = 8;
 }  // namespace
 
-ServerPool::ServerPool(Options options)
-    : options_{std::max(options.max_threads, 1), options.serve_spin} {}
+// Lets a worker blocked in an outgoing call (inside a stub method) pick up
+// the nested calls that arrive on its group of channels.
+class ServerPool::WorkerSleeper final : public BlockedSleeper {
+ public:
+  WorkerSleeper(ServerPool& pool, size_t index) : pool_(pool), index_(index) {}
 
-ServerPool::~ServerPool() { Shutdown(); }
+  bool NestedPending() override {
+    pool_.Refresh(local_, &generation_);
+    auto group = GroupOf(local_, index_, kChannelsPerBlockedWait);
+    if (group.size() > kMaxChannelsPolled) return false;
+    for (const auto& entry : group) {
+      if (entry->channel->NestedRequestPending(IsWaiting)) return true;
+    }
+    return false;
+  }
+
+  void RouteNested() override {
+    pool_.Refresh(local_, &generation_);
+    // Take first, serve after: serving may block and nest, which refreshes
+    // local_ again.
+    std::vector<RoutedCall> taken;
+    for (const auto& entry : GroupOf(local_, index_, kChannelsPerBlockedWait)) {
+      for (;;) {
+        absl::StatusOr<std::optional<IncomingCall>> call =
+            entry->channel->TryReceiveNested(IsWaiting);
+        if (!call.ok() || !call->has_value()) break;  // The free threads drop dead channels.
+        taken.push_back(RoutedCall{**std::move(call), entry});
+      }
+    }
+    for (RoutedCall& routed : taken) {
+      // The chain's waiter may have left since: the call is served here.
+      if (!CallRouter::Get().Deliver(routed.call.header().context, routed)) ServeRouted(routed);
+    }
+  }
+
+  absl::Status SleepBlocked(ThreadCalls& thread, const FutexWord& reply_word, uint32_t unanswered,
+                            absl::Time deadline) override {
+    const uint32_t mail = thread.mailbox().load(std::memory_order_seq_cst);
+    const uint32_t changed = pool_.changed_.load(std::memory_order_seq_cst);
+    pool_.Refresh(local_, &generation_);
+    // Keep the entries alive while their doorbells are in the wait.
+    Snapshot group(GroupOf(local_, index_, kChannelsPerBlockedWait).begin(),
+                   GroupOf(local_, index_, kChannelsPerBlockedWait).end());
+    std::vector<FutexWaitEntry> waits = {
+        {&reply_word, unanswered, FutexScope::kShared},
+        {&thread.mailbox(), mail, FutexScope::kPrivate},
+        {&pool_.changed_, changed, FutexScope::kPrivate},
+    };
+    constexpr size_t kFirstDoorbell = 3;
+    for (const auto& entry : group) {
+      waits.push_back(
+          {&entry->channel->doorbell(), entry->channel->BeginSleep(), FutexScope::kShared});
+    }
+    // Requests published before the announcements are found now; later ones
+    // move a doorbell.
+    bool pending = false;
+    for (const auto& entry : group) {
+      pending = pending || entry->channel->NestedRequestPending(IsWaiting);
+    }
+    absl::Status result = absl::OkStatus();
+    const bool sleep = !pending && !thread.HasWork();
+    if (sleep) {
+      absl::StatusOr<int> woken = FutexWaitAny(waits, deadline);
+      if (!woken.ok()) result = woken.status();
+    }
+    for (size_t i = 0; i < group.size(); ++i) {
+      ServerChannel& channel = *group[i]->channel;
+      channel.EndSleep();
+      // A client wakes one sleeper per request, and this thread was one of
+      // them although it takes only requests of waiting chains. If its
+      // doorbell rang for another request (an ordinary call, a oneway), the
+      // wake was meant for a free thread sleeping on the same doorbell: hand
+      // it on, or that request waits until some thread happens to look.
+      if (sleep &&
+          channel.doorbell().load(std::memory_order_seq_cst) !=
+              waits[kFirstDoorbell + i].expected &&
+          (!channel.NestedRequestPending(IsWaiting) ||
+           channel.NestedRequestPending(IsNotWaiting))) {
+        FutexWake(channel.doorbell(), INT_MAX, FutexScope::kShared);
+      }
+    }
+    // Whatever woke us, route what is there; the caller then runs its work.
+    RouteNested();
+    return result;
+  }
+
+ private:
+  static bool IsWaiting(uint64_t context) { return CallRouter::Get().IsWaiting(context); }
+  static bool IsNotWaiting(uint64_t context) { return !CallRouter::Get().IsWaiting(context); }
+
+  ServerPool& pool_;
+  const size_t index_;
+  Snapshot local_;
+  uint64_t generation_ = ~uint64_t{0};
+};
+
+ServerPool::ServerPool(Options options)
+    : options_{std::max(options.max_threads, 1), options.serve_spin},
+      max_threads_(options_.max_threads) {
+  CallRouter::Get().AddServer();
+}
+
+ServerPool::~ServerPool() {
+  Shutdown();
+  CallRouter::Get().RemoveServer();
+}
+
+std::span<const std::shared_ptr<ServerPool::Entry>> ServerPool::GroupOf(const Snapshot& local,
+                                                                        size_t index,
+                                                                        size_t per_wait) {
+  const size_t groups = std::max<size_t>(1, (local.size() + per_wait - 1) / per_wait);
+  const size_t begin = std::min(local.size(), (index % groups) * per_wait);
+  const size_t end = std::min(local.size(), begin + per_wait);
+  return std::span<const std::shared_ptr<Entry>>(local).subspan(begin, end - begin);
+}
 
 absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
                              std::shared_ptr<ServiceStub> stub) {
@@ -37,7 +152,7 @@ absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
     // Each thread watches one group of channels; make sure every group has one.
     const size_t groups = (entries_.size() + kChannelsPerWait - 1) / kChannelsPerWait;
     while (threads_.size() < std::max<size_t>(groups, 1) &&
-           threads_.size() < static_cast<size_t>(options_.max_threads)) {
+           threads_.size() < static_cast<size_t>(max_threads_)) {
       threads_.emplace_back([this, index = threads_.size()] { Worker(index); });
     }
   }
@@ -51,7 +166,7 @@ void ServerPool::Changed() {
 }
 
 void ServerPool::MaybeAddThreadLocked() {
-  if (busy_ >= threads_.size() && threads_.size() < static_cast<size_t>(options_.max_threads) &&
+  if (busy_ >= threads_.size() && threads_.size() < static_cast<size_t>(max_threads_) &&
       !stopping_) {
     threads_.emplace_back([this, index = threads_.size()] { Worker(index); });
   }
@@ -85,17 +200,18 @@ bool ServerPool::ServeOne(const Snapshot& local) {
       continue;
     }
     if (!call->has_value()) continue;
+    RoutedCall routed{**std::move(call), entry};
+    // A call back into a chain a thread of ours waits in goes to that thread.
+    if (!routed.call.oneway() && CallRouter::Get().Deliver(routed.call.header().context, routed)) {
+      return true;
+    }
     {
       MutexLock lock(&mu_);
       ++busy_;
       MaybeAddThreadLocked();
     }
-    absl::Status handled = entry->stub->Dispatch(**call, entry->context);
-    call->reset();
-    if (absl::IsDataLoss(handled)) {
-      entry->channel->Close(handled);
-      Remove(entry);
-    }
+    ServeRouted(routed);
+    if (!entry->channel->health().ok()) Remove(entry);
     MutexLock lock(&mu_);
     --busy_;
     return true;
@@ -104,6 +220,8 @@ bool ServerPool::ServeOne(const Snapshot& local) {
 }
 
 void ServerPool::Worker(size_t index) {
+  WorkerSleeper sleeper(*this, index);
+  ThreadCalls::Current().set_sleeper(&sleeper);
   Snapshot local;
   uint64_t generation = ~uint64_t{0};
   std::vector<FutexWaitEntry> waits;
@@ -123,14 +241,10 @@ void ServerPool::Worker(size_t index) {
       continue;
     }
     // Sleep on this thread's group of channels, plus the pool's own word.
-    const size_t groups =
-        std::max<size_t>(1, (local.size() + kChannelsPerWait - 1) / kChannelsPerWait);
-    const size_t group = index % groups;
     waits.clear();
     sleeping.clear();
-    for (size_t i = group * kChannelsPerWait;
-         i < local.size() && sleeping.size() < kChannelsPerWait; ++i) {
-      ServerChannel* channel = local[i]->channel.get();
+    for (const auto& entry : GroupOf(local, index, kChannelsPerWait)) {
+      ServerChannel* channel = entry->channel.get();
       waits.push_back({&channel->doorbell(), channel->BeginSleep(), FutexScope::kShared});
       sleeping.push_back(channel);
     }
@@ -144,6 +258,7 @@ void ServerPool::Worker(size_t index) {
     for (ServerChannel* channel : sleeping) channel->EndSleep();
     if (found) last_served_ns = internal::MonotonicNanos();
   }
+  ThreadCalls::Current().set_sleeper(nullptr);
 }
 
 void ServerPool::Shutdown() {
@@ -167,6 +282,11 @@ void ServerPool::Shutdown() {
 size_t ServerPool::channel_count() {
   MutexLock lock(&mu_);
   return entries_.size();
+}
+
+void ServerPool::SetMaxThreads(int max_threads) {
+  MutexLock lock(&mu_);
+  max_threads_ = std::max(max_threads, 1);
 }
 
 size_t ServerPool::thread_count() {

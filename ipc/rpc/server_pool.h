@@ -8,6 +8,12 @@
 // to max_threads, so a long call on one channel does not stall the others
 // while threads remain.
 //
+// Nested calls (call_router.h): a request that belongs to a call chain some
+// thread of this process is waiting in is handed to that thread instead of
+// being served here; a pool thread that is itself blocked in a call keeps
+// watching its channels for such requests, so even a one-thread pool serves
+// recursion (A -> B -> A -> ...) without deadlock.
+//
 // Thread safety: all methods are thread safe. Stub methods run on pool
 // threads, possibly several at once (also for one channel).
 #ifndef SLUICE_IPC_RPC_SERVER_POOL_H_
@@ -16,12 +22,14 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "ipc/base/mutex.h"
 #include "ipc/channel/channel.h"
+#include "ipc/rpc/call_router.h"
 #include "ipc/rpc/stub.h"
 #include "ipc/sync/futex.h"
 
@@ -52,16 +60,18 @@ class ServerPool {
 
   size_t channel_count();
   size_t thread_count();
+  // Changes Options::max_threads; running threads beyond it stay.
+  void SetMaxThreads(int max_threads);
 
  private:
-  struct Entry {
-    std::unique_ptr<ServerChannel> channel;
-    std::shared_ptr<ServiceStub> stub;
-    CallContext context;
-  };
+  using Entry = ServedChannel;
   using Snapshot = std::vector<std::shared_ptr<Entry>>;
+  class WorkerSleeper;
 
   void Worker(size_t index);
+  // The channels thread `index` sleeps on: its group of at most `per_wait`.
+  static std::span<const std::shared_ptr<Entry>> GroupOf(const Snapshot& local, size_t index,
+                                                         size_t per_wait);
   // Refreshes `local` if the channel set changed since `*generation`.
   void Refresh(Snapshot& local, uint64_t* generation);
   // Serves at most one call from the channels; true if it did.
@@ -73,6 +83,7 @@ class ServerPool {
   const Options options_;
   Mutex mu_;
   Snapshot entries_ ABSL_GUARDED_BY(mu_);
+  int max_threads_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
   size_t busy_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -105,19 +105,19 @@ absl::StatusOr<const Request*> AcceptRequest(IncomingCall& call, uint64_t method
 }
 
 template <typename Request, typename Handler>
-absl::Status HandleOneway(IncomingCall& call, const CallContext& context, uint64_t method_word,
+absl::Status HandleOneway(IncomingCall& call, const CallContext& /*context*/, uint64_t method_word,
                           absl::string_view what, MethodStats& stats, Handler&& handler) {
   absl::StatusOr<const Request*> request =
       AcceptRequest<Request>(call, method_word, /*oneway=*/true, what, stats);
   if (!request.ok()) return request.status();
   // A oneway caller is not waiting for the outcome; errors go nowhere.
-  const CallContext this_call{context.caller, &call};
+  const CallContext this_call{call.caller(), &call};
   (void)handler(this_call, **request);
   return call.Reply({});
 }
 
 template <typename Request, typename Response, typename Handler>
-absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t method_word,
+absl::Status HandleCall(IncomingCall& call, const CallContext& /*context*/, uint64_t method_word,
                         absl::string_view what, MethodStats& stats, Handler&& handler) {
   absl::StatusOr<const Request*> request =
       AcceptRequest<Request>(call, method_word, /*oneway=*/false, what, stats);
@@ -132,7 +132,7 @@ absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t
   if (!space.ok()) return call.Fail(space.status());
   RegionAllocator allocator(*space);
   flatbuffers::FlatBufferBuilder fbb(space->size(), &allocator, /*own_allocator=*/false);
-  const CallContext this_call{context.caller, &call};
+  const CallContext this_call{call.caller(), &call};
   absl::StatusOr<flatbuffers::Offset<Response>> root = handler(this_call, **request, fbb);
   if (!root.ok()) return call.Fail(root.status());
   fbb.Finish(*root);

@@ -73,7 +73,10 @@ absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_by
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage)];
+  // Room for the sender's credentials too, which the kernel adds to every
+  // message once the receiving socket has SO_PASSCRED.
+  alignas(cmsghdr) char
+      control[CMSG_SPACE(sizeof(int) * kMaxFdsPerMessage) + CMSG_SPACE(sizeof(ucred))];
   msg.msg_control = control;
   msg.msg_controllen = sizeof(control);
   const ssize_t got =
@@ -86,7 +89,14 @@ absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_by
   }
   // Take ownership of every fd first, so that an error below closes them.
   for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
-    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+    if (cmsg->cmsg_level != SOL_SOCKET) continue;
+    if (cmsg->cmsg_type == SCM_CREDENTIALS && cmsg->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
+      ucred cred;
+      std::memcpy(&cred, CMSG_DATA(cmsg), sizeof(cred));
+      out.sender = PeerCredentials{cred.pid, cred.uid, cred.gid};
+      continue;
+    }
+    if (cmsg->cmsg_type != SCM_RIGHTS) continue;
     const size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     for (size_t i = 0; i < count; ++i) {
       int fd;
@@ -101,7 +111,8 @@ absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_by
     return absl::DataLossError(
         absl::StrCat("recvmsg: message longer than the ", max_bytes, "-byte limit"));
   }
-  if ((msg.msg_flags & MSG_CTRUNC) != 0) {
+  // The credentials' room can hold a few descriptors more than the limit.
+  if ((msg.msg_flags & MSG_CTRUNC) != 0 || out.fds.size() > kMaxFdsPerMessage) {
     return absl::DataLossError(
         absl::StrCat("recvmsg: more than ", kMaxFdsPerMessage, " file descriptors in one message"));
   }
@@ -109,6 +120,14 @@ absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_by
   return std::optional<ReceivedMessage>(std::move(out));
 }
 }  // namespace
+
+absl::Status EnableSenderCredentials(int socket) {
+  const int on = 1;
+  if (::setsockopt(socket, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) != 0) {
+    return ErrnoStatus("setsockopt(SO_PASSCRED)", errno);
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<PeerCredentials> GetPeerCredentials(int socket) {
   ucred cred{};

@@ -29,7 +29,7 @@ struct PeerCredentials {
 };
 
 // Most descriptors one message may carry.
-inline constexpr size_t kMaxFdsPerMessage = 16;
+inline constexpr size_t kMaxFdsPerMessage = 64;
 
 // A connected pair of SOCK_SEQPACKET sockets (message boundaries kept),
 // both close-on-exec.
@@ -44,6 +44,9 @@ absl::Status SendMessage(int socket, std::span<const std::byte> bytes,
 struct ReceivedMessage {
   std::vector<std::byte> bytes;
   std::vector<UniqueFd> fds;
+  // The sending process as the kernel saw it at send time; set only when
+  // the receiving socket has EnableSenderCredentials.
+  std::optional<PeerCredentials> sender;
 };
 
 // Receives one message of at most `max_bytes`. A message that was truncated
@@ -55,6 +58,12 @@ absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes);
 absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, size_t max_bytes);
 
 absl::StatusOr<PeerCredentials> GetPeerCredentials(int socket);
+
+// SO_PASSCRED: every message received on `socket` from now on carries its
+// sender's pid/uid/gid, filled in by the kernel (ReceivedMessage::sender).
+// Unlike SO_PEERCRED this names whoever sends, even on a socketpair whose
+// other end was handed to another process.
+absl::Status EnableSenderCredentials(int socket);
 
 }  // namespace sluice
 

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "ipc/rpc/object.h"
 #include "ipc/rpc/proxy.h"
 #include "ipc/rpc/stub.h"
 #include "key_value_generated.h"

@@ -1,0 +1,171 @@
+#include "ipc/rpc/call_router.h"
+
+#include <sys/random.h>
+
+#include <climits>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace sluice::rpc {
+namespace {
+
+uint64_t NewChainId() {
+  uint64_t id = 0;
+  // Unique across processes with overwhelming odds; 0 means "no chain".
+  while (id == 0) {
+    if (::getrandom(&id, sizeof(id), 0) != sizeof(id)) {
+      id = reinterpret_cast<uintptr_t>(&id) ^ static_cast<uint64_t>(::getpid()) << 40;
+    }
+  }
+  return id;
+}
+
+}  // namespace
+
+void ServeRouted(RoutedCall& routed) {
+  ServedChannel& target = *routed.target;
+  ThreadCalls::Serving serving(ThreadCalls::Current(), routed.call.header().context);
+  if (!serving.ok()) {
+    (void)routed.call.Fail(absl::ResourceExhaustedError(
+        absl::StrCat("nested calls deeper than ", kMaxNestingDepth, " on one thread")));
+    return;
+  }
+  // A handler reads its request from the thread's request buffer
+  // (ThreadRequestBuffer, AcceptRequest) until it returns. A call served
+  // while this thread waits in an outgoing call is nested in such a handler:
+  // its request must not overwrite the outer one, so the outer buffer is
+  // kept aside (moving it keeps its heap block; its inline bytes come back
+  // to the same address) until the nested call is answered.
+  std::optional<MessageBuffer> outer;
+  if (ThreadCalls::Current().calls_in_progress() > 0)
+    outer.emplace(std::move(ThreadRequestBuffer()));
+  absl::Status handled = target.stub->Dispatch(routed.call, target.context);
+  if (outer.has_value()) ThreadRequestBuffer() = *std::move(outer);
+  if (absl::IsDataLoss(handled)) target.channel->Close(handled);
+}
+
+ThreadCalls& ThreadCalls::Current() {
+  thread_local ThreadCalls calls;
+  return calls;
+}
+
+ThreadCalls::ThreadCalls() : own_chain_(NewChainId()) {}
+
+ThreadCalls::Serving::Serving(ThreadCalls& thread, uint64_t chain)
+    : thread_(thread), saved_chain_(thread.serving_chain_), ok_(thread.depth_ < kMaxNestingDepth) {
+  ++thread_.depth_;
+  thread_.serving_chain_ = chain;
+}
+
+ThreadCalls::Serving::~Serving() {
+  --thread_.depth_;
+  thread_.serving_chain_ = saved_chain_;
+}
+
+void ThreadCalls::Post(RoutedCall routed) {
+  {
+    MutexLock lock(&mu_);
+    queue_.push_back(std::move(routed));
+  }
+  queued_.fetch_add(1, std::memory_order_release);
+  mailbox_.fetch_add(1, std::memory_order_seq_cst);
+  FutexWake(mailbox_, 1, FutexScope::kPrivate);
+}
+
+void ThreadCalls::RunWork() {
+  if (sleeper_ != nullptr) sleeper_->RouteNested();
+  while (queued_.load(std::memory_order_acquire) != 0) {
+    std::optional<RoutedCall> routed;
+    {
+      MutexLock lock(&mu_);
+      if (queue_.empty()) return;
+      routed.emplace(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    queued_.fetch_sub(1, std::memory_order_acq_rel);
+    ServeRouted(*routed);
+  }
+}
+
+absl::Status ThreadCalls::Sleep(const FutexWord& reply_word, uint32_t unanswered,
+                                absl::Time deadline) {
+  if (sleeper_ != nullptr) return sleeper_->SleepBlocked(*this, reply_word, unanswered, deadline);
+  const uint32_t mail = mailbox_.load(std::memory_order_seq_cst);
+  if (queued_.load(std::memory_order_acquire) != 0) return absl::OkStatus();
+  const FutexWaitEntry entries[] = {
+      {&reply_word, unanswered, FutexScope::kShared},
+      {&mailbox_, mail, FutexScope::kPrivate},
+  };
+  absl::StatusOr<int> woken = FutexWaitAny(entries, deadline);
+  return woken.ok() ? absl::OkStatus() : woken.status();
+}
+
+CallRouter& CallRouter::Get() {
+  static CallRouter* router = new CallRouter();  // Never destroyed: threads may outlive main.
+  return *router;
+}
+
+bool CallRouter::IsWaiting(uint64_t chain) {
+  if (chain == 0 || waiting_.load(std::memory_order_acquire) == 0) return false;
+  MutexLock lock(&mu_);
+  return waiters_.contains(chain);
+}
+
+bool CallRouter::Deliver(uint64_t chain, RoutedCall& routed) {
+  if (chain == 0 || waiting_.load(std::memory_order_acquire) == 0) return false;
+  MutexLock lock(&mu_);
+  auto it = waiters_.find(chain);
+  if (it == waiters_.end()) return false;
+  // Posting under mu_ keeps the thread registered (and its ThreadCalls
+  // alive) until the call is queued; it drains its queue after it leaves.
+  it->second.back()->Post(std::move(routed));
+  return true;
+}
+
+void CallRouter::Register(uint64_t chain, ThreadCalls* thread) {
+  MutexLock lock(&mu_);
+  auto [it, inserted] = waiters_.try_emplace(chain);
+  if (inserted) waiting_.fetch_add(1, std::memory_order_acq_rel);
+  it->second.push_back(thread);
+}
+
+void CallRouter::Unregister(uint64_t chain, ThreadCalls* thread) {
+  MutexLock lock(&mu_);
+  auto it = waiters_.find(chain);
+  if (it == waiters_.end()) return;
+  auto& threads = it->second;
+  for (size_t i = threads.size(); i-- > 0;) {
+    if (threads[i] == thread) {
+      threads.erase(threads.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+  }
+  if (!threads.empty()) return;
+  waiters_.erase(it);
+  waiting_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+CallRouter::Outgoing::Outgoing() {
+  CallRouter& router = Get();
+  if (!router.enabled()) return;
+  thread_ = &ThreadCalls::Current();
+  ++thread_->calls_in_progress_;
+  chain_ = thread_->chain();
+  router.Register(chain_, thread_);
+  saved_waiter_ = ThreadReplyWaiter();
+  SetThreadReplyWaiter(thread_);
+}
+
+CallRouter::Outgoing::~Outgoing() {
+  if (thread_ == nullptr) return;
+  Get().Unregister(chain_, thread_);
+  SetThreadReplyWaiter(saved_waiter_);
+  // A request of this chain that was queued after the reply came (a late
+  // or forged one) is still a request: serve it rather than drop it.
+  thread_->RunWork();
+  --thread_->calls_in_progress_;
+}
+
+}  // namespace sluice::rpc

@@ -1,0 +1,183 @@
+// Nested and recursive calls, served by the waiting thread (Binder's
+// transaction stack, without a kernel driver).
+//
+// Every synchronous call carries a call-chain id in its slot
+// (CallHeader::context). A thread that starts a call outside of any incoming
+// call uses its own id; a thread serving a call hands that call's id on to
+// every call it makes. While a thread waits for a reply it is registered
+// with this process's CallRouter under its chain id. When a request whose
+// chain id is registered arrives on any channel of this process, the pool
+// thread that finds it does not serve it: it queues it for the waiting
+// thread and wakes it, and the waiting thread serves it between two looks at
+// its own reply. So in A -> B -> A (or A -> B -> C -> A) the call back into A
+// runs on the very thread of A that is waiting, a single-threaded client can
+// take callbacks during its own call, and recursion needs no extra threads.
+//
+// Pool threads that are themselves blocked in a call keep watching their
+// pool's channels for requests of registered chains (ServerPool), so a pool
+// of one thread cannot deadlock on a recursion either.
+//
+// A chain id is a routing hint, not a credential: a peer that forges one can
+// only make its call run on another thread of the same process, which it
+// could have reached anyway. Nesting deeper than kMaxNestingDepth on one
+// thread is refused with RESOURCE_EXHAUSTED.
+#ifndef SLUICE_IPC_RPC_CALL_ROUTER_H_
+#define SLUICE_IPC_RPC_CALL_ROUTER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/status/status.h"
+#include "ipc/base/mutex.h"
+#include "ipc/channel/channel.h"
+#include "ipc/rpc/stub.h"
+#include "ipc/sync/futex.h"
+
+namespace sluice::rpc {
+
+inline constexpr int kMaxNestingDepth = 64;
+
+// A channel together with the stub that serves it.
+struct ServedChannel {
+  std::unique_ptr<ServerChannel> channel;
+  std::shared_ptr<ServiceStub> stub;
+  CallContext context;
+};
+
+// A request taken off a channel, to be served (perhaps by another thread).
+struct RoutedCall {
+  IncomingCall call;
+  std::shared_ptr<ServedChannel> target;  // Keeps the channel and stub alive.
+};
+
+// Serves `routed` on this thread as part of its chain; a malformed request
+// closes its channel (the channel's owner notices on its next receive).
+void ServeRouted(RoutedCall& routed);
+
+class ThreadCalls;
+
+// What a pool thread blocked in a call does instead of a plain sleep: watch
+// the pool's channels for nested calls too.
+class BlockedSleeper {
+ public:
+  virtual ~BlockedSleeper() = default;
+  // True if a request of a waiting chain seems pending (cheap; for spinning).
+  virtual bool NestedPending() = 0;
+  // Takes pending requests of waiting chains and posts them to their threads.
+  virtual void RouteNested() = 0;
+  virtual absl::Status SleepBlocked(ThreadCalls& thread, const FutexWord& reply_word,
+                                    uint32_t unanswered, absl::Time deadline) = 0;
+};
+
+// One thread's part in call chains. Created on first use, per thread.
+class ThreadCalls final : public ReplyWaiter {
+ public:
+  static ThreadCalls& Current();
+
+  // The chain id calls from this thread carry now.
+  uint64_t chain() const { return serving_chain_ != 0 ? serving_chain_ : own_chain_; }
+  // Set for pool threads (ServerPool::Worker).
+  void set_sleeper(BlockedSleeper* sleeper) { sleeper_ = sleeper; }
+  // Outgoing calls this thread is in (CallRouter::Outgoing); a call it
+  // serves meanwhile is nested in the handler that made the outgoing one.
+  int calls_in_progress() const { return calls_in_progress_; }
+
+  // Queues `routed` for this thread and wakes it. Called by the router.
+  void Post(RoutedCall routed);
+  const FutexWord& mailbox() const { return mailbox_; }
+
+  // ReplyWaiter:
+  bool HasWork() override {
+    return queued_.load(std::memory_order_acquire) != 0 ||
+           (sleeper_ != nullptr && sleeper_->NestedPending());
+  }
+  void RunWork() override;
+  absl::Status Sleep(const FutexWord& reply_word, uint32_t unanswered,
+                     absl::Time deadline) override;
+
+  // Marks this thread as serving a call of `chain` (0: a call from outside
+  // any chain, which starts a new one on the next outgoing call).
+  class Serving {
+   public:
+    Serving(ThreadCalls& thread, uint64_t chain);
+    ~Serving();
+    Serving(const Serving&) = delete;
+    Serving& operator=(const Serving&) = delete;
+    // False if this thread is nested too deeply to take the call.
+    bool ok() const { return ok_; }
+
+   private:
+    ThreadCalls& thread_;
+    uint64_t saved_chain_;
+    bool ok_;
+  };
+
+ private:
+  ThreadCalls();
+
+  friend class CallRouter;
+
+  const uint64_t own_chain_;
+  uint64_t serving_chain_ = 0;
+  int depth_ = 0;
+  int calls_in_progress_ = 0;
+  BlockedSleeper* sleeper_ = nullptr;
+  FutexWord mailbox_{0};
+  std::atomic<uint32_t> queued_{0};
+  Mutex mu_;
+  std::deque<RoutedCall> queue_ ABSL_GUARDED_BY(mu_);
+};
+
+// The process-wide table of threads waiting in a chain.
+class CallRouter {
+ public:
+  static CallRouter& Get();
+
+  // Routing is on while this process serves calls through a ServerPool;
+  // a process that only calls out pays nothing for it.
+  void AddServer() { servers_.fetch_add(1, std::memory_order_acq_rel); }
+  void RemoveServer() { servers_.fetch_sub(1, std::memory_order_acq_rel); }
+  bool enabled() const { return servers_.load(std::memory_order_acquire) > 0; }
+
+  // True if a thread waits in `chain` now.
+  bool IsWaiting(uint64_t chain);
+  // Hands `routed` to the thread waiting in `chain`. False (and `routed`
+  // untouched) if none is.
+  bool Deliver(uint64_t chain, RoutedCall& routed);
+
+  // Around one outgoing synchronous call: registers the calling thread
+  // under its chain and installs it as the channel's ReplyWaiter.
+  class Outgoing {
+   public:
+    Outgoing();
+    ~Outgoing();
+    Outgoing(const Outgoing&) = delete;
+    Outgoing& operator=(const Outgoing&) = delete;
+    // The chain id for the call's header; 0 when routing is off.
+    uint64_t context() const { return chain_; }
+
+   private:
+    ThreadCalls* thread_ = nullptr;
+    uint64_t chain_ = 0;
+    ReplyWaiter* saved_waiter_ = nullptr;
+  };
+
+ private:
+  void Register(uint64_t chain, ThreadCalls* thread);
+  void Unregister(uint64_t chain, ThreadCalls* thread);
+
+  std::atomic<int> servers_{0};
+  std::atomic<int> waiting_{0};  // Entries in waiters_, read without mu_.
+  Mutex mu_;
+  // Per chain, every registration in order (one per call a thread waits
+  // in); the newest gets the chain's requests. Usually one thread, nested.
+  absl::flat_hash_map<uint64_t, absl::InlinedVector<ThreadCalls*, 4>> waiters_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace sluice::rpc
+
+#endif  // SLUICE_IPC_RPC_CALL_ROUTER_H_

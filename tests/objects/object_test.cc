@@ -1,0 +1,242 @@
+// Object references across real processes: passing a local object and
+// calling it back while the caller waits, handing a remote object on to a
+// third process, identity of the holder, release when the holder drops the
+// reference or dies, descriptor fields, and no leak over many cycles.
+#include "ipc/rpc/object.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "ipc/base/errors.h"
+#include "ipc/host/service_host.h"
+#include "ipc/testing/subprocess.h"
+#include "tests/objects/objects_service.h"
+#include "tests/testing/status_matchers.h"
+
+namespace sluice::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+// Polls `condition` until it holds or `timeout` passes: releases happen on
+// the host's watcher thread, a moment after the holder lets go.
+template <typename Condition>
+bool Eventually(Condition condition, absl::Duration timeout = absl::Seconds(10)) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (condition()) return true;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return condition();
+}
+
+class ObjectTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/sluice-objects-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    socket_ = dir_ + "/sm.sock";
+    ASSERT_OK_AND_ASSIGN(
+        manager_, Subprocess::SpawnAndWaitReady(
+                      {SLUICE_SERVICEMANAGER_BIN, "--socket=" + socket_, "--log_level=error"}));
+    ASSERT_OK_AND_ASSIGN(sm_, ServiceManager::Connect({.socket_path = socket_}));
+  }
+  void TearDown() override {
+    sm_.reset();
+    if (manager_) {
+      (void)manager_->Kill(SIGTERM);
+      (void)manager_->Wait();
+    }
+    const std::string cleanup = "rm -rf " + dir_;
+    (void)!std::system(cleanup.c_str());
+  }
+
+  absl::StatusOr<Subprocess> StartPeer(const std::string& name) {
+    return Subprocess::SpawnAndWaitReady({SLUICE_OBJECT_PEER, socket_, name});
+  }
+  absl::StatusOr<Connection<objects::HolderProxy>> Holder(const std::string& name) {
+    return Connect<objects::HolderProxy>(*sm_, name);
+  }
+
+  std::string dir_;
+  std::string socket_;
+  std::optional<Subprocess> manager_;
+  std::unique_ptr<ServiceManager> sm_;
+};
+
+TEST_F(ObjectTest, LocalObjectIsCalledBackOnTheWaitingThreadWithTheHoldersIdentity) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  auto callback = std::make_shared<CallbackObject>(5);
+  ASSERT_OK_AND_ASSIGN(auto given, holder->Give(callback, 37, /*keep=*/false));
+  const objects::Pong* pong = given->pong();
+  ASSERT_NE(pong, nullptr);
+  EXPECT_EQ(pong->value(), 42);
+  EXPECT_EQ(pong->host_pid(), getpid());
+  // The holder's identity, from the kernel (SCM_CREDENTIALS on its hello).
+  EXPECT_EQ(pong->caller_pid(), peer.pid());
+  // Served by this thread while it waited for Give's reply (nested call).
+  EXPECT_EQ(pong->tid(), static_cast<int32_t>(gettid()));
+}
+
+TEST_F(ObjectTest, ReleasedWhenTheHolderDropsItAndWhenTheHolderDies) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  const int64_t live_before = CallbackObject::live();
+  const size_t references_before = rpc::ObjectHost::Get().reference_count();
+  {
+    auto callback = std::make_shared<CallbackObject>();
+    ASSERT_OK(holder->Give(callback, 1, /*keep=*/true).status());
+  }
+  // Only the holder keeps it alive now.
+  EXPECT_EQ(CallbackObject::live(), live_before + 1);
+  ASSERT_OK_AND_ASSIGN(auto pong, holder->CallHeld(10));
+  EXPECT_EQ(pong->value(), 11);
+  ASSERT_OK(holder->Drop().status());
+  EXPECT_TRUE(Eventually([&] { return CallbackObject::live() == live_before; }));
+  EXPECT_EQ(rpc::ObjectHost::Get().reference_count(), references_before);
+
+  {
+    auto callback = std::make_shared<CallbackObject>();
+    ASSERT_OK(holder->Give(callback, 1, /*keep=*/true).status());
+  }
+  EXPECT_EQ(CallbackObject::live(), live_before + 1);
+  ASSERT_OK(peer.Kill(SIGKILL));
+  EXPECT_TRUE(Eventually([&] { return CallbackObject::live() == live_before; }));
+  EXPECT_EQ(rpc::ObjectHost::Get().reference_count(), references_before);
+}
+
+TEST_F(ObjectTest, AResultCanBeAnObjectAndItsDeathIsNotified) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  ASSERT_OK_AND_ASSIGN(auto made, holder->Make());
+  ASSERT_OK_AND_ASSIGN(auto remote,
+                       rpc::TakeObject<objects::CallbackProxy>(made, made->callback()));
+  ASSERT_OK_AND_ASSIGN(auto pong, remote->Call(1));
+  EXPECT_EQ(pong->value(), 101);
+  EXPECT_EQ(pong->host_pid(), peer.pid());
+  EXPECT_EQ(pong->caller_pid(), getpid());
+
+  std::atomic<int> deaths{0};
+  ASSERT_OK(remote->LinkToDeath([&] { deaths.fetch_add(1); }).status());
+  ASSERT_OK(peer.Kill(SIGKILL));
+  EXPECT_TRUE(Eventually([&] { return deaths.load() == 1; }));
+  EXPECT_TRUE(IsPeerDead(remote->Call(2).status()));
+  absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(deaths.load(), 1);
+}
+
+// A gives B's object to C; C calls B directly, and B knows it is C calling.
+TEST_F(ObjectTest, ThreeProcessHandOff) {
+  ASSERT_OK_AND_ASSIGN(Subprocess b, StartPeer("b"));
+  ASSERT_OK_AND_ASSIGN(Subprocess c, StartPeer("c"));
+  ASSERT_OK_AND_ASSIGN(auto holder_b, Holder("b"));
+  ASSERT_OK_AND_ASSIGN(auto holder_c, Holder("c"));
+  ASSERT_OK_AND_ASSIGN(auto made, holder_b->Make());
+  ASSERT_OK_AND_ASSIGN(auto object_b,
+                       rpc::TakeObject<objects::CallbackProxy>(made, made->callback()));
+
+  ASSERT_OK_AND_ASSIGN(auto given, holder_c->Give(object_b, 7, /*keep=*/true));
+  EXPECT_EQ(given->pong()->value(), 107);
+  EXPECT_EQ(given->pong()->host_pid(), b.pid());
+  EXPECT_EQ(given->pong()->caller_pid(), c.pid());
+
+  // A lets go; C's reference keeps B's object alive.
+  { auto drop = std::move(object_b); }
+  ASSERT_OK_AND_ASSIGN(auto stats_b, holder_b->Stats());
+  EXPECT_EQ(stats_b->live_objects(), 1);
+  ASSERT_OK_AND_ASSIGN(auto pong, holder_c->CallHeld(8));
+  EXPECT_EQ(pong->value(), 108);
+  EXPECT_EQ(pong->caller_pid(), c.pid());
+
+  // C passes it back to A as a result: still B's object.
+  ASSERT_OK_AND_ASSIGN(auto held, holder_c->Held());
+  ASSERT_OK_AND_ASSIGN(auto again, rpc::TakeObject<objects::CallbackProxy>(held, held->callback()));
+  ASSERT_OK_AND_ASSIGN(auto direct, again->Call(9));
+  EXPECT_EQ(direct->host_pid(), b.pid());
+  EXPECT_EQ(direct->caller_pid(), getpid());
+
+  // C dies and A drops its reference (replies first: they borrow the
+  // channel): B releases its object.
+  ASSERT_OK(c.Kill(SIGKILL));
+  { auto drop_reply = std::move(direct); }
+  { auto drop = std::move(again); }
+  EXPECT_TRUE(Eventually([&] {
+    auto stats = holder_b->Stats();
+    return stats.ok() && (*stats)->live_objects() == 0 && (*stats)->exported_references() == 0;
+  }));
+}
+
+TEST_F(ObjectTest, DescriptorFieldArrivesOwnedAndBadOnesAreRefused) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  UniqueFd memfd(::memfd_create("blob", MFD_CLOEXEC));
+  ASSERT_TRUE(memfd);
+  ASSERT_EQ(::write(memfd.get(), "hello from a memfd", 18), 18);
+  ASSERT_OK_AND_ASSIGN(auto read, holder->ReadFd(memfd.get()));
+  EXPECT_EQ(read->content()->str(), "hello from a memfd");
+
+  const int closed = ::dup(memfd.get());
+  ::close(closed);
+  EXPECT_THAT(holder->ReadFd(closed).status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  // No descriptor (-1): the receiver sees an empty field.
+  EXPECT_THAT(holder->ReadFd(-1).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no descriptor")));
+  // A null object likewise.
+  EXPECT_THAT(holder->Give(nullptr, 1, false).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("null")));
+}
+
+TEST_F(ObjectTest, AFieldPointingAtNoReferenceIsDataLoss) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  // A hand-built request whose field claims a reference the call lacks.
+  auto reply = holder->Give([](flatbuffers::FlatBufferBuilder& fbb) {
+    return objects::CreateGiveRequest(fbb, /*callback=*/3, 1, false);
+  });
+  EXPECT_THAT(reply.status(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("index 3")));
+  // The connection is still good.
+  EXPECT_OK(holder->Stats().status());
+}
+
+TEST_F(ObjectTest, TenThousandPassAndDropCyclesLeakNothing) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  auto callback = std::make_shared<CallbackObject>();
+  // Warm up both sides (threads, watcher, buffers) before measuring.
+  ASSERT_OK(holder->Give(callback, 0, false).status());
+  ASSERT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == 0; }));
+  ASSERT_OK_AND_ASSIGN(auto peer_before, holder->Stats());
+  const int peer_fds_before = peer_before->open_fds();
+  const int peer_maps_before = peer_before->memfd_mappings();
+  const int fds_before = CountOpenFds();
+  const int maps_before = CountMappings("memfd:");
+  const int64_t live_before = CallbackObject::live();
+
+  constexpr int kCycles = 10'000;
+  for (int i = 0; i < kCycles; ++i) {
+    auto given = holder->Give(callback, i, /*keep=*/false);
+    ASSERT_OK(given.status()) << "cycle " << i;
+    ASSERT_EQ(given->get()->pong()->value(), i + 1);
+  }
+  callback.reset();
+  EXPECT_TRUE(Eventually([&] { return CallbackObject::live() == live_before - 1; }));
+  EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return CountOpenFds() == fds_before; }))
+      << CountOpenFds() << " fds vs " << fds_before;
+  EXPECT_TRUE(Eventually([&] { return CountMappings("memfd:") == maps_before; }))
+      << CountMappings("memfd:") << " memfd mappings vs " << maps_before;
+  ASSERT_OK_AND_ASSIGN(auto peer_after, holder->Stats());
+  EXPECT_EQ(peer_after->open_fds(), peer_fds_before);
+  EXPECT_EQ(peer_after->memfd_mappings(), peer_maps_before);
+  EXPECT_EQ(peer_after->exported_references(), 0u);
+}
+
+}  // namespace
+}  // namespace sluice::testing

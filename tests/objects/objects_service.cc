@@ -1,0 +1,113 @@
+#include "tests/objects/objects_service.h"
+
+#include <unistd.h>
+
+#include <string>
+
+#include "ipc/testing/subprocess.h"
+
+namespace sluice::testing {
+namespace {
+std::atomic<int64_t> g_live_callbacks{0};
+}  // namespace
+
+CallbackObject::CallbackObject(int64_t offset) : offset_(offset) { ++g_live_callbacks; }
+CallbackObject::~CallbackObject() { --g_live_callbacks; }
+int64_t CallbackObject::live() { return g_live_callbacks.load(); }
+
+absl::StatusOr<flatbuffers::Offset<objects::Pong>> CallbackObject::Call(
+    const rpc::CallContext& context, const objects::Ping& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  return objects::CreatePong(reply, request.value() + offset_, ::getpid(), context.caller.pid,
+                             static_cast<int32_t>(::gettid()));
+}
+
+flatbuffers::Offset<objects::Pong> CopyPong(flatbuffers::FlatBufferBuilder& fbb,
+                                            const objects::Pong& pong) {
+  return objects::CreatePong(fbb, pong.value(), pong.host_pid(), pong.caller_pid(), pong.tid());
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> HolderService::Give(
+    const rpc::CallContext& context, const objects::GiveRequest& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> callback =
+      rpc::TakeObject<objects::CallbackProxy>(context, request.callback());
+  if (!callback.ok()) return callback.status();
+  auto pong = (*callback)->Call(request.value());
+  if (!pong.ok()) return pong.status();
+  if (request.keep()) {
+    MutexLock lock(&mu_);
+    held_ = *std::move(callback);
+  }
+  return objects::CreateGiveResponse(reply, CopyPong(reply, **pong));
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::Pong>> HolderService::CallHeld(
+    const rpc::CallContext& /*context*/, const objects::Ping& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  std::optional<rpc::Remote<objects::CallbackProxy>> held;
+  {
+    MutexLock lock(&mu_);
+    held = held_;
+  }
+  if (!held) return absl::FailedPreconditionError("no callback held");
+  auto pong = (*held)->Call(request.value());
+  if (!pong.ok()) return pong.status();
+  return CopyPong(reply, **pong);
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::Empty>> HolderService::Drop(
+    const rpc::CallContext& /*context*/, const objects::Empty& /*request*/,
+    flatbuffers::FlatBufferBuilder& reply) {
+  MutexLock lock(&mu_);
+  held_.reset();
+  return objects::CreateEmpty(reply);
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> HolderService::Make(
+    const rpc::CallContext& context, const objects::Empty& /*request*/,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<uint32_t> index =
+      rpc::AttachObject(context, std::make_shared<CallbackObject>(100));
+  if (!index.ok()) return index.status();
+  return objects::CreateObjectResponse(reply, *index);
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> HolderService::Held(
+    const rpc::CallContext& context, const objects::Empty& /*request*/,
+    flatbuffers::FlatBufferBuilder& reply) {
+  std::optional<rpc::Remote<objects::CallbackProxy>> held;
+  {
+    MutexLock lock(&mu_);
+    held = held_;
+  }
+  if (!held) return absl::FailedPreconditionError("no callback held");
+  absl::StatusOr<uint32_t> index = rpc::AttachObject(context, *held);
+  if (!index.ok()) return index.status();
+  return objects::CreateObjectResponse(reply, *index);
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::FdResponse>> HolderService::ReadFd(
+    const rpc::CallContext& context, const objects::FdRequest& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<UniqueFd> fd = rpc::TakeFd(context, request.fd());
+  if (!fd.ok()) return fd.status();
+  std::string content;
+  char buffer[256];
+  for (;;) {
+    const ssize_t got = ::pread(fd->get(), buffer, sizeof(buffer), content.size());
+    const ssize_t got_or_read = got < 0 ? ::read(fd->get(), buffer, sizeof(buffer)) : got;
+    if (got_or_read <= 0) break;
+    content.append(buffer, static_cast<size_t>(got_or_read));
+  }
+  return objects::CreateFdResponseDirect(reply, content.c_str());
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::Stats>> HolderService::Stats(
+    const rpc::CallContext& /*context*/, const objects::Empty& /*request*/,
+    flatbuffers::FlatBufferBuilder& reply) {
+  return objects::CreateStats(reply, CountOpenFds(), CountMappings("memfd:"),
+                              rpc::ObjectHost::Get().reference_count(), CallbackObject::live());
+}
+
+}  // namespace sluice::testing
