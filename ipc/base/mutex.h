@@ -8,11 +8,15 @@
 #ifndef SLUICE_IPC_BASE_MUTEX_H_
 #define SLUICE_IPC_BASE_MUTEX_H_
 
+#include <condition_variable>
 #include <mutex>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/time/time.h"
 
 namespace sluice {
+
+class CondVar;
 
 class ABSL_LOCKABLE Mutex {
  public:
@@ -24,6 +28,7 @@ class ABSL_LOCKABLE Mutex {
   void Unlock() ABSL_UNLOCK_FUNCTION() { mu_.unlock(); }
 
  private:
+  friend class CondVar;
   std::mutex mu_;
 };
 
@@ -36,6 +41,26 @@ class ABSL_SCOPED_LOCKABLE MutexLock {
 
  private:
   Mutex* mu_;
+};
+
+// A condition variable for Mutex (absl::CondVar has the same TSan blind spot).
+class CondVar {
+ public:
+  // With `mu` held: waits until `*done` or `deadline`; true if `*done`.
+  bool WaitUntil(Mutex* mu, const bool* done, absl::Time deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::unique_lock<std::mutex> lock(mu->mu_, std::adopt_lock);
+    const bool result =
+        deadline == absl::InfiniteFuture()
+            ? (cv_.wait(lock, [done] { return *done; }), true)
+            : cv_.wait_until(lock, absl::ToChronoTime(deadline), [done] { return *done; });
+    lock.release();  // Still held: the caller's MutexLock unlocks it.
+    return result;
+  }
+  void SignalAll() { cv_.notify_all(); }
+
+ private:
+  std::condition_variable cv_;
 };
 
 }  // namespace sluice

@@ -151,8 +151,8 @@ ClientChannel::~ClientChannel() { Close(); }
 
 void ClientChannel::Close() { endpoint_->Terminate(absl::CancelledError("client channel closed")); }
 
-bool ClientChannel::TryReserveLocked(uint64_t capacity, uint32_t* slot, uint64_t* block,
-                                     uint32_t* seq) {
+bool ClientChannel::TryReserveLocked(uint64_t capacity, uint64_t context, uint32_t* slot,
+                                     uint64_t* block, uint32_t* seq) {
   if (free_slots_ == 0) ReclaimDetachedLocked();
   if (free_slots_ == 0) return false;
   std::optional<uint64_t> offset = arena_.Allocate(capacity);
@@ -165,6 +165,7 @@ bool ClientChannel::TryReserveLocked(uint64_t capacity, uint32_t* slot, uint64_t
   free_slots_ &= ~(uint64_t{1} << *slot);
   slots_[*slot].use = SlotUse::kReserved;
   slots_[*slot].block = *offset;
+  slots_[*slot].context = context;
   *block = *offset;
   *seq = slots_[*slot].seq + 1;
   return true;
@@ -192,7 +193,16 @@ void ClientChannel::WakeLocalWaiters() {
   if (local_waiters_.load(std::memory_order_seq_cst) > 0) endpoint_->Notify();
 }
 
-absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::Time deadline) {
+bool ClientChannel::ChainHoldsEverySlotLocked(uint64_t context) const {
+  if (context == 0 || free_slots_ != 0) return false;
+  for (uint32_t i = 0; i < slot_count(); ++i) {
+    if (slots_[i].use == SlotUse::kDetached || slots_[i].context != context) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::Time deadline,
+                                                      uint64_t context) {
   if (capacity > max_request_size()) {
     return absl::ResourceExhaustedError(absl::StrCat("request of ", capacity,
                                                      " bytes exceeds the channel's ",
@@ -207,7 +217,7 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
     if (absl::Status health = endpoint_->health(); !health.ok()) return health;
     {
       MutexLock lock(&mu_);
-      if (TryReserveLocked(capacity, &slot, &block, &seq)) break;
+      if (TryReserveLocked(capacity, context, &slot, &block, &seq)) break;
     }
     // Everything is taken. Announce ourselves, then look once more before
     // sleeping: a release that missed the announcement is seen by this look.
@@ -220,9 +230,16 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
     uint64_t largest_gap;
     {
       MutexLock lock(&mu_);
-      reserved = TryReserveLocked(capacity, &slot, &block, &seq);
+      reserved = TryReserveLocked(capacity, context, &slot, &block, &seq);
       busy_slots = slot_count() - static_cast<uint32_t>(__builtin_popcountll(free_slots_));
       largest_gap = arena_.LargestFreeGap();
+      if (!reserved && ChainHoldsEverySlotLocked(context)) {
+        client_words.resource_waiters.fetch_sub(1, std::memory_order_seq_cst);
+        local_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "this call chain already holds all ", slot_count(),
+            " slots of the channel (calls nested deeper through it than it has slots)"));
+      }
     }
     absl::Status waited = absl::OkStatus();
     if (!reserved)

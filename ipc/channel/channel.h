@@ -164,8 +164,13 @@ class ClientChannel {
   // Reserves a slot and `capacity` bytes of request space, waiting until
   // `deadline` while other calls hold them. RESOURCE_EXHAUSTED at once if
   // `capacity` exceeds max_request_size().
+  // `context` is the call chain the call will belong to (CallHeader::context):
+  // when every slot is held by calls of that same chain (recursion deeper
+  // than the slot count through this channel), none can be released until
+  // this one is made, so waiting would deadlock: RESOURCE_EXHAUSTED at once.
   absl::StatusOr<OutgoingCall> BeginCall(uint64_t capacity,
-                                         absl::Time deadline = absl::InfiniteFuture());
+                                         absl::Time deadline = absl::InfiniteFuture(),
+                                         uint64_t context = 0);
 
   // Sends `message` (a span inside call.buffer()) and waits for the reply.
   // A server-side error arrives as that status (code and message).
@@ -200,8 +205,9 @@ class ClientChannel {
   enum class SlotUse : uint8_t { kFree, kReserved, kSync, kDetached };
   struct SlotState {
     SlotUse use = SlotUse::kFree;
-    uint32_t seq = 0;    // Last request_seq published on this slot.
-    uint64_t block = 0;  // Request arena offset while use != kFree.
+    uint32_t seq = 0;      // Last request_seq published on this slot.
+    uint64_t block = 0;    // Request arena offset while use != kFree.
+    uint64_t context = 0;  // Call chain of the call holding it (BeginCall).
   };
 
   explicit ClientChannel(std::unique_ptr<internal::Endpoint> endpoint);
@@ -210,8 +216,9 @@ class ClientChannel {
                                    bool oneway);
   absl::Status WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline);
   absl::StatusOr<Reply> TakeReply(uint32_t slot);
-  bool TryReserveLocked(uint64_t capacity, uint32_t* slot, uint64_t* block, uint32_t* seq)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool TryReserveLocked(uint64_t capacity, uint64_t context, uint32_t* slot, uint64_t* block,
+                        uint32_t* seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ChainHoldsEverySlotLocked(uint64_t context) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReclaimDetachedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlotLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseUnsent(uint32_t slot);

@@ -124,7 +124,7 @@ absl::StatusOr<ObjectFds> ObjectRef::MakeReference(absl::Time deadline) const {
   if (remote_ == nullptr) return absl::InvalidArgumentError("null object reference");
   // Part of the caller's chain: the host may be blocked in a call to us.
   CallRouter::Outgoing chain;
-  absl::StatusOr<OutgoingCall> call = remote_->BeginCall(0, deadline);
+  absl::StatusOr<OutgoingCall> call = remote_->BeginCall(0, deadline, chain.context());
   if (!call.ok()) return call.status();
   call->header() = CallHeader{kControlInterfaceId, kCloneMethod, chain.context()};
   absl::StatusOr<Reply> reply = remote_->Call(*std::move(call), {}, deadline);

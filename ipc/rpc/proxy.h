@@ -93,7 +93,8 @@ class ProxyBase {
     const size_t limit = static_cast<size_t>(channel_->max_request_size());
     size_t capacity = std::min(RoundUpForBuilder(std::max(size_hint, kMinReservation)), limit);
     for (;;) {
-      absl::StatusOr<OutgoingCall> call = channel_->BeginCall(capacity, options.deadline);
+      absl::StatusOr<OutgoingCall> call =
+          channel_->BeginCall(capacity, options.deadline, header.context);
       if (!call.ok()) return call.status();
       if (!options.fds.empty()) {
         if (absl::Status attached = call->AttachFds(options.fds); !attached.ok()) {

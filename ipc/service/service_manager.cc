@@ -125,12 +125,12 @@ ServiceManager::~ServiceManager() {
 }
 
 absl::Status ServiceManager::health() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return health_;
 }
 
 uint64_t ServiceManager::NextRequestId() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return next_request_id_++;
 }
 
@@ -146,21 +146,21 @@ absl::StatusOr<ReceivedMessage> ServiceManager::Request(std::span<const std::byt
                                                         uint64_t request_id, absl::Time deadline) {
   Pending pending;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     SLUICE_RETURN_IF_ERROR(health_);
     pending_.emplace(request_id, &pending);
   }
   if (absl::Status sent = SendMessage(socket_.get(), bytes); !sent.ok()) {
     absl::Status gone = absl::UnavailableError(
         absl::StrCat("service manager at ", path_, " went away: ", sent.message()));
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     pending_.erase(request_id);
     // The reader thread may not have seen the hang-up yet; say so at once.
     if (health_.ok()) health_ = gone;
     return gone;
   }
-  absl::MutexLock lock(&mu_);
-  if (!mu_.AwaitWithDeadline(absl::Condition(&pending.done), deadline)) {
+  MutexLock lock(&mu_);
+  if (!answered_.WaitUntil(&mu_, &pending.done, deadline)) {
     pending_.erase(request_id);
     return absl::DeadlineExceededError(
         absl::StrCat("service manager at ", path_, " did not answer in time"));
@@ -171,12 +171,13 @@ absl::StatusOr<ReceivedMessage> ServiceManager::Request(std::span<const std::byt
 }
 
 void ServiceManager::FailAllPending(const absl::Status& why) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   health_ = why;
   for (auto& [id, pending] : pending_) {
     pending->result = why;
     pending->done = true;
   }
+  answered_.SignalAll();
   pending_.clear();
 }
 
@@ -205,12 +206,13 @@ void ServiceManager::ReaderLoop() {
       HandleEvent(*std::move(message));
       continue;
     }
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     auto it = pending_.find(id);
     if (it == pending_.end()) continue;  // Its caller timed out; the fds close here.
     it->second->result = *std::move(message);
     it->second->done = true;
     pending_.erase(it);
+    answered_.SignalAll();
   }
 }
 
@@ -221,7 +223,7 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
       const auto* event = envelope->body_as_NewConnectionEvent();
       std::shared_ptr<Registration> registration;
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         auto it = registrations_.find(View(event->name()));
         if (it != registrations_.end()) registration = it->second;
       }
@@ -248,7 +250,7 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
       const auto* event = envelope->body_as_ClientGoneEvent();
       std::shared_ptr<Registration> registration;
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         auto it = registrations_.find(View(event->name()));
         if (it != registrations_.end()) registration = it->second;
       }
@@ -262,7 +264,7 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
       const auto* event = envelope->body_as_NameEvent();
       std::shared_ptr<NameEventHandler> handler;
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         auto it = subscriptions_.find(event->subscription_id());
         if (it != subscriptions_.end()) handler = it->second;
       }
@@ -292,7 +294,7 @@ absl::Status ServiceManager::Register(absl::string_view name, ConnectionHandler 
   {
     // The handler goes in before the request: the first NewConnectionEvent
     // can arrive right behind the reply, before this thread wakes up.
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!registrations_.try_emplace(std::string(name), registration).second) {
       return absl::AlreadyExistsError(
           absl::StrCat("service '", name, "' is already registered by this process"));
@@ -306,7 +308,7 @@ absl::Status ServiceManager::Register(absl::string_view name, ConnectionHandler 
                                body.Union());
   auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);
   if (!reply.ok()) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     registrations_.erase(name);
     return reply.status();
   }
@@ -323,7 +325,7 @@ absl::Status ServiceManager::Unregister(absl::string_view name) {
                                body.Union());
   auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);
   if (!reply.ok()) return reply.status();
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   registrations_.erase(name);
   return absl::OkStatus();
 }
@@ -443,7 +445,7 @@ absl::StatusOr<SubscriptionId> ServiceManager::Subscribe(absl::string_view prefi
   SLUICE_RETURN_IF_ERROR(service_wire::ValidatePrefix(prefix));
   uint64_t id;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     id = next_request_id_++;
     // Request ids are unique per connection, so they double as subscription
     // ids; the handler is in place before any event can name it.
@@ -456,7 +458,7 @@ absl::StatusOr<SubscriptionId> ServiceManager::Subscribe(absl::string_view prefi
                                body.Union());
   auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);
   if (!reply.ok()) {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     subscriptions_.erase(id);
     return reply.status();
   }
@@ -471,7 +473,7 @@ absl::Status ServiceManager::Unsubscribe(SubscriptionId subscription) {
   service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::UnsubscribeRequest,
                                body.Union());
   auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   subscriptions_.erase(subscription);
   return reply.status();
 }

@@ -46,8 +46,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
 #include "ipc/channel/channel.h"
 #include "ipc/channel/channel_options.h"
@@ -196,7 +196,8 @@ class ServiceManager {
   const absl::Duration request_timeout_;
   PeerCredentials manager_creds_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
+  CondVar answered_;  // Signalled when a Pending is done.
   uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<uint64_t, Pending*> pending_ ABSL_GUARDED_BY(mu_);
   // Handlers are shared so the reader thread can call one without holding mu_.
