@@ -72,15 +72,27 @@ inline std::span<const uint8_t> Stabilize(std::span<const std::byte> bytes,
 template <typename T>
 class Response {
  public:
-  static absl::StatusOr<Response> Make(Reply reply, absl::string_view what) {
+  // `owner` keeps the channel alive as long as the reply (may be null).
+  static absl::StatusOr<Response> Make(Reply reply, absl::string_view what,
+                                       std::shared_ptr<void> owner = nullptr) {
     Response response(std::move(reply));
+    response.owner_ = std::move(owner);
     auto table = VerifyMessage<T>(response.bytes(), what);
     if (!table.ok()) return table.status();
     return response;
   }
 
   Response(Response&& other) noexcept = default;
-  Response& operator=(Response&& other) noexcept = default;
+  Response& operator=(Response&& other) noexcept {
+    if (this != &other) {
+      // The old reply goes first, while the old owner still keeps its channel.
+      reply_ = std::move(other.reply_);
+      owner_ = std::move(other.owner_);
+      copy_ = std::move(other.copy_);
+      in_place_ = other.in_place_;
+    }
+    return *this;
+  }
 
   const T* get() const { return flatbuffers::GetRoot<T>(bytes().data()); }
   const T* operator->() const { return get(); }
@@ -105,6 +117,9 @@ class Response {
     if (!in_place_) copy_.Assign(reply_.data());
   }
 
+  // Declared before reply_, so destroyed after it: the reply releases its
+  // slot on a channel this may be the last owner of.
+  std::shared_ptr<void> owner_;
   Reply reply_;
   MessageBuffer copy_;
   bool in_place_ = false;

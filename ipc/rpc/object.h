@@ -103,12 +103,13 @@ class RemoteObject {
 };
 
 // A typed proxy to a remote object, together with the reference it calls
-// through. Copies share the reference.
+// through. Copies share the reference, and so do the Responses of its calls:
+// the reference lives until the last of them goes.
 template <typename Proxy>
 class Remote {
  public:
   explicit Remote(std::shared_ptr<RemoteObject> object)
-      : object_(std::move(object)), proxy_(object_->channel()) {}
+      : object_(std::move(object)), proxy_(object_->channel(), object_) {}
   Remote(const Remote& other) : Remote(other.object_) {}
   Remote& operator=(const Remote& other) {
     if (this != &other) *this = Remote(other.object_);

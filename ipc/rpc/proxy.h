@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <utility>
 
 #include "absl/status/statusor.h"
@@ -42,6 +43,10 @@ struct CallOptions {
 class ProxyBase {
  public:
   explicit ProxyBase(ClientChannel& channel) : channel_(&channel) {}
+  // For a proxy over a channel someone shares (rpc::Remote): every Response
+  // keeps `owner` too, so a reply may outlive the proxy it came from.
+  ProxyBase(ClientChannel& channel, std::shared_ptr<void> owner)
+      : channel_(&channel), owner_(std::move(owner)) {}
   ClientChannel& channel() const { return *channel_; }
 
   // Binder's linkToDeath: `recipient` runs once when the serving process
@@ -69,7 +74,7 @@ class ProxyBase {
     absl::StatusOr<Reply> reply =
         channel_->Call(std::move(request->first), request->second, options.deadline);
     if (!reply.ok()) return reply.status();
-    return rpc::Response<Response>::Make(*std::move(reply), what);
+    return rpc::Response<Response>::Make(*std::move(reply), what, owner_);
   }
 
   template <typename Build>
@@ -123,6 +128,7 @@ class ProxyBase {
   }
 
   ClientChannel* channel_;
+  std::shared_ptr<void> owner_;
 };
 
 }  // namespace sluice::rpc

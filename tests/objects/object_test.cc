@@ -162,11 +162,12 @@ TEST_F(ObjectTest, ThreeProcessHandOff) {
   EXPECT_EQ(direct->host_pid(), b.pid());
   EXPECT_EQ(direct->caller_pid(), getpid());
 
-  // C dies and A drops its reference (replies first: they borrow the
-  // channel): B releases its object.
+  // C dies and A drops its reference: B releases its object once the last
+  // reply of that reference goes too (a reply keeps its channel).
   ASSERT_OK(c.Kill(SIGKILL));
-  { auto drop_reply = std::move(direct); }
   { auto drop = std::move(again); }
+  EXPECT_EQ(direct->value(), 109);
+  { auto drop_reply = std::move(direct); }
   EXPECT_TRUE(Eventually([&] {
     auto stats = holder_b->Stats();
     return stats.ok() && (*stats)->live_objects() == 0 && (*stats)->exported_references() == 0;
