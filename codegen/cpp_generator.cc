@@ -33,7 +33,9 @@ struct Namer {
   static std::string Proxy(const Service& s) { return s.name + "Proxy"; }
   static std::string Stub(const Service& s) { return s.name + "Stub"; }
   static std::string MethodConstant(const Method& m) { return "k" + m.name; }
-  static std::string Local(absl::string_view field) { return absl::StrCat(field, "_offset"); }
+  // Generated locals end in "_" and parameters (field names) never do
+  // (FlattenFields), so the two cannot collide.
+  static std::string Local(absl::string_view field) { return absl::StrCat(field, "_offset_"); }
   static std::string Guard(const Schema& schema) {
     std::string guard = "SLUICE_GENERATED_" + absl::AsciiStrToUpper(schema.stem) + "_SLUICE_H_";
     for (char& c : guard) {
@@ -86,7 +88,7 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
   w.Line(absl::StrCat(ResultType(m), " ", m.name, "(", absl::StrJoin(decl, ", "), ") {"));
   w.Indent();
   // Table, vtable and alignment overhead, plus what each argument brings.
-  std::string hint = absl::StrCat("size_t hint = 64 + ", 8 * params.size());
+  std::string hint = absl::StrCat("size_t hint_ = 64 + ", 8 * params.size());
   for (const FlatParam& p : params) {
     if (p.kind == FlatParam::Kind::kString) absl::StrAppend(&hint, " + ", p.field, ".size()");
     if (p.kind == FlatParam::Kind::kScalarVector) {
@@ -94,8 +96,8 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
     }
   }
   w.Line(hint + ";");
-  w.Line("::sluice::rpc::CallOptions sized = options;");
-  w.Line("if (sized.size_hint < hint) sized.size_hint = hint;");
+  w.Line("::sluice::rpc::CallOptions sized_ = options;");
+  w.Line("if (sized_.size_hint < hint_) sized_.size_hint = hint_;");
   // Descriptors and references travel beside the message; the fields hold
   // their indices. Made before the build, which may run twice.
   bool attaches = false;
@@ -103,48 +105,48 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
     attaches = attaches || p.kind == FlatParam::Kind::kObject || p.kind == FlatParam::Kind::kFd;
   }
   if (attaches) {
-    w.Line("::sluice::rpc::Attachments attachments(options.fds);");
+    w.Line("::sluice::rpc::Attachments attachments_(options.fds);");
     for (const FlatParam& p : params) {
       if (p.kind == FlatParam::Kind::kObject) {
         w.Line(absl::StrFormat(
-            "auto %s = attachments.AddObject(%s, 0x%016xull /* %s */, options.deadline);",
+            "auto %s = attachments_.AddObject(%s, 0x%016xull /* %s */, options.deadline);",
             Namer::Local(p.field), p.field, p.interface_id, p.interface_fqn));
       } else if (p.kind == FlatParam::Kind::kFd) {
         w.Line(
-            absl::StrCat("auto ", Namer::Local(p.field), " = attachments.AddFd(", p.field, ");"));
+            absl::StrCat("auto ", Namer::Local(p.field), " = attachments_.AddFd(", p.field, ");"));
       } else {
         continue;
       }
       w.Line(absl::StrCat("if (!", Namer::Local(p.field), ".ok()) return ", Namer::Local(p.field),
                           ".status();"));
     }
-    w.Line("sized.fds = attachments.fds();");
+    w.Line("sized_.fds = attachments_.fds();");
   }
   w.Line(absl::StrCat("return ", m.name, "("));
   w.Indent();
-  w.Line("[&](::flatbuffers::FlatBufferBuilder& fbb) {");
+  w.Line("[&](::flatbuffers::FlatBufferBuilder& fbb_) {");
   w.Indent();
   for (const FlatParam& p : params) {
     if (p.kind == FlatParam::Kind::kString) {
-      w.Line(absl::StrCat("auto ", Namer::Local(p.field), " = fbb.CreateString(", p.field,
+      w.Line(absl::StrCat("auto ", Namer::Local(p.field), " = fbb_.CreateString(", p.field,
                           ".data(), ", p.field, ".size());"));
     } else if (p.kind == FlatParam::Kind::kScalarVector) {
-      w.Line(absl::StrCat("auto ", Namer::Local(p.field), " = fbb.CreateVector(", p.field,
+      w.Line(absl::StrCat("auto ", Namer::Local(p.field), " = fbb_.CreateVector(", p.field,
                           ".data(), ", p.field, ".size());"));
     }
   }
-  w.Line(absl::StrCat(m.request_cpp, "Builder builder(fbb);"));
+  w.Line(absl::StrCat(m.request_cpp, "Builder builder_(fbb_);"));
   for (const FlatParam& p : params) {
     std::string value = p.kind == FlatParam::Kind::kScalar ? p.field : Namer::Local(p.field);
     if (p.kind == FlatParam::Kind::kObject || p.kind == FlatParam::Kind::kFd) {
       value = absl::StrCat("*", value);
     }
-    w.Line(absl::StrCat("builder.add_", p.field, "(", value, ");"));
+    w.Line(absl::StrCat("builder_.add_", p.field, "(", value, ");"));
   }
-  w.Line("return builder.Finish();");
+  w.Line("return builder_.Finish();");
   w.Outdent();
   w.Line("},");
-  w.Line("sized);");
+  w.Line("sized_);");
   w.Outdent();
   w.Outdent();
   w.Line("}");

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -106,6 +107,9 @@ std::optional<std::vector<FlatParam>> FlattenFields(const flatbuffers::StructDef
   std::vector<FlatParam> params;
   for (const flatbuffers::FieldDef* field : table.fields.vec) {
     if (field->deprecated) continue;
+    // Names the generated method uses itself (its CallOptions parameter,
+    // locals ending in "_"): such a table gets only the builder overload.
+    if (field->name == "options" || absl::EndsWith(field->name, "_")) return std::nullopt;
     const flatbuffers::Type& type = field->value.type;
     if (const flatbuffers::Value* iface = field->attributes.Lookup(kInterfaceAttribute)) {
       FlatParam param{FlatParam::Kind::kObject, field->name, "const ::sluice::rpc::ObjectRef&", 0};

@@ -1,6 +1,11 @@
 // sluice-demo: the README's first command. Starts a private service manager,
 // the key-value example server and its client, shows `sluicectl list`, then
 // stops everything and exits with the client's status.
+//
+// sluice-demo --example=listener: the callback example instead. A feed server,
+// two listeners subscribed to it and a publisher; one listener is killed
+// midway and the feed drops it on its death notification, so the next events
+// reach only the other one. Exits with 0 if everything went as described.
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -10,9 +15,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <string>
+#include <vector>
 
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
 #include "ipc/base/unique_fd.h"
 #include "ipc/testing/subprocess.h"
+
+ABSL_FLAG(std::string, example, "kv", "Which example to run: kv or listener");
 
 namespace {
 
@@ -29,7 +39,23 @@ int Stop(Subprocess& child, const char* name) {
   return WIFEXITED(*status) && WEXITSTATUS(*status) == 0 ? 0 : 1;
 }
 
-int Run(const std::string& dir) {
+void Say(const std::string& line) {
+  std::printf("== %s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+// Runs `argv` to its end; 0 if it exited with 0.
+int RunToEnd(const std::vector<std::string>& argv) {
+  auto child = Subprocess::Spawn(argv);
+  if (!child.ok()) {
+    std::fprintf(stderr, "sluice-demo: %s\n", child.status().ToString().c_str());
+    return 1;
+  }
+  auto status = child->Wait(absl::Seconds(60));
+  return status.ok() && WIFEXITED(*status) && WEXITSTATUS(*status) == 0 ? 0 : 1;
+}
+
+int RunKv(const std::string& dir) {
   const std::string socket = "--socket=" + dir + "/servicemanager.sock";
   std::printf("== sluice-demo: service manager at %s/servicemanager.sock\n", dir.c_str());
   std::fflush(stdout);
@@ -67,16 +93,76 @@ int Run(const std::string& dir) {
   return result;
 }
 
+// The listener example: manager, feed_server, two feed_listeners and two
+// rounds of feed_publisher, with one listener SIGKILLed in between.
+int RunListener(const std::string& dir) {
+  const std::string socket = "--socket=" + dir + "/servicemanager.sock";
+  Say("sluice-demo: service manager at " + dir + "/servicemanager.sock");
+  auto manager =
+      Subprocess::SpawnAndWaitReady({SLUICE_SERVICEMANAGER_BIN, socket, "--log_level=warning"});
+  if (!manager.ok()) {
+    std::fprintf(stderr, "sluice-demo: %s\n", manager.status().ToString().c_str());
+    return 1;
+  }
+  Say("starting feed_server");
+  auto server = Subprocess::SpawnAndWaitReady({SLUICE_FEED_SERVER_BIN, socket});
+  if (!server.ok()) {
+    std::fprintf(stderr, "sluice-demo: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  // Each is ready once subscribed: it has passed the feed its Listener object.
+  Say("starting two feed_listeners on topic news; the second one stops after 4 events");
+  auto doomed = Subprocess::SpawnAndWaitReady({SLUICE_FEED_LISTENER_BIN, socket, "--topic=news"});
+  if (!doomed.ok()) {
+    std::fprintf(stderr, "sluice-demo: %s\n", doomed.status().ToString().c_str());
+    return 1;
+  }
+  auto survivor = Subprocess::SpawnAndWaitReady(
+      {SLUICE_FEED_LISTENER_BIN, socket, "--topic=news", "--count=4"});
+  if (!survivor.ok()) {
+    std::fprintf(stderr, "sluice-demo: %s\n", survivor.status().ToString().c_str());
+    return 1;
+  }
+  Say("feed_publisher: 2 events, to both listeners");
+  int result = RunToEnd({SLUICE_FEED_PUBLISHER_BIN, socket, "--topic=news", "--count=2",
+                         "--text=before the kill", "--wait_subscribers=2", "--expect_delivered=2"});
+
+  Say("killing feed_listener " + std::to_string(doomed->pid()) +
+      " with SIGKILL: the feed hears of it from its death notification");
+  (void)doomed->Kill(SIGKILL);
+  (void)doomed->Wait(absl::Seconds(10));
+
+  Say("feed_publisher: 2 more events, once the feed is down to 1 subscriber");
+  result |= RunToEnd({SLUICE_FEED_PUBLISHER_BIN, socket, "--topic=news", "--count=2",
+                      "--text=after the kill", "--wait_subscribers=1", "--expect_delivered=1"});
+
+  Say("waiting for feed_listener " + std::to_string(survivor->pid()) + " to finish");
+  auto survived = survivor->Wait(absl::Seconds(30));
+  result |= survived.ok() && WIFEXITED(*survived) && WEXITSTATUS(*survived) == 0 ? 0 : 1;
+
+  Say("stopping");
+  result |= Stop(*server, "feed_server");
+  result |= Stop(*manager, "sluice-servicemanager");
+  Say(std::string("sluice-demo: ") + (result == 0 ? "done" : "FAILED"));
+  return result;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string example = absl::GetFlag(FLAGS_example);
+  if (example != "kv" && example != "listener") {
+    std::fprintf(stderr, "sluice-demo: unknown --example=%s (kv or listener)\n", example.c_str());
+    return 2;
+  }
   char dir_template[] = "/tmp/sluice-demo-XXXXXX";
   const char* dir = mkdtemp(dir_template);
   if (dir == nullptr) {
     std::perror("sluice-demo: mkdtemp");
     return 1;
   }
-  const int result = Run(dir);
+  const int result = example == "listener" ? RunListener(dir) : RunKv(dir);
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);
   return result;

@@ -57,6 +57,13 @@ class CondVar {
     lock.release();  // Still held: the caller's MutexLock unlocks it.
     return result;
   }
+  // With `mu` held: waits until `done()`.
+  template <typename Done>
+  void Wait(Mutex* mu, Done done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::unique_lock<std::mutex> lock(mu->mu_, std::adopt_lock);
+    cv_.wait(lock, done);
+    lock.release();
+  }
   void SignalAll() { cv_.notify_all(); }
 
  private:

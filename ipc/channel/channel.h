@@ -184,8 +184,8 @@ class ClientChannel {
   // Runs `recipient` exactly once, on the PeerWatcher thread, when the
   // server process dies (SIGKILL included); not when this side closes.
   // Returns an id for UnlinkToDeath, or the peer-dead error if it already
-  // died. A recipient must be quick and must not destroy this channel (hand
-  // that to another thread).
+  // died. A recipient must be quick. It may destroy this channel (say, drop
+  // the last Remote<> of a dead object) if no other thread still uses it.
   absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) {
     return endpoint_->LinkToDeath(std::move(recipient));
   }

@@ -162,10 +162,16 @@ absl::StatusOr<PeerCredentials> Endpoint::ReceiveHello() {
   if (message->has_value() && (**message).bytes.size() == sizeof(tag)) {
     std::memcpy(&tag, (**message).bytes.data(), sizeof(tag));
   }
-  if (!message->has_value() || tag != kHelloTag || !(**message).fds.empty() ||
-      !(**message).sender.has_value()) {
+  if (!message->has_value() || tag != kHelloTag || !(**message).fds.empty()) {
     return absl::DataLossError(
         "the client of an object reference called without introducing itself first");
+  }
+  if (!(**message).sender.has_value()) {
+    // Not the client's doing: the kernel records credentials for every
+    // message sent while the receiving socket asks for them.
+    return absl::DataLossError(
+        "the client's hello carries no credentials: the server's liveness socket needs "
+        "EnableSenderCredentials before the client sends it");
   }
   return *(**message).sender;
 }

@@ -56,11 +56,16 @@ absl::StatusOr<PeerWatcher::WatchId> PeerWatcher::Watch(int fd, FdKind kind,
 
 void PeerWatcher::Unwatch(WatchId id) {
   MutexLock lock(&mu_);
-  auto it = fds_.find(id);
-  if (it == fds_.end()) return;
-  ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second, nullptr);
-  fds_.erase(it);
-  callbacks_.erase(id);
+  if (auto it = fds_.find(id); it != fds_.end()) {
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second, nullptr);
+    fds_.erase(it);
+    callbacks_.erase(id);
+  }
+  // A callback that unwatches itself (destroying its channel) must not wait
+  // for itself; any other thread waits until it has returned.
+  if (id != 0 && std::this_thread::get_id() != thread_.get_id()) {
+    callback_done_.Wait(&mu_, [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return running_ != id; });
+  }
 }
 
 void PeerWatcher::Run() {
@@ -71,16 +76,25 @@ void PeerWatcher::Run() {
     for (int i = 0; i < n; ++i) {
       const WatchId id = events[i].data.u64;
       if (id == kStopId) return;
-      MutexLock lock(&mu_);
-      auto it = callbacks_.find(id);
-      if (it == callbacks_.end()) continue;  // Unwatched after the event fired.
-      auto callback = std::move(it->second);
-      callbacks_.erase(it);
-      if (auto fd = fds_.find(id); fd != fds_.end()) {
-        ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd->second, nullptr);
-        fds_.erase(fd);
+      absl::AnyInvocable<void()> callback;
+      {
+        MutexLock lock(&mu_);
+        auto it = callbacks_.find(id);
+        if (it == callbacks_.end()) continue;  // Unwatched after the event fired.
+        callback = std::move(it->second);
+        callbacks_.erase(it);
+        if (auto fd = fds_.find(id); fd != fds_.end()) {
+          ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd->second, nullptr);
+          fds_.erase(fd);
+        }
+        running_ = id;
       }
+      // Unlocked, so that the callback may Watch and Unwatch.
       callback();
+      callback = nullptr;  // Its captures go before Unwatch callers go on.
+      MutexLock lock(&mu_);
+      running_ = 0;
+      callback_done_.SignalAll();
     }
   }
 }

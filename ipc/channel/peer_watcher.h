@@ -42,11 +42,12 @@ class PeerWatcher {
 
   // Runs `on_death` once, on the watcher thread, when `fd` reports the peer
   // gone. `fd` stays owned by the caller and must stay open until Unwatch.
-  // `on_death` must be quick and must not call Watch or Unwatch.
+  // `on_death` must be quick; it may Watch and Unwatch (its own id too, so
+  // it may destroy the channel it watches for).
   absl::StatusOr<WatchId> Watch(int fd, FdKind kind, absl::AnyInvocable<void()> on_death);
 
-  // Stops watching. When it returns, `on_death` is not running and never
-  // will. Must not be called from an on_death callback.
+  // Stops watching. When it returns, `on_death` is not running (unless this
+  // is its own thread) and never will.
   void Unwatch(WatchId id);
 
  private:
@@ -55,8 +56,10 @@ class PeerWatcher {
 
   UniqueFd epoll_;
   UniqueFd stop_event_;
-  // Held while a callback runs, so Unwatch can wait it out.
   Mutex mu_;
+  // The id whose callback runs now (0: none), so Unwatch can wait it out.
+  WatchId running_ ABSL_GUARDED_BY(mu_) = 0;
+  CondVar callback_done_;
   WatchId next_id_ ABSL_GUARDED_BY(mu_) = 1;
   absl::flat_hash_map<WatchId, absl::AnyInvocable<void()>> callbacks_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<WatchId, int> fds_ ABSL_GUARDED_BY(mu_);

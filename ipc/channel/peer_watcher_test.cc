@@ -285,6 +285,27 @@ TEST_F(PeerWatcherTest, UnwatchWaitsForARunningCallback) {
   EXPECT_TRUE(finished_when_unwatch_returned);
 }
 
+// A death callback may end what it watches (drop a channel, which unwatches
+// it) and watch something new, without deadlocking on the watcher.
+TEST_F(PeerWatcherTest, CallbackMayUnwatchItselfAndWatchAgain) {
+  auto [mine, theirs] = SocketPair();
+  auto [next, next_peer] = SocketPair();
+  Event done;
+  std::atomic<PeerWatcher::WatchId> self{0};
+  std::atomic<bool> rewatched{false};
+  ASSERT_OK_AND_ASSIGN(PeerWatcher::WatchId id, watcher_->Watch(mine.get(), Kind::kSocket, [&] {
+    watcher_->Unwatch(self.load());
+    auto again = watcher_->Watch(next.get(), Kind::kSocket, [&] { done.Notify(); });
+    rewatched = again.ok();
+  }));
+  self = id;
+  theirs.reset();
+  // The second watch fires too: the watcher thread came back from the first.
+  next_peer.reset();
+  ASSERT_TRUE(done.Wait());
+  EXPECT_TRUE(rewatched);
+}
+
 TEST_F(PeerWatcherTest, WatchIdsAreDistinctAndNonZero) {
   auto [a, a_peer] = SocketPair();
   auto [b, b_peer] = SocketPair();

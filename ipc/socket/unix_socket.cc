@@ -93,7 +93,10 @@ absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_by
     if (cmsg->cmsg_type == SCM_CREDENTIALS && cmsg->cmsg_len >= CMSG_LEN(sizeof(ucred))) {
       ucred cred;
       std::memcpy(&cred, CMSG_DATA(cmsg), sizeof(cred));
-      out.sender = PeerCredentials{cred.pid, cred.uid, cred.gid};
+      // pid 0 (with the overflow uid and gid) vouches for nobody: the kernel
+      // recorded no sender because neither socket had SO_PASSCRED when the
+      // message was sent, or the sender is in a pid namespace we cannot see.
+      if (cred.pid != 0) out.sender = PeerCredentials{cred.pid, cred.uid, cred.gid};
       continue;
     }
     if (cmsg->cmsg_type != SCM_RIGHTS) continue;

@@ -45,7 +45,8 @@ struct ReceivedMessage {
   std::vector<std::byte> bytes;
   std::vector<UniqueFd> fds;
   // The sending process as the kernel saw it at send time; set only when
-  // the receiving socket has EnableSenderCredentials.
+  // the receiving socket has EnableSenderCredentials, and had it before the
+  // message was sent (for one sent earlier the kernel recorded nobody).
   std::optional<PeerCredentials> sender;
 };
 
@@ -59,10 +60,11 @@ absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, siz
 
 absl::StatusOr<PeerCredentials> GetPeerCredentials(int socket);
 
-// SO_PASSCRED: every message received on `socket` from now on carries its
+// SO_PASSCRED: every message sent to `socket` from now on carries its
 // sender's pid/uid/gid, filled in by the kernel (ReceivedMessage::sender).
 // Unlike SO_PEERCRED this names whoever sends, even on a socketpair whose
-// other end was handed to another process.
+// other end was handed to another process. Enable it before handing the
+// other end out: messages sent earlier name nobody.
 absl::Status EnableSenderCredentials(int socket);
 
 }  // namespace sluice

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -49,6 +50,39 @@ std::pair<UniqueFd, UniqueFd> MakePipe() {
   int fds[2] = {-1, -1};
   EXPECT_EQ(::pipe2(fds, O_CLOEXEC), 0);
   return {UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
+
+// Sends one byte with `fds` as SCM_RIGHTS straight through sendmsg(), as a
+// peer that ignores kMaxFdsPerMessage would.
+ssize_t RawSendFds(int socket, const std::vector<int>& fds) {
+  char byte = 'r';
+  iovec iov{&byte, 1};
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control.data();
+  msg.msg_controllen = control.size();
+  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+  cmsg->cmsg_level = SOL_SOCKET;
+  cmsg->cmsg_type = SCM_RIGHTS;
+  cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+  std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
+  return ::sendmsg(socket, &msg, 0);
+}
+
+// Runs `child` in a forked copy of this process and returns its exit code
+// (-1 if it did not exit normally). The child reports only through that
+// value: it leaves by _exit, so nothing of the test's state runs down there.
+template <typename Child>
+int RunInChild(Child child, pid_t* pid_out = nullptr) {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(child());
+  if (pid_out != nullptr) *pid_out = pid;
+  if (pid < 0) return -1;
+  int status = 0;
+  if (::waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 // True if nothing is queued on `socket`.
@@ -187,27 +221,19 @@ TEST_F(UnixSocketTest, TruncatedMessageIsDataLossAndItsFdsAreClosed) {
 
 TEST_F(UnixSocketTest, MoreFdsThanTheLimitFromARawPeerIsDataLossAndLeaksNothing) {
   auto [read_end, write_end] = MakePipe();
-  constexpr size_t kCount = kMaxFdsPerMessage + 4;
-  std::vector<int> fds(kCount, read_end.get());
-  char byte = 'r';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kCount)] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
-  cmsg->cmsg_level = SOL_SOCKET;
-  cmsg->cmsg_type = SCM_RIGHTS;
-  cmsg->cmsg_len = CMSG_LEN(sizeof(int) * kCount);
-  std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * kCount);
-  ASSERT_EQ(::sendmsg(a_.get(), &msg, 0), 1) << std::strerror(errno);
-
-  const int fds_before = CountOpenFds();
-  EXPECT_THAT(ReceiveMessage(b_.get(), 64),
-              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("file descriptors")));
-  EXPECT_EQ(CountOpenFds(), fds_before);
+  // Just over the limit; within the room the receive buffer keeps for
+  // credentials (so only the explicit count check catches it); beyond it.
+  for (size_t count : {kMaxFdsPerMessage + 1, kMaxFdsPerMessage + 4, kMaxFdsPerMessage + 8,
+                       kMaxFdsPerMessage + 9, 2 * kMaxFdsPerMessage}) {
+    ASSERT_EQ(RawSendFds(a_.get(), std::vector<int>(count, read_end.get())), 1)
+        << std::strerror(errno);
+    const int fds_before = CountOpenFds();
+    EXPECT_THAT(ReceiveMessage(b_.get(), 64),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("file descriptors")))
+        << count << " fds";
+    EXPECT_EQ(CountOpenFds(), fds_before) << count << " fds";
+    EXPECT_TRUE(NothingQueued(b_.get()));
+  }
 }
 
 TEST_F(UnixSocketTest, EmptyMessageIsRejectedOnSend) {
@@ -261,6 +287,194 @@ TEST_F(UnixSocketTest, GetPeerCredentialsOnANonSocketFails) {
   auto [read_end, write_end] = MakePipe();
   EXPECT_THAT(GetPeerCredentials(read_end.get()),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("SO_PEERCRED")));
+}
+
+// ---------------------------------------------------------------------------
+// Sender credentials (SO_PASSCRED / SCM_CREDENTIALS).
+
+TEST(FdLimit, IsSixtyFourOnBothSides) {
+  EXPECT_EQ(kMaxFdsPerMessage, 64u);
+  ASSERT_OK_AND_ASSIGN(auto pair, SeqPacketPair());
+  auto [read_end, write_end] = MakePipe();
+  ASSERT_OK(SendMessage(pair.first.get(), AsBytes("64"), std::vector<int>(64, read_end.get())));
+  EXPECT_THAT(SendMessage(pair.first.get(), AsBytes("65"), std::vector<int>(65, read_end.get())),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("65 fds")));
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage got, ReceiveMessage(pair.second.get(), 64));
+  EXPECT_EQ(AsString(got.bytes), "64");
+  EXPECT_THAT(got.fds, SizeIs(64));
+  ASSERT_EQ(RawSendFds(pair.first.get(), std::vector<int>(65, read_end.get())), 1);
+  EXPECT_THAT(ReceiveMessage(pair.second.get(), 64), StatusIs(absl::StatusCode::kDataLoss));
+}
+
+TEST_F(UnixSocketTest, WithoutSenderCredentialsNoSenderIsReported) {
+  auto [read_end, write_end] = MakePipe();
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("anonymous")));
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("with fd"), std::vector<int>{read_end.get()}));
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage plain, ReceiveMessage(b_.get(), 64));
+  EXPECT_EQ(AsString(plain.bytes), "anonymous");
+  EXPECT_FALSE(plain.sender.has_value());
+  ASSERT_OK_AND_ASSIGN(std::optional<ReceivedMessage> with_fd, TryReceiveMessage(b_.get(), 64));
+  ASSERT_TRUE(with_fd.has_value());
+  EXPECT_FALSE(with_fd->sender.has_value());
+  EXPECT_THAT(with_fd->fds, SizeIs(1));
+}
+
+TEST_F(UnixSocketTest, SenderCredentialsNameThisProcessWhenItSends) {
+  ASSERT_OK(EnableSenderCredentials(b_.get()));
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("me")));
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage got, ReceiveMessage(b_.get(), 64));
+  EXPECT_EQ(AsString(got.bytes), "me");
+  ASSERT_TRUE(got.sender.has_value());
+  EXPECT_EQ(got.sender->pid, ::getpid());
+  EXPECT_EQ(got.sender->uid, ::getuid());
+  EXPECT_EQ(got.sender->gid, ::getgid());
+  // Only the socket that enabled it receives credentials.
+  ASSERT_OK(SendMessage(b_.get(), AsBytes("back")));
+  ASSERT_OK_AND_ASSIGN(std::optional<ReceivedMessage> back, TryReceiveMessage(a_.get(), 64));
+  ASSERT_TRUE(back.has_value());
+  EXPECT_FALSE(back->sender.has_value());
+}
+
+// The kernel records a sender only while SO_PASSCRED is on: a message
+// queued before must not come out naming somebody (the kernel reports pid 0
+// and the overflow uid for it).
+TEST_F(UnixSocketTest, AMessageSentBeforeCredentialsWereEnabledNamesNobody) {
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("early")));
+  ASSERT_OK(EnableSenderCredentials(b_.get()));
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("late")));
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage early, ReceiveMessage(b_.get(), 64));
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage late, ReceiveMessage(b_.get(), 64));
+  EXPECT_EQ(AsString(early.bytes), "early");
+  EXPECT_FALSE(early.sender.has_value())
+      << "pid " << early.sender->pid << " uid " << early.sender->uid;
+  ASSERT_TRUE(late.sender.has_value());
+  EXPECT_EQ(late.sender->pid, ::getpid());
+}
+
+// SO_PEERCRED names whoever created the socket pair; SCM_CREDENTIALS names
+// the process that sent each message, here a child holding the other end.
+TEST_F(UnixSocketTest, SenderCredentialsNameTheChildThatSentNotTheCreatorOfThePair) {
+  ASSERT_OK(EnableSenderCredentials(b_.get()));
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("parent")));
+  pid_t child = -1;
+  const int sender = a_.get();
+  ASSERT_EQ(RunInChild(
+                [sender] {
+                  static const char kText[] = "child";
+                  return SendMessage(sender, std::as_bytes(std::span(kText, 5))).ok() ? 0 : 1;
+                },
+                &child),
+            0);
+  ASSERT_GT(child, 0);
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("parent again")));
+
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage first, ReceiveMessage(b_.get(), 64));
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage second, ReceiveMessage(b_.get(), 64));
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage third, ReceiveMessage(b_.get(), 64));
+  EXPECT_EQ(AsString(second.bytes), "child");
+  ASSERT_TRUE(first.sender.has_value());
+  ASSERT_TRUE(second.sender.has_value());
+  ASSERT_TRUE(third.sender.has_value());
+  EXPECT_EQ(first.sender->pid, ::getpid());
+  EXPECT_EQ(second.sender->pid, child);
+  EXPECT_NE(second.sender->pid, ::getpid());
+  EXPECT_EQ(second.sender->uid, ::getuid());
+  EXPECT_EQ(third.sender->pid, ::getpid());
+  // The peer credentials still name the creator.
+  ASSERT_OK_AND_ASSIGN(PeerCredentials peer, GetPeerCredentials(b_.get()));
+  EXPECT_EQ(peer.pid, ::getpid());
+}
+
+// The credentials are the sender's at the time it sent, not its creator's:
+// a child that drops to another user and group is reported as that user.
+TEST_F(UnixSocketTest, SenderCredentialsCarryTheSendersUidAndGid) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to change the child's uid and gid";
+  ASSERT_OK(EnableSenderCredentials(b_.get()));
+  constexpr uid_t kUid = 65534;
+  constexpr gid_t kGid = 65533;
+  const int sender = a_.get();
+  pid_t child = -1;
+  const int exit_code = RunInChild(
+      [sender] {
+        if (::setgid(kGid) != 0 || ::setuid(kUid) != 0) return 77;
+        static const char kText[] = "nobody";
+        return SendMessage(sender, std::as_bytes(std::span(kText, 6))).ok() ? 0 : 1;
+      },
+      &child);
+  if (exit_code == 77) GTEST_SKIP() << "the child cannot switch to uid " << kUid;
+  ASSERT_EQ(exit_code, 0);
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage got, ReceiveMessage(b_.get(), 64));
+  ASSERT_TRUE(got.sender.has_value());
+  EXPECT_EQ(got.sender->pid, child);
+  EXPECT_EQ(got.sender->uid, kUid);
+  EXPECT_EQ(got.sender->gid, kGid);
+}
+
+// The receive buffer holds the most descriptors and the credentials at once.
+TEST_F(UnixSocketTest, CredentialsAndTheMostDescriptorsArriveInOneMessage) {
+  ASSERT_OK(EnableSenderCredentials(b_.get()));
+  auto [read_end, write_end] = MakePipe();
+  std::vector<int> fds(kMaxFdsPerMessage, read_end.get());
+  fds.back() = write_end.get();
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("full"), fds));
+  const int fds_before = CountOpenFds();
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage got, ReceiveMessage(b_.get(), 64));
+  EXPECT_EQ(AsString(got.bytes), "full");
+  ASSERT_TRUE(got.sender.has_value());
+  EXPECT_EQ(got.sender->pid, ::getpid());
+  ASSERT_THAT(got.fds, SizeIs(kMaxFdsPerMessage));
+  EXPECT_EQ(CountOpenFds(), fds_before + static_cast<int>(kMaxFdsPerMessage));
+  for (size_t i = 0; i + 1 < got.fds.size(); ++i) {
+    EXPECT_TRUE(SameFile(got.fds[i].get(), read_end.get())) << i;
+  }
+  EXPECT_TRUE(SameFile(got.fds.back().get(), write_end.get()));
+}
+
+TEST_F(UnixSocketTest, ChildSendsDescriptorsAndItsCredentialsTogether) {
+  ASSERT_OK(EnableSenderCredentials(b_.get()));
+  auto [read_end, write_end] = MakePipe();
+  const int sender = a_.get();
+  const int attach[] = {write_end.get(), read_end.get()};
+  pid_t child = -1;
+  ASSERT_EQ(RunInChild(
+                [&] {
+                  static const char kText[] = "fds";
+                  return SendMessage(sender, std::as_bytes(std::span(kText, 3)), attach).ok() ? 0
+                                                                                              : 1;
+                },
+                &child),
+            0);
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage got, ReceiveMessage(b_.get(), 64));
+  ASSERT_TRUE(got.sender.has_value());
+  EXPECT_EQ(got.sender->pid, child);
+  ASSERT_THAT(got.fds, SizeIs(2));
+  EXPECT_TRUE(SameFile(got.fds[0].get(), write_end.get()));
+  EXPECT_TRUE(SameFile(got.fds[1].get(), read_end.get()));
+}
+
+TEST_F(UnixSocketTest, MoreFdsThanTheLimitWithCredentialsIsDataLossAndLeaksNothing) {
+  ASSERT_OK(EnableSenderCredentials(b_.get()));
+  auto [read_end, write_end] = MakePipe();
+  for (size_t count : {kMaxFdsPerMessage + 1, kMaxFdsPerMessage + 8, 2 * kMaxFdsPerMessage}) {
+    ASSERT_EQ(RawSendFds(a_.get(), std::vector<int>(count, read_end.get())), 1)
+        << std::strerror(errno);
+    const int fds_before = CountOpenFds();
+    EXPECT_THAT(ReceiveMessage(b_.get(), 64),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("file descriptors")))
+        << count << " fds";
+    EXPECT_EQ(CountOpenFds(), fds_before) << count << " fds";
+  }
+  // The connection carries on, credentials included.
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("after")));
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage got, ReceiveMessage(b_.get(), 64));
+  EXPECT_EQ(AsString(got.bytes), "after");
+  EXPECT_TRUE(got.sender.has_value());
+}
+
+TEST_F(UnixSocketTest, EnableSenderCredentialsOnANonSocketFails) {
+  auto [read_end, write_end] = MakePipe();
+  EXPECT_THAT(EnableSenderCredentials(read_end.get()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("SO_PASSCRED")));
 }
 
 }  // namespace

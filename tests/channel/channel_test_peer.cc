@@ -13,6 +13,10 @@
 //   channel_test_peer fds           serve RunFdServer
 //   channel_test_peer count-duplicates  exit with how many descriptors other than 3
 //                                       and 4 refer to the same files as 3 and 4
+//   channel_test_peer hello-client N    act as a client that introduces itself
+//                                       (hello_identity) and runs RunIdentityClient
+//                                       with N calls; exits with IdentityExitCode
+//   channel_test_peer no-hello-client N the same without the hello
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +25,7 @@
 #include <random>
 #include <string>
 
+#include "absl/strings/numbers.h"
 #include "ipc/base/errors.h"
 #include "ipc/channel/channel.h"
 #include "ipc/channel/layout.h"
@@ -116,6 +121,21 @@ int Main(int argc, char** argv) {
     auto reply = (*channel)->Call(*std::move(call), message);
     // The test never answers; we only get here if the server side died.
     return reply.ok() ? 0 : 3;
+  }
+
+  if (role == "hello-client" || role == "no-hello-client") {
+    int calls = 0;
+    if (argc < 3 || !absl::SimpleAtoi(argv[2], &calls)) {
+      return Fail("usage", absl::InvalidArgumentError("number of calls missing"));
+    }
+    ChannelOptions options;
+    options.hello_identity = role == "hello-client";
+    auto channel =
+        ClientChannel::Open(*std::move(region), UniqueFd(kLivenessFd), **watcher, options);
+    if (!channel.ok()) return Fail("open client", channel.status());
+    const absl::Status result = RunIdentityClient(**channel, calls);
+    if (!result.ok()) std::fprintf(stderr, "channel_test_peer: %s\n", result.ToString().c_str());
+    return IdentityExitCode(result);
   }
 
   auto channel = ServerChannel::Open(*std::move(region), UniqueFd(kLivenessFd), **watcher);

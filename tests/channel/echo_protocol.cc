@@ -148,4 +148,40 @@ absl::Status RunFdServer(ServerChannel& channel) {
   }
 }
 
+absl::Status AnswerWithCaller(IncomingCall& call) {
+  if (call.oneway()) return absl::OkStatus();
+  const PeerCredentials& caller = call.caller();
+  const uint32_t words[3] = {static_cast<uint32_t>(caller.pid), caller.uid, caller.gid};
+  absl::StatusOr<std::span<std::byte>> out = call.ReserveReply(sizeof(words));
+  if (!out.ok()) return call.Fail(out.status());
+  std::memcpy(out->data(), words, sizeof(words));
+  return call.Reply(out->first(sizeof(words)));
+}
+
+absl::StatusOr<PeerCredentials> AskCaller(ClientChannel& channel, absl::Time deadline) {
+  absl::StatusOr<OutgoingCall> call = channel.BeginCall(8, deadline);
+  if (!call.ok()) return call.status();
+  StoreU64(call->buffer().data(), 0x77686f616d69ull);  // "whoami"
+  absl::StatusOr<Reply> reply = channel.Call(*std::move(call), call->buffer().first(8), deadline);
+  if (!reply.ok()) return reply.status();
+  uint32_t words[3];
+  if (reply->data().size() != sizeof(words)) {
+    return absl::DataLossError(absl::StrCat("identity answer of ", reply->data().size(), " bytes"));
+  }
+  std::memcpy(words, reply->data().data(), sizeof(words));
+  return PeerCredentials{static_cast<pid_t>(words[0]), words[1], words[2]};
+}
+
+absl::Status RunIdentityClient(ClientChannel& channel, int calls) {
+  for (int i = 0; i < calls; ++i) {
+    absl::StatusOr<PeerCredentials> seen = AskCaller(channel);
+    if (!seen.ok()) return seen.status();
+    if (seen->pid != ::getpid() || seen->uid != ::getuid() || seen->gid != ::getgid()) {
+      return absl::DataLossError(absl::StrCat("call ", i, ": the server saw pid ", seen->pid,
+                                              " uid ", seen->uid, " gid ", seen->gid));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace sluice::testing

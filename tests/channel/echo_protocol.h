@@ -14,7 +14,10 @@
 #include <span>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "ipc/channel/channel.h"
+#include "ipc/socket/unix_socket.h"
 
 namespace sluice::testing {
 
@@ -44,6 +47,22 @@ absl::Status RunOrderingServer(ServerChannel& channel);
 // server writes the memfd's contents into the pipe and answers with a new
 // memfd holding "reply fd", attached to the reply.
 absl::Status RunFdServer(ServerChannel& channel);
+
+// Identity: the server answers a call with the caller it was given
+// (IncomingCall::caller()) as u32 pid | u32 uid | u32 gid; a oneway call is
+// just dropped.
+absl::Status AnswerWithCaller(IncomingCall& call);
+// Asks once, with an 8-byte request.
+absl::StatusOr<PeerCredentials> AskCaller(ClientChannel& channel,
+                                          absl::Time deadline = absl::InfiniteFuture());
+// Asks `calls` times; OK if every answer names this process (pid, uid and
+// gid), DATA_LOSS naming the pid if one does not, else the failed call's status.
+absl::Status RunIdentityClient(ClientChannel& channel, int calls);
+// How a client process reports RunIdentityClient's result: 0 for OK, else
+// 10 + the status code.
+inline int IdentityExitCode(const absl::Status& status) {
+  return status.ok() ? 0 : 10 + static_cast<int>(status.code());
+}
 
 }  // namespace sluice::testing
 

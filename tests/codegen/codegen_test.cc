@@ -5,6 +5,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
 #include "codegen/cpp_generator.h"
 #include "codegen/front_end.h"
 #include "gmock/gmock.h"
@@ -84,6 +87,155 @@ TEST(FrontEnd, MissingFileIsNotFound) {
   EXPECT_THAT(ParseSchema("/nonexistent/x.fbs", {}), StatusIs(absl::StatusCode::kNotFound));
 }
 
+// ---------------------------------------------------------------------------
+// (sluice_interface) and (sluice_fd) fields.
+
+// A schema with one service to refer to and a request whose fields are
+// `fields`.
+std::string AttachmentSchema(const std::string& fields) {
+  return absl::StrCat(
+      "namespace a.b;\n"
+      "attribute \"sluice_interface\";\n"
+      "attribute \"sluice_fd\";\n"
+      "table Ping {}\n"
+      "rpc_service Listener { On(Ping):Ping; }\n"
+      "table Req { ",
+      fields,
+      " }\n"
+      "rpc_service Feed { Subscribe(Req):Ping; }\n");
+}
+
+absl::Status ParseFields(const std::string& fields) {
+  return ParseSchemaText(AttachmentSchema(fields), "fields.fbs", {}).status();
+}
+
+TEST(FieldAttributes, InterfaceOnAStringIsAnError) {
+  EXPECT_THAT(ParseFields("listener:string (sluice_interface: \"a.b.Listener\");"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "fields.fbs: Req.listener: (sluice_interface) needs a uint or ulong field"));
+}
+
+TEST(FieldAttributes, InterfaceOnASignedOrNarrowIntegerIsAnError) {
+  for (const char* type : {"int", "long", "ushort", "ubyte", "bool", "float"}) {
+    EXPECT_THAT(
+        ParseFields(absl::StrCat("listener:", type, " (sluice_interface: \"a.b.Listener\");")),
+        StatusIs(absl::StatusCode::kInvalidArgument,
+                 "fields.fbs: Req.listener: (sluice_interface) needs a uint or ulong field"))
+        << type;
+  }
+}
+
+TEST(FieldAttributes, InterfaceOnAVectorOrEnumIsAnError) {
+  EXPECT_THAT(ParseFields("listeners:[ulong] (sluice_interface: \"a.b.Listener\");"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("Req.listeners: (sluice_interface) needs a uint or ulong field")));
+  const std::string with_enum =
+      absl::StrReplaceAll(AttachmentSchema("kind:Kind (sluice_interface: \"a.b.Listener\");"),
+                          {{"table Ping {}", "enum Kind:uint { A }\ntable Ping {}"}});
+  EXPECT_THAT(ParseSchemaText(with_enum, "enum.fbs", {}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "enum.fbs: Req.kind: (sluice_interface) needs a uint or ulong field"));
+}
+
+TEST(FieldAttributes, InterfaceNamingAnUnknownServiceIsAnError) {
+  EXPECT_THAT(ParseFields("listener:ulong (sluice_interface: \"a.b.Nobody\");"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "fields.fbs: Req.listener: (sluice_interface: \"a.b.Nobody\") names no "
+                       "rpc_service of this schema or its includes (use the full name, e.g. "
+                       "\"pkg.Listener\")"));
+  // Services are named in full, whatever namespace the field's table is in.
+  EXPECT_THAT(ParseFields("listener:ulong (sluice_interface: \"Listener\");"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("(sluice_interface: \"Listener\") names no rpc_service")));
+  // A table is not a service.
+  EXPECT_THAT(ParseFields("listener:ulong (sluice_interface: \"a.b.Ping\");"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("(sluice_interface: \"a.b.Ping\") names no rpc_service")));
+}
+
+TEST(FieldAttributes, BothAttributesOnOneFieldIsAnError) {
+  EXPECT_THAT(ParseFields("x:ulong (sluice_interface: \"a.b.Listener\", sluice_fd);"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "fields.fbs: Req.x: a field is either (sluice_interface) or (sluice_fd)"));
+}
+
+TEST(FieldAttributes, DescriptorOnANonIntegerOrNarrowFieldIsAnError) {
+  for (const char* type : {"bool", "short", "ushort", "byte", "float", "double", "string"}) {
+    EXPECT_THAT(ParseFields(absl::StrCat("fd:", type, " (sluice_fd);")),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         "fields.fbs: Req.fd: (sluice_fd) needs an int, uint, long or ulong field"))
+        << type;
+  }
+}
+
+TEST(FieldAttributes, AttributesInStructsAreAnError) {
+  const std::string text =
+      absl::StrReplaceAll(AttachmentSchema("p:P;"),
+                          {{"table Ping {}", "struct P { fd:int (sluice_fd); }\ntable Ping {}"}});
+  EXPECT_THAT(ParseSchemaText(text, "struct.fbs", {}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "struct.fbs: P.fd: references and descriptors go in table fields, not in "
+                       "structs"));
+}
+
+// Checked in every table, not only in requests.
+TEST(FieldAttributes, TablesNoMethodUsesAreCheckedToo) {
+  const std::string text = absl::StrReplaceAll(
+      AttachmentSchema("n:int;"),
+      {{"table Ping {}", "table Unused { fd:bool (sluice_fd); }\ntable Ping {}"}});
+  EXPECT_THAT(ParseSchemaText(text, "unused.fbs", {}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("Unused.fd: (sluice_fd) needs an int")));
+}
+
+TEST(FieldAttributes, EveryAllowedTypeIsAccepted) {
+  for (const char* type : {"uint", "ulong"}) {
+    EXPECT_OK(
+        ParseFields(absl::StrCat("listener:", type, " (sluice_interface: \"a.b.Listener\");")))
+        << type;
+  }
+  for (const char* type : {"int", "uint", "long", "ulong"}) {
+    EXPECT_OK(ParseFields(absl::StrCat("fd:", type, " (sluice_fd);"))) << type;
+  }
+}
+
+TEST(FieldAttributes, FlatOverloadTakesAnObjectRefAndADescriptor) {
+  ASSERT_OK_AND_ASSIGN(
+      Schema schema,
+      ParseSchemaText(AttachmentSchema("topic:string; listener:uint (sluice_interface: "
+                                       "\"a.b.Listener\"); log:long (sluice_fd); n:int;"),
+                      "flat.fbs", {}));
+  ASSERT_EQ(schema.services.size(), 2u);
+  const Service& listener = schema.services[0];
+  const Method& subscribe = schema.services[1].methods[0];
+  ASSERT_TRUE(subscribe.flat_params.has_value());
+  const std::vector<FlatParam>& params = *subscribe.flat_params;
+  ASSERT_EQ(params.size(), 4u);
+  EXPECT_EQ(params[1].kind, FlatParam::Kind::kObject);
+  EXPECT_EQ(params[1].cpp_type, "const ::sluice::rpc::ObjectRef&");
+  EXPECT_EQ(params[1].interface_fqn, "a.b.Listener");
+  EXPECT_EQ(params[1].interface_id, listener.interface_id);
+  EXPECT_EQ(params[2].kind, FlatParam::Kind::kFd);
+  EXPECT_EQ(params[2].cpp_type, "int");
+  EXPECT_EQ(params[3].kind, FlatParam::Kind::kScalar);
+  EXPECT_EQ(params[3].cpp_type, "int32_t");
+
+  const std::string header = GenerateCppHeader(schema);
+  EXPECT_THAT(header, HasSubstr("Subscribe(absl::string_view topic, const "
+                                "::sluice::rpc::ObjectRef& listener, int log, int32_t n, "
+                                "const ::sluice::rpc::CallOptions& options = {})"));
+  EXPECT_THAT(header, HasSubstr(absl::StrFormat("attachments_.AddObject(listener, 0x%016xull",
+                                                listener.interface_id)));
+  EXPECT_THAT(header, HasSubstr("attachments_.AddFd(log)"));
+  EXPECT_THAT(header, HasSubstr("#include \"ipc/rpc/object.h\""));
+}
+
+// Without attachments a flat overload sends only what the caller passes.
+TEST(FieldAttributes, PlainRequestsMakeNoAttachments) {
+  ASSERT_OK_AND_ASSIGN(Schema schema, ParseSchemaText(AttachmentSchema("n:int;"), "plain.fbs", {}));
+  EXPECT_THAT(GenerateCppHeader(schema), ::testing::Not(HasSubstr("Attachments")));
+}
+
 class GoldenTest : public ::testing::TestWithParam<std::pair<const char*, const char*>> {};
 
 TEST_P(GoldenTest, GeneratedHeaderMatchesGolden) {
@@ -104,7 +256,9 @@ INSTANTIATE_TEST_SUITE_P(Schemas, GoldenTest,
                          ::testing::Values(std::make_pair(SLUICE_KEY_VALUE_FBS,
                                                           SLUICE_GOLDEN_DIR "/key_value_sluice.h"),
                                            std::make_pair(SLUICE_KITCHEN_SINK_FBS, SLUICE_GOLDEN_DIR
-                                                          "/kitchen_sink_sluice.h")));
+                                                          "/kitchen_sink_sluice.h"),
+                                           std::make_pair(SLUICE_ATTACHMENTS_FBS, SLUICE_GOLDEN_DIR
+                                                          "/attachments_sluice.h")));
 
 }  // namespace
 }  // namespace sluice::idlc

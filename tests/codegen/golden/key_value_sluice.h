@@ -45,19 +45,19 @@ class KeyValueStoreProxy : public ::sluice::rpc::ProxyBase {
 
   // Sets `key` to `value`.
   absl::StatusOr<::sluice::rpc::Response<::example::kv::PutResponse>> Put(absl::string_view key, absl::Span<const uint8_t> value, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 16 + key.size() + value.size() * 1;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 16 + key.size() + value.size() * 1;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Put(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        auto key_offset = fbb.CreateString(key.data(), key.size());
-        auto value_offset = fbb.CreateVector(value.data(), value.size());
-        ::example::kv::PutRequestBuilder builder(fbb);
-        builder.add_key(key_offset);
-        builder.add_value(value_offset);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        auto key_offset_ = fbb_.CreateString(key.data(), key.size());
+        auto value_offset_ = fbb_.CreateVector(value.data(), value.size());
+        ::example::kv::PutRequestBuilder builder_(fbb_);
+        builder_.add_key(key_offset_);
+        builder_.add_value(value_offset_);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Put, with the request built by `build(fbb) -> Offset<example.kv.PutRequest>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -70,17 +70,17 @@ class KeyValueStoreProxy : public ::sluice::rpc::ProxyBase {
 
   // The value of `key`, if any.
   absl::StatusOr<::sluice::rpc::Response<::example::kv::GetResponse>> Get(absl::string_view key, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 8 + key.size();
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 8 + key.size();
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Get(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        auto key_offset = fbb.CreateString(key.data(), key.size());
-        ::example::kv::GetRequestBuilder builder(fbb);
-        builder.add_key(key_offset);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        auto key_offset_ = fbb_.CreateString(key.data(), key.size());
+        ::example::kv::GetRequestBuilder builder_(fbb_);
+        builder_.add_key(key_offset_);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Get, with the request built by `build(fbb) -> Offset<example.kv.GetRequest>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -92,17 +92,17 @@ class KeyValueStoreProxy : public ::sluice::rpc::ProxyBase {
   }
 
   absl::StatusOr<::sluice::rpc::Response<::example::kv::DeleteResponse>> Delete(absl::string_view key, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 8 + key.size();
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 8 + key.size();
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Delete(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        auto key_offset = fbb.CreateString(key.data(), key.size());
-        ::example::kv::DeleteRequestBuilder builder(fbb);
-        builder.add_key(key_offset);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        auto key_offset_ = fbb_.CreateString(key.data(), key.size());
+        ::example::kv::DeleteRequestBuilder builder_(fbb_);
+        builder_.add_key(key_offset_);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Delete, with the request built by `build(fbb) -> Offset<example.kv.DeleteRequest>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -115,18 +115,18 @@ class KeyValueStoreProxy : public ::sluice::rpc::ProxyBase {
 
   // Keys starting with `prefix`, in order, at most `limit`.
   absl::StatusOr<::sluice::rpc::Response<::example::kv::ListResponse>> List(absl::string_view prefix, uint32_t limit, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 16 + prefix.size();
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 16 + prefix.size();
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return List(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        auto prefix_offset = fbb.CreateString(prefix.data(), prefix.size());
-        ::example::kv::ListRequestBuilder builder(fbb);
-        builder.add_prefix(prefix_offset);
-        builder.add_limit(limit);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        auto prefix_offset_ = fbb_.CreateString(prefix.data(), prefix.size());
+        ::example::kv::ListRequestBuilder builder_(fbb_);
+        builder_.add_prefix(prefix_offset_);
+        builder_.add_limit(limit);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // List, with the request built by `build(fbb) -> Offset<example.kv.ListRequest>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -139,17 +139,17 @@ class KeyValueStoreProxy : public ::sluice::rpc::ProxyBase {
 
   // Records an audit line; fire and forget.
   absl::Status Audit(absl::string_view what, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 8 + what.size();
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 8 + what.size();
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Audit(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        auto what_offset = fbb.CreateString(what.data(), what.size());
-        ::example::kv::AuditEventBuilder builder(fbb);
-        builder.add_what(what_offset);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        auto what_offset_ = fbb_.CreateString(what.data(), what.size());
+        ::example::kv::AuditEventBuilder builder_(fbb_);
+        builder_.add_what(what_offset_);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Audit, with the request built by `build(fbb) -> Offset<example.kv.AuditEvent>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).

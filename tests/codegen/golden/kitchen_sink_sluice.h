@@ -66,24 +66,24 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
   }
 
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::EchoResponse>> Echo(absl::string_view text, int64_t number, bool flag, ::sluice::test::sink::Color color, absl::Span<const uint8_t> blob, absl::Span<const int32_t> ints, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 48 + text.size() + blob.size() * 1 + ints.size() * 4;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 48 + text.size() + blob.size() * 1 + ints.size() * 4;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Echo(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        auto text_offset = fbb.CreateString(text.data(), text.size());
-        auto blob_offset = fbb.CreateVector(blob.data(), blob.size());
-        auto ints_offset = fbb.CreateVector(ints.data(), ints.size());
-        ::sluice::test::sink::EchoRequestBuilder builder(fbb);
-        builder.add_text(text_offset);
-        builder.add_number(number);
-        builder.add_flag(flag);
-        builder.add_color(color);
-        builder.add_blob(blob_offset);
-        builder.add_ints(ints_offset);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        auto text_offset_ = fbb_.CreateString(text.data(), text.size());
+        auto blob_offset_ = fbb_.CreateVector(blob.data(), blob.size());
+        auto ints_offset_ = fbb_.CreateVector(ints.data(), ints.size());
+        ::sluice::test::sink::EchoRequestBuilder builder_(fbb_);
+        builder_.add_text(text_offset_);
+        builder_.add_number(number);
+        builder_.add_flag(flag);
+        builder_.add_color(color);
+        builder_.add_blob(blob_offset_);
+        builder_.add_ints(ints_offset_);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Echo, with the request built by `build(fbb) -> Offset<sluice.test.sink.EchoRequest>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -96,18 +96,18 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
 
   // Fails with the given absl::StatusCode and message.
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Empty>> Fail(int32_t code, absl::string_view message, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 16 + message.size();
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 16 + message.size();
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Fail(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        auto message_offset = fbb.CreateString(message.data(), message.size());
-        ::sluice::test::sink::FailRequestBuilder builder(fbb);
-        builder.add_code(code);
-        builder.add_message(message_offset);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        auto message_offset_ = fbb_.CreateString(message.data(), message.size());
+        ::sluice::test::sink::FailRequestBuilder builder_(fbb_);
+        builder_.add_code(code);
+        builder_.add_message(message_offset_);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Fail, with the request built by `build(fbb) -> Offset<sluice.test.sink.FailRequest>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -120,16 +120,16 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
 
   // Adds `value` to the server's total.
   absl::Status Note(uint64_t value, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 8;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 8;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Note(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        ::sluice::test::sink::CounterBuilder builder(fbb);
-        builder.add_value(value);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::sluice::test::sink::CounterBuilder builder_(fbb_);
+        builder_.add_value(value);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Note, with the request built by `build(fbb) -> Offset<sluice.test.sink.Counter>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -142,15 +142,15 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
 
   // The total of every Note so far, and how many there were.
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Counter>> Total(const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 0;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 0;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Total(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        ::sluice::test::sink::EmptyBuilder builder(fbb);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::sluice::test::sink::EmptyBuilder builder_(fbb_);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Total, with the request built by `build(fbb) -> Offset<sluice.test.sink.Empty>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -163,17 +163,17 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
 
   // Checksums a blob (large payloads).
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Digest>> Upload(absl::Span<const uint8_t> data, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 8 + data.size() * 1;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 8 + data.size() * 1;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Upload(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        auto data_offset = fbb.CreateVector(data.data(), data.size());
-        ::sluice::test::sink::BlobBuilder builder(fbb);
-        builder.add_data(data_offset);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        auto data_offset_ = fbb_.CreateVector(data.data(), data.size());
+        ::sluice::test::sink::BlobBuilder builder_(fbb_);
+        builder_.add_data(data_offset_);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Upload, with the request built by `build(fbb) -> Offset<sluice.test.sink.Blob>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -186,16 +186,16 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
 
   // A blob of `value` bytes, each byte = index & 0xff.
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Blob>> Download(uint64_t value, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 8;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 8;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Download(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        ::sluice::test::sink::CounterBuilder builder(fbb);
-        builder.add_value(value);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::sluice::test::sink::CounterBuilder builder_(fbb_);
+        builder_.add_value(value);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Download, with the request built by `build(fbb) -> Offset<sluice.test.sink.Counter>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -208,15 +208,15 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
 
   // Never answers (the process-death tests kill the server during it).
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Empty>> Hang(const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 0;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 0;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Hang(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        ::sluice::test::sink::EmptyBuilder builder(fbb);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::sluice::test::sink::EmptyBuilder builder_(fbb_);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Hang, with the request built by `build(fbb) -> Offset<sluice.test.sink.Empty>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -229,16 +229,16 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
 
   // Answers after `value` milliseconds.
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Counter>> Sleep(uint64_t value, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 8;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 8;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Sleep(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        ::sluice::test::sink::CounterBuilder builder(fbb);
-        builder.add_value(value);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::sluice::test::sink::CounterBuilder builder_(fbb_);
+        builder_.add_value(value);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Sleep, with the request built by `build(fbb) -> Offset<sluice.test.sink.Counter>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -251,15 +251,15 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
 
   // The calling process as the server sees it.
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Caller>> WhoAmI(const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 0;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 0;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return WhoAmI(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        ::sluice::test::sink::EmptyBuilder builder(fbb);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::sluice::test::sink::EmptyBuilder builder_(fbb_);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // WhoAmI, with the request built by `build(fbb) -> Offset<sluice.test.sink.Empty>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -273,15 +273,15 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
   // The contents of the descriptor sent with the call; the reply carries a
   // new memfd holding "from the server".
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Blob>> ReadFd(const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 0;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 0;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return ReadFd(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        ::sluice::test::sink::EmptyBuilder builder(fbb);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::sluice::test::sink::EmptyBuilder builder_(fbb_);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // ReadFd, with the request built by `build(fbb) -> Offset<sluice.test.sink.Empty>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -457,17 +457,17 @@ class CalculatorProxy : public ::sluice::rpc::ProxyBase {
   using ProxyBase::ProxyBase;
 
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::AddResponse>> Add(int64_t a, int64_t b, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 16;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 16;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Add(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        ::sluice::test::sink::AddRequestBuilder builder(fbb);
-        builder.add_a(a);
-        builder.add_b(b);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::sluice::test::sink::AddRequestBuilder builder_(fbb_);
+        builder_.add_a(a);
+        builder_.add_b(b);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Add, with the request built by `build(fbb) -> Offset<sluice.test.sink.AddRequest>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
@@ -479,17 +479,17 @@ class CalculatorProxy : public ::sluice::rpc::ProxyBase {
   }
 
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::AddResponse>> Negate(int64_t a, int64_t b, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint = 64 + 16;
-    ::sluice::rpc::CallOptions sized = options;
-    if (sized.size_hint < hint) sized.size_hint = hint;
+    size_t hint_ = 64 + 16;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Negate(
-      [&](::flatbuffers::FlatBufferBuilder& fbb) {
-        ::sluice::test::sink::AddRequestBuilder builder(fbb);
-        builder.add_a(a);
-        builder.add_b(b);
-        return builder.Finish();
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::sluice::test::sink::AddRequestBuilder builder_(fbb_);
+        builder_.add_a(a);
+        builder_.add_b(b);
+        return builder_.Finish();
       },
-      sized);
+      sized_);
   }
   // Negate, with the request built by `build(fbb) -> Offset<sluice.test.sink.AddRequest>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
