@@ -1,9 +1,6 @@
 #include "examples/listener/feed_service.h"
 
-#include <condition_variable>
 #include <cstdio>
-#include <deque>
-#include <mutex>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -13,44 +10,7 @@
 
 namespace example::listener {
 
-// Subscription ids whose listener died, from the peer watcher's thread to
-// the dropper. Shared with the death recipients, which may outlive the
-// service by a moment; it holds no channel, so releasing it anywhere is fine.
-// (std::mutex for the condition variable; see ipc/base/mutex.h on TSan.)
-class FeedService::DeathQueue {
- public:
-  void Push(uint64_t id) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopped_) return;
-    ids_.push_back(id);
-    cv_.notify_one();
-  }
-  // The next id, or nothing once stopped.
-  std::optional<uint64_t> Pop() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return stopped_ || !ids_.empty(); });
-    if (stopped_) return std::nullopt;
-    const uint64_t id = ids_.front();
-    ids_.pop_front();
-    return id;
-  }
-  void Stop() {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopped_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<uint64_t> ids_;
-  bool stopped_ = false;
-};
-
-FeedService::FeedService(Options options)
-    : options_(options), deaths_(std::make_shared<DeathQueue>()) {
-  dropper_ = std::thread([this] { DropDead(); });
-}
+FeedService::FeedService(Options options) : options_(options) {}
 
 FeedService::~FeedService() { Close(); }
 
@@ -64,18 +24,12 @@ void FeedService::Close() {
     subscribers.swap(subscribers_);
     links.swap(death_links_);
   }
-  deaths_->Stop();
-  if (dropper_.joinable()) dropper_.join();
   for (const auto& [id, link] : links) {
     if (auto it = subscribers.find(id); it != subscribers.end()) {
       (void)it->second->listener->UnlinkToDeath(link);
     }
   }
   // The listeners are released here, outside the lock.
-}
-
-void FeedService::DropDead() {
-  while (std::optional<uint64_t> id = deaths_->Pop()) Drop(*id, "died");
 }
 
 void FeedService::Log(const std::string& line) const {
@@ -128,8 +82,12 @@ absl::StatusOr<flatbuffers::Offset<SubscribeResponse>> FeedService::Subscribe(
     count = subscribers_.size();
   }
   // In the table first, then linked: a death that comes at once finds it.
-  absl::StatusOr<uint64_t> link =
-      subscriber->listener->LinkToDeath([deaths = deaths_, id] { deaths->Push(id); });
+  // The recipient runs on the process's PeerWatcher thread and may release
+  // the listener's reference itself; it holds the service only weakly, as
+  // a death may come while the service shuts down.
+  absl::StatusOr<uint64_t> link = subscriber->listener->LinkToDeath([weak = weak_from_this(), id] {
+    if (std::shared_ptr<FeedService> self = weak.lock()) self->Drop(id, "died");
+  });
   if (!link.ok()) {
     Drop(id, "died while subscribing");
     return link.status();

@@ -5,11 +5,9 @@
 // at the next Publish.
 //
 // Threads: methods run on the ServiceHost's pool, death notifications on the
-// process's peer watcher. The subscriber table is guarded by a mutex that is
-// never held while calling out. A Remote is never released on the watcher
-// thread (a death recipient must not destroy the channel it watches): the
-// recipient only queues the subscription id, and a thread of this service
-// drops it.
+// process's peer watcher, where the recipient drops the subscriber (and may
+// so release the last reference to the dead listener). The subscriber table
+// is guarded by a mutex that is never held while calling out.
 #ifndef SLUICE_EXAMPLES_LISTENER_FEED_SERVICE_H_
 #define SLUICE_EXAMPLES_LISTENER_FEED_SERVICE_H_
 
@@ -19,7 +17,6 @@
 #include <map>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/time/time.h"
 #include "ipc/base/mutex.h"
@@ -28,7 +25,7 @@
 
 namespace example::listener {
 
-class FeedService : public FeedStub {
+class FeedService : public FeedStub, public std::enable_shared_from_this<FeedService> {
  public:
   struct Options {
     // How long a Publish waits for each listener's Ack.
@@ -37,6 +34,7 @@ class FeedService : public FeedStub {
     bool verbose = true;
   };
 
+  // Make it with std::make_shared: death notifications hold it weakly.
   explicit FeedService(Options options);
   FeedService() : FeedService(Options{}) {}
   // Close()s.
@@ -55,8 +53,8 @@ class FeedService : public FeedStub {
       const sluice::rpc::CallContext& context, const SubscribersRequest& request,
       flatbuffers::FlatBufferBuilder& reply) override;
 
-  // Releases every listener and stops dropping dead ones. Call once no more
-  // calls can arrive (after ServiceHost::Shutdown). Idempotent.
+  // Releases every listener. Call once no more calls can arrive (after
+  // ServiceHost::Shutdown). Idempotent.
   void Close();
 
  private:
@@ -69,18 +67,13 @@ class FeedService : public FeedStub {
     const pid_t pid;  // The process that subscribed (the listener's, here).
     sluice::rpc::Remote<ListenerProxy> listener;
   };
-  class DeathQueue;
 
   // Removes subscription `id` and prints why; false if it was not there.
   // The listener is released when the caller's last copy goes.
   bool Drop(uint64_t id, const char* why);
-  // The thread that drops subscribers whose process died.
-  void DropDead();
   void Log(const std::string& line) const;
 
   const Options options_;
-  const std::shared_ptr<DeathQueue> deaths_;
-  std::thread dropper_;
 
   sluice::Mutex mu_;
   std::map<uint64_t, std::shared_ptr<Subscriber>> subscribers_ ABSL_GUARDED_BY(mu_);
