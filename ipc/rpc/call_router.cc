@@ -2,6 +2,7 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <climits>
 #include <optional>
 #include <utility>
@@ -74,7 +75,20 @@ void ThreadCalls::Post(RoutedCall routed) {
   FutexWake(mailbox_, 1, FutexScope::kPrivate);
 }
 
+bool ThreadCalls::HasWork() {
+  return queued_.load(std::memory_order_acquire) != 0 ||
+         (sleeper_ != nullptr && sleeper_->NestedPending()) ||
+         CallRouter::Get().PendingFor(chain());
+}
+
 void ThreadCalls::RunWork() {
+  // Requests of this thread's chain still on the channels: claim them here
+  // rather than wait for a pool thread to see them (NestedSource).
+  CallRouter::Get().TakeFor(chain());
+  RunQueued();
+}
+
+void ThreadCalls::RunQueued() {
   if (sleeper_ != nullptr) sleeper_->RouteNested();
   while (queued_.load(std::memory_order_acquire) != 0) {
     std::optional<RoutedCall> routed;
@@ -105,6 +119,43 @@ absl::Status ThreadCalls::Sleep(const FutexWord& reply_word, uint32_t unanswered
 CallRouter& CallRouter::Get() {
   static CallRouter* router = new CallRouter();  // Never destroyed: threads may outlive main.
   return *router;
+}
+
+void CallRouter::AddServer(NestedSource* source) {
+  std::lock_guard lock(sources_mu_);
+  sources_.push_back(source);
+  servers_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void CallRouter::RemoveServer(NestedSource* source) {
+  std::lock_guard lock(sources_mu_);
+  auto it = std::find(sources_.begin(), sources_.end(), source);
+  if (it == sources_.end()) return;
+  sources_.erase(it);
+  servers_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+bool CallRouter::PendingFor(uint64_t chain) {
+  if (chain == 0) return false;
+  std::unique_lock lock(sources_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return false;
+  for (NestedSource* source : sources_) {
+    if (source->PendingFor(chain)) return true;
+  }
+  return false;
+}
+
+void CallRouter::TakeFor(uint64_t chain) {
+  if (chain == 0) return;
+  absl::InlinedVector<RoutedCall, 2> taken;
+  {
+    std::lock_guard lock(sources_mu_);
+    for (NestedSource* source : sources_) source->TakeFor(chain, taken);
+  }
+  // Outside every lock: serving may nest, call out, or start a pool.
+  for (RoutedCall& routed : taken) {
+    if (!Deliver(chain, routed)) ServeRouted(routed);
+  }
 }
 
 bool CallRouter::IsWaiting(uint64_t chain) {
@@ -164,7 +215,7 @@ CallRouter::Outgoing::~Outgoing() {
   SetThreadReplyWaiter(saved_waiter_);
   // A request of this chain that was queued after the reply came (a late
   // or forged one) is still a request: serve it rather than drop it.
-  thread_->RunWork();
+  thread_->RunQueued();
   --thread_->calls_in_progress_;
 }
 

@@ -9,9 +9,12 @@
 // chain id is registered arrives on any channel of this process, the pool
 // thread that finds it does not serve it: it queues it for the waiting
 // thread and wakes it, and the waiting thread serves it between two looks at
-// its own reply. So in A -> B -> A (or A -> B -> C -> A) the call back into A
-// runs on the very thread of A that is waiting, a single-threaded client can
-// take callbacks during its own call, and recursion needs no extra threads.
+// its own reply. While it spins, the waiting thread also looks for requests
+// of its chain on the pools' channels itself (NestedSource) and claims them
+// without a pool thread in between. So in A -> B -> A (or A -> B -> C -> A)
+// the call back into A runs on the very thread of A that is waiting, a
+// single-threaded client can take callbacks during its own call, and
+// recursion needs no extra threads.
 //
 // Pool threads that are themselves blocked in a call keep watching their
 // pool's channels for requests of registered chains (ServerPool), so a pool
@@ -28,6 +31,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
@@ -60,6 +64,21 @@ void ServeRouted(RoutedCall& routed);
 
 class ThreadCalls;
 
+// Where a thread waiting in a call looks, while it spins, for requests of its
+// own chain (every ServerPool of the process is one): it claims them itself,
+// as Binder hands a nested transaction straight to the waiting thread. A pool
+// thread still routes what it finds (to a waiting thread that sleeps, or one
+// that polls too late), but the fast path needs no third thread on a CPU:
+// A -> B -> A on two CPUs is then two spinning threads, not three.
+class NestedSource {
+ public:
+  virtual ~NestedSource() = default;
+  // True if a request of `chain` seems pending (cheap: polled while spinning).
+  virtual bool PendingFor(uint64_t chain) = 0;
+  // Claims the pending requests of `chain` into `out`, serving none of them.
+  virtual void TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) = 0;
+};
+
 // What a pool thread blocked in a call does instead of a plain sleep: watch
 // the pool's channels for nested calls too.
 class BlockedSleeper {
@@ -91,10 +110,7 @@ class ThreadCalls final : public ReplyWaiter {
   const FutexWord& mailbox() const { return mailbox_; }
 
   // ReplyWaiter:
-  bool HasWork() override {
-    return queued_.load(std::memory_order_acquire) != 0 ||
-           (sleeper_ != nullptr && sleeper_->NestedPending());
-  }
+  bool HasWork() override;
   void RunWork() override;
   absl::Status Sleep(const FutexWord& reply_word, uint32_t unanswered,
                      absl::Time deadline) override;
@@ -118,6 +134,8 @@ class ThreadCalls final : public ReplyWaiter {
 
  private:
   ThreadCalls();
+  // Routes what the pool's channels hold (pool threads) and serves the queue.
+  void RunQueued();
 
   friend class CallRouter;
 
@@ -138,10 +156,17 @@ class CallRouter {
   static CallRouter& Get();
 
   // Routing is on while this process serves calls through a ServerPool;
-  // a process that only calls out pays nothing for it.
-  void AddServer() { servers_.fetch_add(1, std::memory_order_acq_rel); }
-  void RemoveServer() { servers_.fetch_sub(1, std::memory_order_acq_rel); }
+  // a process that only calls out pays nothing for it. A waiting thread
+  // polls `source` for requests of its chain until RemoveServer returns.
+  void AddServer(NestedSource* source);
+  void RemoveServer(NestedSource* source);
   bool enabled() const { return servers_.load(std::memory_order_acquire) > 0; }
+
+  // True if some source holds a request of `chain` (ThreadCalls::HasWork).
+  bool PendingFor(uint64_t chain);
+  // Claims the requests of `chain` from every source and delivers them to
+  // the chain's waiting thread (or serves them here if none waits any more).
+  void TakeFor(uint64_t chain);
 
   // True if a thread waits in `chain` now.
   bool IsWaiting(uint64_t chain);
@@ -172,6 +197,13 @@ class CallRouter {
 
   std::atomic<int> servers_{0};
   std::atomic<int> waiting_{0};  // Entries in waiters_, read without mu_.
+  // Guards sources_, and is held while they are polled so RemoveServer
+  // waits for the pollers; never held while a call is served. A plain
+  // std::mutex because spinning pollers only try_lock it (a contended lock
+  // would put a spinning thread to sleep): if another thread is polling,
+  // this look is skipped and the next one, or a pool thread, finds the call.
+  std::mutex sources_mu_;
+  absl::InlinedVector<NestedSource*, 4> sources_;  // Guarded by sources_mu_.
   Mutex mu_;
   // Per chain, every registration in order (one per call a thread waits
   // in); the newest gets the chain's requests. Usually one thread, nested.

@@ -114,12 +114,41 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
 ServerPool::ServerPool(Options options)
     : options_{std::max(options.max_threads, 1), options.serve_spin},
       max_threads_(options_.max_threads) {
-  CallRouter::Get().AddServer();
+  CallRouter::Get().AddServer(this);
 }
 
 ServerPool::~ServerPool() {
   Shutdown();
-  CallRouter::Get().RemoveServer();
+  CallRouter::Get().RemoveServer(this);
+}
+
+bool ServerPool::PendingFor(uint64_t chain) {
+  MutexLock lock(&mu_);
+  if (entries_.size() > kMaxChannelsPolled) return false;
+  for (const auto& entry : entries_) {
+    if (entry->channel->NestedRequestPending(
+            [chain](uint64_t context) { return context == chain; })) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void ServerPool::TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) {
+  absl::InlinedVector<std::shared_ptr<Entry>, kMaxChannelsPolled> entries;
+  {
+    MutexLock lock(&mu_);
+    if (entries_.size() > kMaxChannelsPolled) return;
+    entries.assign(entries_.begin(), entries_.end());
+  }
+  for (const auto& entry : entries) {
+    for (;;) {
+      absl::StatusOr<std::optional<IncomingCall>> call =
+          entry->channel->TryReceiveNested([chain](uint64_t context) { return context == chain; });
+      if (!call.ok() || !call->has_value()) break;  // The pool threads drop dead channels.
+      out.push_back(RoutedCall{**std::move(call), entry});
+    }
+  }
 }
 
 std::span<const std::shared_ptr<ServerPool::Entry>> ServerPool::GroupOf(const Snapshot& local,
@@ -192,7 +221,7 @@ void ServerPool::Remove(const std::shared_ptr<Entry>& entry) {
   Changed();
 }
 
-bool ServerPool::ServeOne(const Snapshot& local) {
+ServerPool::Took ServerPool::ServeOne(const Snapshot& local) {
   for (const std::shared_ptr<Entry>& entry : local) {
     absl::StatusOr<std::optional<IncomingCall>> call = entry->channel->TryReceive();
     if (!call.ok()) {
@@ -203,7 +232,7 @@ bool ServerPool::ServeOne(const Snapshot& local) {
     RoutedCall routed{**std::move(call), entry};
     // A call back into a chain a thread of ours waits in goes to that thread.
     if (!routed.call.oneway() && CallRouter::Get().Deliver(routed.call.header().context, routed)) {
-      return true;
+      return Took::kRouted;
     }
     {
       MutexLock lock(&mu_);
@@ -214,9 +243,9 @@ bool ServerPool::ServeOne(const Snapshot& local) {
     if (!entry->channel->health().ok()) Remove(entry);
     MutexLock lock(&mu_);
     --busy_;
-    return true;
+    return Took::kServed;
   }
-  return false;
+  return Took::kNothing;
 }
 
 void ServerPool::Worker(size_t index) {
@@ -230,10 +259,12 @@ void ServerPool::Worker(size_t index) {
   while (!stop_.load(std::memory_order_acquire)) {
     const uint32_t changed = changed_.load(std::memory_order_seq_cst);
     Refresh(local, &generation);
-    if (ServeOne(local)) {
-      last_served_ns = internal::MonotonicNanos();
-      continue;
-    }
+    // Only a call served here starts a spin: after routing one to a waiting
+    // thread, that thread polls for the next request of its chain itself
+    // (NestedSource), and a spinning router would only take a CPU from it.
+    const Took took = ServeOne(local);
+    if (took == Took::kServed) last_served_ns = internal::MonotonicNanos();
+    if (took != Took::kNothing) continue;
     // Shortly after a call the next one is likely close: poll a little.
     if (local.size() <= 8 && internal::MonotonicNanos() - last_served_ns <
                                  absl::ToInt64Nanoseconds(options_.serve_spin)) {
@@ -250,13 +281,13 @@ void ServerPool::Worker(size_t index) {
     }
     // Requests published before the announcements are found by this scan;
     // later ones change a doorbell (or wake us).
-    bool found = ServeOne(local);
-    if (!found) {
+    const Took found = ServeOne(local);
+    if (found == Took::kNothing) {
       waits.push_back({&changed_, changed, FutexScope::kPrivate});
       (void)FutexWaitAny(waits, absl::InfiniteFuture());
     }
     for (ServerChannel* channel : sleeping) channel->EndSleep();
-    if (found) last_served_ns = internal::MonotonicNanos();
+    if (found == Took::kServed) last_served_ns = internal::MonotonicNanos();
   }
   ThreadCalls::Current().set_sleeper(nullptr);
 }

@@ -35,7 +35,7 @@
 
 namespace sluice::rpc {
 
-class ServerPool {
+class ServerPool final : private NestedSource {
  public:
   struct Options {
     // Most threads the pool runs (Binder's setMaxThreads). At least 1.
@@ -74,8 +74,13 @@ class ServerPool {
                                                          size_t per_wait);
   // Refreshes `local` if the channel set changed since `*generation`.
   void Refresh(Snapshot& local, uint64_t* generation);
-  // Serves at most one call from the channels; true if it did.
-  bool ServeOne(const Snapshot& local);
+  // Takes at most one call from the channels: served here, or handed to
+  // the thread waiting in its chain.
+  enum class Took : uint8_t { kNothing, kServed, kRouted };
+  Took ServeOne(const Snapshot& local);
+  // NestedSource: a thread waiting in `chain` claims its requests itself.
+  bool PendingFor(uint64_t chain) override;
+  void TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) override;
   void Remove(const std::shared_ptr<Entry>& entry);
   void Changed();
   void MaybeAddThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
