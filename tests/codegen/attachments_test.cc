@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
 #include "absl/synchronization/notification.h"
@@ -30,12 +31,14 @@ using ::testing::HasSubstr;
 // The flat overloads exist with exactly these parameters (a reference field
 // takes an ObjectRef, a descriptor field an int), whatever the fields' own
 // integer types.
-constexpr auto kFlatSubscribe = static_cast<absl::StatusOr<rpc::Response<SubscribeResponse>> (
-    FeedProxy::*)(absl::string_view, const rpc::ObjectRef&, int, const rpc::ObjectRef&, int,
-                  const rpc::CallOptions&)>(&FeedProxy::Subscribe);
-constexpr auto kFlatPost =
-    static_cast<absl::Status (FeedProxy::*)(int, const rpc::CallOptions&)>(&FeedProxy::Post);
-static_assert(kFlatSubscribe != nullptr && kFlatPost != nullptr);
+// (Overload resolution in the casts fails to compile if they are missing.)
+using FlatSubscribe = absl::StatusOr<rpc::Response<SubscribeResponse>> (FeedProxy::*)(
+    absl::string_view, const rpc::ObjectRef&, int, const rpc::ObjectRef&, int,
+    const rpc::CallOptions&);
+using FlatPost = absl::Status (FeedProxy::*)(int, const rpc::CallOptions&);
+static_assert(
+    std::is_same_v<decltype(static_cast<FlatSubscribe>(&FeedProxy::Subscribe)), FlatSubscribe>);
+static_assert(std::is_same_v<decltype(static_cast<FlatPost>(&FeedProxy::Post)), FlatPost>);
 
 UniqueFd MemfdHolding(const std::string& text) {
   UniqueFd fd(::memfd_create("attachment", MFD_CLOEXEC));
