@@ -603,9 +603,19 @@ absl::StatusOr<std::unique_ptr<ServerChannel>> ServerChannel::Open(Region region
   return std::unique_ptr<ServerChannel>(new ServerChannel(*std::move(endpoint)));
 }
 
+namespace {
+// Until a hello names the client: whoever the creator vouched for, else
+// nobody (never the all-zero identity, which reads as root).
+PeerCredentials PeerBeforeHello(const ChannelOptions& options) {
+  const PeerCredentials& peer = options.peer;
+  if (!options.hello_identity || peer.pid != 0 || peer.uid != 0 || peer.gid != 0) return peer;
+  return PeerCredentials{0, static_cast<uid_t>(-1), static_cast<gid_t>(-1)};
+}
+}  // namespace
+
 ServerChannel::ServerChannel(std::unique_ptr<Endpoint> endpoint)
     : endpoint_(std::move(endpoint)),
-      peer_(endpoint_->options().peer),
+      peer_(PeerBeforeHello(endpoint_->options())),
       awaiting_hello_(endpoint_->options().hello_identity),
       arena_(endpoint_->header().reply_arena_size, kArenaAlignment,
              // One answered block per slot plus one reservation per slot.
@@ -685,6 +695,8 @@ bool ServerChannel::AnyRequestPending() const {
 }
 
 bool ServerChannel::NestedRequestPending(absl::FunctionRef<bool(uint64_t context)> accept) const {
+  // An ended channel's slots may still look pending; nobody can take them.
+  if (endpoint_->terminated()) return false;
   const uint32_t n = endpoint_->header().slot_count;
   for (uint32_t i = 0; i < n; ++i) {
     const channel_layout::Slot& slot = endpoint_->slot(i);

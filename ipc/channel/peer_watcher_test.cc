@@ -289,7 +289,10 @@ TEST_F(PeerWatcherTest, UnwatchWaitsForARunningCallback) {
 // it) and watch something new, without deadlocking on the watcher.
 TEST_F(PeerWatcherTest, CallbackMayUnwatchItselfAndWatchAgain) {
   auto [mine, theirs] = SocketPair();
-  auto [next, next_peer] = SocketPair();
+  // Not a structured binding: clang 14 cannot capture one in a lambda.
+  auto next_pair = SocketPair();
+  UniqueFd& next = next_pair.first;
+  UniqueFd& next_peer = next_pair.second;
   Event done;
   std::atomic<PeerWatcher::WatchId> self{0};
   std::atomic<bool> rewatched{false};

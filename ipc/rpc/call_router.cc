@@ -8,19 +8,30 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "ipc/sync/spin.h"
 
 namespace sluice::rpc {
 namespace {
 
-uint64_t NewChainId() {
-  uint64_t id = 0;
-  // Unique across processes with overwhelming odds; 0 means "no chain".
-  while (id == 0) {
-    if (::getrandom(&id, sizeof(id), 0) != sizeof(id)) {
-      id = reinterpret_cast<uintptr_t>(&id) ^ static_cast<uint64_t>(::getpid()) << 40;
-    }
+uint64_t RandomSeed() {
+  uint64_t seed = 0;
+  if (::getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
+    seed = reinterpret_cast<uintptr_t>(&seed) ^ static_cast<uint64_t>(::getpid()) << 40 ^
+           static_cast<uint64_t>(MonotonicNanos());
   }
-  return id;
+  return seed;
+}
+
+// splitmix64: a fresh, well-mixed 64-bit id per call without a syscall.
+// Unique across processes with overwhelming odds; 0 means "no chain".
+uint64_t NextChainId(uint64_t& state) {
+  for (;;) {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    if (z != 0) return z;
+  }
 }
 
 }  // namespace
@@ -42,7 +53,10 @@ void ServeRouted(RoutedCall& routed) {
   std::optional<MessageBuffer> outer;
   if (ThreadCalls::Current().calls_in_progress() > 0)
     outer.emplace(std::move(ThreadRequestBuffer()));
-  absl::Status handled = target.stub->Dispatch(routed.call, target.context);
+  // The caller as this call's channel knows it now (on an object channel,
+  // only from its first call on), never a copy taken earlier.
+  const CallContext context{routed.call.caller(), &routed.call};
+  absl::Status handled = target.stub->Dispatch(routed.call, context);
   if (outer.has_value()) ThreadRequestBuffer() = *std::move(outer);
   if (absl::IsDataLoss(handled)) target.channel->Close(handled);
 }
@@ -52,7 +66,9 @@ ThreadCalls& ThreadCalls::Current() {
   return calls;
 }
 
-ThreadCalls::ThreadCalls() : own_chain_(NewChainId()) {}
+ThreadCalls::ThreadCalls() : own_chain_(0), chain_seed_(RandomSeed()) {
+  own_chain_ = NextChainId(chain_seed_);
+}
 
 ThreadCalls::Serving::Serving(ThreadCalls& thread, uint64_t chain)
     : thread_(thread), saved_chain_(thread.serving_chain_), ok_(thread.depth_ < kMaxNestingDepth) {
@@ -69,8 +85,8 @@ void ThreadCalls::Post(RoutedCall routed) {
   {
     MutexLock lock(&mu_);
     queue_.push_back(std::move(routed));
+    queued_.fetch_add(1, std::memory_order_release);
   }
-  queued_.fetch_add(1, std::memory_order_release);
   mailbox_.fetch_add(1, std::memory_order_seq_cst);
   FutexWake(mailbox_, 1, FutexScope::kPrivate);
 }
@@ -97,8 +113,8 @@ void ThreadCalls::RunQueued() {
       if (queue_.empty()) return;
       routed.emplace(std::move(queue_.front()));
       queue_.pop_front();
+      queued_.fetch_sub(1, std::memory_order_acq_rel);
     }
-    queued_.fetch_sub(1, std::memory_order_acq_rel);
     ServeRouted(*routed);
   }
 }
@@ -202,6 +218,10 @@ CallRouter::Outgoing::Outgoing() {
   CallRouter& router = Get();
   if (!router.enabled()) return;
   thread_ = &ThreadCalls::Current();
+  // A call made outside any incoming call or call in progress starts a chain.
+  if (thread_->serving_chain_ == 0 && thread_->calls_in_progress_ == 0) {
+    thread_->own_chain_ = NextChainId(thread_->chain_seed_);
+  }
   ++thread_->calls_in_progress_;
   chain_ = thread_->chain();
   router.Register(chain_, thread_);

@@ -49,7 +49,7 @@ inline constexpr int kMaxNestingDepth = 64;
 struct ServedChannel {
   std::unique_ptr<ServerChannel> channel;
   std::shared_ptr<ServiceStub> stub;
-  CallContext context;
+  uint64_t death_link = 0;  // The owner's LinkToDeath on the channel (0: none).
 };
 
 // A request taken off a channel, to be served (perhaps by another thread).
@@ -139,7 +139,10 @@ class ThreadCalls final : public ReplyWaiter {
 
   friend class CallRouter;
 
-  const uint64_t own_chain_;
+  // The chain of this thread's calls made outside any incoming call: new for
+  // each such call, so an id a server once saw leads nowhere afterwards.
+  uint64_t own_chain_;
+  uint64_t chain_seed_;  // splitmix64 state, seeded once from getrandom.
   uint64_t serving_chain_ = 0;
   int depth_ = 0;
   int calls_in_progress_ = 0;

@@ -7,10 +7,11 @@
 
 namespace sluice::rpc {
 namespace {
-// futex_waitv takes 128 words; one is the pool's own.
-constexpr size_t kChannelsPerWait = 127;
-// A thread blocked in a call also waits on its reply and its mailbox.
-constexpr size_t kChannelsPerBlockedWait = kChannelsPerWait - 2;
+// futex_waitv takes 128 words: one is the pool's own, and a thread blocked
+// in a call also waits on its reply and its mailbox. Idle and blocked
+// threads watch the same groups, so every channel has a watcher either way.
+constexpr size_t kChannelsPerWait = 125;
+constexpr size_t kChannelsPerBlockedWait = kChannelsPerWait;
 // Polling for nested calls while spinning is cheap only for a few channels.
 constexpr size_t kMaxChannelsPolled = 8;
 }  // namespace
@@ -118,8 +119,9 @@ ServerPool::ServerPool(Options options)
 }
 
 ServerPool::~ServerPool() {
-  Shutdown();
+  // First: from here on no waiting thread polls this pool's channels.
   CallRouter::Get().RemoveServer(this);
+  Shutdown();
 }
 
 bool ServerPool::PendingFor(uint64_t chain) {
@@ -166,16 +168,20 @@ absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
     return absl::InvalidArgumentError("ServerPool::Add needs a channel and a stub");
   }
   auto entry = std::make_shared<Entry>();
-  entry->context = CallContext{channel->peer()};
   entry->channel = std::move(channel);
   entry->stub = std::move(stub);
   // The peer's death must wake a sleeping thread so it drops the channel.
-  if (auto linked = entry->channel->LinkToDeath([this] { Changed(); }); !linked.ok()) {
-    return linked.status();
-  }
+  // Unlinked when the pool lets the channel go (Remove, Shutdown): the entry
+  // may outlive the pool in a queued nested call.
+  absl::StatusOr<uint64_t> linked = entry->channel->LinkToDeath([this] { Changed(); });
+  if (!linked.ok()) return linked.status();
+  entry->death_link = *linked;
   {
     MutexLock lock(&mu_);
-    if (stopping_) return absl::FailedPreconditionError("ServerPool is shut down");
+    if (stopping_) {
+      (void)entry->channel->UnlinkToDeath(entry->death_link);
+      return absl::FailedPreconditionError("ServerPool is shut down");
+    }
     entries_.push_back(std::move(entry));
     generation_.fetch_add(1, std::memory_order_release);
     // Each thread watches one group of channels; make sure every group has one.
@@ -218,6 +224,8 @@ void ServerPool::Remove(const std::shared_ptr<Entry>& entry) {
     entries_.erase(it);
     generation_.fetch_add(1, std::memory_order_release);
   }
+  // NOT_FOUND once it fired: nothing left to undo then.
+  (void)entry->channel->UnlinkToDeath(entry->death_link);
   Changed();
 }
 
@@ -302,7 +310,10 @@ void ServerPool::Shutdown() {
     threads.swap(threads_);
     entries = entries_;
   }
-  for (const auto& entry : entries) entry->channel->Close();
+  for (const auto& entry : entries) {
+    entry->channel->Close();
+    (void)entry->channel->UnlinkToDeath(entry->death_link);
+  }
   stop_.store(true, std::memory_order_release);
   Changed();
   for (std::thread& thread : threads) thread.join();

@@ -3,11 +3,10 @@
 namespace sluice::rpc {
 
 absl::Status Serve(ServerChannel& channel, ServiceStub& stub) {
-  const CallContext context{channel.peer()};
   for (;;) {
     absl::StatusOr<IncomingCall> call = channel.Receive();
     if (!call.ok()) return call.status();
-    absl::Status handled = stub.Dispatch(*call, context);
+    absl::Status handled = stub.Dispatch(*call, CallContext{call->caller(), &*call});
     if (absl::IsDataLoss(handled)) {
       channel.Close(handled);
       return handled;
