@@ -315,7 +315,11 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
   endpoint_->PublishActivity(ActivityState::kRunning);
   auto& client_words = endpoint_->client_words();
   client_words.doorbell.fetch_add(1, std::memory_order_seq_cst);
-  if (endpoint_->server_words().sleepers.load(std::memory_order_seq_cst) > 0) {
+  // No wake-up while a server thread polls: it takes the request, and one
+  // that stops polling re-checks (ServerChannel::EndPoll).
+  const auto& server_words = endpoint_->server_words();
+  if (server_words.pollers.load(std::memory_order_seq_cst) == 0 &&
+      server_words.sleepers.load(std::memory_order_seq_cst) > 0) {
     FutexWake(client_words.doorbell, 1);
   }
   return seq;
@@ -656,7 +660,10 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
     if (internal::MonotonicNanos() < spin_until &&
         endpoint_->PeerOnAnotherCpu(client_words.activity.load(std::memory_order_relaxed))) {
       const absl::Duration budget = absl::Nanoseconds(spin_until - internal::MonotonicNanos());
-      if (endpoint_->Spin([&] { return AnyRequestPending(); }, budget)) continue;
+      BeginPoll();
+      const bool found = endpoint_->Spin([&] { return AnyRequestPending(); }, budget);
+      EndPoll();
+      if (found) continue;
     }
     // Sleep: announce, snapshot the doorbell, look once more, then wait for
     // the doorbell to move (a request published after the snapshot) or a wake.
@@ -739,6 +746,21 @@ uint32_t ServerChannel::BeginSleep() {
 
 void ServerChannel::EndSleep() {
   endpoint_->server_words().sleepers.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+void ServerChannel::BeginPoll() {
+  endpoint_->server_words().pollers.fetch_add(1, std::memory_order_seq_cst);
+}
+
+void ServerChannel::EndPoll() {
+  auto& server_words = endpoint_->server_words();
+  server_words.pollers.fetch_sub(1, std::memory_order_seq_cst);
+  // A client that saw this poller skipped its wake-up: if its request is
+  // still pending, wake a sleeper for it (the announce-recheck pattern of
+  // the sleepers, with the roles turned).
+  if (AnyRequestPending() && server_words.sleepers.load(std::memory_order_seq_cst) > 0) {
+    FutexWake(endpoint_->client_words().doorbell, 1);
+  }
 }
 
 absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,

@@ -331,6 +331,12 @@ class ServerChannel {
   const FutexWord& doorbell() const { return endpoint_->client_words().doorbell; }
   uint32_t BeginSleep();
   void EndSleep();
+  // Around a spell of polling for requests without sleeping (a pool
+  // thread's serve spin): clients skip their wake-up meanwhile. EndPoll as
+  // soon as the thread claims a call or stops polling: it hands the wake-up
+  // on to a sleeper if a request is still pending.
+  void BeginPoll();
+  void EndPoll();
   // As ClientChannel::LinkToDeath, for the client process.
   absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) {
     return endpoint_->LinkToDeath(std::move(recipient));

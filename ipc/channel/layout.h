@@ -84,7 +84,13 @@ struct alignas(kCacheLine) ServerWords {
   std::atomic<uint32_t> activity;
   // Bumped (and woken) after a completion while the client has resource waiters.
   FutexWord completions;
-  uint32_t reserved[13];
+  // Server threads polling the slots for a request right now (spinning
+  // after a call). While non-zero the client skips its FUTEX_WAKE: a poller
+  // takes the request, and a poller that stops re-checks and passes the wake
+  // on (ServerChannel::EndPoll). Zero from a peer that predates it: the
+  // client then wakes as before.
+  std::atomic<uint32_t> pollers;
+  uint32_t reserved[12];
 };
 static_assert(sizeof(ServerWords) == kCacheLine);
 

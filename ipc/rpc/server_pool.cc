@@ -229,7 +229,12 @@ void ServerPool::Remove(const std::shared_ptr<Entry>& entry) {
   Changed();
 }
 
-ServerPool::Took ServerPool::ServeOne(const Snapshot& local) {
+void ServerPool::EndPolling(Snapshot& polled) {
+  for (const auto& entry : polled) entry->channel->EndPoll();
+  polled.clear();
+}
+
+ServerPool::Took ServerPool::ServeOne(const Snapshot& local, Snapshot& polled) {
   for (const std::shared_ptr<Entry>& entry : local) {
     absl::StatusOr<std::optional<IncomingCall>> call = entry->channel->TryReceive();
     if (!call.ok()) {
@@ -237,6 +242,8 @@ ServerPool::Took ServerPool::ServeOne(const Snapshot& local) {
       continue;
     }
     if (!call->has_value()) continue;
+    // Busy from here on: clients must wake a sleeper for their next request.
+    EndPolling(polled);
     RoutedCall routed{**std::move(call), entry};
     // A call back into a chain a thread of ours waits in goes to that thread.
     if (!routed.call.oneway() && CallRouter::Get().Deliver(routed.call.header().context, routed)) {
@@ -264,21 +271,31 @@ void ServerPool::Worker(size_t index) {
   std::vector<FutexWaitEntry> waits;
   std::vector<ServerChannel*> sleeping;
   int64_t last_served_ns = 0;
+  // The channels this thread announced it polls (BeginPoll), while it spins.
+  Snapshot polled;
   while (!stop_.load(std::memory_order_acquire)) {
     const uint32_t changed = changed_.load(std::memory_order_seq_cst);
     Refresh(local, &generation);
     // Only a call served here starts a spin: after routing one to a waiting
     // thread, that thread polls for the next request of its chain itself
     // (NestedSource), and a spinning router would only take a CPU from it.
-    const Took took = ServeOne(local);
+    const Took took = ServeOne(local, polled);
     if (took == Took::kServed) last_served_ns = internal::MonotonicNanos();
     if (took != Took::kNothing) continue;
     // Shortly after a call the next one is likely close: poll a little.
     if (local.size() <= 8 && internal::MonotonicNanos() - last_served_ns <
                                  absl::ToInt64Nanoseconds(options_.serve_spin)) {
+      // Announced, so that clients do not wake idle threads for requests
+      // this one is about to take: on two CPUs a woken thread preempts a
+      // spinning one.
+      if (polled.empty()) {
+        polled = local;
+        for (const auto& entry : polled) entry->channel->BeginPoll();
+      }
       internal::CpuRelax();
       continue;
     }
+    EndPolling(polled);
     // Sleep on this thread's group of channels, plus the pool's own word.
     waits.clear();
     sleeping.clear();
@@ -289,7 +306,7 @@ void ServerPool::Worker(size_t index) {
     }
     // Requests published before the announcements are found by this scan;
     // later ones change a doorbell (or wake us).
-    const Took found = ServeOne(local);
+    const Took found = ServeOne(local, polled);
     if (found == Took::kNothing) {
       waits.push_back({&changed_, changed, FutexScope::kPrivate});
       (void)FutexWaitAny(waits, absl::InfiniteFuture());
@@ -297,6 +314,7 @@ void ServerPool::Worker(size_t index) {
     for (ServerChannel* channel : sleeping) channel->EndSleep();
     if (found == Took::kServed) last_served_ns = internal::MonotonicNanos();
   }
+  EndPolling(polled);
   ThreadCalls::Current().set_sleeper(nullptr);
 }
 

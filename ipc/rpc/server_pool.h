@@ -77,7 +77,9 @@ class ServerPool final : private NestedSource {
   // Takes at most one call from the channels: served here, or handed to
   // the thread waiting in its chain.
   enum class Took : uint8_t { kNothing, kServed, kRouted };
-  Took ServeOne(const Snapshot& local);
+  // Ends the spell of polling on `polled` (if any) once it claims a call.
+  Took ServeOne(const Snapshot& local, Snapshot& polled);
+  static void EndPolling(Snapshot& polled);
   // NestedSource: a thread waiting in `chain` claims its requests itself.
   bool PendingFor(uint64_t chain) override;
   void TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) override;

@@ -26,6 +26,7 @@
 #include "ipc/socket/unix_socket.h"
 #include "ipc/testing/subprocess.h"
 #include "tests/channel/echo_protocol.h"
+#include "tests/testing/channel_pair.h"
 #include "tests/testing/status_matchers.h"
 
 namespace sluice::testing {
@@ -560,6 +561,36 @@ TEST_F(LocalChannelTest, DescriptorsAreTakenByIndexOnBothSides) {
   EXPECT_EQ(ContentOf(reply.TakeFd(0)), "a");
   EXPECT_EQ(ContentOf(reply.TakeFd(1)), "b");
   EXPECT_EQ(reply.fd_count(), 3u);
+}
+
+}  // namespace
+}  // namespace sluice::testing
+
+namespace sluice::testing {
+namespace {
+
+// While a server thread polls (BeginPoll), clients skip their wake-up. A
+// poller that stops without taking the request must hand the wake-up on to
+// a thread asleep on the doorbell, or that request waits for nobody.
+TEST(PollersTest, APollerThatStopsHandsTheWakeUpToASleeper) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  pair.server->BeginPoll();
+  absl::Status received = absl::UnknownError("not run");
+  std::thread sleeper([&] {
+    absl::StatusOr<IncomingCall> call = pair.server->Receive(absl::Now() + absl::Seconds(20));
+    received = call.status();
+    if (call.ok()) (void)call->Reply({});
+  });
+  // Let it fall asleep on the doorbell (if it has not, it finds the request
+  // itself and the test passes without exercising the hand-off).
+  absl::SleepFor(absl::Milliseconds(100));
+  ASSERT_OK_AND_ASSIGN(OutgoingCall call, pair.client->BeginCall(64));
+  ASSERT_OK(pair.client->Send(std::move(call), {}));
+  absl::SleepFor(absl::Milliseconds(20));
+  pair.server->EndPoll();
+  sleeper.join();
+  EXPECT_OK(received);
 }
 
 }  // namespace
