@@ -143,10 +143,10 @@ absl::StatusOr<ObjectFds> ObjectRef::MakeReference(absl::Time deadline) const {
 
 absl::StatusOr<uint32_t> Attachments::AddFd(int fd) {
   if (fd < 0) return 0;
-  UniqueFd copy(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
-  if (!copy) return ErrnoStatus(absl::StrCat("attaching fd ", fd), errno);
-  raw_.push_back(copy.get());
-  owned_.push_back(std::move(copy));
+  // Borrowed, not duplicated: the call duplicates it when it is sent (the
+  // kernel does, through SCM_RIGHTS). Checked here for an early error.
+  if (::fcntl(fd, F_GETFD) < 0) return ErrnoStatus(absl::StrCat("attaching fd ", fd), errno);
+  raw_.push_back(fd);
   return static_cast<uint32_t>(raw_.size());
 }
 

@@ -163,7 +163,8 @@ class Attachments {
   // which keep their indices at the front.
   explicit Attachments(std::span<const int> leading = {}) : raw_(leading.begin(), leading.end()) {}
 
-  // A duplicate of `fd` goes with the message. -1 gives 0 (no descriptor).
+  // `fd` goes with the message (the receiver gets its own duplicate); keep
+  // it open until the call is made. -1 gives 0 (no descriptor).
   absl::StatusOr<uint32_t> AddFd(int fd);
   // A new reference to `object` goes with the message. Null gives 0.
   // INVALID_ARGUMENT if `object` is a local stub of another interface than
