@@ -15,6 +15,7 @@ namespace sluice {
 
 using channel_layout::ActivityState;
 using channel_layout::kArenaAlignment;
+using channel_layout::kLargeMessage;
 using channel_layout::kSlotFlagOneway;
 using internal::Endpoint;
 
@@ -37,11 +38,34 @@ bool RangeInArena(uint64_t offset, uint64_t length, uint64_t arena_size) {
 
 int LowestBit(uint64_t bits) { return __builtin_ctzll(bits); }
 
+// A memfd for one message too large for an arena (or for the peer's trust):
+// filled here, then sealed immutable before the peer gets it.
+absl::StatusOr<Region> CreateSpill(uint64_t capacity) {
+  return Region::Create("sluice-message", std::max<uint64_t>(capacity, 1));
+}
+
+// Maps a spilled message received from the peer: it must be sealed so that
+// nobody can write it, and hold [offset, offset + length).
+absl::StatusOr<Region> MapSpill(UniqueFd fd, uint64_t offset, uint64_t length,
+                                absl::string_view what) {
+  absl::StatusOr<Region> spill = Region::Adopt(std::move(fd), 1, Region::kMaxSize,
+                                               Region::Access::kReadOnly, Region::kImmutableSeals);
+  if (!spill.ok()) {
+    return absl::DataLossError(absl::StrCat(what, ": ", spill.status().message()));
+  }
+  if (!RangeInArena(offset, length, spill->size())) {
+    return absl::DataLossError(absl::StrCat(what, " [", offset, ", +", length,
+                                            ") lies outside its ", spill->size(), "-byte memfd"));
+  }
+  spill->CloseFd();
+  return spill;
+}
+
 // Appends `fds` to `out` after checking each is open; the limit is one
 // SCM_RIGHTS message's.
 absl::Status AppendFds(std::span<const int> fds, std::vector<int>& out) {
-  if (out.size() + fds.size() > kMaxFdsPerMessage) {
-    return absl::InvalidArgumentError(absl::StrCat("a call carries at most ", kMaxFdsPerMessage,
+  if (out.size() + fds.size() > kMaxFdsPerCall) {
+    return absl::InvalidArgumentError(absl::StrCat("a call carries at most ", kMaxFdsPerCall,
                                                    " file descriptors, not ",
                                                    out.size() + fds.size()));
   }
@@ -75,6 +99,7 @@ OutgoingCall::OutgoingCall(OutgoingCall&& other) noexcept
       slot_(other.slot_),
       seq_(other.seq_),
       buffer_(other.buffer_),
+      spill_(std::move(other.spill_)),
       header_(other.header_),
       fds_(std::move(other.fds_)) {}
 
@@ -85,6 +110,7 @@ OutgoingCall& OutgoingCall::operator=(OutgoingCall&& other) noexcept {
     slot_ = other.slot_;
     seq_ = other.seq_;
     buffer_ = other.buffer_;
+    spill_ = std::move(other.spill_);
     header_ = other.header_;
     fds_ = std::move(other.fds_);
   }
@@ -101,21 +127,27 @@ Reply::Reply(Reply&& other) noexcept
     : channel_(std::exchange(other.channel_, nullptr)),
       slot_(other.slot_),
       data_(other.data_),
-      fds_(std::move(other.fds_)) {}
+      fds_(std::move(other.fds_)),
+      spill_(std::move(other.spill_)) {}
 
 Reply& Reply::operator=(Reply&& other) noexcept {
   if (this != &other) {
-    if (channel_ != nullptr) channel_->ReleaseReply(slot_);
+    ReleaseSlot();
     channel_ = std::exchange(other.channel_, nullptr);
     slot_ = other.slot_;
     data_ = other.data_;
     fds_ = std::move(other.fds_);
+    spill_ = std::move(other.spill_);
   }
   return *this;
 }
 
-Reply::~Reply() {
-  if (channel_ != nullptr) channel_->ReleaseReply(slot_);
+Reply::~Reply() { ReleaseSlot(); }
+
+void Reply::ReleaseSlot() {
+  if (channel_ == nullptr) return;
+  std::exchange(channel_, nullptr)->ReleaseReply(slot_);
+  if (!spill_.has_value()) data_ = {};
 }
 
 // ---------------------------------------------------------------------------
@@ -127,16 +159,12 @@ absl::StatusOr<std::unique_ptr<ClientChannel>> ClientChannel::Open(Region region
   auto endpoint = Endpoint::Open(Endpoint::Side::kClient, std::move(region), std::move(liveness),
                                  watcher, options);
   if (!endpoint.ok()) return endpoint.status();
-  if (options.hello_identity) {
-    if (absl::Status hello = (*endpoint)->SendHello(); !hello.ok()) return hello;
-  }
   return std::unique_ptr<ClientChannel>(new ClientChannel(*std::move(endpoint)));
 }
 
 ClientChannel::ClientChannel(std::unique_ptr<Endpoint> endpoint)
     : endpoint_(std::move(endpoint)),
-      arena_(endpoint_->header().request_arena_size, kArenaAlignment,
-             endpoint_->header().slot_count) {
+      arena_(endpoint_->own_arena_size(), kArenaAlignment, endpoint_->header().slot_count) {
   const uint32_t n = endpoint_->header().slot_count;
   free_slots_ = n == 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
   detached_slots_ = 0;
@@ -151,24 +179,36 @@ ClientChannel::~ClientChannel() { Close(); }
 
 void ClientChannel::Close() { endpoint_->Terminate(absl::CancelledError("client channel closed")); }
 
-bool ClientChannel::TryReserveLocked(uint64_t capacity, uint64_t context, uint32_t* slot,
-                                     uint64_t* block, uint32_t* seq) {
+bool ClientChannel::TryReserveLocked(uint64_t capacity, bool in_arena, uint64_t chain_id,
+                                     uint32_t* slot, std::optional<uint64_t>* block,
+                                     uint32_t* seq) {
   if (free_slots_ == 0) ReclaimDetachedLocked();
   if (free_slots_ == 0) return false;
-  std::optional<uint64_t> offset = arena_.Allocate(capacity);
-  if (!offset && detached_slots_ != 0) {
-    ReclaimDetachedLocked();
+  std::optional<uint64_t> offset;
+  if (in_arena) {
     offset = arena_.Allocate(capacity);
+    if (!offset && detached_slots_ != 0) {
+      ReclaimDetachedLocked();
+      offset = arena_.Allocate(capacity);
+    }
   }
-  if (!offset) return false;
   *slot = static_cast<uint32_t>(LowestBit(free_slots_));
   free_slots_ &= ~(uint64_t{1} << *slot);
-  slots_[*slot].use = SlotUse::kReserved;
-  slots_[*slot].block = *offset;
-  slots_[*slot].context = context;
-  *block = *offset;
-  *seq = slots_[*slot].seq + 1;
+  SlotState& state = slots_[*slot];
+  state.use = SlotUse::kReserved;
+  state.has_block = offset.has_value();
+  state.block = offset.value_or(0);
+  state.chain_id = chain_id;
+  *block = offset;
+  *seq = state.seq + 1;
   return true;
+}
+
+void ClientChannel::FreeBlockLocked(uint32_t slot) {
+  SlotState& state = slots_[slot];
+  if (!state.has_block) return;
+  arena_.Free(state.block);
+  state.has_block = false;
 }
 
 void ClientChannel::ReclaimDetachedLocked() {
@@ -184,7 +224,7 @@ void ClientChannel::ReclaimDetachedLocked() {
 }
 
 void ClientChannel::ReleaseSlotLocked(uint32_t slot) {
-  arena_.Free(slots_[slot].block);
+  FreeBlockLocked(slot);
   slots_[slot].use = SlotUse::kFree;
   free_slots_ |= uint64_t{1} << slot;
 }
@@ -193,23 +233,26 @@ void ClientChannel::WakeLocalWaiters() {
   if (local_waiters_.load(std::memory_order_seq_cst) > 0) endpoint_->Notify();
 }
 
-bool ClientChannel::ChainHoldsEverySlotLocked(uint64_t context) const {
-  if (context == 0 || free_slots_ != 0) return false;
+bool ClientChannel::ChainHoldsEverySlotLocked(uint64_t chain_id) const {
+  if (chain_id == 0 || free_slots_ != 0) return false;
   for (uint32_t i = 0; i < slot_count(); ++i) {
-    if (slots_[i].use == SlotUse::kDetached || slots_[i].context != context) return false;
+    if (slots_[i].use == SlotUse::kDetached || slots_[i].chain_id != chain_id) return false;
   }
   return true;
 }
 
 absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::Time deadline,
-                                                      uint64_t context) {
-  if (capacity > max_request_size()) {
-    return absl::ResourceExhaustedError(absl::StrCat("request of ", capacity,
-                                                     " bytes exceeds the channel's ",
-                                                     max_request_size(), "-byte request arena"));
+                                                      uint64_t chain_id) {
+  if (const uint64_t limit = max_request_size(); capacity > limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request of ", capacity, " bytes exceeds the server's limit of ", limit, " bytes"));
   }
+  // Over kLargeMessage the server would read the request in place, which it
+  // does only for a client it trusts; everyone else gets a sealed memfd.
+  const bool in_arena = capacity <= request_arena_size() &&
+                        (capacity <= kLargeMessage || endpoint_->PeerAcceptsLargeInPlace());
   uint32_t slot = 0;
-  uint64_t block = 0;
+  std::optional<uint64_t> block;
   uint32_t seq = 0;
   auto& client_words = endpoint_->client_words();
   auto& server_words = endpoint_->server_words();
@@ -217,7 +260,7 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
     if (absl::Status health = endpoint_->health(); !health.ok()) return health;
     {
       MutexLock lock(&mu_);
-      if (TryReserveLocked(capacity, context, &slot, &block, &seq)) break;
+      if (TryReserveLocked(capacity, in_arena, chain_id, &slot, &block, &seq)) break;
     }
     // Everything is taken. Announce ourselves, then look once more before
     // sleeping: a release that missed the announcement is seen by this look.
@@ -227,13 +270,11 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
     const uint32_t events = endpoint_->events();
     bool reserved;
     uint32_t busy_slots;
-    uint64_t largest_gap;
     {
       MutexLock lock(&mu_);
-      reserved = TryReserveLocked(capacity, context, &slot, &block, &seq);
+      reserved = TryReserveLocked(capacity, in_arena, chain_id, &slot, &block, &seq);
       busy_slots = slot_count() - static_cast<uint32_t>(__builtin_popcountll(free_slots_));
-      largest_gap = arena_.LargestFreeGap();
-      if (!reserved && ChainHoldsEverySlotLocked(context)) {
+      if (!reserved && ChainHoldsEverySlotLocked(chain_id)) {
         client_words.resource_waiters.fetch_sub(1, std::memory_order_seq_cst);
         local_waiters_.fetch_sub(1, std::memory_order_seq_cst);
         return absl::ResourceExhaustedError(absl::StrCat(
@@ -249,14 +290,24 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
     if (reserved) break;
     if (absl::IsDeadlineExceeded(waited)) {
       return absl::DeadlineExceededError(absl::StrCat(
-          "no room for a ", capacity, "-byte request before the deadline: ", busy_slots, " of ",
-          slot_count(), " slots busy, largest free gap ", largest_gap, " bytes"));
+          "no free slot for a ", capacity, "-byte request before the deadline: ", busy_slots,
+          " of ", slot_count(), " slots busy"));
     }
     if (!waited.ok()) return waited;
   }
-  return OutgoingCall(
-      this, slot, seq,
-      std::span<std::byte>(endpoint_->request_arena() + block, static_cast<size_t>(capacity)));
+  if (block.has_value()) {
+    return OutgoingCall(
+        this, slot, seq,
+        std::span<std::byte>(endpoint_->own_arena() + *block, static_cast<size_t>(capacity)),
+        std::nullopt);
+  }
+  absl::StatusOr<Region> spill = CreateSpill(capacity);
+  if (!spill.ok()) {
+    ReleaseUnsent(slot);
+    return spill.status();
+  }
+  const std::span<std::byte> buffer(spill->data(), static_cast<size_t>(capacity));
+  return OutgoingCall(this, slot, seq, buffer, *std::move(spill));
 }
 
 void ClientChannel::ReleaseUnsent(uint32_t slot) {
@@ -279,13 +330,26 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
   const uint32_t i = call.slot_;
   channel_layout::Slot& shared = endpoint_->slot(i);
   const uint32_t seq = call.seq_;
+  // An empty message may carry any pointer (even null): it then sits at the
+  // buffer's start.
+  const uint64_t offset_in_buffer =
+      message.empty() ? 0 : static_cast<uint64_t>(message.data() - call.buffer_.data());
+  const bool spilled = call.spill_.has_value();
+  if (spilled) {
+    // Nobody may write the message once the server can see it, us included.
+    if (absl::Status sealed = call.spill_->SealImmutable(); !sealed.ok()) return sealed;
+    call.buffer_ = {};
+    call.fds_.push_back(call.spill_->fd());
+  }
   // Descriptors go first, so the server finds them queued once it sees the
-  // request. On failure the call still owns its slot and space.
+  // request. On failure the call still owns its slot.
   if (!call.fds_.empty()) {
-    if (absl::Status sent = endpoint_->SendFds(channel_layout::FdTag(i, seq), call.fds_);
-        !sent.ok()) {
-      return sent;
+    absl::Status sent = endpoint_->SendFds(channel_layout::FdTag(i, seq), call.fds_);
+    if (spilled) {
+      call.fds_.pop_back();
+      call.spill_.reset();  // The server holds its own descriptor now.
     }
+    if (!sent.ok()) return sent;
   }
   {
     MutexLock lock(&mu_);
@@ -296,20 +360,19 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
       shared.oneway_seq.store(next_oneway_seq_++, std::memory_order_relaxed);
       detached_slots_ |= uint64_t{1} << i;
     }
-    // An empty message may carry any pointer (even null): it then sits at the
-    // block's start.
-    const uint64_t offset_in_block =
-        message.empty() ? 0 : static_cast<uint64_t>(message.data() - call.buffer_.data());
-    shared.request_offset.store(state.block + offset_in_block, std::memory_order_relaxed);
+    shared.request_offset.store((spilled ? 0 : state.block) + offset_in_buffer,
+                                std::memory_order_relaxed);
   }
+  const bool has_fds = !call.fds_.empty() || spilled;
   call.channel_ = nullptr;  // The slot is in flight now; the call no longer owns it.
   shared.request_length.store(message.size(), std::memory_order_relaxed);
   shared.interface_id.store(call.header_.interface_id, std::memory_order_relaxed);
   shared.method.store(call.header_.method, std::memory_order_relaxed);
-  shared.call_context.store(call.header_.context, std::memory_order_relaxed);
-  shared.flags.store(
-      (oneway ? kSlotFlagOneway : 0) | (call.fds_.empty() ? 0 : channel_layout::kSlotFlagHasFds),
-      std::memory_order_relaxed);
+  shared.chain_id.store(call.header_.chain_id, std::memory_order_relaxed);
+  shared.flags.store((oneway ? kSlotFlagOneway : 0) |
+                         (has_fds ? channel_layout::kSlotFlagHasFds : 0) |
+                         (spilled ? channel_layout::kSlotFlagSpilled : 0),
+                     std::memory_order_relaxed);
   shared.request_seq.store(seq, std::memory_order_release);
 
   endpoint_->PublishActivity(ActivityState::kRunning);
@@ -420,37 +483,72 @@ absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
   const uint32_t code = shared.status_code.load(std::memory_order_relaxed);
   const uint64_t offset = shared.reply_offset.load(std::memory_order_relaxed);
   const uint64_t length = shared.reply_length.load(std::memory_order_relaxed);
-  const uint64_t arena_size = endpoint_->header().reply_arena_size;
-  absl::Status malformed = absl::OkStatus();
-  if (code > static_cast<uint32_t>(absl::StatusCode::kUnauthenticated)) {
-    malformed = absl::DataLossError(absl::StrCat("server replied with unknown status code ", code));
-  } else if (!RangeInArena(offset, length, arena_size)) {
-    malformed = absl::DataLossError(absl::StrCat("server reply [", offset, ", +", length,
-                                                 ") lies outside its ", arena_size, "-byte arena"));
+  const uint64_t flags = shared.reply_flags.load(std::memory_order_relaxed);
+  uint32_t seq;
+  {
+    // The server has answered, so it reads the request no more: its arena
+    // space is free now, even while the reply is kept.
+    MutexLock lock(&mu_);
+    seq = slots_[slot].seq;
+    FreeBlockLocked(slot);
   }
-  if (!malformed.ok()) {
-    endpoint_->Terminate(malformed);
+  WakeLocalWaiters();
+  auto malformed = [&](absl::Status why) {
+    endpoint_->Terminate(why);
     ReleaseReply(slot);
-    return malformed;
+    return why;
+  };
+  if (code > static_cast<uint32_t>(absl::StatusCode::kUnauthenticated)) {
+    return malformed(
+        absl::DataLossError(absl::StrCat("server replied with unknown status code ", code)));
   }
+  if ((flags & ~channel_layout::kKnownReplyFlags) != 0) {
+    return malformed(
+        absl::DataLossError(absl::StrCat("server reply has unknown flags 0x", absl::Hex(flags))));
+  }
+  const bool spilled = (flags & channel_layout::kReplyFlagSpilled) != 0;
   std::vector<UniqueFd> fds;
-  if ((shared.reply_flags.load(std::memory_order_relaxed) & channel_layout::kReplyFlagHasFds) !=
-      0) {
-    uint32_t seq;
-    {
-      MutexLock lock(&mu_);
-      seq = slots_[slot].seq;
-    }
+  if ((flags & channel_layout::kReplyFlagHasFds) != 0) {
     absl::StatusOr<std::vector<UniqueFd>> received =
         endpoint_->TakeFds(channel_layout::FdTag(slot, seq));
-    if (!received.ok()) {
-      endpoint_->Terminate(received.status());
-      ReleaseReply(slot);
-      return received.status();
-    }
+    if (!received.ok()) return malformed(received.status());
     fds = *std::move(received);
   }
-  std::span<const std::byte> data(endpoint_->reply_arena() + offset, static_cast<size_t>(length));
+  std::optional<Region> spill;
+  std::span<const std::byte> data;
+  if (spilled) {
+    if (fds.empty()) {
+      return malformed(absl::DataLossError("server reply is flagged spilled but has no memfd"));
+    }
+    UniqueFd memfd = std::move(fds.back());
+    fds.pop_back();
+    absl::StatusOr<Region> mapped = MapSpill(std::move(memfd), offset, length, "server reply");
+    if (!mapped.ok()) return malformed(mapped.status());
+    spill = *std::move(mapped);
+    data = std::span<const std::byte>(spill->data() + offset, static_cast<size_t>(length));
+  } else if (length > 0) {
+    const uint64_t arena_size = endpoint_->peer_arena_size();
+    if (!RangeInArena(offset, length, arena_size)) {
+      return malformed(
+          absl::DataLossError(absl::StrCat("server reply [", offset, ", +", length,
+                                           ") lies outside its ", arena_size, "-byte arena")));
+    }
+    if (code == 0 && length > kLargeMessage && !endpoint_->options().trust_peer) {
+      return malformed(absl::DataLossError(
+          absl::StrCat("server sent a ", length,
+                       "-byte reply in its arena, where it could still change it; "
+                       "this client does not trust it, so replies over ",
+                       kLargeMessage, " bytes must come sealed")));
+    }
+    absl::StatusOr<const std::byte*> arena = endpoint_->PeerArena();
+    if (!arena.ok()) return malformed(arena.status());
+    data = std::span<const std::byte>(*arena + offset, static_cast<size_t>(length));
+  }
+  if (code == 0 && length > endpoint_->options().max_message_size) {
+    return malformed(absl::DataLossError(absl::StrCat("server sent a ", length,
+                                                      "-byte reply; this client accepts at most ",
+                                                      endpoint_->options().max_message_size)));
+  }
   if (code != 0) {
     const size_t shown = static_cast<size_t>(std::min<uint64_t>(length, kMaxErrorMessage));
     absl::Status error(static_cast<absl::StatusCode>(code),
@@ -458,7 +556,7 @@ absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
     ReleaseReply(slot);
     return error;
   }
-  return Reply(this, slot, data, std::move(fds));
+  return Reply(this, slot, data, std::move(fds), std::move(spill));
 }
 
 void ClientChannel::ReleaseReply(uint32_t slot) {
@@ -477,7 +575,8 @@ void ClientChannel::ReleaseReply(uint32_t slot) {
 
 IncomingCall::IncomingCall(ServerChannel* channel, uint32_t slot, uint32_t seq,
                            std::span<const std::byte> request, const CallHeader& header,
-                           bool oneway, std::vector<UniqueFd> fds)
+                           bool oneway, std::vector<UniqueFd> fds,
+                           std::optional<Region> request_spill)
     : channel_(channel),
       caller_(&channel->peer()),
       slot_(slot),
@@ -485,7 +584,8 @@ IncomingCall::IncomingCall(ServerChannel* channel, uint32_t slot, uint32_t seq,
       request_(request),
       header_(header),
       oneway_(oneway),
-      fds_(std::move(fds)) {}
+      fds_(std::move(fds)),
+      request_spill_(std::move(request_spill)) {}
 
 IncomingCall::IncomingCall(IncomingCall&& other) noexcept
     : channel_(std::exchange(other.channel_, nullptr)),
@@ -497,9 +597,11 @@ IncomingCall::IncomingCall(IncomingCall&& other) noexcept
       oneway_(other.oneway_),
       has_reservation_(std::exchange(other.has_reservation_, false)),
       reservation_(other.reservation_),
+      reply_spill_(std::move(other.reply_spill_)),
       reserved_(other.reserved_),
       fds_(std::move(other.fds_)),
-      reply_fds_(std::move(other.reply_fds_)) {}
+      reply_fds_(std::move(other.reply_fds_)),
+      request_spill_(std::move(other.request_spill_)) {}
 
 IncomingCall& IncomingCall::operator=(IncomingCall&& other) noexcept {
   if (this != &other) {
@@ -513,9 +615,11 @@ IncomingCall& IncomingCall::operator=(IncomingCall&& other) noexcept {
     oneway_ = other.oneway_;
     has_reservation_ = std::exchange(other.has_reservation_, false);
     reservation_ = other.reservation_;
+    reply_spill_ = std::move(other.reply_spill_);
     reserved_ = other.reserved_;
     fds_ = std::move(other.fds_);
     reply_fds_ = std::move(other.reply_fds_);
+    request_spill_ = std::move(other.request_spill_);
   }
   return *this;
 }
@@ -545,31 +649,57 @@ absl::Status IncomingCall::AttachReplyFds(std::span<const int> fds) {
   return absl::OkStatus();
 }
 
+void IncomingCall::DropReservation() {
+  if (has_reservation_) {
+    MutexLock lock(&channel_->mu_);
+    channel_->arena_.Free(reservation_);
+  }
+  has_reservation_ = false;
+  reply_spill_.reset();
+  reserved_ = {};
+}
+
 absl::StatusOr<std::span<std::byte>> IncomingCall::ReserveReply(uint64_t capacity) {
   if (channel_ == nullptr) return absl::FailedPreconditionError("call already answered");
   if (oneway_) return absl::FailedPreconditionError("a oneway call has no reply");
-  absl::StatusOr<uint64_t> offset;
-  {
-    MutexLock lock(&channel_->mu_);
-    if (has_reservation_) channel_->arena_.Free(reservation_);
-    has_reservation_ = false;
-    offset = channel_->AllocateReplyLocked(capacity);
+  Endpoint& endpoint = *channel_->endpoint_;
+  if (const uint64_t limit = endpoint.PeerMaxMessageSize(); capacity > limit) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "reply of ", capacity, " bytes exceeds the client's limit of ", limit, " bytes"));
   }
-  if (!offset.ok()) return offset.status();
-  has_reservation_ = true;
-  reservation_ = *offset;
-  reserved_ = std::span<std::byte>(channel_->endpoint_->reply_arena() + *offset,
-                                   static_cast<size_t>(capacity));
+  DropReservation();
+  // As in BeginCall: over kLargeMessage only a trusting client reads the
+  // reply arena in place, and a full arena spills instead of failing.
+  if (capacity <= endpoint.own_arena_size() &&
+      (capacity <= kLargeMessage || endpoint.PeerAcceptsLargeInPlace())) {
+    std::optional<uint64_t> offset;
+    {
+      MutexLock lock(&channel_->mu_);
+      offset = channel_->AllocateReplyLocked(capacity);
+    }
+    if (offset.has_value()) {
+      has_reservation_ = true;
+      reservation_ = *offset;
+      reserved_ =
+          std::span<std::byte>(endpoint.own_arena() + *offset, static_cast<size_t>(capacity));
+      return reserved_;
+    }
+  }
+  absl::StatusOr<Region> spill = CreateSpill(capacity);
+  if (!spill.ok()) return spill.status();
+  reply_spill_ = *std::move(spill);
+  reserved_ = std::span<std::byte>(reply_spill_->data(), static_cast<size_t>(capacity));
   return reserved_;
 }
 
 absl::Status IncomingCall::Reply(std::span<const std::byte> message) {
   if (channel_ == nullptr) return absl::FailedPreconditionError("call already answered");
-  if (!message.empty() && (!has_reservation_ || !Contains(reserved_, message))) {
+  if (!message.empty() && (reserved_.empty() || !Contains(reserved_, message))) {
     return absl::InvalidArgumentError("reply message must lie inside the reserved reply space");
   }
+  const uint64_t base = has_reservation_ ? reservation_ : 0;
   const uint64_t offset =
-      message.empty() ? 0 : reservation_ + static_cast<uint64_t>(message.data() - reserved_.data());
+      message.empty() ? 0 : base + static_cast<uint64_t>(message.data() - reserved_.data());
   return channel_->Complete(*this, absl::StatusCode::kOk, offset, message.size());
 }
 
@@ -583,7 +713,7 @@ absl::Status IncomingCall::Fail(const absl::Status& error) {
   uint64_t written = 0;
   if (length > 0 && ReserveReply(length).ok()) {
     std::memcpy(reserved_.data(), text.data(), static_cast<size_t>(length));
-    offset = reservation_;
+    offset = has_reservation_ ? reservation_ : 0;
     written = length;
   }
   // Codes outside the canonical set would be refused by the client as
@@ -621,7 +751,7 @@ ServerChannel::ServerChannel(std::unique_ptr<Endpoint> endpoint)
     : endpoint_(std::move(endpoint)),
       peer_(PeerBeforeHello(endpoint_->options())),
       awaiting_hello_(endpoint_->options().hello_identity),
-      arena_(endpoint_->header().reply_arena_size, kArenaAlignment,
+      arena_(endpoint_->own_arena_size(), kArenaAlignment,
              // One answered block per slot plus one reservation per slot.
              2 * endpoint_->header().slot_count,
              // Replies are trimmed to their tail once answered (see Complete).
@@ -701,7 +831,7 @@ bool ServerChannel::AnyRequestPending() const {
   return false;
 }
 
-bool ServerChannel::NestedRequestPending(absl::FunctionRef<bool(uint64_t context)> accept) const {
+bool ServerChannel::NestedRequestPending(absl::FunctionRef<bool(uint64_t chain_id)> accept) const {
   // An ended channel's slots may still look pending; nobody can take them.
   if (endpoint_->terminated()) return false;
   const uint32_t n = endpoint_->header().slot_count;
@@ -712,7 +842,7 @@ bool ServerChannel::NestedRequestPending(absl::FunctionRef<bool(uint64_t context
         (slot.flags.load(std::memory_order_relaxed) & kSlotFlagOneway) != 0) {
       continue;
     }
-    if (accept(slot.call_context.load(std::memory_order_relaxed))) return true;
+    if (accept(slot.chain_id.load(std::memory_order_relaxed))) return true;
   }
   return false;
 }
@@ -728,7 +858,7 @@ absl::StatusOr<std::optional<IncomingCall>> ServerChannel::TryReceive() {
 }
 
 absl::StatusOr<std::optional<IncomingCall>> ServerChannel::TryReceiveNested(
-    absl::FunctionRef<bool(uint64_t context)> accept) {
+    absl::FunctionRef<bool(uint64_t chain_id)> accept) {
   if (absl::Status health = endpoint_->health(); !health.ok()) return health;
   MutexLock lock(&mu_);
   std::optional<IncomingCall> call;
@@ -766,7 +896,6 @@ void ServerChannel::EndPoll() {
 absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,
                                            absl::FunctionRef<bool(uint64_t)>* accept) {
   const uint32_t n = endpoint_->header().slot_count;
-  const uint64_t arena_size = endpoint_->header().request_arena_size;
   for (uint32_t k = 0; k < n; ++k) {
     const uint32_t i = (scan_start_ + k) % n;
     SlotState& state = slots_[i];
@@ -782,9 +911,9 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,
       return bad;
     }
     const bool oneway = (flags & kSlotFlagOneway) != 0;
-    // The context is read once: the id used to route is the id handed on.
-    const uint64_t context = shared.call_context.load(std::memory_order_relaxed);
-    if (accept != nullptr && (oneway || !(*accept)(context))) continue;
+    // The chain is read once: the id used to route is the id handed on.
+    const uint64_t chain_id = shared.chain_id.load(std::memory_order_relaxed);
+    if (accept != nullptr && (oneway || !(*accept)(chain_id))) continue;
     if (oneway) {
       if (oneway_in_service_ ||
           shared.oneway_seq.load(std::memory_order_relaxed) != next_oneway_seq_) {
@@ -804,13 +933,6 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,
     }
     const uint64_t offset = shared.request_offset.load(std::memory_order_relaxed);
     const uint64_t length = shared.request_length.load(std::memory_order_relaxed);
-    if (!RangeInArena(offset, length, arena_size)) {
-      absl::Status bad = absl::DataLossError(
-          absl::StrCat("client request in slot ", i, " [", offset, ", +", length,
-                       ") lies outside its ", arena_size, "-byte arena"));
-      endpoint_->Terminate(bad);
-      return bad;
-    }
     std::vector<UniqueFd> fds;
     if ((flags & channel_layout::kSlotFlagHasFds) != 0) {
       absl::StatusOr<std::vector<UniqueFd>> received =
@@ -820,6 +942,13 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,
         return received.status();
       }
       fds = *std::move(received);
+    }
+    std::optional<Region> spill;
+    absl::StatusOr<std::span<const std::byte>> request =
+        LocateRequestLocked(i, flags, offset, length, fds, spill);
+    if (!request.ok()) {
+      endpoint_->Terminate(request.status());
+      return request.status();
     }
     // A new call on this slot means the client is done with the old reply.
     FreeReplyBlockLocked(i);
@@ -832,14 +961,53 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,
     }
     scan_start_ = (i + 1) % n;
     const CallHeader header{shared.interface_id.load(std::memory_order_relaxed),
-                            shared.method.load(std::memory_order_relaxed), context};
-    call->emplace(IncomingCall(this, i, seq,
-                               std::span<const std::byte>(endpoint_->request_arena() + offset,
-                                                          static_cast<size_t>(length)),
-                               header, oneway, std::move(fds)));
+                            shared.method.load(std::memory_order_relaxed), chain_id};
+    call->emplace(
+        IncomingCall(this, i, seq, *request, header, oneway, std::move(fds), std::move(spill)));
     return absl::OkStatus();
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::span<const std::byte>> ServerChannel::LocateRequestLocked(
+    uint32_t slot, uint32_t flags, uint64_t offset, uint64_t length, std::vector<UniqueFd>& fds,
+    std::optional<Region>& spill) {
+  const uint64_t limit = endpoint_->options().max_message_size;
+  if (length > limit) {
+    return absl::DataLossError(absl::StrCat("client request in slot ", slot, " has ", length,
+                                            " bytes; this server accepts at most ", limit,
+                                            " (it published the limit)"));
+  }
+  if ((flags & channel_layout::kSlotFlagSpilled) != 0) {
+    if (fds.empty()) {
+      return absl::DataLossError(
+          absl::StrCat("client request in slot ", slot, " is flagged spilled but has no memfd"));
+    }
+    UniqueFd memfd = std::move(fds.back());
+    fds.pop_back();
+    absl::StatusOr<Region> mapped =
+        MapSpill(std::move(memfd), offset, length, absl::StrCat("client request in slot ", slot));
+    if (!mapped.ok()) return mapped.status();
+    spill = *std::move(mapped);
+    return std::span<const std::byte>(spill->data() + offset, static_cast<size_t>(length));
+  }
+  if (length == 0) return std::span<const std::byte>();
+  const uint64_t arena_size = endpoint_->peer_arena_size();
+  if (!RangeInArena(offset, length, arena_size)) {
+    return absl::DataLossError(absl::StrCat("client request in slot ", slot, " [", offset, ", +",
+                                            length, ") lies outside its ", arena_size,
+                                            "-byte arena"));
+  }
+  if (length > kLargeMessage && !endpoint_->options().trust_peer) {
+    return absl::DataLossError(absl::StrCat(
+        "client request in slot ", slot, " has ", length,
+        " bytes in the client's arena, where the client could still change them; this server "
+        "does not trust it, so requests over ",
+        kLargeMessage, " bytes must come sealed"));
+  }
+  absl::StatusOr<const std::byte*> arena = endpoint_->PeerArena();
+  if (!arena.ok()) return arena.status();
+  return std::span<const std::byte>(*arena + offset, static_cast<size_t>(length));
 }
 
 void ServerChannel::FreeReplyBlockLocked(uint32_t slot) {
@@ -849,12 +1017,7 @@ void ServerChannel::FreeReplyBlockLocked(uint32_t slot) {
   state.has_reply_block = false;
 }
 
-absl::StatusOr<uint64_t> ServerChannel::AllocateReplyLocked(uint64_t capacity) {
-  const uint64_t arena_size = endpoint_->header().reply_arena_size;
-  if (capacity > arena_size) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "reply of ", capacity, " bytes exceeds the channel's ", arena_size, "-byte reply arena"));
-  }
+std::optional<uint64_t> ServerChannel::AllocateReplyLocked(uint64_t capacity) {
   if (auto offset = arena_.Allocate(capacity)) return *offset;
   // Take back the space of replies the client has finished reading.
   for (uint32_t i = 0; i < endpoint_->header().slot_count; ++i) {
@@ -864,10 +1027,7 @@ absl::StatusOr<uint64_t> ServerChannel::AllocateReplyLocked(uint64_t capacity) {
       FreeReplyBlockLocked(i);
     }
   }
-  if (auto offset = arena_.Allocate(capacity)) return *offset;
-  return absl::ResourceExhaustedError(absl::StrCat("reply arena full: ", capacity,
-                                                   " bytes wanted, largest free gap ",
-                                                   arena_.LargestFreeGap(), " of ", arena_size));
+  return arena_.Allocate(capacity);
 }
 
 absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, uint64_t offset,
@@ -875,17 +1035,27 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
   const uint32_t i = call.slot_;
   channel_layout::Slot& shared = endpoint_->slot(i);
   uint64_t reply_flags = 0;
-  if (!call.reply_fds_.empty() && !call.oneway_ && code == absl::StatusCode::kOk) {
-    // Before the reply is published, as for requests (see Publish).
+  const bool spilled = call.reply_spill_.has_value() && length > 0;
+  const bool user_fds = !call.reply_fds_.empty() && !call.oneway_ && code == absl::StatusCode::kOk;
+  if (spilled || user_fds) {
+    // Before the reply is published, as for requests (see Publish). A
+    // spilled reply is sealed first: the client must never see it change.
     std::vector<int> raw;
-    for (const UniqueFd& fd : call.reply_fds_) raw.push_back(fd.get());
-    if (endpoint_->SendFds(channel_layout::FdTag(i, call.seq_), raw).ok()) {
-      reply_flags = channel_layout::kReplyFlagHasFds;
+    if (user_fds) {
+      for (const UniqueFd& fd : call.reply_fds_) raw.push_back(fd.get());
+    }
+    absl::Status sent = spilled ? call.reply_spill_->SealImmutable() : absl::OkStatus();
+    if (sent.ok() && spilled) raw.push_back(call.reply_spill_->fd());
+    if (sent.ok()) sent = endpoint_->SendFds(channel_layout::FdTag(i, call.seq_), raw);
+    if (sent.ok()) {
+      reply_flags = channel_layout::kReplyFlagHasFds |
+                    (spilled ? channel_layout::kReplyFlagSpilled : uint64_t{0});
     } else {
       code = absl::StatusCode::kInternal;
       length = 0;
     }
   }
+  call.reply_spill_.reset();
   shared.reply_flags.store(reply_flags, std::memory_order_relaxed);
   shared.status_code.store(static_cast<uint32_t>(code), std::memory_order_relaxed);
   shared.reply_offset.store(offset, std::memory_order_relaxed);

@@ -8,8 +8,13 @@
 //   Call(call, message) -> Reply            Reply(message) / Fail(status)
 //     reply.data(): the bytes, in place
 //
-// The request is written once, by the caller, straight into the region; the
-// server reads it where it lies; the reply travels back the same way. Many
+// The request is written once, by the caller, straight into memory only the
+// caller can write: its arena, or, for a message too large for the arena (or
+// over channel_layout::kLargeMessage for a server that does not trust it), a
+// memfd of its own that is sealed immutable when sent ("spilled"). The
+// server reads it where it lies; the reply travels back the same way.
+// Whoever reads a message in an arena copies it first unless it trusts the
+// writer (ChannelOptions::trust_peer); a spilled message cannot change. Many
 // client threads may have calls in flight at once (one slot each); many
 // server threads may Receive on one ServerChannel. Oneway calls (Send) are
 // run by the server one at a time, in the order they were sent.
@@ -18,7 +23,8 @@
 //   - peer process died            UNAVAILABLE, IsPeerDead() true, within
 //                                   microseconds of its exit
 //   - deadline passed              DEADLINE_EXCEEDED
-//   - request larger than arena    RESOURCE_EXHAUSTED with both sizes
+//   - message over the receiver's  RESOURCE_EXHAUSTED with both sizes,
+//     limit                         before anything is built
 //   - malformed data from the peer DATA_LOSS; the channel is closed
 //   - Close() on this side         CANCELLED
 //
@@ -51,12 +57,16 @@
 
 namespace sluice {
 
-// Creates and formats a channel region of the given geometry, ready to hand
-// to both sides.
+// Creates and formats a channel's control region for the given geometry,
+// ready to hand to both sides (each makes its own arena when it opens).
 absl::StatusOr<Region> CreateChannelRegion(const channel_layout::Geometry& geometry = {});
 
 class ClientChannel;
 class ServerChannel;
+
+// Descriptors one call (or reply) may carry: one SCM_RIGHTS message's worth,
+// less the one a spilled message needs.
+inline constexpr size_t kMaxFdsPerCall = kMaxFdsPerMessage - 1;
 
 // What a call is addressed to, carried beside the message in the slot. The
 // channel does not interpret it; the RPC layer puts its interface id and
@@ -65,7 +75,7 @@ struct CallHeader {
   uint64_t interface_id = 0;
   uint64_t method = 0;
   // The call chain this call belongs to (rpc::CallRouter); 0 for none.
-  uint64_t context = 0;
+  uint64_t chain_id = 0;
 };
 
 // What a thread blocked in ClientChannel::Call does while it waits, if
@@ -97,38 +107,50 @@ class OutgoingCall {
   OutgoingCall& operator=(OutgoingCall&& other) noexcept;
   ~OutgoingCall();
 
-  // Where to write the request: region memory, at least the capacity asked for.
+  // Where to write the request: memory only this process can write, at
+  // least the capacity asked for.
   std::span<std::byte> buffer() const { return buffer_; }
+  // True when the request goes in a sealed memfd of its own.
+  bool spilled() const { return spill_.has_value(); }
   CallHeader& header() { return header_; }
 
   // Sends duplicates of `fds` with the request (SCM_RIGHTS); the caller keeps
   // its own. INVALID_ARGUMENT for a descriptor that is not open or for more
-  // than kMaxFdsPerMessage in all.
+  // than kMaxFdsPerCall in all.
   absl::Status AttachFds(std::span<const int> fds);
 
  private:
   friend class ClientChannel;
-  OutgoingCall(ClientChannel* channel, uint32_t slot, uint32_t seq, std::span<std::byte> buffer)
-      : channel_(channel), slot_(slot), seq_(seq), buffer_(buffer) {}
+  OutgoingCall(ClientChannel* channel, uint32_t slot, uint32_t seq, std::span<std::byte> buffer,
+               std::optional<Region> spill)
+      : channel_(channel), slot_(slot), seq_(seq), buffer_(buffer), spill_(std::move(spill)) {}
   ClientChannel* channel_;
   uint32_t slot_;
   uint32_t seq_;  // The request_seq this call will publish (the slot is reserved for it).
   std::span<std::byte> buffer_;
+  std::optional<Region> spill_;  // Set when buffer_ is a memfd of its own.
   CallHeader header_;
   std::vector<int> fds_;  // Borrowed until the call is sent.
 };
 
-// A reply, read in place from the server's arena. The bytes stay valid, and
-// the call's slot stays taken, until the Reply is destroyed.
+// A reply, read in place: from the server's arena (read-only here) or from
+// the sealed memfd it spilled to. The bytes stay valid, and the call's slot
+// stays taken, until the Reply is destroyed or its slot released.
 class Reply {
  public:
   Reply(Reply&& other) noexcept;
   Reply& operator=(Reply&& other) noexcept;
   ~Reply();
 
-  // Shared memory the server could still scribble on: copy or verify what you
-  // must trust.
+  // In the arena the server can still change unless immutable(): copy what
+  // you must trust (a large one arrives here only from a trusted server).
   std::span<const std::byte> data() const { return data_; }
+  // True when data() lies in a sealed memfd: nobody can change it.
+  bool immutable() const { return spill_.has_value(); }
+  // Gives the slot (and the arena space) back before the Reply goes: for a
+  // caller that has copied data(), or whose data() is immutable(), which
+  // stays readable. Otherwise data() is empty afterwards.
+  void ReleaseSlot();
   // Descriptors the server attached, owned by the caller from now on.
   std::vector<UniqueFd> TakeFds() { return std::move(fds_); }
   // The attached descriptor at `index` (attachment order), or an invalid
@@ -141,12 +163,17 @@ class Reply {
  private:
   friend class ClientChannel;
   Reply(ClientChannel* channel, uint32_t slot, std::span<const std::byte> data,
-        std::vector<UniqueFd> fds)
-      : channel_(channel), slot_(slot), data_(data), fds_(std::move(fds)) {}
-  ClientChannel* channel_;
+        std::vector<UniqueFd> fds, std::optional<Region> spill)
+      : channel_(channel),
+        slot_(slot),
+        data_(data),
+        fds_(std::move(fds)),
+        spill_(std::move(spill)) {}
+  ClientChannel* channel_;  // nullptr once the slot is released.
   uint32_t slot_;
   std::span<const std::byte> data_;
   std::vector<UniqueFd> fds_;
+  std::optional<Region> spill_;  // The sealed mapping data_ lies in, if spilled.
 };
 
 class ClientChannel {
@@ -161,16 +188,19 @@ class ClientChannel {
   ClientChannel(const ClientChannel&) = delete;
   ClientChannel& operator=(const ClientChannel&) = delete;
 
-  // Reserves a slot and `capacity` bytes of request space, waiting until
-  // `deadline` while other calls hold them. RESOURCE_EXHAUSTED at once if
-  // `capacity` exceeds max_request_size().
-  // `context` is the call chain the call will belong to (CallHeader::context):
-  // when every slot is held by calls of that same chain (recursion deeper
-  // than the slot count through this channel), none can be released until
-  // this one is made, so waiting would deadlock: RESOURCE_EXHAUSTED at once.
+  // Reserves a slot and `capacity` bytes to build the request in, waiting
+  // until `deadline` while other calls hold every slot. The bytes are in the
+  // request arena when they fit there now (and, over kLargeMessage, the
+  // server trusts this client), else in a fresh memfd sent sealed: a full
+  // arena never makes a call wait. RESOURCE_EXHAUSTED at once if `capacity`
+  // exceeds max_request_size().
+  // `chain_id` is the call chain the call will belong to (CallHeader): when
+  // every slot is held by calls of that same chain (recursion deeper than
+  // the slot count through this channel), none can be released until this
+  // one is made, so waiting would deadlock: RESOURCE_EXHAUSTED at once.
   absl::StatusOr<OutgoingCall> BeginCall(uint64_t capacity,
                                          absl::Time deadline = absl::InfiniteFuture(),
-                                         uint64_t context = 0);
+                                         uint64_t chain_id = 0);
 
   // Sends `message` (a span inside call.buffer()) and waits for the reply.
   // A server-side error arrives as that status (code and message).
@@ -196,7 +226,9 @@ class ClientChannel {
   void Close();
   // OK while usable; otherwise the reason it is not (e.g. IsPeerDead()).
   absl::Status health() const { return endpoint_->health(); }
-  uint64_t max_request_size() const { return endpoint_->header().request_arena_size; }
+  // The largest request the server accepts (it publishes its limit).
+  uint64_t max_request_size() const { return endpoint_->PeerMaxMessageSize(); }
+  uint64_t request_arena_size() const { return endpoint_->own_arena_size(); }
   uint32_t slot_count() const { return endpoint_->header().slot_count; }
 
  private:
@@ -205,9 +237,10 @@ class ClientChannel {
   enum class SlotUse : uint8_t { kFree, kReserved, kSync, kDetached };
   struct SlotState {
     SlotUse use = SlotUse::kFree;
-    uint32_t seq = 0;      // Last request_seq published on this slot.
-    uint64_t block = 0;    // Request arena offset while use != kFree.
-    uint64_t context = 0;  // Call chain of the call holding it (BeginCall).
+    uint32_t seq = 0;        // Last request_seq published on this slot.
+    bool has_block = false;  // The request occupies the arena (not spilled, not yet answered).
+    uint64_t block = 0;      // Request arena offset while has_block.
+    uint64_t chain_id = 0;   // Call chain of the call holding it (BeginCall).
   };
 
   explicit ClientChannel(std::unique_ptr<internal::Endpoint> endpoint);
@@ -216,9 +249,13 @@ class ClientChannel {
                                    bool oneway);
   absl::Status WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline);
   absl::StatusOr<Reply> TakeReply(uint32_t slot);
-  bool TryReserveLocked(uint64_t capacity, uint64_t context, uint32_t* slot, uint64_t* block,
-                        uint32_t* seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool ChainHoldsEverySlotLocked(uint64_t context) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes a free slot, and `capacity` bytes of arena for it when `in_arena`
+  // and there is room (*block then set). False when no slot is free.
+  bool TryReserveLocked(uint64_t capacity, bool in_arena, uint64_t chain_id, uint32_t* slot,
+                        std::optional<uint64_t>* block, uint32_t* seq)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool ChainHoldsEverySlotLocked(uint64_t chain_id) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeBlockLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReclaimDetachedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlotLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseUnsent(uint32_t slot);
@@ -245,9 +282,12 @@ class IncomingCall {
   IncomingCall& operator=(IncomingCall&& other) noexcept;
   ~IncomingCall();
 
-  // The request, in place in the client's arena. The client could still
-  // write to it: copy or verify what you must trust, and read each field once.
+  // The request, in place: in the client's arena (read-only here; the
+  // client can still change it: copy what you must trust, and read each
+  // field once; a large one arrives there only from a trusted client), or
+  // in the sealed memfd the client spilled it to (request_immutable()).
   std::span<const std::byte> request() const { return request_; }
+  bool request_immutable() const { return request_spill_.has_value(); }
   // As the client set it; untrusted like the request bytes.
   const CallHeader& header() const { return header_; }
   bool oneway() const { return oneway_; }
@@ -267,9 +307,12 @@ class IncomingCall {
   absl::Status AttachReplyFds(std::span<const int> fds);
   const PeerCredentials& caller() const { return *caller_; }
 
-  // Space for the reply in the server's arena, at least `capacity` bytes.
-  // Reserving again replaces the previous reservation. RESOURCE_EXHAUSTED if
-  // the reply arena cannot hold it now; FAILED_PRECONDITION for oneway calls.
+  // Space for the reply, at least `capacity` bytes, in memory only this
+  // process can write: the reply arena when it fits there now (and, over
+  // kLargeMessage, the client trusts this server), else a fresh memfd sent
+  // sealed. Reserving again replaces the previous reservation.
+  // RESOURCE_EXHAUSTED over the client's limit; FAILED_PRECONDITION for
+  // oneway calls.
   absl::StatusOr<std::span<std::byte>> ReserveReply(uint64_t capacity);
   // Sends `message`, a span inside the reserved space (or empty).
   absl::Status Reply(std::span<const std::byte> message);
@@ -280,8 +323,9 @@ class IncomingCall {
   friend class ServerChannel;
   IncomingCall(ServerChannel* channel, uint32_t slot, uint32_t seq,
                std::span<const std::byte> request, const CallHeader& header, bool oneway,
-               std::vector<UniqueFd> fds);
+               std::vector<UniqueFd> fds, std::optional<Region> request_spill);
   void Abandon();
+  void DropReservation();
 
   ServerChannel* channel_ = nullptr;  // nullptr once answered.
   const PeerCredentials* caller_ = nullptr;
@@ -290,11 +334,13 @@ class IncomingCall {
   std::span<const std::byte> request_;
   CallHeader header_;
   bool oneway_ = false;
-  bool has_reservation_ = false;
-  uint64_t reservation_ = 0;  // Reply arena offset.
+  bool has_reservation_ = false;       // In the reply arena, at reservation_.
+  uint64_t reservation_ = 0;           // Reply arena offset.
+  std::optional<Region> reply_spill_;  // Or a memfd of its own.
   std::span<std::byte> reserved_;
   std::vector<UniqueFd> fds_;
   std::vector<UniqueFd> reply_fds_;
+  std::optional<Region> request_spill_;  // The sealed mapping request_ lies in.
 };
 
 class ServerChannel {
@@ -317,13 +363,13 @@ class ServerChannel {
   // pending, or the reason the channel ended (as Receive).
   absl::StatusOr<std::optional<IncomingCall>> TryReceive();
   // As TryReceive, but takes only synchronous requests whose
-  // header().context `accept` approves; others stay pending for the next
+  // header().chain_id `accept` approves; others stay pending for the next
   // caller. Used by threads blocked in a call to pick up nested calls.
   absl::StatusOr<std::optional<IncomingCall>> TryReceiveNested(
-      absl::FunctionRef<bool(uint64_t context)> accept);
+      absl::FunctionRef<bool(uint64_t chain_id)> accept);
   // True if TryReceiveNested(accept) would likely find a request; lock-free,
   // for polling while spinning.
-  bool NestedRequestPending(absl::FunctionRef<bool(uint64_t context)> accept) const;
+  bool NestedRequestPending(absl::FunctionRef<bool(uint64_t chain_id)> accept) const;
   // To sleep on several channels: BeginSleep() on each (announces a sleeper,
   // so the client will FUTEX_WAKE the doorbell, and returns its value), then
   // TryReceive() on each once more, then futex_waitv on every doorbell() with
@@ -369,11 +415,20 @@ class ServerChannel {
                               absl::FunctionRef<bool(uint64_t)>* accept = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AnyRequestPending() const;
-  absl::StatusOr<uint64_t> AllocateReplyLocked(uint64_t capacity)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reply arena space, taking back what the client has finished reading;
+  // nullopt when there is no room.
+  std::optional<uint64_t> AllocateReplyLocked(uint64_t capacity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeReplyBlockLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Complete(IncomingCall& call, absl::StatusCode code, uint64_t offset,
                         uint64_t length);
+  // The request bytes of a claimed slot: in the client's arena or in the
+  // spilled memfd among `fds` (removed from it). DATA_LOSS for anything
+  // out of bounds or not sealed as it must be.
+  absl::StatusOr<std::span<const std::byte>> LocateRequestLocked(uint32_t slot, uint32_t flags,
+                                                                 uint64_t offset, uint64_t length,
+                                                                 std::vector<UniqueFd>& fds,
+                                                                 std::optional<Region>& spill)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeReservation(uint64_t offset);
 
   std::unique_ptr<internal::Endpoint> endpoint_;

@@ -22,8 +22,21 @@ struct SpinPolicy {
   static SpinPolicy NeverSpin() { return {absl::ZeroDuration(), absl::ZeroDuration()}; }
 };
 
+// The largest message either side ever sends or accepts: FlatBuffers
+// cannot address more.
+inline constexpr uint64_t kMaxMessageSize = (uint64_t{1} << 31) - 4096;
+
 struct ChannelOptions {
   SpinPolicy spin;
+  // Whether large messages from the peer may be read where the peer wrote
+  // them (its arena, which it can still change) instead of arriving in a
+  // sealed memfd. docs/memory.md, "Trust". A hint for the peer is published
+  // in this side's words; this side enforces it: a large in-place message
+  // from an untrusted peer is DATA_LOSS.
+  bool trust_peer = false;
+  // Largest message accepted from the peer (requests on a server, replies
+  // on a client); published so that the peer fails early, before building.
+  uint64_t max_message_size = uint64_t{1} << 30;
   // Who the other side is, as vouched for by whoever set the channel up (the
   // service manager's SO_PEERCRED), never by anything written in the region.
   PeerCredentials peer;

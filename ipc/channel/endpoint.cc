@@ -16,6 +16,18 @@ namespace sluice::internal {
 using channel_layout::ActivityState;
 using channel_layout::ChannelHeader;
 
+namespace {
+// Never an FdTag (slots are numbered below kMaxSlots) nor kArenaTag.
+constexpr uint64_t kHelloTag = ~uint64_t{0};
+
+// One message on the liveness socket: an 8-byte tag and its descriptors.
+absl::Status SendTagged(int socket, uint64_t tag, std::span<const int> fds) {
+  std::byte bytes[sizeof(tag)];
+  std::memcpy(bytes, &tag, sizeof(tag));
+  return SendMessage(socket, bytes, fds);
+}
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region region,
                                                          UniqueFd liveness, PeerWatcher& watcher,
                                                          const ChannelOptions& options) {
@@ -31,9 +43,33 @@ absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region regio
     return valid;
   }
   if (!liveness) return absl::InvalidArgumentError("channel needs a liveness fd for its peer");
-  std::unique_ptr<Endpoint> ep(
-      new Endpoint(side, std::move(region), std::move(liveness), header, options));
+  // This side's arena is made here, by the only process that will write it,
+  // and sealed before its fd leaves: the peer can map it read-only only.
+  const bool client = side == Side::kClient;
+  auto arena = Region::Create(client ? "sluice-requests" : "sluice-replies",
+                              client ? header.request_arena_size : header.reply_arena_size);
+  if (!arena.ok()) return arena.status();
+  if (absl::Status sealed = arena->SealFutureWrites(); !sealed.ok()) return sealed;
+  // The hello comes first (the server reads it as the first message).
+  if (client && options.hello_identity) {
+    // A failure here shows again, and is handled, on the arena's send below.
+    (void)SendTagged(liveness.get(), kHelloTag, {});
+  }
+  const int arena_fd = arena->fd();
+  absl::Status sent =
+      SendTagged(liveness.get(), channel_layout::kArenaTag, std::span<const int>(&arena_fd, 1));
+  // UNAVAILABLE: the peer's end is closed already (it exited, or gave up on
+  // the channel). The channel opens, ended: calls fail as on any dead peer.
+  if (!sent.ok() && !absl::IsUnavailable(sent)) return sent;
+  arena->CloseFd();  // The mapping is all this side needs.
+  std::unique_ptr<Endpoint> ep(new Endpoint(side, std::move(region), *std::move(arena),
+                                            std::move(liveness), header, options));
   Endpoint* raw = ep.get();
+  if (!sent.ok()) {
+    raw->Terminate(
+        PeerDeadError(absl::StrCat(client ? "the server" : "the client",
+                                   " closed the channel before it opened: ", sent.message())));
+  }
   auto id =
       watcher.Watch(raw->liveness_.get(), PeerWatcher::FdKind::kSocket, [raw] { raw->PeerDied(); });
   if (!id.ok()) return id.status();
@@ -42,10 +78,11 @@ absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region regio
   return ep;
 }
 
-Endpoint::Endpoint(Side side, Region region, UniqueFd liveness, const ChannelHeader& h,
-                   const ChannelOptions& options)
+Endpoint::Endpoint(Side side, Region region, Region own_arena, UniqueFd liveness,
+                   const ChannelHeader& h, const ChannelOptions& options)
     : side_(side),
       region_(std::move(region)),
+      own_arena_(std::move(own_arena)),
       liveness_(std::move(liveness)),
       header_(h),
       options_(options),
@@ -54,9 +91,66 @@ Endpoint::Endpoint(Side side, Region region, UniqueFd liveness, const ChannelHea
       server_words_(
           reinterpret_cast<channel_layout::ServerWords*>(region_.data() + h.server_words_offset)),
       slots_(reinterpret_cast<channel_layout::Slot*>(region_.data() + h.slots_offset)),
-      request_arena_(region_.data() + h.request_arena_offset),
-      reply_arena_(region_.data() + h.reply_arena_offset),
-      online_cpus_(static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))) {}
+      online_cpus_(static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))) {
+  // What this side accepts, for the peer to choose where it puts messages.
+  const uint32_t reception = options_.trust_peer ? channel_layout::kAcceptsInPlace : 0;
+  if (side_ == Side::kClient) {
+    client_words_->reception.store(reception, std::memory_order_relaxed);
+    client_words_->max_reply_size.store(options_.max_message_size, std::memory_order_relaxed);
+  } else {
+    server_words_->reception.store(reception, std::memory_order_relaxed);
+    server_words_->max_request_size.store(options_.max_message_size, std::memory_order_relaxed);
+  }
+}
+
+uint64_t Endpoint::peer_arena_size() const {
+  return side_ == Side::kClient ? header_.reply_arena_size : header_.request_arena_size;
+}
+
+bool Endpoint::PeerAcceptsLargeInPlace() const {
+  const uint32_t reception = side_ == Side::kClient
+                                 ? server_words_->reception.load(std::memory_order_relaxed)
+                                 : client_words_->reception.load(std::memory_order_relaxed);
+  return (reception & channel_layout::kAcceptsInPlace) != 0;
+}
+
+uint64_t Endpoint::PeerMaxMessageSize() const {
+  const uint64_t published = side_ == Side::kClient
+                                 ? server_words_->max_request_size.load(std::memory_order_relaxed)
+                                 : client_words_->max_reply_size.load(std::memory_order_relaxed);
+  // Zero: a peer that publishes nothing; only the hard limit applies.
+  return published == 0 ? kMaxMessageSize : std::min(published, kMaxMessageSize);
+}
+
+absl::StatusOr<const std::byte*> Endpoint::PeerArena() {
+  if (const std::byte* arena = peer_arena_.load(std::memory_order_acquire)) return arena;
+  MutexLock lock(&fds_mu_);
+  if (const std::byte* arena = peer_arena_.load(std::memory_order_relaxed)) return arena;
+  absl::StatusOr<std::vector<UniqueFd>> fds = TakeFdsLocked(channel_layout::kArenaTag);
+  if (!fds.ok()) return fds.status();
+  if (absl::Status mapped = MapPeerArenaLocked(*std::move(fds)); !mapped.ok()) return mapped;
+  return peer_arena_region_.data();
+}
+
+absl::Status Endpoint::MapPeerArenaLocked(std::vector<UniqueFd> fds) {
+  if (peer_arena_.load(std::memory_order_relaxed) != nullptr) {
+    return absl::DataLossError("the peer sent its arena twice");
+  }
+  if (fds.size() != 1) {
+    return absl::DataLossError(
+        absl::StrCat("the peer's arena message carries ", fds.size(), " descriptors, not 1"));
+  }
+  const uint64_t size = peer_arena_size();
+  absl::StatusOr<Region> region = Region::Adopt(
+      std::move(fds[0]), size, size, Region::Access::kReadOnly, Region::kOwnerWritesSeals);
+  if (!region.ok()) {
+    return absl::DataLossError(absl::StrCat("the peer's arena: ", region.status().message()));
+  }
+  region->CloseFd();
+  peer_arena_region_ = *std::move(region);
+  peer_arena_.store(peer_arena_region_.data(), std::memory_order_release);
+  return absl::OkStatus();
+}
 
 Endpoint::~Endpoint() {
   if (watcher_ != nullptr) watcher_->Unwatch(watch_id_);
@@ -139,17 +233,6 @@ namespace {
 constexpr size_t kMaxStashedFdMessages = 2 * channel_layout::kMaxSlots;
 }  // namespace
 
-namespace {
-// Never an FdTag: slots are numbered below kMaxSlots.
-constexpr uint64_t kHelloTag = ~uint64_t{0};
-}  // namespace
-
-absl::Status Endpoint::SendHello() const {
-  std::byte bytes[sizeof(kHelloTag)];
-  std::memcpy(bytes, &kHelloTag, sizeof(kHelloTag));
-  return SendMessage(liveness_.get(), bytes);
-}
-
 absl::StatusOr<PeerCredentials> Endpoint::ReceiveHello() {
   MutexLock lock(&fds_mu_);
   absl::StatusOr<std::optional<ReceivedMessage>> message =
@@ -163,6 +246,13 @@ absl::StatusOr<PeerCredentials> Endpoint::ReceiveHello() {
     std::memcpy(&tag, (**message).bytes.data(), sizeof(tag));
   }
   if (!message->has_value() || tag != kHelloTag || !(**message).fds.empty()) {
+    // Whatever else the impostor queued (a call's descriptors) is closed now,
+    // not held for the channel's life.
+    for (;;) {
+      absl::StatusOr<std::optional<ReceivedMessage>> rest =
+          TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
+      if (!rest.ok() || !rest->has_value()) break;
+    }
     return absl::DataLossError(
         "the client of an object reference called without introducing itself first");
   }
@@ -177,13 +267,15 @@ absl::StatusOr<PeerCredentials> Endpoint::ReceiveHello() {
 }
 
 absl::Status Endpoint::SendFds(uint64_t tag, std::span<const int> fds) const {
-  std::byte bytes[sizeof(tag)];
-  std::memcpy(bytes, &tag, sizeof(tag));
-  return SendMessage(liveness_.get(), bytes, fds);
+  return SendTagged(liveness_.get(), tag, fds);
 }
 
 absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFds(uint64_t tag) {
   MutexLock lock(&fds_mu_);
+  return TakeFdsLocked(tag);
+}
+
+absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFdsLocked(uint64_t tag) {
   if (auto it = stashed_fds_.find(tag); it != stashed_fds_.end()) {
     std::vector<UniqueFd> fds = std::move(it->second);
     stashed_fds_.erase(it);
@@ -198,7 +290,9 @@ absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFds(uint64_t tag) {
     }
     if (!message->has_value()) {
       return absl::DataLossError(
-          "the peer flagged a call as carrying file descriptors but sent none");
+          tag == channel_layout::kArenaTag
+              ? "the peer pointed into its arena before it sent the arena"
+              : "the peer flagged a call as carrying file descriptors but sent none");
     }
     ReceivedMessage& received = **message;
     if (received.bytes.size() != sizeof(uint64_t) || received.fds.empty()) {
@@ -207,6 +301,14 @@ absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFds(uint64_t tag) {
     uint64_t got;
     std::memcpy(&got, received.bytes.data(), sizeof(got));
     if (got == tag) return std::move(received.fds);
+    if (got == channel_layout::kArenaTag) {
+      // Mapped on the way rather than stashed: it is needed sooner or later,
+      // and a stashed one would hold a descriptor for the channel's life.
+      if (absl::Status mapped = MapPeerArenaLocked(std::move(received.fds)); !mapped.ok()) {
+        return mapped;
+      }
+      continue;
+    }
     if (stashed_fds_.size() >= kMaxStashedFdMessages || stashed_fds_.contains(got)) {
       return absl::DataLossError("the peer sent descriptors no call asked for");
     }

@@ -1,8 +1,11 @@
 // Endpoint: what the client and the server side of a channel have in common.
 // Internal to ipc/channel; users see ClientChannel and ServerChannel.
 //
-// It owns the mapped region, a validated private copy of its header, the
-// liveness registration with the PeerWatcher, and the local "events" word:
+// It owns the mapped control region, a validated private copy of its
+// header, this side's arena (created here, sealed against writes by anyone
+// else, and sent to the peer as the first descriptor message), the peer's
+// arena once it has arrived (mapped read-only), the liveness registration
+// with the PeerWatcher, and the local "events" word:
 // a private futex bumped whenever a waiter must re-check something that is
 // not in shared memory (the peer died, the channel was closed, a local call
 // released its resources). Every blocking wait in the channel is a
@@ -48,9 +51,23 @@ class Endpoint {
   channel_layout::ClientWords& client_words() const { return *client_words_; }
   channel_layout::ServerWords& server_words() const { return *server_words_; }
   channel_layout::Slot& slot(uint32_t index) const { return slots_[index]; }
-  std::byte* request_arena() const { return request_arena_; }
-  std::byte* reply_arena() const { return reply_arena_; }
+  // This side's arena: the request arena for a client, the reply arena for
+  // a server. Writable here only.
+  std::byte* own_arena() const { return own_arena_.data(); }
+  uint64_t own_arena_size() const { return own_arena_.size(); }
+  // The peer's arena, mapped read-only the first time it is needed (the peer
+  // sends it before it publishes anything that points into it). DATA_LOSS
+  // if the peer sent something else, or a memfd that is not sealed against
+  // our writes or has the wrong size.
+  absl::StatusOr<const std::byte*> PeerArena();
+  uint64_t peer_arena_size() const;
   const ChannelOptions& options() const { return options_; }
+
+  // What the peer published about the messages it accepts (hints: this side
+  // only uses them to choose between the arena and a sealed memfd, and to
+  // fail early; the peer enforces its own limits).
+  bool PeerAcceptsLargeInPlace() const;
+  uint64_t PeerMaxMessageSize() const;
 
   // OK while usable; otherwise why not (peer dead, closed, broken by a
   // malformed message). The first cause sticks.
@@ -91,10 +108,10 @@ class Endpoint {
   // peer flagged descriptors it never sent) or the peer floods us.
   absl::StatusOr<std::vector<UniqueFd>> TakeFds(uint64_t tag);
 
-  // The identity hello (ChannelOptions::hello_identity): the client sends
-  // it once, before any call; the server reads it before serving the first.
-  absl::Status SendHello() const;
-  // DATA_LOSS if the first queued message is not a hello with credentials.
+  // The identity hello (ChannelOptions::hello_identity): Open() sends it on
+  // the client side, first of all; the server reads it before serving the
+  // first call. DATA_LOSS if the first queued message is not a hello with
+  // credentials.
   absl::StatusOr<PeerCredentials> ReceiveHello();
 
   // Spins until `done()` or `budget` passes or the channel ends. True if done.
@@ -111,19 +128,18 @@ class Endpoint {
   void PublishActivity(channel_layout::ActivityState state) const;
 
  private:
-  Endpoint(Side side, Region region, UniqueFd liveness, const channel_layout::ChannelHeader& h,
-           const ChannelOptions& options);
+  Endpoint(Side side, Region region, Region own_arena, UniqueFd liveness,
+           const channel_layout::ChannelHeader& h, const ChannelOptions& options);
 
   const Side side_;
   Region region_;
+  Region own_arena_;
   UniqueFd liveness_;
   channel_layout::ChannelHeader header_;
   ChannelOptions options_;
   channel_layout::ClientWords* client_words_;
   channel_layout::ServerWords* server_words_;
   channel_layout::Slot* slots_;
-  std::byte* request_arena_;
-  std::byte* reply_arena_;
   int online_cpus_;
 
   PeerWatcher* watcher_ = nullptr;
@@ -139,8 +155,15 @@ class Endpoint {
 
   void PeerDied();
 
+  absl::StatusOr<std::vector<UniqueFd>> TakeFdsLocked(uint64_t tag)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
+  absl::Status MapPeerArenaLocked(std::vector<UniqueFd> fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
+
   Mutex fds_mu_;
   absl::flat_hash_map<uint64_t, std::vector<UniqueFd>> stashed_fds_ ABSL_GUARDED_BY(fds_mu_);
+  // Set once, under fds_mu_, when the peer's arena is mapped.
+  Region peer_arena_region_ ABSL_GUARDED_BY(fds_mu_);
+  std::atomic<const std::byte*> peer_arena_{nullptr};
 };
 
 using ::sluice::CpuRelax;

@@ -1,5 +1,7 @@
 #include "ipc/channel/layout.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "ipc/shm/region.h"
 
@@ -23,11 +25,11 @@ absl::StatusOr<ChannelHeader> PlanRegion(const Geometry& geometry) {
     return absl::InvalidArgumentError(
         absl::StrCat("slot_count ", geometry.slot_count, " is outside [1, ", kMaxSlots, "]"));
   }
-  if (geometry.request_arena_size == 0 || geometry.request_arena_size > Region::kMaxSize / 2 ||
-      geometry.reply_arena_size == 0 || geometry.reply_arena_size > Region::kMaxSize / 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "arena sizes (request ", geometry.request_arena_size, ", reply ", geometry.reply_arena_size,
-        ") must each be in [1, ", Region::kMaxSize / 2, "]"));
+  if (geometry.request_arena_size == 0 || geometry.request_arena_size > kMaxArenaSize ||
+      geometry.reply_arena_size == 0 || geometry.reply_arena_size > kMaxArenaSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("arena sizes (request ", geometry.request_arena_size, ", reply ",
+                     geometry.reply_arena_size, ") must each be in [1, ", kMaxArenaSize, "]"));
   }
   ChannelHeader h{};
   h.magic = kMagic;
@@ -37,19 +39,10 @@ absl::StatusOr<ChannelHeader> PlanRegion(const Geometry& geometry) {
   h.client_words_offset = AlignUp(sizeof(ChannelHeader), kCacheLine);
   h.server_words_offset = h.client_words_offset + sizeof(ClientWords);
   h.slots_offset = h.server_words_offset + sizeof(ServerWords);
-  // Arenas start on their own pages so that bulk payload traffic never shares
-  // a page (or a cache line) with the signalling words.
-  h.request_arena_offset = AlignUp(h.slots_offset + sizeof(Slot) * h.slot_count, kPage);
-  h.request_arena_size = AlignUp(geometry.request_arena_size, kArenaAlignment);
-  h.reply_arena_offset = AlignUp(h.request_arena_offset + h.request_arena_size, kPage);
-  h.reply_arena_size = AlignUp(geometry.reply_arena_size, kArenaAlignment);
-  h.region_size = AlignUp(h.reply_arena_offset + h.reply_arena_size, kPage);
-  // Each arena alone may be up to half the limit; with the header pages the
-  // two together can still exceed what Region::Create accepts.
-  if (h.region_size > Region::kMaxSize) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "region of ", h.region_size, " bytes exceeds the limit of ", Region::kMaxSize));
-  }
+  // Arenas are memfds of their own, sized in whole pages (Region::Create).
+  h.request_arena_size = AlignUp(geometry.request_arena_size, kPage);
+  h.reply_arena_size = AlignUp(geometry.reply_arena_size, kPage);
+  h.region_size = AlignUp(h.slots_offset + sizeof(Slot) * h.slot_count, kPage);
   return h;
 }
 
@@ -75,6 +68,14 @@ absl::Status ValidateHeader(const ChannelHeader& h, uint64_t region_size) {
     return absl::DataLossError(absl::StrCat("channel header: region_size ", h.region_size,
                                             " but the mapping has ", region_size, " bytes"));
   }
+  for (const auto& [name, size] :
+       {std::pair{"request", h.request_arena_size}, std::pair{"reply", h.reply_arena_size}}) {
+    if (size == 0 || size > kMaxArenaSize || size % kPage != 0) {
+      return absl::DataLossError(absl::StrCat("channel header: ", name, " arena size ", size,
+                                              " is not a whole number of pages in [1, ",
+                                              kMaxArenaSize, "]"));
+    }
+  }
   struct Area {
     const char* name;
     uint64_t offset;
@@ -86,8 +87,6 @@ absl::Status ValidateHeader(const ChannelHeader& h, uint64_t region_size) {
       {"client words", h.client_words_offset, sizeof(ClientWords), kCacheLine},
       {"server words", h.server_words_offset, sizeof(ServerWords), kCacheLine},
       {"slots", h.slots_offset, uint64_t{h.slot_count} * sizeof(Slot), kCacheLine},
-      {"request arena", h.request_arena_offset, h.request_arena_size, kArenaAlignment},
-      {"reply arena", h.reply_arena_offset, h.reply_arena_size, kArenaAlignment},
   };
   for (const Area& a : areas) {
     if (!InBounds(a.offset, a.size, region_size) || a.offset % a.alignment != 0) {

@@ -1,18 +1,28 @@
-// The byte layout of a channel region, shared by a client and a server process.
+// The byte layout of a channel: one control region both sides map, and one
+// arena per direction that only its writer can write.
 //
-//   offset 0        ChannelHeader     geometry; written once by the creator,
-//                                      copied and validated by each side
-//   header_size     ClientWords       one cache line, written by the client only
-//   +64             ServerWords       one cache line, written by the server only
-//   slots_offset    Slot[slot_count]  per call: a client line and a server line
-//   request_arena   bytes             written by the client only
-//   reply_arena     bytes             written by the server only
+//   control region (made by whoever sets the channel up, mapped read-write
+//   by both; every value in it is a signal read once, never memory anyone
+//   builds in):
+//     offset 0        ChannelHeader     geometry; written once by the creator,
+//                                        copied and validated by each side
+//     header_size     ClientWords       one cache line, written by the client
+//     +64             ServerWords       one cache line, written by the server
+//     slots_offset    Slot[slot_count]  per call: a client line and a server line
 //
-// Every field either side can change after the region is shared is a
-// std::atomic: the other process is untrusted and may write at any time, so
-// readers load each field once into a local, validate the local and use only
-// the local. Offsets, never pointers. docs/shared-memory-layout.md has the
-// protocol that runs over these fields.
+//   request arena (memfd made by the client, sealed F_SEAL_FUTURE_WRITE
+//   before the server gets it: the server maps it read-only)
+//   reply arena   (memfd made by the server, sealed the same way)
+//
+// Each arena's memfd is the first descriptor message its owner sends on the
+// liveness socket (tag kArenaTag); the peer maps it when it first needs it.
+// Builders' scratch and every byte either side reads back lives in memory
+// the other side cannot write: the kernel enforces it.
+//
+// Every field of the control region is a std::atomic: the other process is
+// untrusted and may write at any time, so readers load each field once into
+// a local, validate the local and use only the local. Offsets, never
+// pointers. docs/shared-memory-layout.md has the protocol over these fields.
 #ifndef SLUICE_IPC_CHANNEL_LAYOUT_H_
 #define SLUICE_IPC_CHANNEL_LAYOUT_H_
 
@@ -27,27 +37,31 @@
 namespace sluice::channel_layout {
 
 inline constexpr uint32_t kMagic = 0x48434c53;  // "SLCH" in little-endian bytes.
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr uint32_t kMaxSlots = 64;
 inline constexpr uint64_t kCacheLine = 64;
 // Arena blocks start on a cache line, so FlatBuffers' largest alignment (and
 // SIMD-friendly copies) hold without extra work.
 inline constexpr uint64_t kArenaAlignment = 64;
 
+// A message in a peer's arena larger than this is read in place, so it is
+// accepted only from a peer this side trusts (ChannelOptions::trust_peer);
+// an untrusted sender puts anything larger in a sealed memfd of its own
+// (kSlotFlagSpilled). Up to here the receiver copies before it verifies.
+inline constexpr uint64_t kLargeMessage = 64 * 1024;
+
 struct ChannelHeader {
   uint32_t magic;
   uint32_t layout_version;
   uint32_t header_size;  // sizeof(ChannelHeader) when written.
   uint32_t slot_count;   // 1..kMaxSlots.
-  uint64_t region_size;
+  uint64_t region_size;  // Of the control region.
   uint64_t client_words_offset;
   uint64_t server_words_offset;
   uint64_t slots_offset;
-  uint64_t request_arena_offset;
-  uint64_t request_arena_size;
-  uint64_t reply_arena_offset;
-  uint64_t reply_arena_size;
-  uint64_t reserved[4];  // Zero; room for growth without a version bump.
+  uint64_t request_arena_size;  // The client's arena memfd has exactly this size.
+  uint64_t reply_arena_size;    // The server's arena memfd has exactly this size.
+  uint64_t reserved[6];         // Zero; room for growth without a version bump.
 };
 static_assert(sizeof(ChannelHeader) == 112);
 static_assert(std::is_trivially_copyable_v<ChannelHeader>);
@@ -70,10 +84,17 @@ struct alignas(kCacheLine) ClientWords {
   // Encoded ActivityState of the client's most recent caller.
   std::atomic<uint32_t> activity;
   // Client threads sleeping until the server completes *any* call (waiting for
-  // a slot or arena space). The server bumps ServerWords::completions and
-  // wakes it only when this is non-zero.
+  // a slot). The server bumps ServerWords::completions and wakes it only
+  // when this is non-zero.
   std::atomic<uint32_t> resource_waiters;
-  uint32_t reserved[13];
+  // kAcceptsInPlace when the client reads large replies in place from the
+  // reply arena (it trusts the server); otherwise the server sends replies
+  // over kLargeMessage in sealed memfds. A hint for the server only: the
+  // client enforces its own choice.
+  std::atomic<uint32_t> reception;
+  // Largest reply, in bytes, the client accepts (a hint, as above).
+  std::atomic<uint64_t> max_reply_size;
+  uint32_t reserved[10];
 };
 static_assert(sizeof(ClientWords) == kCacheLine);
 
@@ -90,22 +111,40 @@ struct alignas(kCacheLine) ServerWords {
   // on (ServerChannel::EndPoll). Zero from a peer that predates it: the
   // client then wakes as before.
   std::atomic<uint32_t> pollers;
-  uint32_t reserved[12];
+  // As ClientWords::reception and max_reply_size, for requests.
+  std::atomic<uint32_t> reception;
+  uint32_t reserved0;
+  std::atomic<uint64_t> max_request_size;
+  uint32_t reserved[8];
 };
 static_assert(sizeof(ServerWords) == kCacheLine);
+
+// ClientWords/ServerWords::reception bits.
+inline constexpr uint32_t kAcceptsInPlace = 1u << 0;
 
 // Slot flags, written by the client.
 inline constexpr uint32_t kSlotFlagOneway = 1u << 0;
 // File descriptors travel with the request: one SCM_RIGHTS message on the
 // liveness socket, tagged (slot << 32 | seq), sent before request_seq.
 inline constexpr uint32_t kSlotFlagHasFds = 1u << 1;
-inline constexpr uint32_t kKnownSlotFlags = kSlotFlagOneway | kSlotFlagHasFds;
+// The request bytes are not in the request arena but in a memfd sealed
+// immutable (Region::kImmutableSeals), the last descriptor of the call's
+// descriptor message (so kSlotFlagHasFds is set too); request_offset and
+// request_length locate the message inside it.
+inline constexpr uint32_t kSlotFlagSpilled = 1u << 2;
+inline constexpr uint32_t kKnownSlotFlags = kSlotFlagOneway | kSlotFlagHasFds | kSlotFlagSpilled;
 
 // Reply flags, written by the server.
 inline constexpr uint64_t kReplyFlagHasFds = 1u << 0;
+// As kSlotFlagSpilled, for the reply.
+inline constexpr uint64_t kReplyFlagSpilled = 1u << 1;
+inline constexpr uint64_t kKnownReplyFlags = kReplyFlagHasFds | kReplyFlagSpilled;
 
 // The tag of the descriptor message that belongs to a call.
 constexpr uint64_t FdTag(uint32_t slot, uint32_t seq) { return (uint64_t{slot} << 32) | seq; }
+// The tag of the message that carries a side's arena memfd. Never an FdTag
+// (slots are numbered below kMaxSlots) nor the hello's ~0.
+inline constexpr uint64_t kArenaTag = ~uint64_t{1};
 
 // One call in flight. A slot is pending when request_seq differs from the
 // seq the server last served; it is answered when reply_seq == request_seq.
@@ -119,7 +158,8 @@ struct Slot {
   std::atomic<uint32_t> flags;
   // The seq whose reply the client no longer reads; its reply bytes may be reused.
   std::atomic<uint32_t> reply_released_seq;
-  std::atomic<uint64_t> request_offset;  // From the start of the request arena.
+  // From the start of the request arena (or of the spilled memfd).
+  std::atomic<uint64_t> request_offset;
   std::atomic<uint64_t> request_length;
   // Per-channel order of oneway calls: the server runs oneway N+1 only after N.
   std::atomic<uint64_t> oneway_seq;
@@ -129,11 +169,11 @@ struct Slot {
   // The caller's call-chain id, so that a call back into the caller's
   // process reaches the thread waiting in the chain (nested calls). Opaque
   // to the channel; 0 for none.
-  std::atomic<uint64_t> call_context;
+  std::atomic<uint64_t> chain_id;
   // ---- server line ----
   alignas(kCacheLine) FutexWord reply_seq;
   std::atomic<uint32_t> status_code;   // absl::StatusCode of the reply.
-  std::atomic<uint64_t> reply_offset;  // From the start of the reply arena.
+  std::atomic<uint64_t> reply_offset;  // From the start of the reply arena (or spilled memfd).
   std::atomic<uint64_t> reply_length;
   std::atomic<uint64_t> reply_flags;  // kReplyFlag*.
   std::atomic<uint64_t> server_reserved[4];
@@ -142,7 +182,8 @@ static_assert(sizeof(Slot) == 2 * kCacheLine);
 static_assert(offsetof(Slot, reply_seq) == kCacheLine);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
-// Region geometry, chosen by whoever creates the region.
+// Channel geometry, chosen by whoever sets the channel up. The arena sizes
+// bound what fits in place; larger messages spill to sealed memfds.
 struct Geometry {
   uint32_t slot_count = 16;
   uint64_t request_arena_size = uint64_t{4} << 20;
@@ -152,9 +193,19 @@ struct Geometry {
 // The header for `geometry`, or INVALID_ARGUMENT if it is out of range.
 absl::StatusOr<ChannelHeader> PlanRegion(const Geometry& geometry);
 
-// Checks a header copied out of a region of `region_size` bytes: magic,
-// version, every offset and size in bounds, areas disjoint and aligned.
-// FAILED_PRECONDITION for a version mismatch, DATA_LOSS for anything else.
+// Bytes a channel of this header maps on each side: the control region and
+// both arenas (what the manager's region limit bounds).
+inline constexpr uint64_t ChannelBytes(const ChannelHeader& h) {
+  return h.region_size + h.request_arena_size + h.reply_arena_size;
+}
+
+// Largest arena either side creates.
+inline constexpr uint64_t kMaxArenaSize = uint64_t{1} << 30;
+
+// Checks a header copied out of a control region of `region_size` bytes:
+// magic, version, every offset and size in bounds, areas disjoint and
+// aligned, arena sizes in range. FAILED_PRECONDITION for a version
+// mismatch, DATA_LOSS for anything else.
 absl::Status ValidateHeader(const ChannelHeader& header, uint64_t region_size);
 
 }  // namespace sluice::channel_layout

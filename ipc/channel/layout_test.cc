@@ -39,9 +39,12 @@ ChannelHeader PlanOrDie(const Geometry& geometry) {
       {"client words", h.client_words_offset, sizeof(ClientWords), kCacheLine},
       {"server words", h.server_words_offset, sizeof(ServerWords), kCacheLine},
       {"slots", h.slots_offset, uint64_t{h.slot_count} * sizeof(Slot), kCacheLine},
-      {"request arena", h.request_arena_offset, h.request_arena_size, kArenaAlignment},
-      {"reply arena", h.reply_arena_offset, h.reply_arena_size, kArenaAlignment},
   };
+  for (uint64_t arena : {h.request_arena_size, h.reply_arena_size}) {
+    if (arena == 0 || arena % kPage != 0) {
+      return ::testing::AssertionFailure() << "arena size " << arena << " is not whole pages";
+    }
+  }
   for (const Area& a : areas) {
     if (a.size == 0) return ::testing::AssertionFailure() << a.name << " is empty";
     if (a.offset > region_size || a.size > region_size - a.offset) {
@@ -89,13 +92,14 @@ TEST(PlanRegionTest, RejectsOversizedArenas) {
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
-// Each arena may be up to half the limit, but together with the header pages
-// they must still fit in one Region.
-TEST(PlanRegionTest, RejectsGeometryWhoseRegionExceedsTheRegionLimit) {
-  EXPECT_THAT(PlanRegion({.slot_count = kMaxSlots,
-                          .request_arena_size = Region::kMaxSize / 2,
-                          .reply_arena_size = Region::kMaxSize / 2}),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("region")));
+// Each arena is a memfd of its own, up to kMaxArenaSize.
+TEST(PlanRegionTest, AcceptsArenasUpToTheLimitAndRejectsLarger) {
+  ASSERT_OK_AND_ASSIGN(ChannelHeader h, PlanRegion({.slot_count = kMaxSlots,
+                                                    .request_arena_size = kMaxArenaSize,
+                                                    .reply_arena_size = kMaxArenaSize}));
+  EXPECT_EQ(ChannelBytes(h), h.region_size + 2 * kMaxArenaSize);
+  EXPECT_THAT(PlanRegion({.request_arena_size = kMaxArenaSize + 1}),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("arena")));
 }
 
 TEST(PlanRegionTest, LargestRegionThatFitsIsAccepted) {
@@ -113,9 +117,9 @@ TEST(PlanRegionTest, PlannedHeaderDescribesTheGeometry) {
   EXPECT_EQ(h.layout_version, kLayoutVersion);
   EXPECT_EQ(h.header_size, sizeof(ChannelHeader));
   EXPECT_EQ(h.slot_count, 5u);
-  // Arena sizes round up to the arena alignment, never down.
-  EXPECT_EQ(h.request_arena_size, 1024u);
-  EXPECT_EQ(h.reply_arena_size, 192u);
+  // Arena sizes round up to whole pages (each arena is a memfd), never down.
+  EXPECT_EQ(h.request_arena_size, kPage);
+  EXPECT_EQ(h.reply_arena_size, kPage);
   for (uint64_t reserved : h.reserved) EXPECT_EQ(reserved, 0u);
 }
 
@@ -125,11 +129,9 @@ TEST(PlanRegionTest, PlannedAreasAreOrderedAlignedAndPageAlignedWhereBulk) {
   EXPECT_EQ(h.client_words_offset % kCacheLine, 0u);
   EXPECT_EQ(h.server_words_offset, h.client_words_offset + sizeof(ClientWords));
   EXPECT_EQ(h.slots_offset, h.server_words_offset + sizeof(ServerWords));
-  EXPECT_GE(h.request_arena_offset, h.slots_offset + h.slot_count * sizeof(Slot));
-  EXPECT_EQ(h.request_arena_offset % kPage, 0u);
-  EXPECT_GE(h.reply_arena_offset, h.request_arena_offset + h.request_arena_size);
-  EXPECT_EQ(h.reply_arena_offset % kPage, 0u);
-  EXPECT_GE(h.region_size, h.reply_arena_offset + h.reply_arena_size);
+  // The control region ends with the slots; the arenas are memfds of their own.
+  EXPECT_GE(h.region_size, h.slots_offset + h.slot_count * sizeof(Slot));
+  EXPECT_LT(h.region_size, h.slots_offset + h.slot_count * sizeof(Slot) + kPage);
   EXPECT_EQ(h.region_size % kPage, 0u);
 }
 
@@ -203,19 +205,11 @@ INSTANTIATE_TEST_SUITE_P(
                    kDataLoss},
         Corruption{"SlotsOverlapServerWords",
                    [](ChannelHeader& h) { h.slots_offset = h.server_words_offset; }, kDataLoss},
-        Corruption{"ArenasOverlap",
-                   [](ChannelHeader& h) { h.reply_arena_offset = h.request_arena_offset; },
+        Corruption{"RequestArenaNotWholePages",
+                   [](ChannelHeader& h) { h.request_arena_size += 64; }, kDataLoss},
+        Corruption{"RequestArenaTooLarge",
+                   [](ChannelHeader& h) { h.request_arena_size = kMaxArenaSize + kPage; },
                    kDataLoss},
-        Corruption{"RequestArenaGrowsIntoReplyArena",
-                   [](ChannelHeader& h) { h.request_arena_size += kPage; }, kDataLoss},
-        Corruption{"ReplyArenaOverlapsSlots",
-                   [](ChannelHeader& h) { h.reply_arena_offset = h.slots_offset; }, kDataLoss},
-        Corruption{"ReplyArenaPastTheEnd",
-                   [](ChannelHeader& h) { h.reply_arena_offset = h.region_size; }, kDataLoss},
-        Corruption{"ReplyArenaEndsPastTheEnd",
-                   [](ChannelHeader& h) { h.reply_arena_size += kPage; }, kDataLoss},
-        Corruption{"RequestArenaOffsetWrapsAround",
-                   [](ChannelHeader& h) { h.request_arena_offset = UINT64_MAX - 63; }, kDataLoss},
         Corruption{"ReplyArenaSizeWrapsAround",
                    [](ChannelHeader& h) { h.reply_arena_size = UINT64_MAX - 63; }, kDataLoss},
         Corruption{"SlotsOffsetFarOutOfBounds",
@@ -225,10 +219,6 @@ INSTANTIATE_TEST_SUITE_P(
         Corruption{"MisalignedServerWords", [](ChannelHeader& h) { h.server_words_offset += 4; },
                    kDataLoss},
         Corruption{"MisalignedSlots", [](ChannelHeader& h) { h.slots_offset += 1; }, kDataLoss},
-        Corruption{"MisalignedRequestArena", [](ChannelHeader& h) { h.request_arena_offset += 32; },
-                   kDataLoss},
-        Corruption{"MisalignedReplyArena", [](ChannelHeader& h) { h.reply_arena_offset += 8; },
-                   kDataLoss},
         Corruption{"EmptyRequestArena", [](ChannelHeader& h) { h.request_arena_size = 0; },
                    kDataLoss},
         Corruption{"EmptyReplyArena", [](ChannelHeader& h) { h.reply_arena_size = 0; }, kDataLoss}),
@@ -249,8 +239,8 @@ TEST(ValidateHeaderTest, VersionMismatchNamesBothVersions) {
 }
 
 TEST(ValidateHeaderTest, RejectsAConsistentButTooSmallRegion) {
-  ChannelHeader h = PlanOrDie({});
-  h.region_size = kPage;
+  ChannelHeader h = PlanOrDie({.slot_count = kMaxSlots});
+  h.region_size = kPage;  // 64 slots of 128 bytes do not fit in one page.
   EXPECT_THAT(ValidateHeader(h, kPage), StatusIs(absl::StatusCode::kDataLoss));
 }
 

@@ -38,7 +38,7 @@ uint64_t NextChainId(uint64_t& state) {
 
 void ServeRouted(RoutedCall& routed) {
   ServedChannel& target = *routed.target;
-  ThreadCalls::Serving serving(ThreadCalls::Current(), routed.call.header().context);
+  ThreadCalls::Serving serving(ThreadCalls::Current(), routed.call.header().chain_id);
   if (!serving.ok()) {
     (void)routed.call.Fail(absl::ResourceExhaustedError(
         absl::StrCat("nested calls deeper than ", kMaxNestingDepth, " on one thread")));

@@ -1,10 +1,13 @@
 // Verified FlatBuffers messages read from a peer, and the private copies that
 // make verification meaningful.
 //
-// A peer can rewrite region bytes at any time, so verifying a table where it
-// lies proves nothing about the next read. Messages up to kPrivateCopyLimit
-// are therefore copied into private memory first (for the sizes RPCs mostly
-// carry, the copy costs less than the verification) and verified there.
+// A peer can rewrite the bytes of its arena at any time, so verifying a table
+// where it lies proves nothing about the next read. Messages there up to
+// kPrivateCopyLimit are therefore copied into private memory first (for the
+// sizes RPCs mostly carry, the copy costs less than the verification) and
+// verified there. Larger ones reach us in an arena only from a peer we trust
+// (the channel refuses them otherwise); from anyone else they arrive in a
+// sealed memfd, which nobody can change, and are verified and read in place.
 #ifndef SLUICE_IPC_RPC_MESSAGE_H_
 #define SLUICE_IPC_RPC_MESSAGE_H_
 
@@ -61,10 +64,12 @@ absl::StatusOr<const T*> VerifyMessage(std::span<const uint8_t> bytes, absl::str
   return flatbuffers::GetRoot<T>(bytes.data());
 }
 
-// Region bytes made safe to read: a private copy when small, else in place.
-inline std::span<const uint8_t> Stabilize(std::span<const std::byte> bytes,
+// Message bytes made safe to read: in place when `immutable` (sealed) or
+// large (the channel let it through from a trusted peer only), else a
+// private copy.
+inline std::span<const uint8_t> Stabilize(std::span<const std::byte> bytes, bool immutable,
                                           MessageBuffer& private_copy) {
-  if (bytes.size() <= kPrivateCopyLimit) return private_copy.Assign(bytes);
+  if (!immutable && bytes.size() <= kPrivateCopyLimit) return private_copy.Assign(bytes);
   return {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()};
 }
 
@@ -113,8 +118,11 @@ class Response {
 
  private:
   explicit Response(Reply reply) : reply_(std::move(reply)) {
-    in_place_ = reply_.data().size() > kPrivateCopyLimit;
+    in_place_ = reply_.immutable() || reply_.data().size() > kPrivateCopyLimit;
     if (!in_place_) copy_.Assign(reply_.data());
+    // A copy, or a sealed memfd, needs nothing of the channel any more: give
+    // its slot back now, so that kept responses never hold up later calls.
+    if (!in_place_ || reply_.immutable()) reply_.ReleaseSlot();
   }
 
   // Declared before reply_, so destroyed after it: the reply releases its

@@ -1,10 +1,11 @@
 // ProxyBase: what every generated proxy class builds on.
 //
-// A call builds its request with a FlatBufferBuilder whose memory is space
-// reserved in the channel's request arena (RegionAllocator), so the request
-// is written once, in place. If the message outgrows the reservation, the
-// build runs again with enough room: build functions may run more than once
-// and must not have side effects beyond the builder.
+// A call builds its request with a FlatBufferBuilder whose memory is the
+// space the channel reserved for it (RegionAllocator): the request arena, or
+// a memfd of its own for a large message (ClientChannel::BeginCall), so the
+// request is written once, in place. If the message outgrows the
+// reservation, the build runs again with enough room: build functions may
+// run more than once and must not have side effects beyond the builder.
 //
 // Thread safety: a proxy is as thread safe as its channel (fully); many
 // threads may call through one proxy at once.
@@ -67,7 +68,7 @@ class ProxyBase {
     // into this process within this one is served right here.
     CallRouter::Outgoing chain;
     CallHeader chained = header;
-    chained.context = chain.context();
+    chained.chain_id = chain.context();
     absl::StatusOr<std::pair<OutgoingCall, std::span<const std::byte>>> request =
         BuildRequest(chained, what, std::max(size_hint, options.size_hint), build, options);
     if (!request.ok()) return request.status();
@@ -95,12 +96,18 @@ class ProxyBase {
   absl::StatusOr<std::pair<OutgoingCall, std::span<const std::byte>>> BuildRequest(
       const CallHeader& header, absl::string_view what, size_t size_hint, Build& build,
       const CallOptions& options) {
-    const size_t limit = static_cast<size_t>(channel_->max_request_size());
-    size_t capacity = std::min(RoundUpForBuilder(std::max(size_hint, kMinReservation)), limit);
+    size_t capacity = RoundUpForBuilder(std::max(size_hint, kMinReservation));
     for (;;) {
+      // BeginCall refuses a capacity over the server's limit before anything
+      // is built; the reservation is never smaller than the message.
       absl::StatusOr<OutgoingCall> call =
-          channel_->BeginCall(capacity, options.deadline, header.context);
-      if (!call.ok()) return call.status();
+          channel_->BeginCall(capacity, options.deadline, header.chain_id);
+      if (!call.ok()) {
+        if (absl::IsResourceExhausted(call.status())) {
+          return absl::ResourceExhaustedError(absl::StrCat(what, ": ", call.status().message()));
+        }
+        return call.status();
+      }
       if (!options.fds.empty()) {
         if (absl::Status attached = call->AttachFds(options.fds); !attached.ok()) {
           return attached;
@@ -117,13 +124,7 @@ class ProxyBase {
         return std::make_pair(*std::move(call), message);
       }
       // Too small: build again with room to spare. The heap copy is dropped.
-      const size_t wanted = RoundUpForBuilder(size + size / 8 + kMinReservation);
-      if (capacity >= limit || size > limit) {
-        return absl::ResourceExhaustedError(
-            absl::StrCat(what, ": request of ", size,
-                         " bytes exceeds the channel's request arena of ", limit, " bytes"));
-      }
-      capacity = std::min(wanted, limit);
+      capacity = RoundUpForBuilder(size + size / 8 + kMinReservation);
     }
   }
 

@@ -47,7 +47,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
     }
     for (RoutedCall& routed : taken) {
       // The chain's waiter may have left since: the call is served here.
-      if (!CallRouter::Get().Deliver(routed.call.header().context, routed)) ServeRouted(routed);
+      if (!CallRouter::Get().Deliver(routed.call.header().chain_id, routed)) ServeRouted(routed);
     }
   }
 
@@ -246,7 +246,7 @@ ServerPool::Took ServerPool::ServeOne(const Snapshot& local, Snapshot& polled) {
     EndPolling(polled);
     RoutedCall routed{**std::move(call), entry};
     // A call back into a chain a thread of ours waits in goes to that thread.
-    if (!routed.call.oneway() && CallRouter::Get().Deliver(routed.call.header().context, routed)) {
+    if (!routed.call.oneway() && CallRouter::Get().Deliver(routed.call.header().chain_id, routed)) {
       return Took::kRouted;
     }
     {

@@ -99,7 +99,8 @@ absl::StatusOr<const Request*> AcceptRequest(IncomingCall& call, uint64_t method
     return mismatch;
   }
   stats.calls.fetch_add(1, std::memory_order_relaxed);
-  auto request = VerifyMessage<Request>(Stabilize(call.request(), ThreadRequestBuffer()), what);
+  auto request = VerifyMessage<Request>(
+      Stabilize(call.request(), call.request_immutable(), ThreadRequestBuffer()), what);
   if (!request.ok()) (void)call.Fail(request.status());
   return request;
 }

@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "absl/strings/string_view.h"
+#include "ipc/channel/layout.h"
 
 namespace sluice::rpc {
 
@@ -46,11 +47,11 @@ constexpr uint32_t SignatureOf(uint64_t word) { return static_cast<uint32_t>(wor
 inline constexpr uint32_t kMaxVerifierDepth = 64;
 inline constexpr uint32_t kMaxVerifierTables = 1'000'000;
 
-// Messages up to this size are copied out of the region into private memory
-// before they are verified and read, so the peer cannot change them after
-// verification. Larger ones are verified and read in place (single copy); see
-// docs/wire-format.md, "Hostile peers".
-inline constexpr size_t kPrivateCopyLimit = 64 * 1024;
+// Messages up to this size are copied out of the peer's arena into private
+// memory before they are verified and read, so the peer cannot change them
+// after verification. Larger ones come in a sealed memfd, or in place from a
+// trusted peer; see docs/memory.md. The channel's own threshold.
+inline constexpr size_t kPrivateCopyLimit = channel_layout::kLargeMessage;
 
 }  // namespace sluice::rpc
 

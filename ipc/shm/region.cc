@@ -14,7 +14,10 @@
 namespace sluice {
 namespace {
 
-constexpr int kSizeSeals = F_SEAL_SHRINK | F_SEAL_GROW;
+static_assert(Region::kSizeSeals == (F_SEAL_SHRINK | F_SEAL_GROW));
+static_assert(Region::kOwnerWritesSeals == (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE));
+static_assert(Region::kImmutableSeals == (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE));
+constexpr int kSizeSeals = Region::kSizeSeals;
 
 uint64_t RoundUpToPage(uint64_t size) {
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
@@ -23,8 +26,9 @@ uint64_t RoundUpToPage(uint64_t size) {
 
 }  // namespace
 
-absl::StatusOr<void*> Region::MapShared(int fd, uint64_t size) {
-  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+absl::StatusOr<void*> Region::MapShared(int fd, uint64_t size, Access access) {
+  const int prot = access == Access::kReadWrite ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* base = ::mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
   if (base == MAP_FAILED) return ErrnoStatus(absl::StrCat("mmap(", size, " bytes)"), errno);
   return base;
 }
@@ -44,12 +48,13 @@ absl::StatusOr<Region> Region::Create(absl::string_view name, uint64_t size) {
   if (::fcntl(fd.get(), F_ADD_SEALS, kSizeSeals) != 0) {
     return ErrnoStatus(absl::StrCat("fcntl(", name, ", F_ADD_SEALS)"), errno);
   }
-  auto base = MapShared(fd.get(), size);
+  auto base = MapShared(fd.get(), size, Access::kReadWrite);
   if (!base.ok()) return base.status();
-  return Region(std::move(fd), size, *base);
+  return Region(std::move(fd), size, *base, Access::kReadWrite);
 }
 
-absl::StatusOr<Region> Region::Adopt(UniqueFd fd, uint64_t min_size, uint64_t max_size) {
+absl::StatusOr<Region> Region::Adopt(UniqueFd fd, uint64_t min_size, uint64_t max_size,
+                                     Access access, int required_seals) {
   if (!fd) return absl::InvalidArgumentError("adopting a region: no file descriptor");
   // F_GET_SEALS fails with EINVAL on anything that is not a memfd (or a
   // shmem file created with sealing allowed), which is exactly the check.
@@ -58,10 +63,13 @@ absl::StatusOr<Region> Region::Adopt(UniqueFd fd, uint64_t min_size, uint64_t ma
     return absl::InvalidArgumentError(
         absl::StrCat("adopting a region: fd ", fd.get(), " is not a sealable memfd"));
   }
-  if ((seals & kSizeSeals) != kSizeSeals) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("adopting a region: memfd size is not sealed (seals 0x", absl::Hex(seals),
-                     "); a peer could shrink it under us"));
+  required_seals |= kSizeSeals;
+  if ((seals & required_seals) != required_seals) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "adopting a region: memfd is not sealed as required (seals 0x", absl::Hex(seals),
+        ", missing 0x", absl::Hex(required_seals & ~seals), ")",
+        (required_seals & ~seals & kSizeSeals) != 0 ? "; a peer could shrink it under us"
+                                                    : "; a peer could still write it"));
   }
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return ErrnoStatus("fstat(adopted region)", errno);
@@ -71,15 +79,17 @@ absl::StatusOr<Region> Region::Adopt(UniqueFd fd, uint64_t min_size, uint64_t ma
     return absl::InvalidArgumentError(absl::StrCat("adopting a region: size ", size,
                                                    " is outside [", min_size, ", ", max_size, "]"));
   }
-  auto base = MapShared(fd.get(), size);
+  if (size == 0) return absl::InvalidArgumentError("adopting a region: the memfd is empty");
+  auto base = MapShared(fd.get(), size, access);
   if (!base.ok()) return base.status();
-  return Region(std::move(fd), size, *base);
+  return Region(std::move(fd), size, *base, access);
 }
 
 Region::Region(Region&& other) noexcept
     : fd_(std::move(other.fd_)),
       size_(std::exchange(other.size_, 0)),
-      base_(std::exchange(other.base_, nullptr)) {}
+      base_(std::exchange(other.base_, nullptr)),
+      access_(other.access_) {}
 
 Region& Region::operator=(Region&& other) noexcept {
   if (this != &other) {
@@ -87,6 +97,7 @@ Region& Region::operator=(Region&& other) noexcept {
     fd_ = std::move(other.fd_);
     size_ = std::exchange(other.size_, 0);
     base_ = std::exchange(other.base_, nullptr);
+    access_ = other.access_;
   }
   return *this;
 }
@@ -104,6 +115,23 @@ absl::Status Region::AddSeals(int seals) {
   if (::fcntl(fd_.get(), F_ADD_SEALS, seals) != 0) {
     return ErrnoStatus(absl::StrCat("fcntl(F_ADD_SEALS, 0x", absl::Hex(seals), ")"), errno);
   }
+  return absl::OkStatus();
+}
+
+absl::Status Region::SealFutureWrites() { return AddSeals(F_SEAL_FUTURE_WRITE | F_SEAL_SEAL); }
+
+absl::Status Region::SealImmutable() {
+  // F_SEAL_WRITE is refused while any writable mapping exists, ours included.
+  Unmap();
+  return AddSeals(F_SEAL_WRITE | F_SEAL_SEAL);
+}
+
+absl::Status Region::MapReadOnly() {
+  if (mapped()) return absl::FailedPreconditionError("region is mapped already");
+  auto base = MapShared(fd_.get(), size_, Access::kReadOnly);
+  if (!base.ok()) return base.status();
+  base_ = *base;
+  access_ = Access::kReadOnly;
   return absl::OkStatus();
 }
 

@@ -538,11 +538,12 @@ void ServiceManagerDaemon::HandleRegister(Connection& conn, uint64_t request_id,
                        absl::InvalidArgumentError(absl::StrCat("bad geometry for '", name,
                                                                "': ", plan.status().message())));
   }
-  if (plan->region_size > options_.max_region_size) {
-    return ReplyStatus(conn, request_id,
-                       absl::InvalidArgumentError(absl::StrCat(
-                           "geometry for '", name, "' needs a ", plan->region_size,
-                           "-byte region; the manager's limit is ", options_.max_region_size)));
+  if (channel_layout::ChannelBytes(*plan) > options_.max_region_size) {
+    return ReplyStatus(
+        conn, request_id,
+        absl::InvalidArgumentError(
+            absl::StrCat("geometry for '", name, "' needs ", channel_layout::ChannelBytes(*plan),
+                         " bytes of regions; the manager's limit is ", options_.max_region_size)));
   }
   Service& service = services_[name];
   service.name = name;
@@ -617,11 +618,12 @@ void ServiceManagerDaemon::HandleLookup(Connection& conn, uint64_t request_id,
                        absl::InvalidArgumentError(absl::StrCat("bad geometry for '", name,
                                                                "': ", plan.status().message())));
   }
-  if (plan->region_size > options_.max_region_size) {
-    return ReplyStatus(conn, request_id,
-                       absl::InvalidArgumentError(absl::StrCat(
-                           "geometry for '", name, "' needs a ", plan->region_size,
-                           "-byte region; the manager's limit is ", options_.max_region_size)));
+  if (channel_layout::ChannelBytes(*plan) > options_.max_region_size) {
+    return ReplyStatus(
+        conn, request_id,
+        absl::InvalidArgumentError(
+            absl::StrCat("geometry for '", name, "' needs ", channel_layout::ChannelBytes(*plan),
+                         " bytes of regions; the manager's limit is ", options_.max_region_size)));
   }
   auto region = CreateChannelRegion(geometry);
   if (!region.ok()) {

@@ -224,36 +224,35 @@ TEST_P(ChannelTest, ServerErrorReachesTheCallerWithCodeAndMessage) {
   EXPECT_OK(EchoOnce(client, 1, payload));
 }
 
-TEST_P(ChannelTest, RequestLargerThanTheArenaIsResourceExhaustedWithSizes) {
+// A request that does not fit the arena goes in a memfd of its own, sealed
+// when sent; the echo proves it arrived intact.
+TEST_P(ChannelTest, RequestLargerThanTheArenaSpillsAndArrivesIntact) {
   channel_layout::Geometry geometry;
   geometry.request_arena_size = 64 * 1024;
   ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_, geometry));
-  EXPECT_THAT(connection->client().BeginCall(64 * 1024 + 1),
-              StatusIs(absl::StatusCode::kResourceExhausted,
-                       AllOf(HasSubstr("65537"), HasSubstr("65536"))));
-  std::vector<std::byte> payload(64 * 1024 - kEchoHeader);
+  {
+    ASSERT_OK_AND_ASSIGN(OutgoingCall call, connection->client().BeginCall(64 * 1024 + 1));
+    EXPECT_TRUE(call.spilled());
+  }
+  std::vector<std::byte> payload(48 * 1024 - kEchoHeader);
+  for (size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<std::byte>(i * 7);
   EXPECT_OK(EchoOnce(connection->client(), 1, payload));
+  std::vector<std::byte> big(300 * 1024);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::byte>(i * 13);
+  EXPECT_OK(EchoOnce(connection->client(), 2, big));
 }
 
-TEST_P(ChannelTest, CallerWaitsForArenaSpaceUntilItsDeadline) {
+// A full arena never makes a caller wait: the next request spills instead
+// (a kept call or reply used to hang a later one forever).
+TEST_P(ChannelTest, FullArenaSpillsInsteadOfWaiting) {
   channel_layout::Geometry geometry;
   geometry.request_arena_size = 64 * 1024;
   ASSERT_OK_AND_ASSIGN(auto connection, Connection::Start(GetParam(), "echo", *watcher_, geometry));
   ClientChannel& client = connection->client();
-  std::optional<OutgoingCall> held;
-  {
-    ASSERT_OK_AND_ASSIGN(OutgoingCall call, client.BeginCall(48 * 1024));
-    held.emplace(std::move(call));
-  }
-  EXPECT_THAT(client.BeginCall(32 * 1024, absl::Now() + absl::Milliseconds(50)),
-              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("largest free gap")));
-  // A waiter wakes as soon as the space comes back.
-  std::thread releaser([&] {
-    absl::SleepFor(absl::Milliseconds(20));
-    held.reset();
-  });
-  EXPECT_OK(client.BeginCall(32 * 1024, absl::Now() + absl::Seconds(20)));
-  releaser.join();
+  ASSERT_OK_AND_ASSIGN(OutgoingCall held, client.BeginCall(48 * 1024));
+  EXPECT_FALSE(held.spilled());
+  ASSERT_OK_AND_ASSIGN(OutgoingCall next, client.BeginCall(32 * 1024, absl::Now()));
+  EXPECT_TRUE(next.spilled());
 }
 
 TEST_P(ChannelTest, CallerWaitsForAFreeSlot) {
@@ -558,7 +557,7 @@ TEST(ChannelOpen, CorruptHeadersAreRejectedWithoutTouchingTheRegion) {
       {"slots", [](auto& h) { h.slot_count = 100000; }, absl::StatusCode::kDataLoss},
       {"arena", [](auto& h) { h.request_arena_size = uint64_t{1} << 40; },
        absl::StatusCode::kDataLoss},
-      {"overlap", [](auto& h) { h.reply_arena_offset = h.request_arena_offset; },
+      {"overlap", [](auto& h) { h.slots_offset = h.server_words_offset; },
        absl::StatusCode::kDataLoss},
       {"size", [](auto& h) { h.region_size += 4096; }, absl::StatusCode::kDataLoss},
   };

@@ -419,13 +419,13 @@ TEST_F(LocalChannelTest, CallContextTravelsWithSyncAndOnewayRequests) {
   EXPECT_FALSE(sync.oneway());
   EXPECT_EQ(sync.header().interface_id, 0x11u);
   EXPECT_EQ(sync.header().method, 0x22u);
-  EXPECT_EQ(sync.header().context, 0xfeedfacecafebeefull);
+  EXPECT_EQ(sync.header().chain_id, 0xfeedfacecafebeefull);
   ASSERT_OK(sync.Reply({}));
 
   SendOneway(CallHeader{0x33, 0x44, 0x8000000000000001ull});
   ASSERT_OK_AND_ASSIGN(IncomingCall oneway, server_->Receive(absl::Now() + absl::Seconds(20)));
   EXPECT_TRUE(oneway.oneway());
-  EXPECT_EQ(oneway.header().context, 0x8000000000000001ull);
+  EXPECT_EQ(oneway.header().chain_id, 0x8000000000000001ull);
 }
 
 // Every call writes its context, so a slot reused by a call without one
@@ -437,11 +437,11 @@ TEST_F(LocalChannelTest, ACallWithoutContextDoesNotInheritTheSlotsLastOne) {
   SendOneway(CallHeader{1, 2, 0xabcdef});
   {
     ASSERT_OK_AND_ASSIGN(IncomingCall first, server_->Receive(absl::Now() + absl::Seconds(20)));
-    EXPECT_EQ(first.header().context, 0xabcdefu);
+    EXPECT_EQ(first.header().chain_id, 0xabcdefu);
   }
   SendOneway(CallHeader{1, 2});
   ASSERT_OK_AND_ASSIGN(IncomingCall second, server_->Receive(absl::Now() + absl::Seconds(20)));
-  EXPECT_EQ(second.header().context, 0u);
+  EXPECT_EQ(second.header().chain_id, 0u);
 }
 
 TEST_F(LocalChannelTest, TryReceiveNestedTakesOnlyAcceptedSyncRequests) {
@@ -472,7 +472,7 @@ TEST_F(LocalChannelTest, TryReceiveNestedTakesOnlyAcceptedSyncRequests) {
   ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> nested, server_->TryReceiveNested(mine));
   ASSERT_TRUE(nested.has_value());
   EXPECT_FALSE(nested->oneway());
-  EXPECT_EQ(nested->header().context, kMine);
+  EXPECT_EQ(nested->header().chain_id, kMine);
   EXPECT_EQ(nested->header().method, 3u);
   // Taken: neither pending nor offered again.
   EXPECT_FALSE(server_->NestedRequestPending(mine));
@@ -488,7 +488,7 @@ TEST_F(LocalChannelTest, TryReceiveNestedTakesOnlyAcceptedSyncRequests) {
     ASSERT_TRUE(call.has_value()) << "request " << i << " was lost";
     methods.push_back(call->header().method);
     if (!call->oneway()) {
-      EXPECT_EQ(call->header().context, kOther);
+      EXPECT_EQ(call->header().chain_id, kOther);
       ASSERT_OK(call->Reply({}));
     }
   }

@@ -100,7 +100,7 @@ TEST_F(ServiceManagerTest, RegisterLookupCallListAndInfo) {
   ASSERT_OK_AND_ASSIGN(ServiceConnection connection, client->Lookup("test.echo"));
   EXPECT_EQ(connection.server.pid, ::getpid());
   EXPECT_EQ(connection.server.uid, ::geteuid());
-  EXPECT_EQ(connection.channel->max_request_size(), 64 * 1024u);
+  EXPECT_EQ(connection.channel->request_arena_size(), 64 * 1024u);
   ASSERT_OK_AND_ASSIGN(std::string reply, EchoCall(*connection.channel, "hello"));
   EXPECT_EQ(reply, "hello");
   ASSERT_EQ(echo.clients().size(), 1u);
@@ -125,7 +125,7 @@ TEST_F(ServiceManagerTest, ClientMayOverrideGeometryWithinLimits) {
   LookupOptions small;
   small.geometry = SmallGeometry();
   ASSERT_OK_AND_ASSIGN(auto connection, server->Lookup("test.echo", small));
-  EXPECT_EQ(connection.channel->max_request_size(), 64 * 1024u);
+  EXPECT_EQ(connection.channel->request_arena_size(), 64 * 1024u);
   EXPECT_EQ(connection.channel->slot_count(), 4u);
 
   LookupOptions huge;
