@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -16,6 +17,9 @@
 
 ABSL_FLAG(std::string, socket, "", "Service manager socket (default: the usual path rules)");
 ABSL_FLAG(std::string, name, "", "Name to publish (default: example.kv.KeyValueStore)");
+ABSL_FLAG(bool, trust_same_user, true,
+          "Read large requests of same-uid clients in place; false: every client sends them "
+          "sealed (docs/memory.md, \"Trust\")");
 ABSL_FLAG(int, ready_fd, -1, "Write \"ready\\n\" here once published, then close it");
 
 int main(int argc, char** argv) {
@@ -34,7 +38,11 @@ int main(int argc, char** argv) {
   }
   auto store = std::make_shared<example::kv::KeyValueStore>();
   sluice::ServiceHost host(**manager);
-  if (absl::Status published = host.Publish(store, absl::GetFlag(FLAGS_name)); !published.ok()) {
+  sluice::RegisterOptions options;
+  options.trust = absl::GetFlag(FLAGS_trust_same_user) ? sluice::TrustPolicy::kSameUser
+                                                       : sluice::TrustPolicy::kNobody;
+  if (absl::Status published = host.Publish(store, absl::GetFlag(FLAGS_name), std::move(options));
+      !published.ok()) {
     std::fprintf(stderr, "kv_server: %s\n", published.ToString().c_str());
     return 1;
   }

@@ -22,6 +22,20 @@ struct SpinPolicy {
   static SpinPolicy NeverSpin() { return {absl::ZeroDuration(), absl::ZeroDuration()}; }
 };
 
+// Which peers a side lets send large messages in place, in the arena the
+// peer can still write, instead of in a sealed memfd (docs/memory.md,
+// "Trust"). The default trusts the same user: a process of the same uid can
+// already write into ours (ptrace, /proc/PID/mem), so sealing against it
+// buys nothing, while a sealed memfd per large message costs fresh pages.
+enum class TrustPolicy : uint8_t {
+  kSameUser,  // The peer's uid is this process's effective uid.
+  kNobody,    // Every large message arrives sealed.
+  kEveryone,  // Every large message may stay in place.
+};
+
+// Whether `policy` trusts `peer` (credentials the kernel vouched for).
+bool Trusts(TrustPolicy policy, const PeerCredentials& peer);
+
 // The largest message either side ever sends or accepts: FlatBuffers
 // cannot address more.
 inline constexpr uint64_t kMaxMessageSize = (uint64_t{1} << 31) - 4096;

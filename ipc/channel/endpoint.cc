@@ -11,6 +11,22 @@
 #include "ipc/base/errors.h"
 #include "ipc/socket/unix_socket.h"
 
+namespace sluice {
+
+bool Trusts(TrustPolicy policy, const PeerCredentials& peer) {
+  switch (policy) {
+    case TrustPolicy::kSameUser:
+      return peer.pid != 0 && peer.uid == ::geteuid();
+    case TrustPolicy::kNobody:
+      return false;
+    case TrustPolicy::kEveryone:
+      return true;
+  }
+  return false;
+}
+
+}  // namespace sluice
+
 namespace sluice::internal {
 
 using channel_layout::ActivityState;

@@ -235,6 +235,8 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
       ChannelOptions options;
       options.spin = registration->spin;
       options.peer = service_wire::CredentialsFromWire(event->client());
+      options.trust_peer = Trusts(registration->trust, options.peer);
+      options.max_message_size = registration->max_request_size;
       auto channel =
           ServerChannel::Open(*std::move(region), std::move(message.fds[1]), *watcher_, options);
       if (!channel.ok()) return;
@@ -290,6 +292,8 @@ absl::Status ServiceManager::Register(absl::string_view name, ConnectionHandler 
   registration->on_connect = std::move(on_connect);
   registration->on_client_gone = std::move(options.on_client_gone);
   registration->spin = options.spin;
+  registration->trust = options.trust;
+  registration->max_request_size = options.max_request_size;
   uint64_t id;
   {
     // The handler goes in before the request: the first NewConnectionEvent
@@ -355,6 +359,8 @@ absl::StatusOr<ServiceConnection> ServiceManager::Lookup(absl::string_view name,
   ChannelOptions channel_options;
   channel_options.spin = options.spin;
   channel_options.peer = service_wire::CredentialsFromWire(lookup->server());
+  channel_options.trust_peer = Trusts(options.trust, channel_options.peer);
+  channel_options.max_message_size = options.max_reply_size;
   ServiceConnection out;
   out.server = channel_options.peer;
   out.connection_id = lookup->connection_id();

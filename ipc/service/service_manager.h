@@ -86,12 +86,21 @@ struct RegisterOptions {
   channel_layout::Geometry geometry;
   SpinPolicy spin;
   ClientGoneHandler on_client_gone;  // Optional.
+  // Clients whose large requests are read in place (others send them sealed).
+  TrustPolicy trust = TrustPolicy::kSameUser;
+  // Largest request accepted; clients learn it and fail larger calls with
+  // RESOURCE_EXHAUSTED before building them.
+  uint64_t max_request_size = ChannelOptions{}.max_message_size;
 };
 
 struct LookupOptions {
   // Overrides the server's geometry (the daemon enforces its limits).
   std::optional<channel_layout::Geometry> geometry;
   SpinPolicy spin;
+  // Whether the server's large replies are read in place (else sealed).
+  TrustPolicy trust = TrustPolicy::kSameUser;
+  // Largest reply accepted.
+  uint64_t max_reply_size = ChannelOptions{}.max_message_size;
 };
 
 // A client's connected channel to a service.
@@ -174,6 +183,8 @@ class ServiceManager {
     ConnectionHandler on_connect;
     ClientGoneHandler on_client_gone;
     SpinPolicy spin;
+    TrustPolicy trust = TrustPolicy::kSameUser;
+    uint64_t max_request_size = 0;
   };
 
   ServiceManager(std::string path, UniqueFd socket, std::unique_ptr<PeerWatcher> owned_watcher,

@@ -1,0 +1,167 @@
+// Hostile peers across real processes: a client, then a server, that write
+// random bytes over every byte of Sluice memory they can map while calls
+// run, and try to get write access to the memory their victim builds in or
+// reads back. The victim must never crash or hang, and keeps serving (or
+// calling) everyone else. SLUICE_HOSTILE_SECONDS (default 3) sets how long;
+// run it for minutes by hand:
+//   SLUICE_HOSTILE_SECONDS=300 ctest --test-dir build -R Hostile
+#include <dirent.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "ipc/host/service_host.h"
+#include "ipc/service/service_manager.h"
+#include "ipc/testing/subprocess.h"
+#include "key_value_sluice.h"
+#include "tests/testing/status_matchers.h"
+
+namespace sluice::testing {
+namespace {
+
+using example::kv::KeyValueStoreProxy;
+
+int HostileSeconds() {
+  const char* value = std::getenv("SLUICE_HOSTILE_SECONDS");
+  const int seconds = value != nullptr ? std::atoi(value) : 0;
+  return seconds > 0 ? seconds : 3;
+}
+
+int CountOwnFds() {
+  int count = 0;
+  if (DIR* dir = ::opendir("/proc/self/fd")) {
+    while (::readdir(dir) != nullptr) ++count;
+    ::closedir(dir);
+  }
+  return count;
+}
+
+class HostilePeerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/sluice-hostile-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    dir_ = dir;
+    socket_ = dir_ + "/sm.sock";
+    ASSERT_OK_AND_ASSIGN(Subprocess manager, Subprocess::SpawnAndWaitReady(
+                                                 {SLUICE_SERVICEMANAGER_BIN, "--socket=" + socket_,
+                                                  "--log_level=error"}));
+    manager_.emplace(std::move(manager));
+    ASSERT_OK_AND_ASSIGN(manager_client_, ServiceManager::Connect({.socket_path = socket_}));
+  }
+  void TearDown() override {
+    manager_client_.reset();
+    if (manager_) {
+      EXPECT_OK(manager_->Kill(SIGTERM));
+      EXPECT_OK(manager_->Wait().status());
+    }
+    (void)!std::system(("rm -rf " + dir_).c_str());
+  }
+
+  absl::StatusOr<Subprocess> SpawnScribbler(const std::string& mode, const std::string& name) {
+    std::vector<std::string> argv = {SLUICE_SCRIBBLER_BIN, "--mode=" + mode, "--socket=" + socket_,
+                                     "--name=" + name,
+                                     absl::StrCat("--seconds=", HostileSeconds())};
+    if (mode == "server") return Subprocess::SpawnAndWaitReady(argv);
+    return Subprocess::Spawn(argv);
+  }
+
+  // The scribbler may have crashed itself; it must never have been allowed
+  // to write the victim's memory (exit code 3).
+  static void ExpectNoForbiddenWrite(Subprocess& scribbler) {
+    ASSERT_OK_AND_ASSIGN(int status, scribbler.Wait(absl::Seconds(HostileSeconds() + 60)));
+    EXPECT_FALSE(WIFEXITED(status) && WEXITSTATUS(status) == 3)
+        << "the kernel let the hostile peer write memory its victim builds in";
+  }
+
+  std::string dir_;
+  std::string socket_;
+  std::optional<Subprocess> manager_;
+  std::unique_ptr<ServiceManager> manager_client_;
+};
+
+TEST_F(HostilePeerTest, ScribblingClientNeverCrashesTheServerAndOthersKeepBeingServed) {
+  ASSERT_OK_AND_ASSIGN(Subprocess server,
+                       Subprocess::SpawnAndWaitReady({SLUICE_KV_SERVER_BIN, "--socket=" + socket_,
+                                                      "--trust_same_user=false"}));
+  ASSERT_OK_AND_ASSIGN(Subprocess scribbler, SpawnScribbler("client", "example.kv.KeyValueStore"));
+  ASSERT_OK_AND_ASSIGN(auto kv, Connect<KeyValueStoreProxy>(*manager_client_));
+  const absl::Time end = absl::Now() + absl::Seconds(HostileSeconds());
+  int calls = 0;
+  for (uint32_t i = 0; absl::Now() < end; ++i) {
+    // Small (copied), large (sealed) and arena-overflowing values.
+    const size_t size = i % 3 == 0 ? 200 : i % 3 == 1 ? 100'000 : 1 << 20;
+    std::vector<uint8_t> value(size);
+    for (size_t k = 0; k < size; k += 4096) value[k] = static_cast<uint8_t>(i + k);
+    const std::string key = absl::StrCat("good/", i % 8);
+    const rpc::CallOptions options{.deadline = absl::Now() + absl::Seconds(30)};
+    ASSERT_OK(kv->Put(key, value, options).status()) << "call " << i;
+    ASSERT_OK_AND_ASSIGN(auto got, kv->Get(key, options));
+    ASSERT_TRUE(got->found());
+    ASSERT_EQ(got->value()->size(), size);
+    ASSERT_TRUE(std::equal(value.begin(), value.end(), got->value()->begin())) << "call " << i;
+    ++calls;
+  }
+  EXPECT_GT(calls, 0);
+  ExpectNoForbiddenWrite(scribbler);
+  // Still alive, still serving.
+  EXPECT_THAT(server.Wait(absl::Milliseconds(1)), StatusIs(absl::StatusCode::kDeadlineExceeded))
+      << "kv_server exited";
+  EXPECT_OK(kv->Get("good/0").status());
+  ASSERT_OK(server.Kill(SIGTERM));
+  ASSERT_OK_AND_ASSIGN(int status, server.Wait());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "kv_server status " << status;
+}
+
+TEST_F(HostilePeerTest, ScribblingServerNeverCrashesOrHangsItsClient) {
+  ASSERT_OK_AND_ASSIGN(Subprocess scribbler, SpawnScribbler("server", "hostile.kv"));
+  const int fds_before = CountOwnFds();
+  const absl::Time end = absl::Now() + absl::Seconds(HostileSeconds());
+  const size_t sizes[] = {10, 5'000, 70'000, 1 << 20, 3 << 20};
+  int calls = 0;
+  int ok = 0;
+  int refused = 0;
+  uint32_t i = 0;
+  while (absl::Now() < end) {
+    LookupOptions untrusting;
+    untrusting.trust = TrustPolicy::kNobody;
+    auto kv = Connect<KeyValueStoreProxy>(*manager_client_, "hostile.kv", std::move(untrusting));
+    if (!kv.ok()) {
+      // A scribbled header is refused at open (DATA_LOSS); NOT_FOUND once
+      // the scribbler has crashed itself and its name went.
+      if (absl::IsNotFound(kv.status())) break;
+      ++refused;
+      continue;
+    }
+    while (absl::Now() < end && kv->channel().health().ok()) {
+      const absl::Time deadline = absl::Now() + absl::Seconds(2);
+      auto got =
+          (*kv)->Get(absl::StrCat("size:", sizes[i++ % std::size(sizes)]), {.deadline = deadline});
+      // Whatever it answers, the call returns, and never long after its deadline.
+      EXPECT_LT(absl::Now(), deadline + absl::Seconds(10));
+      ++calls;
+      if (got.ok()) {
+        ++ok;
+        // Verified, so every field reads safely, whatever the bytes are.
+        if (got->get()->value() != nullptr) (void)got->get()->value()->size();
+      }
+    }
+  }
+  EXPECT_GT(calls + refused, 0);
+  ExpectNoForbiddenWrite(scribbler);
+  // Every mapping and descriptor of the dead connections is gone.
+  EXPECT_EQ(CountOwnFds(), fds_before);
+  RecordProperty("ok_calls", ok);
+  std::printf("%d calls, %d answered OK, %d connections refused\n", calls, ok, refused);
+}
+
+}  // namespace
+}  // namespace sluice::testing
