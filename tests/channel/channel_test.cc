@@ -3,6 +3,7 @@
 // in a separate process started from channel_test_peer (the real thing).
 #include "ipc/channel/channel.h"
 
+#include <algorithm>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -509,7 +510,14 @@ class HostileClientTest : public ChannelFaultTest,
                           public ::testing::WithParamInterface<std::string> {};
 
 INSTANTIATE_TEST_SUITE_P(Roles, HostileClientTest,
-                         ::testing::Values("hostile", "garbage", "fds-missing"));
+                         ::testing::Values("hostile", "garbage", "fds-missing", "spill-unsealed",
+                                           "spill-writable", "spill-short", "spill-pipe",
+                                           "spill-missing", "arena-unsealed", "arena-large"),
+                         [](const ::testing::TestParamInfo<std::string>& role) {
+                           std::string name = role.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 TEST_P(HostileClientTest, MalformedRequestIsDataLossAndClosesTheChannel) {
   {

@@ -10,6 +10,13 @@
 //   channel_test_peer hostile       act as a client that writes a malformed slot
 //   channel_test_peer garbage       act as a client that fills its words with random bytes
 //   channel_test_peer fds-missing   act as a client that flags descriptors it never sends
+//   channel_test_peer spill-ROLE    act as a client whose spilled request is wrong:
+//       spill-unsealed (no seals), spill-writable (F_SEAL_FUTURE_WRITE only, and
+//       it keeps rewriting), spill-short (offset past the end), spill-pipe (not a
+//       memfd), spill-missing (flagged, no descriptor at all)
+//   channel_test_peer arena-ROLE    act as a client whose own arena is wrong:
+//       arena-unsealed (sent without F_SEAL_FUTURE_WRITE), arena-large (a 100 KB
+//       request in place, which an untrusting server refuses)
 //   channel_test_peer fds           serve RunFdServer
 //   channel_test_peer count-duplicates  exit with how many descriptors other than 3
 //                                       and 4 refer to the same files as 3 and 4
@@ -25,7 +32,11 @@
 #include <random>
 #include <string>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "ipc/base/errors.h"
 #include "ipc/channel/channel.h"
 #include "ipc/channel/layout.h"
@@ -84,6 +95,90 @@ int RunHostile(bool random_garbage, bool fds_missing) {
   SleepForever();
 }
 
+// A memfd of `size` bytes with `seals` (beyond MFD_ALLOW_SEALING), the
+// first `fill` bytes set, and (if `keep_writable`) a writable mapping left.
+UniqueFd MakeMemfd(uint64_t size, int seals, std::byte** keep_writable = nullptr) {
+  UniqueFd fd(::memfd_create("sluice-hostile", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd || ::ftruncate(fd.get(), static_cast<off_t>(size)) != 0) return UniqueFd();
+  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (base == MAP_FAILED) return UniqueFd();
+  std::memset(base, 0x11, size);
+  if (keep_writable != nullptr) {
+    *keep_writable = static_cast<std::byte*>(base);
+  } else {
+    ::munmap(base, size);
+  }
+  if (seals != 0 && ::fcntl(fd.get(), F_ADD_SEALS, seals) != 0) return UniqueFd();
+  return fd;
+}
+
+absl::Status SendTagged(uint64_t tag, std::span<const int> fds) {
+  std::byte bytes[sizeof(tag)];
+  std::memcpy(bytes, &tag, sizeof(tag));
+  return SendMessage(kLivenessFd, bytes, fds);
+}
+
+// Requests with a spilled memfd (or an arena) that break one rule each.
+int RunBadMemory(const std::string& role) {
+  auto region = Region::Adopt(UniqueFd(kRegionFd), 0, Region::kMaxSize);
+  if (!region.ok()) return Fail("adopt", region.status());
+  channel_layout::ChannelHeader header;
+  std::memcpy(&header, region->data(), sizeof(header));
+  auto* client_words =
+      reinterpret_cast<channel_layout::ClientWords*>(region->data() + header.client_words_offset);
+  auto* slot = reinterpret_cast<channel_layout::Slot*>(region->data() + header.slots_offset);
+  const uint64_t kSize = 1 << 20;
+  uint32_t flags = channel_layout::kSlotFlagHasFds | channel_layout::kSlotFlagSpilled;
+  uint64_t offset = 0;
+  uint64_t length = 4096;
+  std::byte* writable = nullptr;
+  UniqueFd memfd;
+  if (role == "spill-unsealed") {
+    memfd = MakeMemfd(kSize, 0);
+  } else if (role == "spill-writable") {
+    memfd = MakeMemfd(kSize, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE, &writable);
+  } else if (role == "spill-short") {
+    memfd = MakeMemfd(kSize, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+    offset = kSize - 8;
+  } else if (role == "spill-pipe") {
+    int fds[2];
+    if (::pipe2(fds, O_CLOEXEC) != 0) return 2;
+    memfd = UniqueFd(fds[0]);
+    ::close(fds[1]);
+  } else if (role == "spill-missing") {
+    flags = channel_layout::kSlotFlagSpilled;
+  } else {
+    // arena-*: a proper request in the client's own arena, the arena wrong.
+    flags = 0;
+    const bool sealed = role != "arena-unsealed";
+    memfd = MakeMemfd(header.request_arena_size,
+                      F_SEAL_SHRINK | F_SEAL_GROW | (sealed ? F_SEAL_FUTURE_WRITE : 0));
+    length = role == "arena-large" ? 100'000 : 64;
+    const int fd = memfd.get();
+    if (absl::Status sent = SendTagged(channel_layout::kArenaTag, std::span<const int>(&fd, 1));
+        !sent.ok()) {
+      return Fail("send arena", sent);
+    }
+    memfd.reset();
+  }
+  if (memfd) {
+    const int fd = memfd.get();
+    if (absl::Status sent = SendTagged(channel_layout::FdTag(0, 1), std::span<const int>(&fd, 1));
+        !sent.ok()) {
+      return Fail("send", sent);
+    }
+  }
+  slot[0].request_offset.store(offset);
+  slot[0].request_length.store(length);
+  slot[0].flags.store(flags);
+  slot[0].request_seq.store(1, std::memory_order_release);
+  client_words->doorbell.fetch_add(1);
+  FutexWake(client_words->doorbell, 1);
+  // The rewrite the seals must make pointless.
+  for (uint64_t i = 0; writable != nullptr; ++i) writable[i % kSize] = std::byte(i);
+  SleepForever();
+}
+
 int CountDuplicatesOfPassedFds() {
   struct stat passed[2];
   if (::fstat(kRegionFd, &passed[0]) != 0 || ::fstat(kLivenessFd, &passed[1]) != 0) return 100;
@@ -103,6 +198,9 @@ int Main(int argc, char** argv) {
   const std::string role = argv[1];
   if (role == "hostile" || role == "garbage" || role == "fds-missing") {
     return RunHostile(role == "garbage", role == "fds-missing");
+  }
+  if (absl::StartsWith(role, "spill-") || absl::StartsWith(role, "arena-")) {
+    return RunBadMemory(role);
   }
   if (role == "count-duplicates") return CountDuplicatesOfPassedFds();
 
