@@ -17,7 +17,6 @@ namespace {
 static_assert(Region::kSizeSeals == (F_SEAL_SHRINK | F_SEAL_GROW));
 static_assert(Region::kOwnerWritesSeals == (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_FUTURE_WRITE));
 static_assert(Region::kImmutableSeals == (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE));
-constexpr int kSizeSeals = Region::kSizeSeals;
 
 uint64_t RoundUpToPage(uint64_t size) {
   const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
