@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite.
-# With CI=true it also runs everything under ASan+UBSan, and the runtime's
-# tests under TSan (clang), each in its own build tree.
+# With CI=true it also runs everything under ASan+UBSan, the runtime's tests
+# under TSan (clang), each in its own build tree, and every libFuzzer target
+# for SLUICE_FUZZ_SECONDS each (scripts/fuzz.sh).
 source "$(dirname "$0")/common.sh"
 sluice_install_packages
 
@@ -25,4 +26,6 @@ if [[ "${CI:-}" == "true" ]]; then
     -DCMAKE_CXX_COMPILER=clang++ -DSLUICE_SANITIZE=thread -DSLUICE_BUILD_BENCH=OFF
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     run_ctest "$SLUICE_ROOT/build-tsan" -L runtime
+
+  bash "$SLUICE_ROOT/scripts/fuzz.sh"
 fi

@@ -41,7 +41,7 @@ int LowestBit(uint64_t bits) { return __builtin_ctzll(bits); }
 // A memfd for one message too large for an arena (or for the peer's trust):
 // filled here, then sealed immutable before the peer gets it.
 absl::StatusOr<Region> CreateSpill(uint64_t capacity) {
-  return Region::Create("sluice-message", std::max<uint64_t>(capacity, 1));
+  return Region::Create("sluice-message", std::max<uint64_t>(capacity, 1), /*prefault=*/true);
 }
 
 // Maps a spilled message received from the peer: it must be sealed so that

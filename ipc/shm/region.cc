@@ -32,7 +32,7 @@ absl::StatusOr<void*> Region::MapShared(int fd, uint64_t size, Access access) {
   return base;
 }
 
-absl::StatusOr<Region> Region::Create(absl::string_view name, uint64_t size) {
+absl::StatusOr<Region> Region::Create(absl::string_view name, uint64_t size, bool prefault) {
   if (size == 0 || size > kMaxSize) {
     return absl::InvalidArgumentError(
         absl::StrCat("region size ", size, " is outside [1, ", kMaxSize, "]"));
@@ -49,7 +49,16 @@ absl::StatusOr<Region> Region::Create(absl::string_view name, uint64_t size) {
   }
   auto base = MapShared(fd.get(), size, Access::kReadWrite);
   if (!base.ok()) return base.status();
-  return Region(std::move(fd), size, *base, Access::kReadWrite);
+  Region region(std::move(fd), size, *base, Access::kReadWrite);
+  if (prefault) region.Prefault();
+  return region;
+}
+
+void Region::Prefault() const {
+#if defined(MADV_POPULATE_WRITE)
+  // Best effort: on failure (an old kernel) pages fault in one by one as usual.
+  (void)::madvise(base_, size_, writable() ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+#endif
 }
 
 absl::StatusOr<Region> Region::Adopt(UniqueFd fd, uint64_t min_size, uint64_t max_size,

@@ -53,7 +53,11 @@ class Region {
 
   // Creates a memfd of `size` bytes (rounded up to a page), seals its size,
   // and maps it read-write. `name` shows in /proc/PID/fd and /proc/PID/maps.
-  static absl::StatusOr<Region> Create(absl::string_view name, uint64_t size);
+  // `prefault` allocates every page now, in one pass, rather than one
+  // fault at a time as they are first written (for memory about to be
+  // filled whole, such as a spilled message).
+  static absl::StatusOr<Region> Create(absl::string_view name, uint64_t size,
+                                       bool prefault = false);
 
   // Takes a memfd received from elsewhere, checks that it is a memfd that
   // carries at least `required_seals` and whose size lies in [min_size,
@@ -85,6 +89,9 @@ class Region {
   absl::Status SealImmutable();
   // Maps an unmapped region again, read-only.
   absl::Status MapReadOnly();
+  // Faults in the page tables of the whole mapping now (MADV_POPULATE_READ
+  // or _WRITE), in one pass: for memory about to be read or written whole.
+  void Prefault() const;
 
   // Drops the mapping but keeps the fd (to seal or hand on).
   void Unmap();
