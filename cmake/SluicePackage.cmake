@@ -34,6 +34,9 @@ function(sluice_export)
     set_target_properties(${target} PROPERTIES EXPORT_NAME ${name})
     list(APPEND targets ${target})
   endforeach()
+  # What install and cpack ship, to build just that: ninja sluice_dist.
+  add_custom_target(sluice_dist)
+  add_dependencies(sluice_dist ${targets})
   install(TARGETS ${targets} EXPORT SluiceTargets
     ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
     RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})

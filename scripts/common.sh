@@ -31,7 +31,8 @@ sluice_install_packages() {
     "${missing[@]}" >/dev/null
 }
 
-# sluice_build DIR [cmake args...]: configure (once) and build into DIR.
+# sluice_build DIR [cmake args...]: configure (once) and build into DIR;
+# only the targets in $SLUICE_TARGETS if set, else everything.
 sluice_build() {
   local dir="$1"
   shift
@@ -39,5 +40,6 @@ sluice_build() {
     cmake -S "$SLUICE_ROOT" -B "$dir" -G Ninja "$@" >/dev/null
   fi
   echo "==> building $(basename "$dir")"
-  ninja -C "$dir" -j "$SLUICE_JOBS" --quiet
+  # shellcheck disable=SC2086  # a list of targets.
+  ninja -C "$dir" -j "$SLUICE_JOBS" --quiet ${SLUICE_TARGETS:-}
 }

@@ -10,11 +10,11 @@
 #   fetched    Sluice built along through FetchContent of this checkout;
 #   deb        against the Debian package (cpack), unpacked in a throw-away
 #              root with dpkg -x; its Depends must resolve with apt.
-# Run by scripts/test.sh; on its own it installs what is missing and builds
-# build/ first.
+# Run by scripts/test.sh, after build/ is built. On its own it installs what
+# is missing and builds in build/ only what is installed (sluice_dist).
 source "$(dirname "$0")/common.sh"
 sluice_install_packages
-sluice_build "$SLUICE_ROOT/build" -DCMAKE_BUILD_TYPE=Release
+SLUICE_TARGETS=sluice_dist sluice_build "$SLUICE_ROOT/build" -DCMAKE_BUILD_TYPE=Release
 
 standalone="$SLUICE_ROOT/examples/standalone"
 work=$(mktemp -d)
