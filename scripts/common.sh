@@ -5,13 +5,16 @@ set -euo pipefail
 SLUICE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SLUICE_JOBS="${SLUICE_JOBS:-$(nproc)}"
 
-# Debian 12 packages the build needs. clang is for the TSan build only.
+# Debian 12 packages the build needs. clang is for the TSan build only;
+# dpkg-dev and file for cpack's Debian package (dpkg-shlibdeps finds its
+# Depends), which scripts/consumer.sh builds.
 SLUICE_PACKAGES=(
   g++ cmake ninja-build pkg-config git
   libabsl-dev libflatbuffers-dev flatbuffers-compiler libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   clang libclang-rt-14-dev
+  dpkg-dev file
 )
 
 sluice_install_packages() {
