@@ -136,6 +136,19 @@ std::string FormatSize(size_t bytes) {
   return absl::StrCat(bytes, " B");
 }
 
+absl::Status WriteLatencyCsv(const std::string& path, std::span<const LatencyRow> rows) {
+  std::ofstream out(path, std::ios::trunc);
+  out << "case,payload_bytes,samples,p50_us,p99_us,p999_us,calls_per_second\n";
+  for (const LatencyRow& row : rows) {
+    out << absl::StrFormat("%s,%d,%d,%.3f,%.3f,%.3f,%.0f\n", row.name, row.payload_bytes,
+                           row.latency.samples, row.latency.p50_us, row.latency.p99_us,
+                           row.latency.p999_us, row.latency.calls_per_second);
+  }
+  out.close();
+  if (!out) return absl::UnavailableError(absl::StrCat(path, ": cannot write"));
+  return absl::OkStatus();
+}
+
 int UsableCpus() {
   cpu_set_t set;
   CPU_ZERO(&set);

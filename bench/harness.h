@@ -87,6 +87,18 @@ std::string Us(double us);                  // Microseconds, 3 significant-ish d
 std::string Rate(double per_second);        // 2.34M, 567.8k, 12.
 std::string Ratio(double num, double den);  // "1.71x"; "-" without a denominator.
 
+// One measured case at one payload size, for WriteLatencyCsv.
+struct LatencyRow {
+  std::string name;  // The case, as the benchmark prints it.
+  size_t payload_bytes = 0;
+  LatencySummary latency;
+};
+
+// Writes `rows` to `path` as CSV with a header line:
+//   case,payload_bytes,samples,p50_us,p99_us,p999_us,calls_per_second
+// for plotting (scripts/plot.sh). Names must not contain commas.
+absl::Status WriteLatencyCsv(const std::string& path, std::span<const LatencyRow> rows);
+
 // CPUs this process may run on.
 int UsableCpus();
 

@@ -2,13 +2,9 @@
 #
 # Runs flatc --cpp on each schema into the build tree and wraps the generated
 # headers in an INTERFACE library NAME that targets link to. Editing a schema
-# regenerates its header; the generated code is never checked in.
+# regenerates its header; the generated code is never checked in. Runs the
+# flatc that SluiceIdl.cmake found (SLUICE_FLATC).
 find_package(FlatBuffers REQUIRED)
-if(TARGET flatbuffers::flatc)
-  set(SLUICE_FLATC $<TARGET_FILE:flatbuffers::flatc>)
-else()
-  find_program(SLUICE_FLATC flatc REQUIRED)
-endif()
 
 function(sluice_flatbuffers_cpp name)
   cmake_parse_arguments(ARG "" "" "SCHEMAS;INCLUDE_DIRS" ${ARGN})
@@ -34,6 +30,6 @@ function(sluice_flatbuffers_cpp name)
   add_custom_target(${name}_gen DEPENDS ${outputs})
   add_library(${name} INTERFACE)
   add_dependencies(${name} ${name}_gen)
-  target_include_directories(${name} SYSTEM INTERFACE ${out_dir})
+  target_include_directories(${name} SYSTEM INTERFACE $<BUILD_INTERFACE:${out_dir}>)
   target_link_libraries(${name} INTERFACE flatbuffers::flatbuffers)
 endfunction()

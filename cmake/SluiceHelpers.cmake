@@ -25,6 +25,8 @@ function(sluice_library name)
   cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
   add_library(${name} STATIC ${ARG_SRCS})
   sluice_target_defaults(${name})
+  # Public headers use C++20 (std::span, concepts): whoever links needs it too.
+  target_compile_features(${name} PUBLIC cxx_std_20)
   target_link_libraries(${name} PUBLIC ${ARG_DEPS})
 endfunction()
 

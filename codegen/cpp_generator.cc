@@ -79,10 +79,24 @@ void GenerateInterface(Writer& w, const Service& s) {
   w.Line();
 }
 
+// A member of the parameter's value, through the std::optional when it is
+// one (used only where it holds a value): "key.size()" or "note->size()".
+std::string Member(const FlatParam& p, absl::string_view member) {
+  return absl::StrCat(p.field, p.optional ? "->" : ".", member);
+}
+
 void GenerateFlatOverload(Writer& w, const Method& m) {
   const std::vector<FlatParam>& params = *m.flat_params;
+  // C++ takes default arguments on a trailing run of parameters only: the
+  // defaults after the last parameter without one.
+  size_t first_default = params.size();
+  while (first_default > 0 && !params[first_default - 1].default_value.empty()) --first_default;
   std::vector<std::string> decl;
-  for (const FlatParam& p : params) decl.push_back(absl::StrCat(p.cpp_type, " ", p.field));
+  for (size_t i = 0; i < params.size(); ++i) {
+    const FlatParam& p = params[i];
+    decl.push_back(absl::StrCat(p.cpp_type, " ", p.field,
+                                i >= first_default ? absl::StrCat(" = ", p.default_value) : ""));
+  }
   decl.push_back("const ::sluice::rpc::CallOptions& options = {}");
   Doc(w, m.doc);
   w.Line(absl::StrCat(ResultType(m), " ", m.name, "(", absl::StrJoin(decl, ", "), ") {"));
@@ -90,10 +104,14 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
   // Table, vtable and alignment overhead, plus what each argument brings.
   std::string hint = absl::StrCat("size_t hint_ = 64 + ", 8 * params.size());
   for (const FlatParam& p : params) {
-    if (p.kind == FlatParam::Kind::kString) absl::StrAppend(&hint, " + ", p.field, ".size()");
+    std::string size;
+    if (p.kind == FlatParam::Kind::kString) size = Member(p, "size()");
     if (p.kind == FlatParam::Kind::kScalarVector) {
-      absl::StrAppend(&hint, " + ", p.field, ".size() * ", p.element_size);
+      size = absl::StrCat(Member(p, "size()"), " * ", p.element_size);
     }
+    if (size.empty()) continue;
+    absl::StrAppend(&hint, " + ",
+                    p.optional ? absl::StrCat("(", p.field, " ? ", size, " : 0)") : size);
   }
   w.Line(hint + ";");
   w.Line("::sluice::rpc::CallOptions sized_ = options;");
@@ -127,21 +145,40 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
   w.Line("[&](::flatbuffers::FlatBufferBuilder& fbb_) {");
   w.Indent();
   for (const FlatParam& p : params) {
+    std::string create;
+    std::string offset_type;
     if (p.kind == FlatParam::Kind::kString) {
-      w.Line(absl::StrCat("auto ", Namer::Local(p.field), " = fbb_.CreateString(", p.field,
-                          ".data(), ", p.field, ".size());"));
+      create =
+          absl::StrCat("fbb_.CreateString(", Member(p, "data()"), ", ", Member(p, "size()"), ")");
+      offset_type = "::flatbuffers::Offset<::flatbuffers::String>";
     } else if (p.kind == FlatParam::Kind::kScalarVector) {
-      w.Line(absl::StrCat("auto ", Namer::Local(p.field), " = fbb_.CreateVector(", p.field,
-                          ".data(), ", p.field, ".size());"));
+      create =
+          absl::StrCat("fbb_.CreateVector(", Member(p, "data()"), ", ", Member(p, "size()"), ")");
+      offset_type =
+          absl::StrCat("::flatbuffers::Offset<::flatbuffers::Vector<", p.element_cpp, ">>");
+    } else {
+      continue;
+    }
+    if (p.optional) {
+      // A null offset: the builder's add_ leaves the field out.
+      w.Line(absl::StrCat(offset_type, " ", Namer::Local(p.field), ";"));
+      w.Line(absl::StrCat("if (", p.field, ") ", Namer::Local(p.field), " = ", create, ";"));
+    } else {
+      w.Line(absl::StrCat("auto ", Namer::Local(p.field), " = ", create, ";"));
     }
   }
   w.Line(absl::StrCat(m.request_cpp, "Builder builder_(fbb_);"));
   for (const FlatParam& p : params) {
-    std::string value = p.kind == FlatParam::Kind::kScalar ? p.field : Namer::Local(p.field);
+    std::string value = Namer::Local(p.field);
+    if (p.kind == FlatParam::Kind::kScalar) value = p.optional ? "*" + p.field : p.field;
     if (p.kind == FlatParam::Kind::kObject || p.kind == FlatParam::Kind::kFd) {
       value = absl::StrCat("*", value);
     }
-    w.Line(absl::StrCat("builder_.add_", p.field, "(", value, ");"));
+    const std::string add = absl::StrCat("builder_.add_", p.field, "(", value, ");");
+    // An optional scalar's add_ always writes: call it only with a value.
+    w.Line(p.kind == FlatParam::Kind::kScalar && p.optional
+               ? absl::StrCat("if (", p.field, ") ", add)
+               : add);
   }
   w.Line("return builder_.Finish();");
   w.Outdent();
@@ -281,6 +318,8 @@ std::string GenerateCppHeader(const Schema& schema) {
   w.Line();
   w.Line("#include <cstddef>");
   w.Line("#include <cstdint>");
+  w.Line("#include <limits>");
+  w.Line("#include <optional>");
   w.Line("#include <type_traits>");
   w.Line();
   w.Line("#include \"absl/status/status.h\"");

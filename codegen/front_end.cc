@@ -100,9 +100,45 @@ absl::Status ValidateFieldAttributes(const flatbuffers::Parser& parser, const st
   return absl::OkStatus();
 }
 
+// The C++ default argument for a non-optional scalar field: its schema
+// default, spelled so that every value of the type is a valid literal.
+std::string ScalarDefault(const flatbuffers::FieldDef& field, const std::string& cpp_type) {
+  const flatbuffers::Type& type = field.value.type;
+  const std::string& constant = field.value.constant;
+  if (type.enum_def != nullptr && !type.enum_def->is_union) {
+    if (const flatbuffers::EnumVal* value = type.enum_def->FindByValue(constant)) {
+      return absl::StrCat(cpp_type, "::", value->name);
+    }
+    return absl::StrCat("static_cast<", cpp_type, ">(", constant, ")");  // e.g. bit_flags 0.
+  }
+  if (type.base_type == flatbuffers::BASE_TYPE_BOOL) {
+    return constant == "0" || constant == "false" ? "false" : "true";
+  }
+  if (flatbuffers::IsFloat(type.base_type)) {
+    if (absl::StrContains(constant, "nan")) {
+      return absl::StrCat("std::numeric_limits<", cpp_type, ">::quiet_NaN()");
+    }
+    if (absl::StrContains(constant, "inf")) {
+      return absl::StrCat(constant[0] == '-' ? "-" : "", "std::numeric_limits<", cpp_type,
+                          ">::infinity()");
+    }
+    const bool has_point = constant.find_first_of(".eE") != std::string::npos;
+    return absl::StrCat(constant, has_point ? "" : ".0",
+                        type.base_type == flatbuffers::BASE_TYPE_FLOAT ? "f" : "");
+  }
+  // Integers: the literal's own type must hold the value (no -9223372036854775808).
+  if (type.base_type == flatbuffers::BASE_TYPE_LONG && constant == "-9223372036854775808") {
+    return "std::numeric_limits<int64_t>::min()";
+  }
+  if (flatbuffers::SizeOf(type.base_type) == 8) {
+    return absl::StrCat(constant, flatbuffers::IsUnsigned(type.base_type) ? "ull" : "ll");
+  }
+  return absl::StrCat(constant, flatbuffers::IsUnsigned(type.base_type) ? "u" : "");
+}
+
 // Maps a request table's fields to plain parameters, or nullopt if any field
-// needs the builder (tables, structs, unions, vectors of non-scalars,
-// optional scalars).
+// needs the builder (tables, structs, unions, vectors of non-scalars).
+// Fields the schema lets a writer leave out can be left out of the call.
 std::optional<std::vector<FlatParam>> FlattenFields(const flatbuffers::StructDef& table) {
   std::vector<FlatParam> params;
   for (const flatbuffers::FieldDef* field : table.fields.vec) {
@@ -113,36 +149,50 @@ std::optional<std::vector<FlatParam>> FlattenFields(const flatbuffers::StructDef
     const flatbuffers::Type& type = field->value.type;
     if (const flatbuffers::Value* iface = field->attributes.Lookup(kInterfaceAttribute)) {
       FlatParam param{FlatParam::Kind::kObject, field->name, "const ::sluice::rpc::ObjectRef&", 0};
+      param.default_value = "nullptr";
       param.interface_fqn = iface->constant;
       param.interface_id = rpc::Fnv1a64(iface->constant);
       params.push_back(std::move(param));
       continue;
     }
     if (field->attributes.Lookup(kFdAttribute) != nullptr) {
-      params.push_back({FlatParam::Kind::kFd, field->name, "int", 0});
+      FlatParam param{FlatParam::Kind::kFd, field->name, "int", 0};
+      param.default_value = "-1";
+      params.push_back(std::move(param));
       continue;
     }
+    FlatParam param{FlatParam::Kind::kScalar, field->name, "", 0};
     if (type.base_type == flatbuffers::BASE_TYPE_STRING) {
-      params.push_back({FlatParam::Kind::kString, field->name, "absl::string_view", 0});
-      continue;
-    }
-    if (type.base_type == flatbuffers::BASE_TYPE_VECTOR) {
+      param.kind = FlatParam::Kind::kString;
+      param.cpp_type = "absl::string_view";
+    } else if (type.base_type == flatbuffers::BASE_TYPE_VECTOR) {
       const char* element = ScalarCppType(type.element);
       if (element == nullptr || type.enum_def != nullptr) return std::nullopt;
-      params.push_back({FlatParam::Kind::kScalarVector, field->name,
-                        absl::StrCat("absl::Span<const ", element, ">"),
-                        flatbuffers::SizeOf(type.element)});
-      continue;
+      param.kind = FlatParam::Kind::kScalarVector;
+      param.cpp_type = absl::StrCat("absl::Span<const ", element, ">");
+      param.element_cpp = element;
+      param.element_size = flatbuffers::SizeOf(type.element);
+    } else {
+      const char* scalar = ScalarCppType(type.base_type);
+      if (scalar == nullptr) return std::nullopt;
+      param.cpp_type = scalar;
+      if (type.enum_def != nullptr && !type.enum_def->is_union) {
+        param.cpp_type =
+            CppName(type.enum_def->defined_namespace->GetFullyQualifiedName(type.enum_def->name));
+      }
+      param.element_size = flatbuffers::SizeOf(type.base_type);
     }
-    const char* scalar = ScalarCppType(type.base_type);
-    if (scalar == nullptr || field->IsOptional()) return std::nullopt;
-    std::string cpp_type = scalar;
-    if (type.enum_def != nullptr && !type.enum_def->is_union) {
-      cpp_type =
-          CppName(type.enum_def->defined_namespace->GetFullyQualifiedName(type.enum_def->name));
+    // Strings and vectors are absent unless (required); scalars are absent
+    // only when declared `= null` (else they read as their default).
+    param.optional =
+        param.kind == FlatParam::Kind::kScalar ? field->IsOptional() : !field->IsRequired();
+    if (param.optional) {
+      param.cpp_type = absl::StrCat("std::optional<", param.cpp_type, ">");
+      param.default_value = "std::nullopt";
+    } else if (param.kind == FlatParam::Kind::kScalar) {
+      param.default_value = ScalarDefault(*field, param.cpp_type);
     }
-    params.push_back(
-        {FlatParam::Kind::kScalar, field->name, cpp_type, flatbuffers::SizeOf(type.base_type)});
+    params.push_back(std::move(param));
   }
   return params;
 }

@@ -4,6 +4,7 @@
 #ifndef SLUICE_CODEGEN_MODEL_H_
 #define SLUICE_CODEGEN_MODEL_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,9 +18,19 @@ struct FlatParam {
   // kFd: an (sluice_fd) field, passed as a descriptor the call duplicates.
   enum class Kind { kScalar, kString, kScalarVector, kObject, kFd };
   Kind kind;
-  std::string field;               // Schema field name (also the builder's add_<field>).
-  std::string cpp_type;            // Parameter type as the proxy method declares it.
-  size_t element_size;             // Scalars and vector elements; 0 for strings.
+  std::string field;     // Schema field name (also the builder's add_<field>).
+  std::string cpp_type;  // Parameter type as the proxy method declares it.
+  size_t element_size;   // Scalars and vector elements; 0 for strings.
+  // The caller may leave the field absent: cpp_type is std::optional<...> and
+  // std::nullopt writes nothing (strings and vectors that are not
+  // (required), scalars declared `= null`).
+  bool optional = false;
+  // The parameter's C++ default: the schema default of a scalar, std::nullopt
+  // when `optional`, null/-1 for references and descriptors; empty for
+  // (required) fields. The generator uses the trailing run of defaults only,
+  // as C++ requires.
+  std::string default_value = {};
+  std::string element_cpp = {};    // kScalarVector: the element type.
   std::string interface_fqn = {};  // kObject: the interface the field refers to.
   uint64_t interface_id = 0;       // kObject: its id.
 };

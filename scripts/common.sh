@@ -5,13 +5,16 @@ set -euo pipefail
 SLUICE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SLUICE_JOBS="${SLUICE_JOBS:-$(nproc)}"
 
-# Debian 12 packages the build needs. clang is for the TSan build only.
+# Debian 12 packages the build needs. clang is for the TSan build only;
+# dpkg-dev and file for cpack's Debian package (dpkg-shlibdeps finds its
+# Depends), which scripts/consumer.sh builds.
 SLUICE_PACKAGES=(
   g++ cmake ninja-build pkg-config git
   libabsl-dev libflatbuffers-dev flatbuffers-compiler libboost-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   clang libclang-rt-14-dev
+  dpkg-dev file
 )
 
 sluice_install_packages() {
@@ -31,7 +34,8 @@ sluice_install_packages() {
     "${missing[@]}" >/dev/null
 }
 
-# sluice_build DIR [cmake args...]: configure (once) and build into DIR.
+# sluice_build DIR [cmake args...]: configure (once) and build into DIR;
+# only the targets in $SLUICE_TARGETS if set, else everything.
 sluice_build() {
   local dir="$1"
   shift
@@ -39,5 +43,6 @@ sluice_build() {
     cmake -S "$SLUICE_ROOT" -B "$dir" -G Ninja "$@" >/dev/null
   fi
   echo "==> building $(basename "$dir")"
-  ninja -C "$dir" -j "$SLUICE_JOBS" --quiet
+  # shellcheck disable=SC2086  # a list of targets.
+  ninja -C "$dir" -j "$SLUICE_JOBS" --quiet ${SLUICE_TARGETS:-}
 }

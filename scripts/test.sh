@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs the whole test suite.
+# Installs what is missing, builds, and runs the whole test suite, then
+# builds and runs an out-of-tree consumer of Sluice (scripts/consumer.sh).
 # With CI=true it also runs everything under ASan+UBSan, the runtime's tests
 # under TSan (clang), each in its own build tree, and every libFuzzer target
 # for SLUICE_FUZZ_SECONDS each (scripts/fuzz.sh).
@@ -15,6 +16,9 @@ run_ctest() {
 
 sluice_build "$SLUICE_ROOT/build" -DCMAKE_BUILD_TYPE=Release
 run_ctest "$SLUICE_ROOT/build"
+
+# Sluice as a dependency: installed, via pkg-config, FetchContent and the .deb.
+bash "$SLUICE_ROOT/scripts/consumer.sh"
 
 if [[ "${CI:-}" == "true" ]]; then
   sluice_build "$SLUICE_ROOT/build-asan" -DCMAKE_BUILD_TYPE=Debug \

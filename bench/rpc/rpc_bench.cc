@@ -21,12 +21,13 @@
 //
 // Usage:
 //   sluice_rpc_bench [--quick] [--cases=rpc,grpc,...] [--payloads=64,4096,...]
-//                    [--budget_ms=N] [--rounds=N]
+//                    [--budget_ms=N] [--rounds=N] [--csv=FILE]
 //   --quick      tiny iteration counts (the CTest smoke test)
 //   --cases      a subset, names as printed
 //   --payloads   sizes in bytes, multiples of 8, at most 1 MiB
 //   --budget_ms  time per case and payload, over all rounds (default 1500)
 //   --rounds     how many interleaved passes share the budget (default 3)
+//   --csv        also write the latency table to FILE (scripts/plot.sh plots it)
 // Child roles (re-exec of this binary; not for direct use):
 //   --role=rpc-server
 //   --role=grpc-server --socket=PATH
@@ -94,6 +95,7 @@ struct Flags {
   std::vector<size_t> payloads{64, 4096, 64 << 10, 1 << 20};
   std::optional<int64_t> budget_ms;
   std::optional<int> rounds;
+  std::string csv;
   // Child roles.
   std::string role;
   std::string socket;
@@ -137,6 +139,9 @@ absl::Status ParseFlag(absl::string_view arg, Flags& flags) {
   } else if (name == "--rounds") {
     if (!number(1, 100)) return bad();
     flags.rounds = static_cast<int>(n);
+  } else if (name == "--csv") {
+    if (value.empty()) return bad();
+    flags.csv = std::string(value);
   } else if (name == "--role") {
     flags.role = std::string(value);
   } else if (name == "--socket") {
@@ -460,6 +465,16 @@ int RunBenchmark(const Flags& flags) {
     any_error = any_error || !r.error.empty();
   }
   PrintTable(flags, results);
+  if (!flags.csv.empty()) {
+    std::vector<LatencyRow> rows;
+    for (const auto& [key, r] : results) {
+      if (r.error.empty())
+        rows.push_back({std::string(CaseName(key.second)), key.first, r.latency});
+    }
+    if (absl::Status written = WriteLatencyCsv(flags.csv, rows); !written.ok()) {
+      Die(written, "--csv");
+    }
+  }
   std::printf("\nOther work on the machine during these runs: %.0f%% of one CPU%s\n",
               std::max(others, 0.0),
               others > 10 ? " -- busy: floors and ratios above are unreliable" : "");

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -30,10 +31,10 @@ using ::testing::HasSubstr;
 
 // The flat overloads exist with exactly these parameters (a reference field
 // takes an ObjectRef, a descriptor field an int), whatever the fields' own
-// integer types.
+// integer types; a string that is not (required) may be left unset.
 // (Overload resolution in the casts fails to compile if they are missing.)
 using FlatSubscribe = absl::StatusOr<rpc::Response<SubscribeResponse>> (FeedProxy::*)(
-    absl::string_view, const rpc::ObjectRef&, int, const rpc::ObjectRef&, int,
+    std::optional<absl::string_view>, const rpc::ObjectRef&, int, const rpc::ObjectRef&, int,
     const rpc::CallOptions&);
 using FlatPost = absl::Status (FeedProxy::*)(int, const rpc::CallOptions&);
 static_assert(

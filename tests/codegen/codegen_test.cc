@@ -43,7 +43,7 @@ TEST(FrontEnd, ModelsServicesMethodsAndAttributes) {
   EXPECT_EQ(kv.methods[0].request_cpp, "::example::kv::PutRequest");
   ASSERT_TRUE(kv.methods[0].flat_params.has_value());
   EXPECT_EQ(kv.methods[0].flat_params->size(), 2u);
-  EXPECT_EQ((*kv.methods[0].flat_params)[1].cpp_type, "absl::Span<const uint8_t>");
+  EXPECT_EQ((*kv.methods[0].flat_params)[1].cpp_type, "std::optional<absl::Span<const uint8_t>>");
 }
 
 TEST(FrontEnd, TablesWithNestedFieldsTakeOnlyABuildFunction) {
@@ -55,6 +55,38 @@ TEST(FrontEnd, TablesWithNestedFieldsTakeOnlyABuildFunction) {
   const Method& echo = schema.services[0].methods[1];
   ASSERT_TRUE(echo.flat_params.has_value());
   EXPECT_EQ((*echo.flat_params)[3].cpp_type, "::sluice::test::sink::Color");
+}
+
+// What a caller may leave out, and what it then sends.
+TEST(FrontEnd, FlatParamsCarrySchemaDefaultsAndPresence) {
+  ASSERT_OK_AND_ASSIGN(Schema schema, ParseSchema(SLUICE_DEFAULTS_FBS, {}));
+  const Method& count = schema.services[0].methods[0];
+  ASSERT_TRUE(count.flat_params.has_value());
+  const std::vector<FlatParam>& p = *count.flat_params;
+  ASSERT_EQ(p.size(), 8u);
+  auto expect = [](const FlatParam& param, const char* cpp_type, bool optional,
+                   const char* default_value) {
+    EXPECT_EQ(param.cpp_type, cpp_type) << param.field;
+    EXPECT_EQ(param.optional, optional) << param.field;
+    EXPECT_EQ(param.default_value, default_value) << param.field;
+  };
+  expect(p[0], "absl::string_view", false, "");  // (required)
+  expect(p[1], "int64_t", false, "0ll");
+  expect(p[2], "uint32_t", false, "100u");
+  expect(p[3], "::sluice::test::defaults::Level", false, "::sluice::test::defaults::Level::Mid");
+  expect(p[4], "double", false, "0.5");
+  expect(p[5], "std::optional<absl::string_view>", true, "std::nullopt");
+  expect(p[6], "std::optional<absl::Span<const uint8_t>>", true, "std::nullopt");
+  expect(p[7], "std::optional<int32_t>", true, "std::nullopt");  // = null
+
+  const Method& extremes = schema.services[0].methods[2];
+  ASSERT_TRUE(extremes.flat_params.has_value());
+  const std::vector<FlatParam>& e = *extremes.flat_params;
+  ASSERT_EQ(e.size(), 4u);
+  EXPECT_EQ(e[0].default_value, "std::numeric_limits<int64_t>::min()");
+  EXPECT_EQ(e[1].default_value, "18446744073709551615ull");
+  EXPECT_EQ(e[2].default_value, "1.0f");
+  EXPECT_EQ(e[3].default_value, "-std::numeric_limits<double>::infinity()");
 }
 
 TEST(FrontEnd, SyntaxErrorsNameFileAndLine) {
@@ -221,9 +253,9 @@ TEST(FieldAttributes, FlatOverloadTakesAnObjectRefAndADescriptor) {
   EXPECT_EQ(params[3].cpp_type, "int32_t");
 
   const std::string header = GenerateCppHeader(schema);
-  EXPECT_THAT(header, HasSubstr("Subscribe(absl::string_view topic, const "
-                                "::sluice::rpc::ObjectRef& listener, int log, int32_t n, "
-                                "const ::sluice::rpc::CallOptions& options = {})"));
+  EXPECT_THAT(header, HasSubstr("Subscribe(std::optional<absl::string_view> topic = std::nullopt, "
+                                "const ::sluice::rpc::ObjectRef& listener = nullptr, int log = -1, "
+                                "int32_t n = 0, const ::sluice::rpc::CallOptions& options = {})"));
   EXPECT_THAT(header, HasSubstr(absl::StrFormat("attachments_.AddObject(listener, 0x%016xull",
                                                 listener.interface_id)));
   EXPECT_THAT(header, HasSubstr("attachments_.AddFd(log)"));
@@ -252,13 +284,13 @@ TEST_P(GoldenTest, GeneratedHeaderMatchesGolden) {
       << golden_path;
 }
 
-INSTANTIATE_TEST_SUITE_P(Schemas, GoldenTest,
-                         ::testing::Values(std::make_pair(SLUICE_KEY_VALUE_FBS,
-                                                          SLUICE_GOLDEN_DIR "/key_value_sluice.h"),
-                                           std::make_pair(SLUICE_KITCHEN_SINK_FBS, SLUICE_GOLDEN_DIR
-                                                          "/kitchen_sink_sluice.h"),
-                                           std::make_pair(SLUICE_ATTACHMENTS_FBS, SLUICE_GOLDEN_DIR
-                                                          "/attachments_sluice.h")));
+INSTANTIATE_TEST_SUITE_P(
+    Schemas, GoldenTest,
+    ::testing::Values(
+        std::make_pair(SLUICE_KEY_VALUE_FBS, SLUICE_GOLDEN_DIR "/key_value_sluice.h"),
+        std::make_pair(SLUICE_KITCHEN_SINK_FBS, SLUICE_GOLDEN_DIR "/kitchen_sink_sluice.h"),
+        std::make_pair(SLUICE_ATTACHMENTS_FBS, SLUICE_GOLDEN_DIR "/attachments_sluice.h"),
+        std::make_pair(SLUICE_DEFAULTS_FBS, SLUICE_GOLDEN_DIR "/defaults_sluice.h")));
 
 }  // namespace
 }  // namespace sluice::idlc

@@ -4,6 +4,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <type_traits>
 
 #include "absl/status/status.h"
@@ -36,7 +38,7 @@ class ListenerProxy : public ::sluice::rpc::ProxyBase {
   using Interface = ListenerInterface;
   using ProxyBase::ProxyBase;
 
-  absl::StatusOr<::sluice::rpc::Response<::sluice::test::attach::Ack>> OnEvent(int64_t value, const ::sluice::rpc::CallOptions& options = {}) {
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::attach::Ack>> OnEvent(int64_t value = 0ll, const ::sluice::rpc::CallOptions& options = {}) {
     size_t hint_ = 64 + 8;
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
@@ -122,8 +124,8 @@ class FeedProxy : public ::sluice::rpc::ProxyBase {
   using Interface = FeedInterface;
   using ProxyBase::ProxyBase;
 
-  absl::StatusOr<::sluice::rpc::Response<::sluice::test::attach::SubscribeResponse>> Subscribe(absl::string_view topic, const ::sluice::rpc::ObjectRef& listener, int log, const ::sluice::rpc::ObjectRef& backup, int spare, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint_ = 64 + 40 + topic.size();
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::attach::SubscribeResponse>> Subscribe(std::optional<absl::string_view> topic = std::nullopt, const ::sluice::rpc::ObjectRef& listener = nullptr, int log = -1, const ::sluice::rpc::ObjectRef& backup = nullptr, int spare = -1, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint_ = 64 + 40 + (topic ? topic->size() : 0);
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     ::sluice::rpc::Attachments attachments_(options.fds);
@@ -138,7 +140,8 @@ class FeedProxy : public ::sluice::rpc::ProxyBase {
     sized_.fds = attachments_.fds();
     return Subscribe(
       [&](::flatbuffers::FlatBufferBuilder& fbb_) {
-        auto topic_offset_ = fbb_.CreateString(topic.data(), topic.size());
+        ::flatbuffers::Offset<::flatbuffers::String> topic_offset_;
+        if (topic) topic_offset_ = fbb_.CreateString(topic->data(), topic->size());
         ::sluice::test::attach::SubscribeRequestBuilder builder_(fbb_);
         builder_.add_topic(topic_offset_);
         builder_.add_listener(*listener_offset_);
@@ -159,7 +162,7 @@ class FeedProxy : public ::sluice::rpc::ProxyBase {
   }
 
   // A oneway call with nothing but a descriptor.
-  absl::Status Post(int fd, const ::sluice::rpc::CallOptions& options = {}) {
+  absl::Status Post(int fd = -1, const ::sluice::rpc::CallOptions& options = {}) {
     size_t hint_ = 64 + 8;
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
@@ -256,8 +259,8 @@ class ShadowedProxy : public ::sluice::rpc::ProxyBase {
   using Interface = ShadowedInterface;
   using ProxyBase::ProxyBase;
 
-  absl::StatusOr<::sluice::rpc::Response<::sluice::test::attach::Ack>> Shadow(uint32_t hint, uint32_t sized, absl::string_view attachments, absl::Span<const uint8_t> fbb, int64_t builder, uint32_t log_offset, int log, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint_ = 64 + 56 + attachments.size() + fbb.size() * 1;
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::attach::Ack>> Shadow(uint32_t hint = 0u, uint32_t sized = 0u, std::optional<absl::string_view> attachments = std::nullopt, std::optional<absl::Span<const uint8_t>> fbb = std::nullopt, int64_t builder = 0ll, uint32_t log_offset = 0u, int log = -1, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint_ = 64 + 56 + (attachments ? attachments->size() : 0) + (fbb ? fbb->size() * 1 : 0);
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     ::sluice::rpc::Attachments attachments_(options.fds);
@@ -266,8 +269,10 @@ class ShadowedProxy : public ::sluice::rpc::ProxyBase {
     sized_.fds = attachments_.fds();
     return Shadow(
       [&](::flatbuffers::FlatBufferBuilder& fbb_) {
-        auto attachments_offset_ = fbb_.CreateString(attachments.data(), attachments.size());
-        auto fbb_offset_ = fbb_.CreateVector(fbb.data(), fbb.size());
+        ::flatbuffers::Offset<::flatbuffers::String> attachments_offset_;
+        if (attachments) attachments_offset_ = fbb_.CreateString(attachments->data(), attachments->size());
+        ::flatbuffers::Offset<::flatbuffers::Vector<uint8_t>> fbb_offset_;
+        if (fbb) fbb_offset_ = fbb_.CreateVector(fbb->data(), fbb->size());
         ::sluice::test::attach::ShadowRequestBuilder builder_(fbb_);
         builder_.add_hint(hint);
         builder_.add_sized(sized);

@@ -4,6 +4,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <type_traits>
 
 #include "absl/status/status.h"
@@ -44,14 +46,15 @@ class KeyValueStoreProxy : public ::sluice::rpc::ProxyBase {
   using ProxyBase::ProxyBase;
 
   // Sets `key` to `value`.
-  absl::StatusOr<::sluice::rpc::Response<::example::kv::PutResponse>> Put(absl::string_view key, absl::Span<const uint8_t> value, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint_ = 64 + 16 + key.size() + value.size() * 1;
+  absl::StatusOr<::sluice::rpc::Response<::example::kv::PutResponse>> Put(absl::string_view key, std::optional<absl::Span<const uint8_t>> value = std::nullopt, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint_ = 64 + 16 + key.size() + (value ? value->size() * 1 : 0);
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Put(
       [&](::flatbuffers::FlatBufferBuilder& fbb_) {
         auto key_offset_ = fbb_.CreateString(key.data(), key.size());
-        auto value_offset_ = fbb_.CreateVector(value.data(), value.size());
+        ::flatbuffers::Offset<::flatbuffers::Vector<uint8_t>> value_offset_;
+        if (value) value_offset_ = fbb_.CreateVector(value->data(), value->size());
         ::example::kv::PutRequestBuilder builder_(fbb_);
         builder_.add_key(key_offset_);
         builder_.add_value(value_offset_);
@@ -114,13 +117,14 @@ class KeyValueStoreProxy : public ::sluice::rpc::ProxyBase {
   }
 
   // Keys starting with `prefix`, in order, at most `limit`.
-  absl::StatusOr<::sluice::rpc::Response<::example::kv::ListResponse>> List(absl::string_view prefix, uint32_t limit, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint_ = 64 + 16 + prefix.size();
+  absl::StatusOr<::sluice::rpc::Response<::example::kv::ListResponse>> List(std::optional<absl::string_view> prefix = std::nullopt, uint32_t limit = 100u, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint_ = 64 + 16 + (prefix ? prefix->size() : 0);
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return List(
       [&](::flatbuffers::FlatBufferBuilder& fbb_) {
-        auto prefix_offset_ = fbb_.CreateString(prefix.data(), prefix.size());
+        ::flatbuffers::Offset<::flatbuffers::String> prefix_offset_;
+        if (prefix) prefix_offset_ = fbb_.CreateString(prefix->data(), prefix->size());
         ::example::kv::ListRequestBuilder builder_(fbb_);
         builder_.add_prefix(prefix_offset_);
         builder_.add_limit(limit);
@@ -138,13 +142,14 @@ class KeyValueStoreProxy : public ::sluice::rpc::ProxyBase {
   }
 
   // Records an audit line; fire and forget.
-  absl::Status Audit(absl::string_view what, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint_ = 64 + 8 + what.size();
+  absl::Status Audit(std::optional<absl::string_view> what = std::nullopt, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint_ = 64 + 8 + (what ? what->size() : 0);
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Audit(
       [&](::flatbuffers::FlatBufferBuilder& fbb_) {
-        auto what_offset_ = fbb_.CreateString(what.data(), what.size());
+        ::flatbuffers::Offset<::flatbuffers::String> what_offset_;
+        if (what) what_offset_ = fbb_.CreateString(what->data(), what->size());
         ::example::kv::AuditEventBuilder builder_(fbb_);
         builder_.add_what(what_offset_);
         return builder_.Finish();

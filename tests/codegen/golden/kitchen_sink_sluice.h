@@ -4,6 +4,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <type_traits>
 
 #include "absl/status/status.h"
@@ -65,15 +67,18 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
     return Invoke<::sluice::test::sink::DrawingSummary>(::sluice::CallHeader{Interface::kInterfaceId, Interface::kSummarize}, "sluice.test.sink.Painter.Summarize", 0, build, options);
   }
 
-  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::EchoResponse>> Echo(absl::string_view text, int64_t number, bool flag, ::sluice::test::sink::Color color, absl::Span<const uint8_t> blob, absl::Span<const int32_t> ints, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint_ = 64 + 48 + text.size() + blob.size() * 1 + ints.size() * 4;
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::EchoResponse>> Echo(std::optional<absl::string_view> text = std::nullopt, int64_t number = 0ll, bool flag = false, ::sluice::test::sink::Color color = ::sluice::test::sink::Color::Red, std::optional<absl::Span<const uint8_t>> blob = std::nullopt, std::optional<absl::Span<const int32_t>> ints = std::nullopt, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint_ = 64 + 48 + (text ? text->size() : 0) + (blob ? blob->size() * 1 : 0) + (ints ? ints->size() * 4 : 0);
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Echo(
       [&](::flatbuffers::FlatBufferBuilder& fbb_) {
-        auto text_offset_ = fbb_.CreateString(text.data(), text.size());
-        auto blob_offset_ = fbb_.CreateVector(blob.data(), blob.size());
-        auto ints_offset_ = fbb_.CreateVector(ints.data(), ints.size());
+        ::flatbuffers::Offset<::flatbuffers::String> text_offset_;
+        if (text) text_offset_ = fbb_.CreateString(text->data(), text->size());
+        ::flatbuffers::Offset<::flatbuffers::Vector<uint8_t>> blob_offset_;
+        if (blob) blob_offset_ = fbb_.CreateVector(blob->data(), blob->size());
+        ::flatbuffers::Offset<::flatbuffers::Vector<int32_t>> ints_offset_;
+        if (ints) ints_offset_ = fbb_.CreateVector(ints->data(), ints->size());
         ::sluice::test::sink::EchoRequestBuilder builder_(fbb_);
         builder_.add_text(text_offset_);
         builder_.add_number(number);
@@ -95,13 +100,14 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
   }
 
   // Fails with the given absl::StatusCode and message.
-  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Empty>> Fail(int32_t code, absl::string_view message, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint_ = 64 + 16 + message.size();
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Empty>> Fail(int32_t code = 0, std::optional<absl::string_view> message = std::nullopt, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint_ = 64 + 16 + (message ? message->size() : 0);
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Fail(
       [&](::flatbuffers::FlatBufferBuilder& fbb_) {
-        auto message_offset_ = fbb_.CreateString(message.data(), message.size());
+        ::flatbuffers::Offset<::flatbuffers::String> message_offset_;
+        if (message) message_offset_ = fbb_.CreateString(message->data(), message->size());
         ::sluice::test::sink::FailRequestBuilder builder_(fbb_);
         builder_.add_code(code);
         builder_.add_message(message_offset_);
@@ -119,7 +125,7 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
   }
 
   // Adds `value` to the server's total.
-  absl::Status Note(uint64_t value, const ::sluice::rpc::CallOptions& options = {}) {
+  absl::Status Note(uint64_t value = 0ull, const ::sluice::rpc::CallOptions& options = {}) {
     size_t hint_ = 64 + 8;
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
@@ -162,13 +168,14 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
   }
 
   // Checksums a blob (large payloads).
-  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Digest>> Upload(absl::Span<const uint8_t> data, const ::sluice::rpc::CallOptions& options = {}) {
-    size_t hint_ = 64 + 8 + data.size() * 1;
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Digest>> Upload(std::optional<absl::Span<const uint8_t>> data = std::nullopt, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint_ = 64 + 8 + (data ? data->size() * 1 : 0);
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
     return Upload(
       [&](::flatbuffers::FlatBufferBuilder& fbb_) {
-        auto data_offset_ = fbb_.CreateVector(data.data(), data.size());
+        ::flatbuffers::Offset<::flatbuffers::Vector<uint8_t>> data_offset_;
+        if (data) data_offset_ = fbb_.CreateVector(data->data(), data->size());
         ::sluice::test::sink::BlobBuilder builder_(fbb_);
         builder_.add_data(data_offset_);
         return builder_.Finish();
@@ -185,7 +192,7 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
   }
 
   // A blob of `value` bytes, each byte = index & 0xff.
-  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Blob>> Download(uint64_t value, const ::sluice::rpc::CallOptions& options = {}) {
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Blob>> Download(uint64_t value = 0ull, const ::sluice::rpc::CallOptions& options = {}) {
     size_t hint_ = 64 + 8;
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
@@ -228,7 +235,7 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
   }
 
   // Answers after `value` milliseconds.
-  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Counter>> Sleep(uint64_t value, const ::sluice::rpc::CallOptions& options = {}) {
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Counter>> Sleep(uint64_t value = 0ull, const ::sluice::rpc::CallOptions& options = {}) {
     size_t hint_ = 64 + 8;
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
@@ -456,7 +463,7 @@ class CalculatorProxy : public ::sluice::rpc::ProxyBase {
   using Interface = CalculatorInterface;
   using ProxyBase::ProxyBase;
 
-  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::AddResponse>> Add(int64_t a, int64_t b, const ::sluice::rpc::CallOptions& options = {}) {
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::AddResponse>> Add(int64_t a = 0ll, int64_t b = 0ll, const ::sluice::rpc::CallOptions& options = {}) {
     size_t hint_ = 64 + 16;
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
@@ -478,7 +485,7 @@ class CalculatorProxy : public ::sluice::rpc::ProxyBase {
     return Invoke<::sluice::test::sink::AddResponse>(::sluice::CallHeader{Interface::kInterfaceId, Interface::kAdd}, "sluice.test.sink.Calculator.Add", 0, build, options);
   }
 
-  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::AddResponse>> Negate(int64_t a, int64_t b, const ::sluice::rpc::CallOptions& options = {}) {
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::AddResponse>> Negate(int64_t a = 0ll, int64_t b = 0ll, const ::sluice::rpc::CallOptions& options = {}) {
     size_t hint_ = 64 + 16;
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
