@@ -120,7 +120,8 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
   // their indices. Made before the build, which may run twice.
   bool attaches = false;
   for (const FlatParam& p : params) {
-    attaches = attaches || p.kind == FlatParam::Kind::kObject || p.kind == FlatParam::Kind::kFd;
+    attaches = attaches || p.kind == FlatParam::Kind::kObject || p.kind == FlatParam::Kind::kFd ||
+               p.kind == FlatParam::Kind::kBlob;
   }
   if (attaches) {
     w.Line("::sluice::rpc::Attachments attachments_(options.fds);");
@@ -132,6 +133,9 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
       } else if (p.kind == FlatParam::Kind::kFd) {
         w.Line(
             absl::StrCat("auto ", Namer::Local(p.field), " = attachments_.AddFd(", p.field, ");"));
+      } else if (p.kind == FlatParam::Kind::kBlob) {
+        w.Line(absl::StrCat("auto ", Namer::Local(p.field), " = attachments_.AddBlob(", p.field,
+                            ");"));
       } else {
         continue;
       }
@@ -171,7 +175,8 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
   for (const FlatParam& p : params) {
     std::string value = Namer::Local(p.field);
     if (p.kind == FlatParam::Kind::kScalar) value = p.optional ? "*" + p.field : p.field;
-    if (p.kind == FlatParam::Kind::kObject || p.kind == FlatParam::Kind::kFd) {
+    if (p.kind == FlatParam::Kind::kObject || p.kind == FlatParam::Kind::kFd ||
+        p.kind == FlatParam::Kind::kBlob) {
       value = absl::StrCat("*", value);
     }
     const std::string add = absl::StrCat("builder_.add_", p.field, "(", value, ");");

@@ -63,12 +63,19 @@ bool IsIntegerField(flatbuffers::BaseType type) {
 
 // Checks the Sluice field attributes of every table: an (sluice_interface)
 // names a known service and sits on an unsigned integer of 32 or 64 bits;
-// an (sluice_fd) sits on an integer of 32 or 64 bits.
+// an (sluice_fd) or (sluice_blob) sits on an integer of 32 or 64 bits.
 absl::Status ValidateFieldAttributes(const flatbuffers::Parser& parser, const std::string& path) {
   for (const flatbuffers::StructDef* table : parser.structs_.vec) {
     for (const flatbuffers::FieldDef* field : table->fields.vec) {
       const flatbuffers::Value* iface = field->attributes.Lookup(kInterfaceAttribute);
       const flatbuffers::Value* fd = field->attributes.Lookup(kFdAttribute);
+      const flatbuffers::Value* blob = field->attributes.Lookup(kBlobAttribute);
+      if (blob != nullptr && (fd != nullptr || iface != nullptr)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(Location(*table, path), ": ", table->name, ".", field->name,
+                         ": a field is one of (sluice_interface), (sluice_fd), (sluice_blob)"));
+      }
+      if (fd == nullptr) fd = blob;  // Held the same way: an attachment index.
       if (iface == nullptr && fd == nullptr) continue;
       const std::string where =
           absl::StrCat(Location(*table, path), ": ", table->name, ".", field->name);
@@ -158,6 +165,12 @@ std::optional<std::vector<FlatParam>> FlattenFields(const flatbuffers::StructDef
     if (field->attributes.Lookup(kFdAttribute) != nullptr) {
       FlatParam param{FlatParam::Kind::kFd, field->name, "int", 0};
       param.default_value = "-1";
+      params.push_back(std::move(param));
+      continue;
+    }
+    if (field->attributes.Lookup(kBlobAttribute) != nullptr) {
+      FlatParam param{FlatParam::Kind::kBlob, field->name, "const ::sluice::rpc::Blob&", 0};
+      param.default_value = "{}";
       params.push_back(std::move(param));
       continue;
     }

@@ -19,6 +19,7 @@ inline constexpr char kOnewayAttribute[] = "oneway";
 inline constexpr char kInterfaceAttribute[] = "sluice_interface";
 // On an integer field: it holds a file descriptor sent with the message.
 inline constexpr char kFdAttribute[] = "sluice_fd";
+inline constexpr char kBlobAttribute[] = "sluice_blob";
 
 // Parses `path` (include directories searched in order) into the model.
 // Schema errors come back as INVALID_ARGUMENT "file:line: message".

@@ -16,7 +16,9 @@ namespace sluice::idlc {
 struct FlatParam {
   // kObject: an (sluice_interface) field, passed as an rpc::ObjectRef;
   // kFd: an (sluice_fd) field, passed as a descriptor the call duplicates.
-  enum class Kind { kScalar, kString, kScalarVector, kObject, kFd };
+  // kBlob: an (sluice_blob) field, passed as an rpc::Blob (its sealed memfd
+  // travels beside the message).
+  enum class Kind { kScalar, kString, kScalarVector, kObject, kFd, kBlob };
   Kind kind;
   std::string field;     // Schema field name (also the builder's add_<field>).
   std::string cpp_type;  // Parameter type as the proxy method declares it.

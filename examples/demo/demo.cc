@@ -22,7 +22,7 @@
 #include "ipc/base/unique_fd.h"
 #include "ipc/testing/subprocess.h"
 
-ABSL_FLAG(std::string, example, "kv", "Which example to run: kv or listener");
+ABSL_FLAG(std::string, example, "kv", "Which example to run: kv, listener or frames");
 
 namespace {
 
@@ -147,13 +147,40 @@ int RunListener(const std::string& dir) {
   return result;
 }
 
+// The large-buffer example: frame_server renders 1080p frames into sealed
+// blobs; frame_client checks them in place and passes one back.
+int RunFrames(const std::string& dir) {
+  const std::string socket = "--socket=" + dir + "/servicemanager.sock";
+  Say("sluice-demo: service manager at " + dir + "/servicemanager.sock");
+  auto manager =
+      Subprocess::SpawnAndWaitReady({SLUICE_SERVICEMANAGER_BIN, socket, "--log_level=warning"});
+  if (!manager.ok()) {
+    std::fprintf(stderr, "sluice-demo: %s\n", manager.status().ToString().c_str());
+    return 1;
+  }
+  Say("starting frame_server");
+  auto server = Subprocess::SpawnAndWaitReady({SLUICE_FRAME_SERVER_BIN, socket});
+  if (!server.ok()) {
+    std::fprintf(stderr, "sluice-demo: %s\n", server.status().ToString().c_str());
+    return 1;
+  }
+  Say("frame_client: 30 frames of 1920x1080 (8 MB each) as sealed blobs");
+  const int client_ok = RunToEnd({SLUICE_FRAME_CLIENT_BIN, socket, "--frames=30"});
+  Say("stopping");
+  const int result =
+      client_ok | Stop(*server, "frame_server") | Stop(*manager, "sluice-servicemanager");
+  Say(std::string("sluice-demo: ") + (result == 0 ? "done" : "FAILED"));
+  return result;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   const std::string example = absl::GetFlag(FLAGS_example);
-  if (example != "kv" && example != "listener") {
-    std::fprintf(stderr, "sluice-demo: unknown --example=%s (kv or listener)\n", example.c_str());
+  if (example != "kv" && example != "listener" && example != "frames") {
+    std::fprintf(stderr, "sluice-demo: unknown --example=%s (kv, listener or frames)\n",
+                 example.c_str());
     return 2;
   }
   char dir_template[] = "/tmp/sluice-demo-XXXXXX";
@@ -162,7 +189,9 @@ int main(int argc, char** argv) {
     std::perror("sluice-demo: mkdtemp");
     return 1;
   }
-  const int result = example == "listener" ? RunListener(dir) : RunKv(dir);
+  const int result = example == "listener" ? RunListener(dir)
+                     : example == "frames" ? RunFrames(dir)
+                                           : RunKv(dir);
   std::error_code ignored;
   std::filesystem::remove_all(dir, ignored);
   return result;

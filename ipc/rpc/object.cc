@@ -190,6 +190,17 @@ absl::StatusOr<UniqueFd> FdAt(UniqueFd fd, uint64_t field) {
   return fd;
 }
 
+absl::StatusOr<Blob> BlobAt(UniqueFd fd, uint64_t field) {
+  absl::StatusOr<UniqueFd> checked = FdAt(std::move(fd), field);
+  if (!checked.ok()) return checked.status();
+  absl::StatusOr<Blob> blob = Blob::Adopt(*std::move(checked));
+  if (!blob.ok()) {
+    return absl::DataLossError(absl::StrCat(
+        "the blob at index ", field, " is not an immutable memfd: ", blob.status().message()));
+  }
+  return blob;
+}
+
 }  // namespace internal
 
 absl::StatusOr<uint32_t> AttachFd(const CallContext& context, int fd) {

@@ -46,6 +46,7 @@
 #include "ipc/channel/channel.h"
 #include "ipc/channel/layout.h"
 #include "ipc/channel/peer_watcher.h"
+#include "ipc/rpc/blob.h"
 #include "ipc/rpc/message.h"
 #include "ipc/rpc/proxy.h"
 #include "ipc/rpc/server_pool.h"
@@ -166,6 +167,8 @@ class Attachments {
   // `fd` goes with the message (the receiver gets its own duplicate); keep
   // it open until the call is made. -1 gives 0 (no descriptor).
   absl::StatusOr<uint32_t> AddFd(int fd);
+  // `blob` goes with the message, without a copy (an empty one gives 0).
+  absl::StatusOr<uint32_t> AddBlob(const Blob& blob) { return AddFd(blob.fd()); }
   // A new reference to `object` goes with the message. Null gives 0.
   // INVALID_ARGUMENT if `object` is a local stub of another interface than
   // `interface_id` (0: any).
@@ -183,6 +186,7 @@ namespace internal {
 absl::StatusOr<std::shared_ptr<RemoteObject>> AdoptAt(UniqueFd region, UniqueFd liveness,
                                                       uint64_t field);
 absl::StatusOr<UniqueFd> FdAt(UniqueFd fd, uint64_t field);
+absl::StatusOr<Blob> BlobAt(UniqueFd fd, uint64_t field);
 }  // namespace internal
 
 // The descriptor of an (sluice_fd) field of the request being served.
@@ -195,6 +199,20 @@ inline absl::StatusOr<UniqueFd> TakeFd(const CallContext& context, uint64_t fiel
 template <typename T>
 absl::StatusOr<UniqueFd> TakeFd(Response<T>& response, uint64_t field) {
   return internal::FdAt(field == 0 ? UniqueFd() : response.TakeFd(field - 1), field);
+}
+
+// The blob of an (sluice_blob) field of the request being served (or of a
+// response): an empty Blob for 0 (none sent); DATA_LOSS for an index with no
+// descriptor, or a descriptor that is not a memfd sealed against writes.
+inline absl::StatusOr<Blob> TakeBlob(const CallContext& context, uint64_t field) {
+  if (context.call == nullptr) return absl::FailedPreconditionError("not inside a call");
+  if (field == 0) return Blob();
+  return internal::BlobAt(context.call->TakeFd(field - 1), field);
+}
+template <typename T>
+absl::StatusOr<Blob> TakeBlob(Response<T>& response, uint64_t field) {
+  if (field == 0) return Blob();
+  return internal::BlobAt(response.TakeFd(field - 1), field);
 }
 
 // The object of an (sluice_interface) field of the request being served, as
@@ -222,6 +240,9 @@ absl::StatusOr<Remote<Proxy>> TakeObject(Response<T>& response, uint64_t field) 
 // For a stub method: attaches to the response being built a descriptor or a
 // reference, returning the value for its field.
 absl::StatusOr<uint32_t> AttachFd(const CallContext& context, int fd);
+inline absl::StatusOr<uint32_t> AttachBlob(const CallContext& context, const Blob& blob) {
+  return blob.empty() ? absl::StatusOr<uint32_t>(0) : AttachFd(context, blob.fd());
+}
 absl::StatusOr<uint32_t> AttachObject(const CallContext& context, const ObjectRef& object);
 
 }  // namespace sluice::rpc

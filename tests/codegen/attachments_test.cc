@@ -3,6 +3,7 @@
 // compiled and called over a channel in this process: the flat overloads
 // take an rpc::ObjectRef and a descriptor, send them beside the message, and
 // the fields hold 1 + their index (0 for none).
+#include <cstring>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -107,6 +108,22 @@ class RecordingFeed : public FeedStub {
     return absl::OkStatus();
   }
 
+  // The blob arrives sealed; the reply echoes no bytes, so the test can only
+  // pass if the server read them from the blob itself.
+  absl::StatusOr<flatbuffers::Offset<Ack>> Show(const rpc::CallContext& context,
+                                                const Picture& request,
+                                                flatbuffers::FlatBufferBuilder& reply) override {
+    absl::StatusOr<rpc::Blob> blob = rpc::TakeBlob(context, request.pixels());
+    if (!blob.ok()) return blob.status();
+    MutexLock lock(&mu_);
+    shown_.assign(reinterpret_cast<const char*>(blob->data().data()), blob->size());
+    return CreateAck(reply);
+  }
+  std::string shown() {
+    MutexLock lock(&mu_);
+    return shown_;
+  }
+
   // The field and content of the first Post, once it has run.
   std::pair<uint64_t, std::string> AwaitPost() {
     EXPECT_TRUE(posted_.WaitForNotificationWithTimeout(absl::Seconds(20)));
@@ -119,6 +136,7 @@ class RecordingFeed : public FeedStub {
   Mutex mu_;
   uint64_t post_field_ ABSL_GUARDED_BY(mu_) = 0;
   std::string post_text_ ABSL_GUARDED_BY(mu_);
+  std::string shown_ ABSL_GUARDED_BY(mu_);
 };
 
 class AttachmentsTest : public ::testing::Test {
@@ -141,6 +159,16 @@ class AttachmentsTest : public ::testing::Test {
   std::thread server_;
   std::optional<FeedProxy> proxy_;
 };
+
+TEST_F(AttachmentsTest, ABlobFieldCarriesTheSealedBytesAndAnEmptyBlobNone) {
+  ASSERT_OK_AND_ASSIGN(rpc::BlobWriter writer, rpc::BlobWriter::Create(6));
+  std::memcpy(writer.data(), "pixels", 6);
+  ASSERT_OK_AND_ASSIGN(rpc::Blob blob, std::move(writer).Seal());
+  ASSERT_OK(proxy_->Show(blob, "caption").status());
+  EXPECT_EQ(feed_->shown(), "pixels");
+  ASSERT_OK(proxy_->Show({}, "no picture").status());
+  EXPECT_EQ(feed_->shown(), "");
+}
 
 TEST_F(AttachmentsTest, NullReferencesAndNoDescriptorsLeaveTheFieldsZero) {
   ASSERT_OK_AND_ASSIGN(auto response, proxy_->Subscribe("news", nullptr, -1, nullptr, -1));

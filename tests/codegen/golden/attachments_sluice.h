@@ -110,11 +110,13 @@ namespace attach {
 struct FeedInterface {
   static constexpr absl::string_view kName = "sluice.test.attach.Feed";
   static constexpr uint64_t kInterfaceId = 0x168b7434b14d5075ull;
-  static constexpr size_t kMethodCount = 2;
+  static constexpr size_t kMethodCount = 3;
   // Subscribe(sluice.test.attach.SubscribeRequest) -> sluice.test.attach.SubscribeResponse
   static constexpr uint64_t kSubscribe = 0x006ab0a3ull << 32 | 0x3aa80ac2u;
   // Post(sluice.test.attach.Handle) -> sluice.test.attach.Ack, oneway
   static constexpr uint64_t kPost = 0xf0c79167ull << 32 | 0x94966bc2u;
+  // Show(sluice.test.attach.Picture) -> sluice.test.attach.Ack
+  static constexpr uint64_t kShow = 0x29742e5cull << 32 | 0x58ee7925u;
 };
 
 // Client side of sluice.test.attach.Feed: typed calls over a ClientChannel.
@@ -186,6 +188,35 @@ class FeedProxy : public ::sluice::rpc::ProxyBase {
   absl::Status Post(Build&& build, const ::sluice::rpc::CallOptions& options = {}) {
     return InvokeOneway(::sluice::CallHeader{Interface::kInterfaceId, Interface::kPost}, "sluice.test.attach.Feed.Post", 0, build, options);
   }
+
+  // A blob in the request.
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::attach::Ack>> Show(const ::sluice::rpc::Blob& pixels = {}, std::optional<absl::string_view> caption = std::nullopt, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint_ = 64 + 16 + (caption ? caption->size() : 0);
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
+    ::sluice::rpc::Attachments attachments_(options.fds);
+    auto pixels_offset_ = attachments_.AddBlob(pixels);
+    if (!pixels_offset_.ok()) return pixels_offset_.status();
+    sized_.fds = attachments_.fds();
+    return Show(
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::flatbuffers::Offset<::flatbuffers::String> caption_offset_;
+        if (caption) caption_offset_ = fbb_.CreateString(caption->data(), caption->size());
+        ::sluice::test::attach::PictureBuilder builder_(fbb_);
+        builder_.add_pixels(*pixels_offset_);
+        builder_.add_caption(caption_offset_);
+        return builder_.Finish();
+      },
+      sized_);
+  }
+  // Show, with the request built by `build(fbb) -> Offset<sluice.test.attach.Picture>`
+  // directly in region memory (e.g. CreateUninitializedVector for large fields).
+  // `build` may run more than once if options.size_hint is too small.
+  template <typename Build>
+    requires std::is_invocable_v<Build&, ::flatbuffers::FlatBufferBuilder&>
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::attach::Ack>> Show(Build&& build, const ::sluice::rpc::CallOptions& options = {}) {
+    return Invoke<::sluice::test::attach::Ack>(::sluice::CallHeader{Interface::kInterfaceId, Interface::kShow}, "sluice.test.attach.Feed.Show", 0, build, options);
+  }
 };
 
 // Server side of sluice.test.attach.Feed: derive, implement each method, and serve
@@ -207,6 +238,12 @@ class FeedStub : public ::sluice::rpc::ServiceStub {
   // Oneway: the caller does not wait; a returned error is dropped.
   virtual absl::Status Post(const ::sluice::rpc::CallContext& context, const ::sluice::test::attach::Handle& request) = 0;
 
+  // A blob in the request.
+  // Build the response in `reply` (region memory) and return its root, or an error.
+  virtual absl::StatusOr<::flatbuffers::Offset<::sluice::test::attach::Ack>> Show(
+      const ::sluice::rpc::CallContext& context, const ::sluice::test::attach::Picture& request,
+      ::flatbuffers::FlatBufferBuilder& reply) = 0;
+
   absl::Status Dispatch(::sluice::IncomingCall& call,
                         const ::sluice::rpc::CallContext& context) final {
     if (call.header().interface_id != Interface::kInterfaceId) {
@@ -221,6 +258,10 @@ class FeedStub : public ::sluice::rpc::ServiceStub {
         return ::sluice::rpc::HandleOneway<::sluice::test::attach::Handle>(
             call, context, Interface::kPost, "sluice.test.attach.Feed.Post", stats_[1],
             [this](const auto& c, const auto& r) { return Post(c, r); });
+      case ::sluice::rpc::MethodIdOf(Interface::kShow):
+        return ::sluice::rpc::HandleCall<::sluice::test::attach::Picture, ::sluice::test::attach::Ack>(
+            call, context, Interface::kShow, "sluice.test.attach.Feed.Show", stats_[2],
+            [this](const auto& c, const auto& r, auto& b) { return Show(c, r, b); });
       default:
         return ::sluice::rpc::RejectMethod(call, Interface::kName);
     }
@@ -230,7 +271,7 @@ class FeedStub : public ::sluice::rpc::ServiceStub {
   const ::sluice::rpc::MethodStats& stats(size_t index) const { return stats_[index]; }
 
  private:
-  ::sluice::rpc::MethodStats stats_[2];
+  ::sluice::rpc::MethodStats stats_[3];
 };
 
 }  // namespace attach
