@@ -218,6 +218,10 @@ void ServiceManager::ReaderLoop() {
 
 void ServiceManager::HandleEvent(ReceivedMessage message) {
   const wire::Envelope* envelope = EnvelopeOf(message);
+  // A verified union may still have no value: an event without its table
+  // names nobody to deliver it to, so it is dropped (with any fds it carried,
+  // which hangs up a half-made channel on its other side).
+  if (envelope->body() == nullptr) return;
   switch (envelope->body_type()) {
     case wire::Body::NewConnectionEvent: {
       const auto* event = envelope->body_as_NewConnectionEvent();

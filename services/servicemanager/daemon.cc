@@ -465,6 +465,20 @@ void ServiceManagerDaemon::HandleRequest(Connection& conn, const wire::Envelope&
     Send(conn, builder);
     return;
   }
+  // The verifier accepts a union whose value is absent (a null table is a
+  // valid FlatBuffer), so a body_type naming a request says nothing about
+  // whether its table is there. Such a request is malformed, not a request
+  // with default fields: every handler below may assume its table exists.
+  if (envelope.body_type() != wire::Body::NONE && envelope.body() == nullptr) {
+    log().Warning("dropping connection from ", Describe(conn.creds), ": request kind ",
+                  static_cast<int>(envelope.body_type()), " without a body");
+    ReplyStatus(
+        conn, id,
+        absl::DataLossError(absl::StrCat("request kind ", static_cast<int>(envelope.body_type()),
+                                         " has no body; closing the connection")));
+    MarkForClose(conn, "request without a body");
+    return;
+  }
   switch (envelope.body_type()) {
     case wire::Body::RegisterRequest:
       return HandleRegister(conn, id, *envelope.body_as_RegisterRequest());

@@ -52,37 +52,13 @@ class ServiceManagerTest : public ::testing::Test {
     options.socket_path = dir_.File("sm.sock");
     return ServiceManager::Connect(options);
   }
-  // A raw SOCK_SEQPACKET connection to the daemon, for speaking garbage.
   UniqueFd RawConnect() {
-    UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    const std::string path = dir_.File("sm.sock");
-    std::memcpy(addr.sun_path, path.data(), path.size());
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      ADD_FAILURE() << "connect: " << std::strerror(errno);
-    }
+    UniqueFd fd = testing::RawConnect(dir_.File("sm.sock"));
+    if (!fd.valid()) ADD_FAILURE() << "connect: " << std::strerror(errno);
     return fd;
   }
-  // Whether the daemon hung up on `fd` (reads past any replies first).
-  static bool HungUp(int fd, absl::Duration timeout = absl::Seconds(5)) {
-    timeval tv{static_cast<time_t>(absl::ToInt64Seconds(timeout)), 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    char buffer[4096];
-    for (;;) {
-      const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
-      if (n == 0) return true;
-      if (n < 0) return errno == ECONNRESET;
-    }
-  }
-  static std::vector<std::byte> HelloBytes(uint64_t id = 1) {
-    flatbuffers::FlatBufferBuilder builder;
-    auto hello = wire::CreateHelloRequest(builder, 1);
-    service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::HelloRequest,
-                                 hello.Union());
-    auto bytes = service_wire::Bytes(builder);
-    return {bytes.begin(), bytes.end()};
-  }
+  static bool HungUp(int fd) { return testing::HungUp(fd); }
+  static std::vector<std::byte> HelloBytes(uint64_t id = 1) { return testing::HelloBytes(id); }
 
   Logger logger_{Logger::Level::kError};
   TempDir dir_;
@@ -344,6 +320,174 @@ TEST_F(ServiceManagerTest, GarbageTruncatedAndOversizedRequestsDisconnectOnlyThe
   ASSERT_OK_AND_ASSIGN(auto connection, good->Lookup("test.echo"));
   EXPECT_OK(EchoCall(*connection.channel, "still here").status());
   EXPECT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.connections == 1; }));
+}
+
+// Regression: a valid Hello, then an envelope whose body_type names a request
+// but whose body is absent, used to dereference the null body and kill the
+// daemon with SIGSEGV, for each of the 8 request kinds.
+TEST_F(ServiceManagerTest, RequestOfEveryKindWithoutABodyClosesOnlyThatConnection) {
+  ASSERT_OK_AND_ASSIGN(auto good, Connect());
+  EchoServer echo;
+  ASSERT_OK(good->Register("test.echo", echo.Handler()));
+  for (wire::Body kind : testing::kRequestKinds) {
+    SCOPED_TRACE(wire::EnumNameBody(kind));
+    UniqueFd fd = RawConnect();
+    ASSERT_OK(SendMessage(fd.get(), HelloBytes(1)));
+    ASSERT_OK(ReceiveMessage(fd.get(), 4096).status());
+    ASSERT_OK(SendMessage(fd.get(), testing::RequestWithoutBody(kind, 2)));
+    ASSERT_OK_AND_ASSIGN(auto reply, ReceiveMessage(fd.get(), 4096));
+    ASSERT_OK_AND_ASSIGN(auto envelope, service_wire::VerifyEnvelope(reply.bytes));
+    EXPECT_EQ(envelope->request_id(), 2u);
+    EXPECT_THAT(service_wire::StatusFromWire(envelope->status()),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("no body")));
+    EXPECT_TRUE(HungUp(fd.get()));
+  }
+  ASSERT_OK_AND_ASSIGN(auto connection, good->Lookup("test.echo"));
+  EXPECT_EQ(EchoCall(*connection.channel, "alive").value_or(""), "alive");
+}
+
+// Every request table with every combination of its fields absent gets
+// exactly one reply (whatever its status) and leaves the connection in step.
+TEST_F(ServiceManagerTest, RequestOfEveryKindWithAnyFieldsAbsentGetsOneReply) {
+  UniqueFd fd = RawConnect();
+  ASSERT_OK(SendMessage(fd.get(), HelloBytes(1)));
+  ASSERT_OK(ReceiveMessage(fd.get(), 4096).status());
+  uint64_t id = 10;
+  int requests = 0;
+  for (wire::Body kind : testing::kRequestKinds) {
+    // Each bit of `mask` says whether one field of the table is present.
+    for (unsigned mask = 0; mask < 8; ++mask) {
+      SCOPED_TRACE(absl::StrCat(wire::EnumNameBody(kind), " fields ", mask));
+      flatbuffers::FlatBufferBuilder b;
+      auto name =
+          (mask & 1) ? b.CreateString("test.absent") : flatbuffers::Offset<flatbuffers::String>();
+      auto second =
+          (mask & 2) ? b.CreateString("test.") : flatbuffers::Offset<flatbuffers::String>();
+      // A geometry table whose own fields are all absent, when bit 1 is set.
+      auto geometry =
+          (mask & 2) ? wire::GeometryBuilder(b).Finish() : flatbuffers::Offset<wire::Geometry>();
+      flatbuffers::Offset<void> body;
+      switch (kind) {
+        case wire::Body::RegisterRequest: {
+          wire::RegisterRequestBuilder t(b);
+          if (mask & 1) t.add_name(name);
+          if (mask & 2) t.add_geometry(geometry);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::UnregisterRequest: {
+          wire::UnregisterRequestBuilder t(b);
+          if (mask & 1) t.add_name(name);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::LookupRequest: {
+          wire::LookupRequestBuilder t(b);
+          if (mask & 1) t.add_name(name);
+          if (mask & 2) t.add_geometry(geometry);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::WaitRequest: {
+          wire::WaitRequestBuilder t(b);
+          if (mask & 1) t.add_name(name);
+          if (mask & 4) t.add_timeout_ms(1);  // Absent: 0, which polls.
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::ListRequest: {
+          wire::ListRequestBuilder t(b);
+          if (mask & 1) t.add_prefix(name);
+          if (mask & 2) t.add_start_after(second);
+          if (mask & 4) t.add_limit(3);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::InfoRequest: {
+          wire::InfoRequestBuilder t(b);
+          if (mask & 1) t.add_name(name);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::SubscribeRequest: {
+          wire::SubscribeRequestBuilder t(b);
+          if (mask & 2) t.add_prefix(second);
+          if (mask & 4) t.add_subscription_id(mask);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::UnsubscribeRequest: {
+          wire::UnsubscribeRequestBuilder t(b);
+          if (mask & 4) t.add_subscription_id(mask);
+          body = t.Finish().Union();
+          break;
+        }
+        default:
+          FAIL() << "no builder for this kind";
+      }
+      ++id;
+      service_wire::FinishEnvelope(b, id, absl::OkStatus(), kind, body);
+      ASSERT_OK(SendMessage(fd.get(), service_wire::Bytes(b)));
+      // Skips events: this connection owns test.absent once registered, so
+      // a Lookup of it sends us a NewConnectionEvent first.
+      const wire::Envelope* envelope = nullptr;
+      ReceivedMessage reply;
+      do {
+        ASSERT_OK_AND_ASSIGN(reply, ReceiveMessage(fd.get(), service_wire::kMaxReplyBytes));
+        ASSERT_OK_AND_ASSIGN(envelope, service_wire::VerifyEnvelope(reply.bytes));
+      } while (envelope->request_id() == 0);
+      EXPECT_EQ(envelope->request_id(), id);
+      // Absent fields read as their defaults; they are never malformed.
+      EXPECT_FALSE(absl::IsDataLoss(service_wire::StatusFromWire(envelope->status())));
+      ++requests;
+    }
+  }
+  EXPECT_EQ(requests, 64);
+  // Still the same connection, still in step.
+  ASSERT_OK(SendMessage(fd.get(), testing::RequestWithoutBody(wire::Body::ListRequest, 99)));
+  ASSERT_OK_AND_ASSIGN(auto last, ReceiveMessage(fd.get(), 4096));
+  ASSERT_OK_AND_ASSIGN(auto envelope, service_wire::VerifyEnvelope(last.bytes));
+  EXPECT_EQ(envelope->request_id(), 99u);
+}
+
+// The client side of the same defect: events whose union value is absent.
+TEST_F(ServiceManagerTest, ClientSurvivesEventsWithoutABody) {
+  daemon_.reset();  // A fake manager speaks on the socket instead.
+  const std::string path = dir_.File("fake.sock");
+  UniqueFd listener(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener.get(), 4), 0);
+  std::thread fake([&] {
+    UniqueFd peer(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    auto hello = ReceiveMessage(peer.get(), 4096);
+    if (!hello.ok()) return;
+    flatbuffers::FlatBufferBuilder b;
+    auto body = wire::CreateHelloReply(b, 1, ::getpid());
+    service_wire::FinishEnvelope(b, 1, absl::OkStatus(), wire::Body::HelloReply, body.Union());
+    (void)SendMessage(peer.get(), service_wire::Bytes(b));
+    for (wire::Body kind :
+         {wire::Body::NewConnectionEvent, wire::Body::ClientGoneEvent, wire::Body::NameEvent}) {
+      (void)SendMessage(peer.get(), testing::RequestWithoutBody(kind, 0));
+    }
+    // Then a List reply without its body.
+    auto list = ReceiveMessage(peer.get(), 4096);
+    if (!list.ok()) return;
+    auto envelope = service_wire::VerifyEnvelope(list->bytes);
+    if (!envelope.ok()) return;
+    (void)SendMessage(
+        peer.get(), testing::RequestWithoutBody(wire::Body::ListReply, (*envelope)->request_id()));
+    (void)ReceiveMessage(peer.get(), 4096);  // Until the client hangs up.
+  });
+  ServiceManagerOptions options;
+  options.socket_path = path;
+  {
+    ASSERT_OK_AND_ASSIGN(auto client, ServiceManager::Connect(options));
+    EXPECT_THAT(client->List(), StatusIs(absl::StatusCode::kDataLoss));
+  }
+  fake.join();
 }
 
 TEST_F(ServiceManagerTest, RandomlyMutatedRequestsNeverHurtTheDaemon) {

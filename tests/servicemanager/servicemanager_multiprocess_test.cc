@@ -121,6 +121,25 @@ TEST_F(MultiProcessTest, RegisterLookupListWaitAcrossProcesses) {
   EXPECT_EQ(ExitCodeOf(second), static_cast<int>(absl::StatusCode::kAlreadyExists));
 }
 
+// Regression: one datagram (Hello, then a request kind with no body) killed
+// the real daemon with SIGSEGV. Now each closes only its own connection; the
+// daemon keeps serving and, at TearDown, still stops cleanly with exit 0.
+TEST_F(MultiProcessTest, RequestsWithoutABodyNeverStopTheDaemon) {
+  ReportPipe report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess server, Server("mp.echo", report));
+  for (servicemanager::wire::Body kind : testing::kRequestKinds) {
+    UniqueFd fd = testing::RawConnect(socket_);
+    ASSERT_TRUE(fd.valid());
+    ASSERT_OK(SendMessage(fd.get(), testing::HelloBytes(1)));
+    ASSERT_OK(ReceiveMessage(fd.get(), 4096).status());
+    ASSERT_OK(SendMessage(fd.get(), testing::RequestWithoutBody(kind, 2)));
+    EXPECT_TRUE(testing::HungUp(fd.get())) << servicemanager::wire::EnumNameBody(kind);
+  }
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  ASSERT_OK_AND_ASSIGN(ServiceConnection connection, client->Lookup("mp.echo"));
+  EXPECT_EQ(EchoCall(*connection.channel, "alive").value_or(""), "alive");
+}
+
 TEST_F(MultiProcessTest, NameIsFreedWhenOwnerIsKilledAndANewServerTakesIt) {
   // Declared before the client, whose reader thread runs the handler.
   absl::Notification disappeared;
