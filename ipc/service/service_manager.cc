@@ -96,7 +96,8 @@ absl::StatusOr<std::unique_ptr<ServiceManager>> ServiceManager::Connect(
   flatbuffers::FlatBufferBuilder builder(64);
   const uint64_t id = manager->NextRequestId();
   auto hello =
-      wire::CreateHelloRequest(builder, static_cast<uint32_t>(wire::ProtocolVersion::kCurrent));
+      wire::CreateHelloRequest(builder, static_cast<uint32_t>(wire::ProtocolVersion::kCurrent),
+                               /*acknowledges_connections=*/true);
   service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::HelloRequest,
                                hello.Union());
   auto reply = manager->Request(Bytes(builder), id, absl::Now() + options.request_timeout);
@@ -184,7 +185,9 @@ void ServiceManager::FailAllPending(const absl::Status& why) {
 void ServiceManager::ReaderLoop() {
   reader_thread_of = this;
   for (;;) {
-    auto message = ReceiveMessage(socket_.get(), service_wire::kMaxReplyBytes);
+    // Lost descriptors (this process is at RLIMIT_NOFILE) cost only the
+    // message that carried them, never the connection to the manager.
+    auto message = ReceiveMessageAllowingLostFds(socket_.get(), service_wire::kMaxReplyBytes);
     if (!message.ok()) {
       FailAllPending(
           absl::UnavailableError(absl::StrCat("connection to the service manager at ", path_,
@@ -202,14 +205,29 @@ void ServiceManager::ReaderLoop() {
       return;
     }
     const uint64_t id = (*envelope)->request_id();
+    const absl::Status lost_fds = absl::ResourceExhaustedError(
+        "out of file descriptors: the descriptors the service manager sent did not arrive "
+        "(RLIMIT_NOFILE)");
     if (id == 0) {
+      if (message->fds_lost) {
+        // Refuse that one connection, so its client's Lookup fails with the
+        // reason instead of getting a channel nobody serves.
+        if (const auto* event = (*envelope)->body_as_NewConnectionEvent()) {
+          Acknowledge(event->connection_id(), lost_fds);
+        }
+        continue;
+      }
       HandleEvent(*std::move(message));
       continue;
     }
     MutexLock lock(&mu_);
     auto it = pending_.find(id);
     if (it == pending_.end()) continue;  // Its caller timed out; the fds close here.
-    it->second->result = *std::move(message);
+    if (message->fds_lost) {
+      it->second->result = lost_fds;
+    } else {
+      it->second->result = *std::move(message);
+    }
     it->second->done = true;
     pending_.erase(it);
     answered_.SignalAll();
@@ -231,17 +249,27 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
         auto it = registrations_.find(View(event->name()));
         if (it != registrations_.end()) registration = it->second;
       }
-      // Without a handler, or with bad fds, dropping the fds hangs up the
-      // liveness socket, so the client sees a dead peer rather than a hang.
-      if (registration == nullptr || message.fds.size() != 2) return;
+      // Every outcome is acknowledged: the manager holds the client's
+      // LookupReply until then. Refused, the fds close here and the client's
+      // Lookup fails with the reason.
+      if (registration == nullptr) {
+        return Acknowledge(event->connection_id(),
+                           absl::NotFoundError(absl::StrCat("this process no longer serves '",
+                                                            View(event->name()), "'")));
+      }
+      if (message.fds.size() != 2) {
+        return Acknowledge(event->connection_id(),
+                           absl::DataLossError("the new connection came without its descriptors"));
+      }
       auto region = Region::Adopt(std::move(message.fds[0]), kMinRegionSize, Region::kMaxSize);
-      if (!region.ok()) return;
+      if (!region.ok()) return Acknowledge(event->connection_id(), region.status());
       ChannelOptions options;
       options.spin = registration->spin;
       options.peer = service_wire::CredentialsFromWire(event->client());
       auto channel =
           ServerChannel::Open(*std::move(region), std::move(message.fds[1]), *watcher_, options);
-      if (!channel.ok()) return;
+      if (!channel.ok()) return Acknowledge(event->connection_id(), channel.status());
+      Acknowledge(event->connection_id(), absl::OkStatus());
       IncomingConnection connection;
       connection.service = std::string(View(event->name()));
       connection.connection_id = event->connection_id();
@@ -258,9 +286,16 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
         auto it = registrations_.find(View(event->name()));
         if (it != registrations_.end()) registration = it->second;
       }
-      if (registration != nullptr && registration->on_client_gone) {
-        registration->on_client_gone(View(event->name()), event->connection_id(),
-                                     service_wire::CredentialsFromWire(event->client()));
+      if (registration == nullptr || !registration->on_client_gone) return;
+      const PeerCredentials client = service_wire::CredentialsFromWire(event->client());
+      // One event lists every connection of that client (older managers
+      // sent one event per connection, in connection_id alone).
+      if (event->connection_ids() == nullptr || event->connection_ids()->size() == 0) {
+        registration->on_client_gone(View(event->name()), event->connection_id(), client);
+        return;
+      }
+      for (uint64_t connection_id : *event->connection_ids()) {
+        registration->on_client_gone(View(event->name()), connection_id, client);
       }
       return;
     }
@@ -284,6 +319,22 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
     default:
       return;  // Unknown events from a newer daemon are ignored.
   }
+}
+
+void ServiceManager::Acknowledge(uint64_t connection_id, const absl::Status& status) {
+  flatbuffers::FlatBufferBuilder builder(128);
+  flatbuffers::Offset<wire::Status> wire_status;
+  if (!status.ok()) {
+    // Bounded, so the ack stays well inside the manager's request limit.
+    const absl::string_view message = status.message().substr(0, 1024);
+    wire_status = wire::CreateStatus(builder, static_cast<int>(status.code()),
+                                     builder.CreateString(message.data(), message.size()));
+  }
+  auto body = wire::CreateConnectionAck(builder, connection_id, wire_status);
+  service_wire::FinishEnvelope(builder, 0, absl::OkStatus(), wire::Body::ConnectionAck,
+                               body.Union());
+  // A failure means the manager is gone, which the reader sees next.
+  (void)SendMessage(socket_.get(), Bytes(builder));
 }
 
 absl::Status ServiceManager::Register(absl::string_view name, ConnectionHandler on_connect,

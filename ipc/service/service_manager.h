@@ -187,6 +187,9 @@ class ServiceManager {
   absl::Status CheckNotReaderThread(absl::string_view what) const;
   void ReaderLoop();
   void HandleEvent(ReceivedMessage message);
+  // Answers a NewConnectionEvent: OK once its channel is open, else why not
+  // (the manager passes that on to the client's Lookup). Reader thread only.
+  void Acknowledge(uint64_t connection_id, const absl::Status& status);
   void FailAllPending(const absl::Status& why);
 
   const std::string path_;

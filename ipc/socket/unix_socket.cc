@@ -52,7 +52,8 @@ absl::Status SendMessage(int socket, std::span<const std::byte> bytes, std::span
 
 namespace {
 // nullopt only for a non-blocking receive that found nothing queued.
-absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags);
+absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags,
+                                                       bool keep_truncated_fds = false);
 }  // namespace
 
 absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes) {
@@ -65,8 +66,16 @@ absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, siz
   return Receive(socket, max_bytes, MSG_DONTWAIT);
 }
 
+absl::StatusOr<ReceivedMessage> ReceiveMessageAllowingLostFds(int socket, size_t max_bytes) {
+  absl::StatusOr<std::optional<ReceivedMessage>> message =
+      Receive(socket, max_bytes, 0, /*keep_truncated_fds=*/true);
+  if (!message.ok()) return message.status();
+  return **std::move(message);
+}
+
 namespace {
-absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags) {
+absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags,
+                                                       bool keep_truncated_fds) {
   ReceivedMessage out;
   out.bytes.resize(max_bytes);
   iovec iov{out.bytes.data(), out.bytes.size()};
@@ -116,6 +125,11 @@ absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_by
   }
   // The credentials' room can hold a few descriptors more than the limit.
   if ((msg.msg_flags & MSG_CTRUNC) != 0 || out.fds.size() > kMaxFdsPerMessage) {
+    if (keep_truncated_fds) {
+      out.fds_lost = true;
+      out.bytes.resize(static_cast<size_t>(got));
+      return std::optional<ReceivedMessage>(std::move(out));
+    }
     return absl::DataLossError(
         absl::StrCat("recvmsg: more than ", kMaxFdsPerMessage, " file descriptors in one message"));
   }

@@ -427,7 +427,9 @@ void ServiceManagerDaemon::ReadOne(Connection& conn) {
     return;
   }
   auto envelope = service_wire::VerifyEnvelope(message->bytes);
-  if (!envelope.ok() || (*envelope)->request_id() == 0) {
+  // Request id 0 is for answers to events (ConnectionAck), never requests.
+  if (!envelope.ok() ||
+      ((*envelope)->request_id() == 0) != ((*envelope)->body_type() == wire::Body::ConnectionAck)) {
     // Malformed input closes the connection (docs/error-handling.md): after
     // garbage we cannot trust where the next message starts to make sense.
     log().Warning("dropping connection from ", Describe(conn.creds), ": malformed request (",
@@ -456,6 +458,7 @@ void ServiceManagerDaemon::HandleRequest(Connection& conn, const wire::Envelope&
       return;
     }
     conn.hello = true;
+    conn.acks_connections = hello->acknowledges_connections();
     hello_deadlines_.erase({conn.hello_deadline, conn.id});
     flatbuffers::FlatBufferBuilder builder(64);
     auto body = wire::CreateHelloReply(
@@ -494,6 +497,8 @@ void ServiceManagerDaemon::HandleRequest(Connection& conn, const wire::Envelope&
       return HandleInfo(conn, id, *envelope.body_as_InfoRequest());
     case wire::Body::SubscribeRequest:
       return HandleSubscribe(conn, id, *envelope.body_as_SubscribeRequest());
+    case wire::Body::ConnectionAck:
+      return HandleConnectionAck(conn, *envelope.body_as_ConnectionAck());
     case wire::Body::UnsubscribeRequest: {
       const uint64_t sub = envelope.body_as_UnsubscribeRequest()->subscription_id();
       auto it = std::find_if(conn.subscriptions.begin(), conn.subscriptions.end(),
@@ -623,6 +628,12 @@ void ServiceManagerDaemon::HandleLookup(Connection& conn, uint64_t request_id,
     return ReplyStatus(conn, request_id,
                        absl::UnavailableError(absl::StrCat("the owner of '", name, "' is gone")));
   }
+  if (server->acks_connections && server->unacked.size() >= options_.max_unacked_connections) {
+    return ReplyStatus(conn, request_id,
+                       absl::ResourceExhaustedError(absl::StrCat(
+                           "the owner of '", name, "' (", Describe(service.owner_creds), ") has ",
+                           server->unacked.size(), " connections it has not yet accepted")));
+  }
   const channel_layout::Geometry geometry =
       service_wire::MergeGeometry(service.geometry, request.geometry());
   auto plan = channel_layout::PlanRegion(geometry);
@@ -670,16 +681,19 @@ void ServiceManagerDaemon::HandleLookup(Connection& conn, uint64_t request_id,
     return ReplyStatus(conn, request_id,
                        absl::UnavailableError(absl::StrCat("the owner of '", name, "' is gone")));
   }
-  {
-    flatbuffers::FlatBufferBuilder builder(128);
-    const wire::Credentials owner = service_wire::CredentialsToWire(service.owner_creds);
-    auto body = wire::CreateLookupReply(builder, record_id, &owner, region_size);
-    service_wire::FinishEnvelope(builder, request_id, absl::OkStatus(), wire::Body::LookupReply,
-                                 body.Union());
-    std::vector<UniqueFd> fds;
-    fds.push_back(*std::move(client_region_fd));
-    fds.push_back(std::move(pair->first));
-    Send(conn, builder, std::move(fds));
+  std::vector<UniqueFd> client_fds;
+  client_fds.push_back(*std::move(client_region_fd));
+  client_fds.push_back(std::move(pair->first));
+  if (server->acks_connections) {
+    // Answered when the server has the channel open: a server that died, or
+    // ran out of descriptors, never hands the client a dead channel.
+    server->unacked.insert(record_id);
+    pending_lookups_.emplace(
+        record_id, PendingLookup{conn.id, server->id, request_id, name, service.owner_creds,
+                                 region_size, std::move(client_fds)});
+  } else {
+    SendLookupReply(conn, request_id, record_id, service.owner_creds, region_size,
+                    std::move(client_fds));
   }
   ++service.total_connections;
   service.records.insert(record_id);
@@ -694,7 +708,59 @@ void ServiceManagerDaemon::HandleLookup(Connection& conn, uint64_t request_id,
   log().Debug("connection ", record_id, " to '", name, "' for ", Describe(conn.creds));
 }
 
+void ServiceManagerDaemon::SendLookupReply(Connection& client, uint64_t request_id,
+                                           uint64_t record_id, const PeerCredentials& server,
+                                           uint64_t region_size, std::vector<UniqueFd> fds) {
+  flatbuffers::FlatBufferBuilder builder(128);
+  const wire::Credentials owner = service_wire::CredentialsToWire(server);
+  auto body = wire::CreateLookupReply(builder, record_id, &owner, region_size);
+  service_wire::FinishEnvelope(builder, request_id, absl::OkStatus(), wire::Body::LookupReply,
+                               body.Union());
+  Send(client, builder, std::move(fds));
+}
+
+void ServiceManagerDaemon::HandleConnectionAck(Connection& conn, const wire::ConnectionAck& ack) {
+  auto it = pending_lookups_.find(ack.connection_id());
+  // Not pending (its client already left) or not this server's: nothing to
+  // do, and nothing to answer (acks get no reply).
+  if (it == pending_lookups_.end() || it->second.server != conn.id) return;
+  const uint64_t record_id = it->first;
+  PendingLookup pending = std::move(it->second);
+  pending_lookups_.erase(it);
+  conn.unacked.erase(record_id);
+  const absl::Status accepted = service_wire::StatusFromWire(ack.status());
+  if (!accepted.ok()) {
+    log().Warning("'", pending.name, "' (", Describe(conn.creds), ") refused connection ",
+                  record_id, ": ", accepted.message());
+    ForgetRecord(record_id);
+  }
+  Connection* client = Find(pending.client);
+  if (client == nullptr || client->closing) return;  // Its fds close here.
+  if (!accepted.ok()) {
+    return ReplyStatus(
+        *client, pending.request_id,
+        absl::Status(accepted.code(),
+                     absl::StrCat("'", pending.name, "' (server ", Describe(pending.server_creds),
+                                  ") refused the connection: ", accepted.message())));
+  }
+  SendLookupReply(*client, pending.request_id, record_id, pending.server_creds, pending.region_size,
+                  std::move(pending.fds));
+}
+
+void ServiceManagerDaemon::FailPendingLookup(uint64_t record_id, const absl::Status& why) {
+  auto it = pending_lookups_.find(record_id);
+  if (it == pending_lookups_.end()) return;
+  PendingLookup pending = std::move(it->second);
+  pending_lookups_.erase(it);
+  if (Connection* server = Find(pending.server)) server->unacked.erase(record_id);
+  if (Connection* client = Find(pending.client)) {
+    ReplyStatus(*client, pending.request_id, why);
+  }
+}
+
 void ServiceManagerDaemon::ForgetRecord(uint64_t record_id) {
+  FailPendingLookup(record_id,
+                    absl::UnavailableError("the connection was forgotten before it was accepted"));
   auto it = records_.find(record_id);
   if (it == records_.end()) return;
   if (auto service = services_.find(it->second.name);
@@ -847,7 +913,12 @@ void ServiceManagerDaemon::RemoveService(const std::string& name, absl::string_v
   services_.erase(it);
   // The channels themselves see the owner's death through their liveness
   // sockets; here we only forget them.
-  for (uint64_t record_id : service.records) records_.erase(record_id);
+  for (uint64_t record_id : service.records) {
+    FailPendingLookup(
+        record_id, absl::UnavailableError(absl::StrCat("the owner of '", name, "' went away (", why,
+                                                       ") before accepting the connection")));
+    records_.erase(record_id);
+  }
   log().Info("'", name, "' freed (", why, ")");
   NotifyName(service, /*appeared=*/false);
 }
@@ -874,12 +945,17 @@ void ServiceManagerDaemon::Send(Connection& conn, const flatbuffers::FlatBufferB
         break;
     }
   }
-  if (conn.out.size() >= options_.max_queued_messages) {
+  const absl::Time now = absl::Now();
+  if (conn.out.empty()) conn.last_drained = now;
+  if (conn.queued_bytes + bytes.size() > options_.max_queued_bytes ||
+      now - conn.last_drained > options_.stall_timeout) {
     log().Warning("dropping connection from ", Describe(conn.creds), ": ", conn.out.size(),
-                  " messages queued and it is not reading");
+                  " messages (", conn.queued_bytes, " bytes) queued and it has read none for ",
+                  absl::FormatDuration(now - conn.last_drained));
     MarkForClose(conn, "not reading");
     return;
   }
+  conn.queued_bytes += bytes.size();
   conn.out.push_back({std::vector<std::byte>(bytes.begin(), bytes.end()), std::move(fds)});
   SetWantOut(conn, true);
 }
@@ -889,7 +965,9 @@ void ServiceManagerDaemon::Flush(Connection& conn) {
     Outgoing& next = conn.out.front();
     switch (TrySend(conn.fd.get(), next.bytes, next.fds)) {
       case SendResult::kSent:
+        conn.queued_bytes -= next.bytes.size();
         conn.out.pop_front();
+        conn.last_drained = absl::Now();
         continue;
       case SendResult::kWouldBlock:
         return;
@@ -952,21 +1030,40 @@ void ServiceManagerDaemon::CloseConnection(uint64_t id) {
     }
     waits_.erase(wait);
   }
+  // Look-ups it was still to accept fail now (ForgetRecord/RemoveService
+  // below only find those of names it owned at the end).
+  for (uint64_t record_id : std::vector<uint64_t>(conn->unacked.begin(), conn->unacked.end())) {
+    FailPendingLookup(
+        record_id, absl::UnavailableError("the server went away before accepting the connection"));
+  }
   for (const std::string& name : conn->names) RemoveService(name, "owner connection closed");
-  // Tell servers that this client is gone, one event per live connection.
+  // Tell servers that this client is gone: one event per (server, name)
+  // listing every connection, so a client that made thousands of look-ups
+  // costs each server one message, not a burst that would swamp its queue.
+  std::map<std::pair<uint64_t, std::string>, std::vector<uint64_t>> gone;
   for (uint64_t record_id : conn->client_records) {
     auto record = records_.find(record_id);
     if (record == records_.end()) continue;
-    if (Connection* server = Find(record->second.server)) {
-      flatbuffers::FlatBufferBuilder builder(128);
-      const wire::Credentials client = service_wire::CredentialsToWire(conn->creds);
-      auto body = wire::CreateClientGoneEvent(builder, builder.CreateString(record->second.name),
-                                              record_id, &client);
+    gone[{record->second.server, record->second.name}].push_back(record_id);
+    ForgetRecord(record_id);
+  }
+  const wire::Credentials client = service_wire::CredentialsToWire(conn->creds);
+  // Ids per event, so each stays far below kMaxReplyBytes.
+  constexpr size_t kIdsPerEvent = 4096;
+  for (const auto& [key, ids] : gone) {
+    Connection* server = Find(key.first);
+    if (server == nullptr) continue;
+    for (size_t first = 0; first < ids.size(); first += kIdsPerEvent) {
+      const std::span<const uint64_t> chunk =
+          std::span<const uint64_t>(ids).subspan(first, std::min(kIdsPerEvent, ids.size() - first));
+      flatbuffers::FlatBufferBuilder builder(64 + 8 * chunk.size());
+      auto body =
+          wire::CreateClientGoneEvent(builder, builder.CreateString(key.second), chunk.front(),
+                                      &client, builder.CreateVector(chunk.data(), chunk.size()));
       service_wire::FinishEnvelope(builder, 0, absl::OkStatus(), wire::Body::ClientGoneEvent,
                                    body.Union());
       Send(*server, builder);
     }
-    ForgetRecord(record_id);
   }
   // conn (its fd and anything still queued, descriptors included) goes here.
 }

@@ -60,8 +60,16 @@ struct DaemonOptions {
   // Connection records kept per client connection (for Info and client-gone
   // events); the oldest is forgotten beyond this.
   size_t max_records_per_client = 4096;
-  // Messages queued for a peer that is not reading; beyond this it is dropped.
-  size_t max_queued_messages = 1024;
+  // A peer is dropped when what waits for it to read passes this many bytes
+  // (a memory bound no reading peer comes near: events are ~100 bytes), or
+  // when it has not taken a single message for `stall_timeout` while some
+  // wait. A peer that reads, however far behind a burst, is never dropped.
+  size_t max_queued_bytes = size_t{8} << 20;
+  absl::Duration stall_timeout = absl::Seconds(10);
+  // Look-ups of one server that it has not yet acknowledged; beyond this a
+  // Lookup fails RESOURCE_EXHAUSTED (back-pressure on clients, not a reason
+  // to drop the server).
+  size_t max_unacked_connections = 256;
   channel_layout::Geometry default_geometry;
   // Largest channel region a registration or look-up may ask for.
   uint64_t max_region_size = uint64_t{256} << 20;
@@ -114,7 +122,13 @@ class ServiceManagerDaemon {
     absl::Time hello_deadline;
     bool closing = false;   // Marked for close; sends are dropped.
     bool want_out = false;  // EPOLLOUT armed.
+    // Said so in Hello: look-ups of its names wait for its ConnectionAck.
+    bool acks_connections = false;
     std::deque<Outgoing> out;
+    size_t queued_bytes = 0;  // Sum of out[i].bytes.size().
+    absl::Time last_drained;  // When `out` was last empty or last shrank.
+    // As a server: records whose NewConnectionEvent it has not answered.
+    absl::flat_hash_set<uint64_t> unacked;
     std::vector<std::string> names;  // Owned registrations.
     std::vector<Subscription> subscriptions;
     std::deque<uint64_t> client_records;  // Oldest first; may hold stale ids.
@@ -134,6 +148,17 @@ class ServiceManagerDaemon {
     uint64_t server = 0;
     uint64_t client = 0;
     PeerCredentials client_creds;
+  };
+  // A look-up whose reply waits for the server's ConnectionAck; holds the
+  // client's half of the channel until then.
+  struct PendingLookup {
+    uint64_t client = 0;
+    uint64_t server = 0;
+    uint64_t request_id = 0;
+    std::string name;
+    PeerCredentials server_creds;
+    uint64_t region_size = 0;
+    std::vector<UniqueFd> fds;
   };
   struct Wait {
     uint64_t connection = 0;
@@ -163,6 +188,12 @@ class ServiceManagerDaemon {
                   const service_wire::wire::InfoRequest& request);
   void HandleSubscribe(Connection& conn, uint64_t request_id,
                        const service_wire::wire::SubscribeRequest& request);
+  void HandleConnectionAck(Connection& conn, const service_wire::wire::ConnectionAck& ack);
+  void SendLookupReply(Connection& client, uint64_t request_id, uint64_t record_id,
+                       const PeerCredentials& server, uint64_t region_size,
+                       std::vector<UniqueFd> fds);
+  // Answers the look-up waiting on `record_id` (if any) with `why`.
+  void FailPendingLookup(uint64_t record_id, const absl::Status& why);
 
   // PERMISSION_DENIED (logged) unless the policy allows it.
   absl::Status Check(Policy::Action action, absl::string_view name, const Connection& conn);
@@ -201,6 +232,7 @@ class ServiceManagerDaemon {
   absl::flat_hash_map<uint64_t, std::unique_ptr<Connection>> connections_;
   std::map<std::string, Service> services_;  // Sorted, for List pages.
   absl::flat_hash_map<uint64_t, Record> records_;
+  absl::flat_hash_map<uint64_t, PendingLookup> pending_lookups_;  // By record id.
   absl::flat_hash_map<uint64_t, Wait> waits_;
   absl::flat_hash_map<std::string, std::vector<uint64_t>> waits_by_name_;
   std::set<std::pair<absl::Time, uint64_t>> wait_deadlines_;

@@ -8,6 +8,8 @@
 #include <random>
 #include <thread>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -237,6 +239,40 @@ TEST_F(ServiceManagerTest, ServerIsToldWhenAClientDisconnects) {
   client.reset();
   ASSERT_TRUE(gone.WaitForNotificationWithTimeout(absl::Seconds(10)));
   EXPECT_EQ(gone_id, id);
+}
+
+// Regression: a client that made ~1,400 look-ups and then exited made the
+// manager send one ClientGoneEvent per connection in one burst; the server's
+// queue overflowed and the manager dropped it, names and all. Now the server
+// gets one event listing every connection, and keeps its names.
+TEST_F(ServiceManagerTest, BusyClientsExitNeverCostsTheServerItsNames) {
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  absl::Mutex mu;
+  absl::flat_hash_set<uint64_t> gone;
+  RegisterOptions options;
+  options.geometry = SmallGeometry();
+  options.on_client_gone = [&](absl::string_view, uint64_t id, const PeerCredentials&) {
+    absl::MutexLock lock(&mu);
+    gone.insert(id);
+  };
+  ASSERT_OK(server->Register(
+      "test.busy", [](IncomingConnection) {}, std::move(options)));
+  constexpr int kLookups = 3000;
+  {
+    ASSERT_OK_AND_ASSIGN(auto client, Connect());
+    for (int i = 0; i < kLookups; ++i) {
+      ASSERT_OK(client->Lookup("test.busy").status()) << "lookup " << i;
+    }
+  }
+  {
+    absl::MutexLock lock(&mu);
+    auto all_gone = [&] { return gone.size() == kLookups; };
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all_gone), absl::Seconds(30)));
+  }
+  EXPECT_OK(server->health());
+  ASSERT_OK_AND_ASSIGN(auto names, server->List("test.busy"));
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_EQ(names[0].connections, 0u);
 }
 
 TEST_F(ServiceManagerTest, HandlersCannotCallBackIntoTheManager) {

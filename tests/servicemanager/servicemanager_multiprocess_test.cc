@@ -287,6 +287,69 @@ TEST_F(MultiProcessTest, TenThousandConnectLookupDisconnectCyclesLeakNothing) {
   // would show as ~1 MiB.
   EXPECT_LE(rss_after, rss_before + 512);
 #endif
+  // The churn of others never costs the server its registration.
+  EXPECT_OK(server->health());
+  ASSERT_OK_AND_ASSIGN(auto names, server->List("mp.cycle"));
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_EQ(names[0].owner.pid, ::getpid());
+}
+
+// Regression: with its descriptors exhausted, a server's reader thread took
+// the truncated NewConnectionEvent for the manager going away and stopped;
+// every later client got a channel nobody served. Now that one connection is
+// refused (the client's Lookup says why) and the server serves the rest.
+TEST_F(MultiProcessTest, ServerOutOfDescriptorsRefusesThatConnectionAndKeepsServing) {
+  ReportPipe report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(auto process, Helper({"--spare_fds=8", "serve", "mp.fd", "echo"}, report));
+  ASSERT_EQ(report.ReadLine().value_or(""), "ready");
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  std::vector<ServiceConnection> held;
+  absl::Status refused;
+  for (int i = 0; i < 64 && refused.ok(); ++i) {
+    auto connection = client->Lookup("mp.fd");
+    if (!connection.ok()) {
+      refused = connection.status();
+      break;
+    }
+    ASSERT_OK(EchoCall(*connection->channel, "served").status());
+    held.push_back(*std::move(connection));
+  }
+  EXPECT_FALSE(held.empty());
+  std::printf("refused after %zu connections: %s\n", held.size(), refused.ToString().c_str());
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kResourceExhausted,
+                                ::testing::AllOf(HasSubstr("mp.fd"), HasSubstr("descriptors"))));
+  // Hanging up frees the server's descriptors; it serves new clients again.
+  const size_t count = held.size();
+  held.clear();
+  for (size_t i = 0; i < count; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string line, report.ReadLine());
+    EXPECT_TRUE(absl::StartsWith(line, "channel-dead")) << line;
+  }
+  ASSERT_OK_AND_ASSIGN(ServiceConnection again, client->Lookup("mp.fd"));
+  EXPECT_EQ(EchoCall(*again.channel, "again").value_or(""), "again");
+  ASSERT_OK_AND_ASSIGN(auto names, client->List("mp.fd"));
+  EXPECT_EQ(names.size(), 1u);
+  ASSERT_OK(process.Kill(SIGKILL));
+  (void)process.Wait(absl::Seconds(10));
+}
+
+// Regression: a Lookup right after a server was killed could return a channel
+// to it (the manager had not yet seen the hang-up). The manager now answers
+// only once the server has acknowledged the connection, which a killed
+// process never does.
+TEST_F(MultiProcessTest, LookupRightAfterServerIsKilledNeverReturnsAChannel) {
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  for (int i = 0; i < 20; ++i) {
+    ReportPipe report = ReportPipe::Create();
+    ASSERT_OK_AND_ASSIGN(Subprocess server, Server("mp.doomed", report));
+    ASSERT_OK(client->Lookup("mp.doomed").status());
+    ASSERT_OK(server.Kill(SIGKILL));
+    auto connection = client->Lookup("mp.doomed");
+    EXPECT_TRUE(absl::IsUnavailable(connection.status()) || absl::IsNotFound(connection.status()))
+        << "attempt " << i << ": " << connection.status();
+    (void)server.Wait(absl::Seconds(10));
+    ASSERT_OK(client->health());
+  }
 }
 
 TEST_F(MultiProcessTest, RepeatedCrashesOfServersAndClientsLeakNothing) {

@@ -6,14 +6,19 @@
 //   sm_test_helper SOCKET [--uid=N] register NAME
 //   sm_test_helper SOCKET [--uid=N] lookup NAME
 //   sm_test_helper SOCKET [--uid=N] hold NAME
+//   sm_test_helper SOCKET --spare_fds=N serve NAME [echo|hang]
 //
 // --uid switches to that uid (and gid) before doing anything, for policy
-// tests run as root.
+// tests run as root. --spare_fds lowers RLIMIT_NOFILE, once registered, to
+// leave only N descriptors free, for descriptor-exhaustion tests.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -82,6 +87,11 @@ int main(int argc, char** argv) {
     }
     ++next;
   }
+  int spare_fds = -1;
+  if (args.size() > next && absl::StartsWith(args[next], "--spare_fds=")) {
+    if (!absl::SimpleAtoi(args[next].substr(12), &spare_fds)) return 2;
+    ++next;
+  }
   if (args.size() < next + 2) return 2;
   const std::string command = args[next];
   const std::string name = args[next + 1];
@@ -119,6 +129,31 @@ int main(int argc, char** argv) {
     if (!status.ok()) {
       Report(absl::StrCat("error ", CodeOf(status)));
       return CodeOf(status);
+    }
+    if (spare_fds >= 0) {
+      // New descriptors must be numbered below the limit: pick the limit
+      // below which exactly N numbers are free (inherited descriptors may
+      // sit anywhere, so count rather than take the highest).
+      std::vector<int> open_fds;
+      for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+        int fd = 0;
+        if (absl::SimpleAtoi(entry.path().filename().string(), &fd)) open_fds.push_back(fd);
+      }
+      std::sort(open_fds.begin(), open_fds.end());
+      int free_below = 0, number = 0;
+      size_t next_open = 0;
+      for (; free_below < spare_fds; ++number) {
+        if (next_open < open_fds.size() && open_fds[next_open] == number) {
+          ++next_open;
+        } else {
+          ++free_below;
+        }
+      }
+      rlimit limit{static_cast<rlim_t>(number), static_cast<rlim_t>(number)};
+      if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        std::perror("setrlimit");
+        return 2;
+      }
     }
     Report("ready");
     for (;;) ::pause();
