@@ -17,7 +17,10 @@ absl::StatusOr<std::pair<UniqueFd, UniqueFd>> SeqPacketPair() {
   return std::make_pair(UniqueFd(fds[0]), UniqueFd(fds[1]));
 }
 
-absl::Status SendMessage(int socket, std::span<const std::byte> bytes, std::span<const int> fds) {
+namespace {
+// nullopt: MSG_DONTWAIT was given and the socket's buffer is full.
+absl::StatusOr<bool> Send(int socket, std::span<const std::byte> bytes, std::span<const int> fds,
+                          int flags) {
   if (bytes.empty() && fds.empty()) {
     // recvmsg() returns 0 for it, exactly as for end of stream.
     return absl::InvalidArgumentError("sendmsg: an empty message reads as a hang-up");
@@ -41,13 +44,26 @@ absl::Status SendMessage(int socket, std::span<const std::byte> bytes, std::span
     cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
   }
-  const ssize_t sent = RetryOnEintr([&] { return ::sendmsg(socket, &msg, MSG_NOSIGNAL); });
-  if (sent < 0) return ErrnoStatus("sendmsg", errno);
+  const ssize_t sent = RetryOnEintr([&] { return ::sendmsg(socket, &msg, MSG_NOSIGNAL | flags); });
+  if (sent < 0) {
+    if ((flags & MSG_DONTWAIT) != 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+    return ErrnoStatus("sendmsg", errno);
+  }
   if (static_cast<size_t>(sent) != bytes.size()) {
     return absl::UnavailableError(
         absl::StrCat("sendmsg: short write of ", sent, " of ", bytes.size(), " bytes"));
   }
-  return absl::OkStatus();
+  return true;
+}
+}  // namespace
+
+absl::Status SendMessage(int socket, std::span<const std::byte> bytes, std::span<const int> fds) {
+  return Send(socket, bytes, fds, 0).status();
+}
+
+absl::StatusOr<bool> TrySendMessage(int socket, std::span<const std::byte> bytes,
+                                    std::span<const int> fds) {
+  return Send(socket, bytes, fds, MSG_DONTWAIT);
 }
 
 namespace {

@@ -41,6 +41,12 @@ absl::StatusOr<std::pair<UniqueFd, UniqueFd>> SeqPacketPair();
 absl::Status SendMessage(int socket, std::span<const std::byte> bytes,
                          std::span<const int> fds = {});
 
+// As SendMessage, but never blocks: false (nothing sent) when the socket's
+// send buffer is full, so a single-threaded server can queue the message and
+// wait for EPOLLOUT instead of stalling on one slow peer.
+absl::StatusOr<bool> TrySendMessage(int socket, std::span<const std::byte> bytes,
+                                    std::span<const int> fds = {});
+
 struct ReceivedMessage {
   std::vector<std::byte> bytes;
   std::vector<UniqueFd> fds;
