@@ -19,6 +19,7 @@ namespace {
 
 constexpr uint64_t kListenerId = 1;
 constexpr uint64_t kStopId = 2;
+constexpr uint64_t kReloadId = 3;
 constexpr int kMaxEvents = 64;
 constexpr int kAcceptBatch = 64;
 
@@ -42,13 +43,25 @@ absl::StatusOr<std::unique_ptr<ServiceManagerDaemon>> ServiceManagerDaemon::Crea
   if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, stop.get(), &ev) != 0) {
     return ErrnoStatus("epoll_ctl(ADD, stop)", errno);
   }
-  Policy policy = options.policy.has_value() ? *options.policy : Policy::Default(::geteuid());
-  return std::unique_ptr<ServiceManagerDaemon>(new ServiceManagerDaemon(
-      std::move(options), std::move(policy), std::move(claim), std::move(epoll), std::move(stop)));
+  UniqueFd reload(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!reload) return ErrnoStatus("eventfd", errno);
+  ev.data.u64 = kReloadId;
+  if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, reload.get(), &ev) != 0) {
+    return ErrnoStatus("epoll_ctl(ADD, reload)", errno);
+  }
+  std::optional<Policy> policy = std::move(options.policy);
+  if (!options.policy_path.empty()) {
+    SLUICE_ASSIGN_OR_RETURN(policy, Policy::Load(options.policy_path, ::geteuid()));
+  }
+  if (!policy.has_value()) policy = Policy::Default(::geteuid());
+  return std::unique_ptr<ServiceManagerDaemon>(
+      new ServiceManagerDaemon(std::move(options), *std::move(policy), std::move(claim),
+                               std::move(epoll), std::move(stop), std::move(reload)));
 }
 
 ServiceManagerDaemon::ServiceManagerDaemon(DaemonOptions options, Policy policy, SocketClaim claim,
-                                           UniqueFd epoll, UniqueFd stop_event)
+                                           UniqueFd epoll, UniqueFd stop_event,
+                                           UniqueFd reload_event)
     : options_(std::move(options)),
       policy_(std::move(policy)),
       owned_logger_(options_.logger == nullptr ? std::make_unique<Logger>(Logger::Level::kWarning)
@@ -57,11 +70,44 @@ ServiceManagerDaemon::ServiceManagerDaemon(DaemonOptions options, Policy policy,
       claim_(std::move(claim)),
       epoll_(std::move(epoll)),
       stop_event_(std::move(stop_event)),
+      reload_event_(std::move(reload_event)),
       reserve_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)),
       outbox_(*this),
       registry_(options_.registry, outbox_, policy_, CreateChannelMaterial, *logger_),
       dispatcher_(options_.requests, policy_, registry_, outbox_, *logger_) {
   log().Info("listening on ", options_.socket_path, " (policy: ", policy_.source(), ")");
+  LogPolicyWarnings();
+}
+
+void ServiceManagerDaemon::LogPolicyWarnings() const {
+  for (const std::string& warning : policy_.Lint()) {
+    log().Warning(policy_.source(), ": ", warning);
+  }
+}
+
+void ServiceManagerDaemon::Reload() {
+  const uint64_t one = 1;
+  (void)!::write(reload_event_.get(), &one, sizeof(one));
+}
+
+void ServiceManagerDaemon::ReloadPolicy() {
+  uint64_t count;
+  (void)!::read(reload_event_.get(), &count, sizeof(count));
+  if (options_.policy_path.empty()) {
+    log().Info("reload requested, but the policy is not from a file; nothing to do");
+    return;
+  }
+  absl::StatusOr<Policy> policy = Policy::Load(options_.policy_path, ::geteuid());
+  if (!policy.ok()) {
+    // The message names the file, the line and the reason.
+    log().Error("policy reload failed, keeping the old policy: ", policy.status().message());
+    return;
+  }
+  // The registry and dispatcher hold references to policy_: they see the
+  // new rules from the next request on.
+  policy_ = *std::move(policy);
+  log().Info("policy reloaded from ", policy_.source(), " (", policy_.rule_count(), " rules)");
+  LogPolicyWarnings();
 }
 
 ServiceManagerDaemon::~ServiceManagerDaemon() = default;
@@ -109,8 +155,14 @@ absl::Status ServiceManagerDaemon::Run() {
       return ErrnoStatus("epoll_wait", errno);
     }
     bool stop = false;
+    // A reload signalled before a request arrived must apply to it, even
+    // when both come back from the same epoll_wait.
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.u64 == kReloadId) ReloadPolicy();
+    }
     for (int i = 0; i < n; ++i) {
       const uint64_t id = events[i].data.u64;
+      if (id == kReloadId) continue;
       if (id == kStopId) {
         stop = true;
         continue;

@@ -17,9 +17,8 @@
 // accepted connection and everything queued for them. It keeps no fd of any
 // channel after handing it out.
 //
-// Threads: Run() is a single-threaded epoll loop; every member except Stop()
-// and stats() belongs to the thread inside Run(). Stop() is thread safe and
-// async-signal-safe (it writes an eventfd), so a signal handler may call it.
+// Threads: Run() is a single-threaded epoll loop; every member except Stop(),
+// Reload() and stats() belongs to the thread inside Run().
 #ifndef SLUICE_SERVICES_SERVICEMANAGER_DAEMON_H_
 #define SLUICE_SERVICES_SERVICEMANAGER_DAEMON_H_
 
@@ -54,6 +53,9 @@ struct DaemonOptions {
   std::string socket_path;
   // Unset: Policy::Default(geteuid()).
   std::optional<Policy> policy;
+  // If set, the policy is loaded from this file (overriding `policy`), and
+  // Reload() re-reads it.
+  std::string policy_path;
   // The socket node's mode. Access control is the policy's job (it sees
   // SO_PEERCRED), so the default lets every local user connect and be judged.
   mode_t socket_mode = 0666;
@@ -77,7 +79,12 @@ class ServiceManagerDaemon {
 
   // Serves until Stop(); then closes every connection and returns OK.
   [[nodiscard]] absl::Status Run();
+  // Both thread safe and async-signal-safe (each writes an eventfd), so
+  // SIGTERM/SIGHUP handlers may call them.
   void Stop();
+  // Re-reads `policy_path` before the loop serves its next request. A file
+  // that does not parse keeps the old policy; either outcome is logged.
+  void Reload();
 
   struct Stats {
     size_t connections = 0;
@@ -114,7 +121,9 @@ class ServiceManagerDaemon {
   };
 
   ServiceManagerDaemon(DaemonOptions options, Policy policy, SocketClaim claim, UniqueFd epoll,
-                       UniqueFd stop_event);
+                       UniqueFd stop_event, UniqueFd reload_event);
+  void ReloadPolicy();
+  void LogPolicyWarnings() const;
   const Logger& log() const { return *logger_; }
 
   void AcceptAll();
@@ -137,6 +146,7 @@ class ServiceManagerDaemon {
   SocketClaim claim_;
   UniqueFd epoll_;
   UniqueFd stop_event_;
+  UniqueFd reload_event_;
   UniqueFd reserve_fd_;  // Closed to make room when accept() hits EMFILE.
   ConnectionOutbox outbox_;
   Registry registry_;

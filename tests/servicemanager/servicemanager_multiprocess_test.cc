@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -568,6 +570,96 @@ TEST_F(PolicyTest, PolicyFileGrantsAndDeniesPerNameAndPrefix) {
   EXPECT_THAT(log, HasSubstr("denied: register of 'shared.mine' by pid"));
   EXPECT_THAT(log, HasSubstr("denied: lookup of 'private.svc'"));
   EXPECT_THAT(log, HasSubstr("denied: lookup of 'shared.secret'"));
+}
+
+// ---- the real binary's signals and policy reload ----
+
+class DaemonBinaryTest : public ::testing::Test {
+ protected:
+  // Starts sluice-servicemanager with its log lines on a pipe.
+  void Start(std::vector<std::string> extra) {
+    ReportPipe ready = ReportPipe::Create();
+    log_ = ReportPipe::Create();
+    std::vector<std::string> argv = {SLUICE_SERVICEMANAGER_BIN, "--socket=" + socket_,
+                                     "--log_level=info", "--ready_fd=3", "--log_fd=4"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto process = Subprocess::Spawn(argv, {ready.write.get(), log_.write.get()});
+    ASSERT_OK(process.status());
+    ready.write.reset();
+    log_.write.reset();
+    daemon_ = *std::move(process);
+    ASSERT_EQ(ready.ReadLine().value_or("(none)"), "ready");
+  }
+  // The next log line containing `text` (empty if none within 10 s).
+  std::string LogLineWith(absl::string_view text) {
+    for (;;) {
+      auto line = log_.ReadLine();
+      if (!line.ok()) return "";
+      if (absl::StrContains(*line, text)) return *line;
+    }
+  }
+  int AsOtherUid(const std::string& command, const std::string& name) {
+    auto process = Subprocess::Spawn(
+        {SLUICE_SM_TEST_HELPER_BIN, socket_, absl::StrCat("--uid=", kOtherUid), command, name});
+    if (!process.ok()) return -1;
+    return ExitCodeOf(*process);
+  }
+  void WritePolicy(const std::string& text) { std::ofstream(policy_) << text; }
+
+  TempDir dir_;
+  std::string socket_ = dir_.File("sm.sock");
+  std::string policy_ = dir_.File("policy");
+  ReportPipe log_;
+  std::optional<Subprocess> daemon_;
+};
+
+TEST_F(DaemonBinaryTest, SighupReloadsThePolicyAndAFileThatDoesNotParseKeepsTheOldOne) {
+  if (::geteuid() != 0) GTEST_SKIP() << "switches a helper to uid " << kOtherUid;
+  WritePolicy("allow * reload.a* *\n");
+  Start({"--policy=" + policy_});
+  EXPECT_EQ(AsOtherUid("register", "reload.b"), kDenied);
+
+  WritePolicy("allow * reload.* *\nallow everything please\n");
+  ASSERT_OK(daemon_->Kill(SIGHUP));
+  const std::string failed = LogLineWith("policy reload");
+  EXPECT_THAT(failed, HasSubstr("failed, keeping the old policy"));
+  EXPECT_THAT(failed, HasSubstr("policy line 2"));
+  EXPECT_EQ(AsOtherUid("register", "reload.b"), kDenied);
+  EXPECT_EQ(AsOtherUid("register", "reload.a1"), kOk);
+
+  WritePolicy("allow * reload.* *\n");
+  ASSERT_OK(daemon_->Kill(SIGHUP));
+  EXPECT_THAT(LogLineWith("policy reload"), HasSubstr("policy reloaded from " + policy_));
+  EXPECT_EQ(AsOtherUid("register", "reload.b"), kOk);
+
+  ASSERT_OK(daemon_->Kill(SIGTERM));
+  EXPECT_EQ(ExitCodeOf(*daemon_), 0);
+  EXPECT_FALSE(std::filesystem::exists(socket_));
+}
+
+TEST_F(DaemonBinaryTest, SigintAndSigtermStopCleanlyAndRemoveTheSocket) {
+  for (int signal : {SIGINT, SIGTERM}) {
+    Start({});
+    ASSERT_OK_AND_ASSIGN(auto client, [&] {
+      ServiceManagerOptions options;
+      options.socket_path = socket_;
+      return ServiceManager::Connect(options);
+    }());
+    ASSERT_OK(client->Register("signal.svc", [](IncomingConnection) {}));
+    ASSERT_TRUE(std::filesystem::exists(socket_));
+    ASSERT_OK(daemon_->Kill(signal));
+    EXPECT_EQ(ExitCodeOf(*daemon_), 0) << strsignal(signal);
+    EXPECT_FALSE(std::filesystem::exists(socket_)) << strsignal(signal);
+  }
+}
+
+TEST_F(DaemonBinaryTest, StartupNamesPolicyRulesThatCanNeverApply) {
+  WritePolicy("deny lookup secret uid:0\nallow * * *\nallow lookup late uid:5\n");
+  Start({"--policy=" + policy_});
+  EXPECT_THAT(LogLineWith("policy line 1"), HasSubstr("uid 0 is always allowed"));
+  EXPECT_THAT(LogLineWith("policy line 3"), HasSubstr("line 2 already decides it"));
+  ASSERT_OK(daemon_->Kill(SIGTERM));
+  EXPECT_EQ(ExitCodeOf(*daemon_), 0);
 }
 
 }  // namespace
