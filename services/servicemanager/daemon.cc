@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,6 +23,18 @@ constexpr uint64_t kStopId = 2;
 constexpr uint64_t kReloadId = 3;
 constexpr int kMaxEvents = 64;
 constexpr int kAcceptBatch = 64;
+
+// Random and non-zero: a restarted manager (even with the same pid, in a
+// new container) never looks like the one before.
+uint64_t NewEpoch() {
+  uint64_t epoch = 0;
+  while (epoch == 0) {
+    if (::getrandom(&epoch, sizeof(epoch), 0) != sizeof(epoch)) {
+      epoch = static_cast<uint64_t>(absl::ToUnixNanos(absl::Now())) ^ ::getpid();
+    }
+  }
+  return epoch;
+}
 
 }  // namespace
 
@@ -74,7 +87,7 @@ ServiceManagerDaemon::ServiceManagerDaemon(DaemonOptions options, Policy policy,
       reserve_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)),
       outbox_(*this),
       registry_(options_.registry, outbox_, policy_, CreateChannelMaterial, *logger_),
-      dispatcher_(options_.requests, policy_, registry_, outbox_, *logger_) {
+      dispatcher_(options_.requests, NewEpoch(), policy_, registry_, outbox_, *logger_) {
   log().Info("listening on ", options_.socket_path, " (policy: ", policy_.source(), ")");
   LogPolicyWarnings();
 }

@@ -15,9 +15,14 @@ using service_wire::View;
 
 }  // namespace
 
-RequestDispatcher::RequestDispatcher(Limits limits, const Policy& policy, Registry& registry,
-                                     Outbox& outbox, const Logger& log)
-    : limits_(limits), policy_(policy), registry_(registry), outbox_(outbox), log_(log) {}
+RequestDispatcher::RequestDispatcher(Limits limits, uint64_t epoch, const Policy& policy,
+                                     Registry& registry, Outbox& outbox, const Logger& log)
+    : limits_(limits),
+      epoch_(epoch),
+      policy_(policy),
+      registry_(registry),
+      outbox_(outbox),
+      log_(log) {}
 
 void RequestDispatcher::Reply(const Peer& peer, uint64_t request_id, const absl::Status& status) {
   outbox_.Send(peer.id, StatusReply(request_id, status));
@@ -150,7 +155,7 @@ absl::Status RequestDispatcher::Handle(Peer& peer, const ReceivedMessage& messag
         Reply(peer, id, ok);
         return absl::OkStatus();
       }
-      registry_.Subscribe(peer.id, id, prefix, request.subscription_id());
+      registry_.Subscribe(peer.id, id, prefix, request.subscription_id(), request.existing());
       return absl::OkStatus();
     }
     case wire::Body::UnsubscribeRequest:
@@ -187,8 +192,12 @@ absl::Status RequestDispatcher::HandleHello(Peer& peer, uint64_t request_id,
   }
   peer.said_hello = true;
   registry_.AddClient(peer.id, peer.creds, hello->acknowledges_connections());
+  if (hello->previous_epoch() != 0) {
+    log_.Debug(Describe(peer.creds),
+               hello->previous_epoch() == epoch_ ? " reconnected" : " is back after a restart");
+  }
   flatbuffers::FlatBufferBuilder builder(64);
-  auto body = wire::CreateHelloReply(builder, want, ::getpid());
+  auto body = wire::CreateHelloReply(builder, want, ::getpid(), epoch_);
   service_wire::FinishEnvelope(builder, request_id, absl::OkStatus(), wire::Body::HelloReply,
                                body.Union());
   outbox_.Send(peer.id, Encode(builder));

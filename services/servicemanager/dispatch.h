@@ -50,8 +50,10 @@ class RequestDispatcher {
 
   // All references must outlive the dispatcher; `policy` may be reassigned
   // (reload) between calls.
-  RequestDispatcher(Limits limits, const Policy& policy, Registry& registry, Outbox& outbox,
-                    const Logger& log);
+  // `epoch` is this manager's identity in every HelloReply (see
+  // idl/servicemanager.fbs): random and non-zero, new at every start.
+  RequestDispatcher(Limits limits, uint64_t epoch, const Policy& policy, Registry& registry,
+                    Outbox& outbox, const Logger& log);
 
   // Handles one received message. A non-OK status means the connection must
   // be closed (the message says why, for the log); any reply has been sent.
@@ -69,6 +71,7 @@ class RequestDispatcher {
   void Reply(const Peer& peer, uint64_t request_id, const absl::Status& status);
 
   const Limits limits_;
+  const uint64_t epoch_;
   const Policy& policy_;
   Registry& registry_;
   Outbox& outbox_;

@@ -394,7 +394,7 @@ void Registry::Info(uint64_t connection, uint64_t request_id, const std::string&
 }
 
 void Registry::Subscribe(uint64_t connection, uint64_t request_id, const std::string& prefix,
-                         uint64_t subscription_id) {
+                         uint64_t subscription_id, bool existing) {
   Client* client = FindClient(connection);
   if (client == nullptr) return;
   if (client->subscriptions.size() >= limits_.subscriptions_per_connection) {
@@ -413,6 +413,24 @@ void Registry::Subscribe(uint64_t connection, uint64_t request_id, const std::st
   client->subscriptions.push_back({subscription_id, prefix});
   subscribers_.insert(connection);
   Reply(connection, request_id, absl::OkStatus());
+  if (!existing) return;
+  for (auto it = services_.lower_bound(prefix);
+       it != services_.end() && absl::StartsWith(it->first, prefix); ++it) {
+    if (!policy_.Allows(Policy::Action::kLookup, it->first, client->creds)) continue;
+    SendNameEvent(connection, subscription_id, it->second, /*appeared=*/true);
+  }
+}
+
+void Registry::SendNameEvent(uint64_t connection, uint64_t subscription_id, const Service& service,
+                             bool appeared) {
+  flatbuffers::FlatBufferBuilder builder(128);
+  const wire::Credentials owner = service_wire::CredentialsToWire(service.owner_creds);
+  auto body =
+      wire::CreateNameEvent(builder, subscription_id,
+                            appeared ? wire::NameChange::kAppeared : wire::NameChange::kDisappeared,
+                            builder.CreateString(service.name), &owner);
+  service_wire::FinishEnvelope(builder, 0, absl::OkStatus(), wire::Body::NameEvent, body.Union());
+  outbox_.Send(connection, Encode(builder));
 }
 
 void Registry::Unsubscribe(uint64_t connection, uint64_t request_id, uint64_t subscription_id) {
@@ -436,14 +454,7 @@ void Registry::NotifyName(const Service& service, bool appeared) {
     for (const Subscription& s : client->subscriptions) {
       if (!absl::StartsWith(service.name, s.prefix)) continue;
       if (!policy_.Allows(Policy::Action::kLookup, service.name, client->creds)) continue;
-      flatbuffers::FlatBufferBuilder builder(128);
-      const wire::Credentials owner = service_wire::CredentialsToWire(service.owner_creds);
-      auto body = wire::CreateNameEvent(
-          builder, s.id, appeared ? wire::NameChange::kAppeared : wire::NameChange::kDisappeared,
-          builder.CreateString(service.name), &owner);
-      service_wire::FinishEnvelope(builder, 0, absl::OkStatus(), wire::Body::NameEvent,
-                                   body.Union());
-      outbox_.Send(id, Encode(builder));
+      SendNameEvent(id, s.id, service, appeared);
     }
   }
 }

@@ -87,8 +87,9 @@ class Registry {
   void List(uint64_t connection, uint64_t request_id, const std::string& prefix,
             const std::string& start_after, uint32_t limit);
   void Info(uint64_t connection, uint64_t request_id, const std::string& name);
+  // `existing`: also send kAppeared for every name already registered.
   void Subscribe(uint64_t connection, uint64_t request_id, const std::string& prefix,
-                 uint64_t subscription_id);
+                 uint64_t subscription_id, bool existing);
   void Unsubscribe(uint64_t connection, uint64_t request_id, uint64_t subscription_id);
   // A server's answer to the NewConnectionEvent of `record_id`. Acks for
   // records that are not pending on this server are ignored.
@@ -167,6 +168,8 @@ class Registry {
   void ForgetRecord(uint64_t record_id);
   void RemoveService(const std::string& name, absl::string_view why);
   void NotifyName(const Service& service, bool appeared);
+  void SendNameEvent(uint64_t connection, uint64_t subscription_id, const Service& service,
+                     bool appeared);
   void AnswerWaitsFor(const std::string& name);
   void DropWait(uint64_t wait_id);
 

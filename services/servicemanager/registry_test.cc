@@ -246,7 +246,7 @@ TEST_F(RegistryTest, WaitIsAnsweredWhenTheNameAppearsOrAtItsDeadline) {
 TEST_F(RegistryTest, OwnersExitFreesItsNamesAndTellsSubscribersWhoMaySeeThem) {
   Add(kServer);
   Add(kClient);
-  registry_.Subscribe(kClient, 3, "s", 42);
+  registry_.Subscribe(kClient, 3, "s", 42, /*existing=*/false);
   ASSERT_EQ(outbox_.Take(kClient).size(), 1u);
   Serve("svc");
   Serve("other");

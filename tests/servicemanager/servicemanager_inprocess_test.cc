@@ -147,6 +147,64 @@ TEST_F(ServiceManagerTest, ManagerGoingAwayFailsLaterCallsWithUnavailable) {
   EXPECT_THAT(client->health(), StatusIs(absl::StatusCode::kUnavailable));
 }
 
+// The same scenario as servicemanager_restart_test, on threads: a manager
+// restart costs nothing but time. Registrations come back by themselves, a
+// pending WaitFor and a subscription carry on, an open channel never
+// notices, and the epoch says it was a restart.
+TEST_F(ServiceManagerTest, RestartedManagerGetsNamesWaitsAndSubscriptionsBack) {
+  absl::Mutex mu;
+  std::vector<std::string> events;
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  EchoServer echo;
+  ASSERT_OK(client
+                ->Subscribe("test.",
+                            [&](const NameEvent& e) {
+                              absl::MutexLock lock(&mu);
+                              events.push_back(absl::StrCat(
+                                  e.change == NameChange::kAppeared ? "+" : "-", e.name));
+                            })
+                .status());
+  ASSERT_OK(server->Register("test.kept", echo.Handler()));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection open, client->Lookup("test.kept"));
+  const uint64_t epoch = server->manager_epoch();
+  EXPECT_NE(epoch, 0u);
+
+  absl::Status waited = absl::UnknownError("not run");
+  std::thread waiter([&] { waited = client->WaitFor("test.later", absl::Seconds(30)); });
+  StartDaemon({});  // Stops the old daemon (every connection drops), starts a new one.
+  // New look-ups work once the server's registration is back.
+  ASSERT_OK_AND_ASSIGN(auto probe, Connect());
+  ASSERT_OK(probe->WaitFor("test.kept", absl::Seconds(10)));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection fresh, probe->Lookup("test.kept"));
+  EXPECT_EQ(EchoCall(*fresh.channel, "fresh").value_or(""), "fresh");
+  // The channel opened before the restart never noticed.
+  EXPECT_EQ(EchoCall(*open.channel, "open").value_or(""), "open");
+
+  absl::Status registered;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    registered = server->Register("test.later", [](IncomingConnection) {});
+    if (!absl::IsUnavailable(registered)) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_OK(registered);
+  waiter.join();
+  EXPECT_OK(waited);
+  EXPECT_NE(server->manager_epoch(), epoch);
+  EXPECT_EQ(server->manager_restarts(), 1u);
+  EXPECT_OK(client->health());
+
+  absl::MutexLock lock(&mu);
+  auto seen = [&] {
+    return std::find(events.begin(), events.end(), "+test.later") != events.end();
+  };
+  ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&seen), absl::Seconds(10)));
+  // Appeared, gone with the old manager, back with the new one, then later.
+  EXPECT_EQ(events.front(), "+test.kept");
+  EXPECT_EQ(std::count(events.begin(), events.end(), "-test.kept"), 1);
+  EXPECT_EQ(std::count(events.begin(), events.end(), "+test.kept"), 2);
+}
+
 TEST_F(ServiceManagerTest, UnregisterFreesTheNameOnlyForItsOwner) {
   ASSERT_OK_AND_ASSIGN(auto owner, Connect());
   ASSERT_OK_AND_ASSIGN(auto other, Connect());
