@@ -12,6 +12,7 @@ SLUICE_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   clang libclang-rt-14-dev
+  systemd  # systemd-socket-activate, for the socket-activation test
 )
 
 sluice_install_packages() {

@@ -40,8 +40,11 @@ uint64_t NewEpoch() {
 
 absl::StatusOr<std::unique_ptr<ServiceManagerDaemon>> ServiceManagerDaemon::Create(
     DaemonOptions options) {
-  SLUICE_ASSIGN_OR_RETURN(SocketClaim claim,
-                          SocketClaim::Claim(options.socket_path, options.socket_mode));
+  absl::StatusOr<SocketClaim> claimed =
+      options.listen_fd >= 0 ? SocketClaim::Adopt(UniqueFd(options.listen_fd))
+                             : SocketClaim::Claim(options.socket_path, options.socket_mode);
+  SLUICE_ASSIGN_OR_RETURN(SocketClaim claim, std::move(claimed));
+  if (options.socket_path.empty()) options.socket_path = claim.path();
   UniqueFd epoll(::epoll_create1(EPOLL_CLOEXEC));
   if (!epoll) return ErrnoStatus("epoll_create1", errno);
   UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));

@@ -51,6 +51,10 @@ namespace sluice {
 
 struct DaemonOptions {
   std::string socket_path;
+  // A listening AF_UNIX SOCK_SEQPACKET socket to serve instead of claiming
+  // `socket_path` (socket activation, socket_activation.h); the daemon takes
+  // it over and never unlinks its node. -1: claim `socket_path`.
+  int listen_fd = -1;
   // Unset: Policy::Default(geteuid()).
   std::optional<Policy> policy;
   // If set, the policy is loaded from this file (overriding `policy`), and

@@ -1,6 +1,9 @@
 // sluice-servicemanager: wires flags, logger, policy and signals to a
 // ServiceManagerDaemon and runs it. Everything else is in daemon.h.
 //
+// Socket activation: started by systemd with LISTEN_FDS=1, it serves the
+// socket it was given (units in services/servicemanager/systemd/).
+//
 // Signals: SIGTERM/SIGINT stop cleanly (connections closed, socket removed,
 // exit 0); SIGHUP re-reads the --policy file.
 #include <signal.h>
@@ -17,6 +20,7 @@
 #include "absl/flags/usage.h"
 #include "ipc/service/socket_path.h"
 #include "services/servicemanager/daemon.h"
+#include "services/servicemanager/socket_activation.h"
 
 ABSL_FLAG(std::string, socket, "",
           "Socket path; default $SLUICE_SERVICEMANAGER, else "
@@ -64,7 +68,15 @@ int main(int argc, char** argv) {
   sluice::DaemonOptions options;
   options.logger = &logger;
   options.socket_path = absl::GetFlag(FLAGS_socket);
-  if (options.socket_path.empty()) {
+  // Socket activation: systemd made the socket (and owns its path).
+  auto activated = sluice::TakeActivatedSocket();
+  if (!activated.ok()) {
+    logger.Error(activated.status().message());
+    return 1;
+  }
+  if (activated->has_value()) {
+    options.listen_fd = **activated;
+  } else if (options.socket_path.empty()) {
     auto path = sluice::DefaultServiceManagerSocketPath();
     if (!path.ok()) {
       logger.Error(path.status().message());

@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstring>
 #include <utility>
 
@@ -122,6 +123,19 @@ absl::StatusOr<SocketClaim> SocketClaim::Claim(const std::string& path, mode_t m
   const std::string pid_text = absl::StrCat(::getpid(), "\n");
   if (::ftruncate(lock.get(), 0) == 0) (void)!::write(lock.get(), pid_text.data(), pid_text.size());
   return SocketClaim(path, std::move(listener), std::move(lock), st.st_ino);
+}
+
+absl::StatusOr<SocketClaim> SocketClaim::Adopt(UniqueFd listener) {
+  sockaddr_un addr{};
+  socklen_t len = sizeof(addr);
+  if (::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return ErrnoStatus("getsockname(adopted socket)", errno);
+  }
+  std::string path;
+  if (len > offsetof(sockaddr_un, sun_path) && addr.sun_path[0] != '\0') {
+    path.assign(addr.sun_path, strnlen(addr.sun_path, sizeof(addr.sun_path)));
+  }
+  return SocketClaim(std::move(path), std::move(listener), UniqueFd(), /*inode=*/0);
 }
 
 SocketClaim::~SocketClaim() {

@@ -7,7 +7,9 @@
 // and a stale one is replaced. Destruction removes the node only if it is
 // still the one bound here (a successor may already have replaced it).
 //
-// Owns the listening descriptor and the lock descriptor. Not thread safe;
+// Owns the listening descriptor and the lock descriptor. An adopted socket
+// (Adopt) has no lock and is left in place at the end: its owner (systemd)
+// keeps it, so clients can connect while the daemon restarts. Not thread safe;
 // the daemon's loop thread uses the listener.
 #ifndef SLUICE_SERVICES_SERVICEMANAGER_SOCKET_CLAIM_H_
 #define SLUICE_SERVICES_SERVICEMANAGER_SOCKET_CLAIM_H_
@@ -28,6 +30,10 @@ class SocketClaim {
   // path or its directory is unsafe to use; INVALID_ARGUMENT for a path that
   // does not fit sockaddr_un.
   static absl::StatusOr<SocketClaim> Claim(const std::string& path, mode_t mode);
+  // A listening socket someone else made and owns the path of (systemd
+  // socket activation): taken as is, never unlinked. The path is read back
+  // with getsockname, for log lines.
+  static absl::StatusOr<SocketClaim> Adopt(UniqueFd listener);
 
   SocketClaim(SocketClaim&&) noexcept = default;
   SocketClaim& operator=(SocketClaim&&) noexcept = default;

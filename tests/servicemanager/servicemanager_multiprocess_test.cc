@@ -662,5 +662,42 @@ TEST_F(DaemonBinaryTest, StartupNamesPolicyRulesThatCanNeverApply) {
   EXPECT_EQ(ExitCodeOf(*daemon_), 0);
 }
 
+// ---- socket activation ----
+
+constexpr char kSocketActivate[] = "/usr/bin/systemd-socket-activate";
+
+// systemd-socket-activate plays systemd: it binds the socket, and on the
+// first connection starts the real daemon with the socket as fd 3 and
+// LISTEN_FDS=1, LISTEN_PID set. The client connected before the daemon
+// existed is served by it.
+TEST(SocketActivationTest, ActivatedDaemonServesClientsOnTheSocketItWasGiven) {
+  if (::access(kSocketActivate, X_OK) != 0) {
+    GTEST_SKIP() << kSocketActivate << " is missing (Debian package systemd)";
+  }
+  TempDir dir;
+  const std::string socket = dir.File("activated.sock");
+  ASSERT_OK_AND_ASSIGN(Subprocess activator,
+                       Subprocess::Spawn({kSocketActivate, "--seqpacket", "--listen=" + socket,
+                                          SLUICE_SERVICEMANAGER_BIN, "--log_level=error"}));
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!std::filesystem::exists(socket) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_TRUE(std::filesystem::exists(socket));
+  ServiceManagerOptions options;
+  options.socket_path = socket;
+  ASSERT_OK_AND_ASSIGN(auto server, ServiceManager::Connect(options));
+  // The manager that answered is the daemon, in the activator's process
+  // (it execs the daemon in place), not some other listener.
+  EXPECT_EQ(server->manager().pid, activator.pid());
+  EchoServer echo;
+  ASSERT_OK(server->Register("activated.echo", echo.Handler()));
+  ASSERT_OK_AND_ASSIGN(auto client, ServiceManager::Connect(options));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection connection, client->Lookup("activated.echo"));
+  EXPECT_EQ(EchoCall(*connection.channel, "activated").value_or(""), "activated");
+  ASSERT_OK(activator.Kill(SIGTERM));
+  EXPECT_EQ(ExitCodeOf(activator), 0);
+}
+
 }  // namespace
 }  // namespace sluice
