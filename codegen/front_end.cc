@@ -235,6 +235,8 @@ absl::StatusOr<Schema> ParseSchemaText(const std::string& text, const std::strin
                                        const std::vector<std::string>& include_dirs) {
   flatbuffers::IDLOptions options;
   options.lang_to_generate = flatbuffers::IDLOptions::kCpp;
+  // Doc comments go into the binary schema, for `sluicectl describe`.
+  options.binary_schema_comments = true;
   flatbuffers::Parser parser(options);
   std::vector<const char*> includes;
   for (const std::string& dir : include_dirs) includes.push_back(dir.c_str());

@@ -13,6 +13,7 @@
 #include "absl/flags/parse.h"
 #include "examples/kv/key_value_store.h"
 #include "ipc/host/service_host.h"
+#include "key_value_schema.h"  // generated: the embedded .bfbs
 
 ABSL_FLAG(std::string, socket, "", "Service manager socket (default: the usual path rules)");
 ABSL_FLAG(std::string, name, "", "Name to publish (default: example.kv.KeyValueStore)");
@@ -34,7 +35,14 @@ int main(int argc, char** argv) {
   }
   auto store = std::make_shared<example::kv::KeyValueStore>();
   sluice::ServiceHost host(**manager);
-  if (absl::Status published = host.Publish(store, absl::GetFlag(FLAGS_name)); !published.ok()) {
+  // The schema goes with the name, so `sluicectl describe` and `call` work
+  // against this server with no .fbs of their own.
+  sluice::RegisterOptions options;
+  options.interface = std::string(example::kv::KeyValueStoreInterface::kName);
+  options.schema = sluice_schema::key_value::kBinarySchema;
+  options.schema_hash = sluice_schema::key_value::kStructuralHash;
+  if (absl::Status published = host.Publish(store, absl::GetFlag(FLAGS_name), std::move(options));
+      !published.ok()) {
     std::fprintf(stderr, "kv_server: %s\n", published.ToString().c_str());
     return 1;
   }

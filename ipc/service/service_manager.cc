@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "flatbuffers/reflection_generated.h"
 #include "ipc/base/errno_status.h"
 #include "ipc/base/status_macros.h"
 #include "ipc/service/socket_path.h"
@@ -348,11 +349,7 @@ void ServiceManager::Replay(int socket) {
       auto m = std::make_unique<Message>();
       m->id = next_request_id_++;
       m->what = absl::StrCat("register '", name, "'");
-      auto body = wire::CreateRegisterRequest(
-          m->builder, m->builder.CreateString(name),
-          service_wire::GeometryToWire(m->builder, registration->geometry));
-      service_wire::FinishEnvelope(m->builder, m->id, absl::OkStatus(), wire::Body::RegisterRequest,
-                                   body.Union());
+      BuildRegisterRequest(m->builder, m->id, name, *registration);
       replays_.emplace(m->id, m->what);
       messages.push_back(std::move(m));
     }
@@ -566,6 +563,53 @@ void ServiceManager::Acknowledge(uint64_t connection_id, const absl::Status& sta
   (void)SendMessage(reader_socket_, Bytes(builder));
 }
 
+void ServiceManager::BuildRegisterRequest(flatbuffers::FlatBufferBuilder& builder, uint64_t id,
+                                          absl::string_view name,
+                                          const Registration& registration) {
+  flatbuffers::Offset<flatbuffers::String> interface;
+  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> schema;
+  if (!registration.schema.empty()) {
+    interface = builder.CreateString(registration.interface);
+    schema = builder.CreateVector(reinterpret_cast<const uint8_t*>(registration.schema.data()),
+                                  registration.schema.size());
+  }
+  auto body =
+      wire::CreateRegisterRequest(builder, builder.CreateString(name.data(), name.size()),
+                                  service_wire::GeometryToWire(builder, registration.geometry),
+                                  interface, schema, registration.schema_hash);
+  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::RegisterRequest,
+                               body.Union());
+}
+
+absl::StatusOr<ServiceDescription> ServiceManager::Describe(absl::string_view name) {
+  SLUICE_RETURN_IF_ERROR(CheckNotReaderThread("Describe"));
+  const uint64_t id = NextRequestId();
+  flatbuffers::FlatBufferBuilder builder(128);
+  auto body = wire::CreateDescribeRequest(builder, builder.CreateString(name.data(), name.size()));
+  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::DescribeRequest,
+                               body.Union());
+  SLUICE_ASSIGN_OR_RETURN(ReceivedMessage reply,
+                          Request(Bytes(builder), id, absl::Now() + request_timeout_));
+  const auto* describe = EnvelopeOf(reply)->body_as_DescribeReply();
+  if (describe == nullptr || describe->schema() == nullptr) {
+    return absl::DataLossError("service manager's Describe reply has no schema");
+  }
+  // The manager checked the schema at registration, but it is one more
+  // process's bytes: verify before anyone walks them.
+  flatbuffers::Verifier verifier(describe->schema()->data(), describe->schema()->size(),
+                                 /*max_depth=*/64, /*max_tables=*/1000000);
+  if (!reflection::VerifySchemaBuffer(verifier)) {
+    return absl::DataLossError(absl::StrCat("the schema of '", name, "' does not verify"));
+  }
+  ServiceDescription out;
+  out.name = std::string(View(describe->name()));
+  out.interface = std::string(View(describe->interface()));
+  out.schema.assign(reinterpret_cast<const char*>(describe->schema()->data()),
+                    describe->schema()->size());
+  out.schema_hash = describe->schema_hash();
+  return out;
+}
+
 absl::Status ServiceManager::Register(absl::string_view name, ConnectionHandler on_connect,
                                       RegisterOptions options) {
   SLUICE_RETURN_IF_ERROR(CheckNotReaderThread("Register"));
@@ -575,6 +619,10 @@ absl::Status ServiceManager::Register(absl::string_view name, ConnectionHandler 
   registration->on_client_gone = std::move(options.on_client_gone);
   registration->spin = options.spin;
   registration->geometry = options.geometry;
+  registration->interface = std::move(options.interface);
+  registration->schema.assign(reinterpret_cast<const char*>(options.schema.data()),
+                              options.schema.size());
+  registration->schema_hash = options.schema_hash;
   uint64_t id;
   {
     // The handler goes in before the request: the first NewConnectionEvent
@@ -586,11 +634,8 @@ absl::Status ServiceManager::Register(absl::string_view name, ConnectionHandler 
     }
     id = next_request_id_++;
   }
-  flatbuffers::FlatBufferBuilder builder(128);
-  auto body = wire::CreateRegisterRequest(builder, builder.CreateString(name.data(), name.size()),
-                                          service_wire::GeometryToWire(builder, options.geometry));
-  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::RegisterRequest,
-                               body.Union());
+  flatbuffers::FlatBufferBuilder builder(128 + registration->schema.size());
+  BuildRegisterRequest(builder, id, name, *registration);
   auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);
   MutexLock lock(&mu_);
   if (!reply.ok()) {
@@ -742,7 +787,8 @@ absl::StatusOr<SubscriptionId> ServiceManager::Subscribe(absl::string_view prefi
     // ids; the handler is in place before any event can name it.
     subscriptions_.emplace(id, Subscription{std::string(prefix),
                                             std::make_shared<NameEventHandler>(std::move(handler)),
-                                            /*confirmed=*/false, {}});
+                                            /*confirmed=*/false,
+                                            {}});
   }
   flatbuffers::FlatBufferBuilder builder(128);
   auto body =

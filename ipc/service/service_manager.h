@@ -46,6 +46,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,6 +58,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "flatbuffers/flatbuffers.h"
 #include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
 #include "ipc/channel/channel.h"
@@ -104,6 +106,13 @@ struct RegisterOptions {
   channel_layout::Geometry geometry;
   SpinPolicy spin;
   ClientGoneHandler on_client_gone;  // Optional.
+  // What the service serves, so `sluicectl describe`/`call` need no local
+  // schema: the full interface name and sluice-idlc's embedded schema
+  // (<stem>_schema.h: kBinarySchema, kStructuralHash). Optional; the bytes
+  // are copied.
+  std::string interface;
+  std::span<const uint8_t> schema;
+  uint64_t schema_hash = 0;
 };
 
 struct LookupOptions {
@@ -134,6 +143,14 @@ struct ServiceDetails {
     PeerCredentials client;
   };
   std::vector<Connection> connections;
+};
+
+// What a service registered as its interface (ServiceManager::Describe).
+struct ServiceDescription {
+  std::string name;
+  std::string interface;
+  std::string schema;  // A verified binary schema (.bfbs) declaring `interface`.
+  uint64_t schema_hash = 0;
 };
 
 enum class NameChange { kAppeared, kDisappeared };
@@ -171,6 +188,10 @@ class ServiceManager {
   // Every name starting with `prefix` this process may look up, sorted.
   absl::StatusOr<std::vector<ServiceEntry>> List(absl::string_view prefix = "");
   absl::StatusOr<ServiceDetails> Info(absl::string_view name);
+  // The interface and schema `name` was registered with. NOT_FOUND if there
+  // is no such service or it registered no schema; DATA_LOSS if the schema
+  // the manager sent does not verify.
+  absl::StatusOr<ServiceDescription> Describe(absl::string_view name);
 
   // Calls `handler` (on the reader thread) whenever a name starting with
   // `prefix` that this process may look up appears or disappears.
@@ -206,8 +227,11 @@ class ServiceManager {
     ConnectionHandler on_connect;
     ClientGoneHandler on_client_gone;
     SpinPolicy spin;
-    channel_layout::Geometry geometry;  // For replay.
-    bool confirmed = false;             // The manager said OK; only these are replayed.
+    channel_layout::Geometry geometry;  // For replay, with the schema below.
+    std::string interface;
+    std::string schema;
+    uint64_t schema_hash = 0;
+    bool confirmed = false;  // The manager said OK; only these are replayed.
   };
   struct Subscription {
     std::string prefix;
@@ -225,6 +249,9 @@ class ServiceManager {
     uint64_t epoch = 0;
   };
   static constexpr uint64_t kHelloRequestId = 1;
+
+  static void BuildRegisterRequest(flatbuffers::FlatBufferBuilder& builder, uint64_t id,
+                                   absl::string_view name, const Registration& registration);
 
   // Connects to `path` and says Hello, reading the reply itself (before any
   // reader thread uses the socket).

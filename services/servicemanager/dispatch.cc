@@ -5,6 +5,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "flatbuffers/reflection.h"
 #include "ipc/base/status_macros.h"
 
 namespace sluice {
@@ -37,6 +38,40 @@ absl::Status RequestDispatcher::CheckName(const Peer& peer, absl::string_view na
   return absl::PermissionDeniedError(absl::StrCat("uid ", peer.creds.uid, " gid ", peer.creds.gid,
                                                   " may not ", ActionName(*action), " '", name,
                                                   "' (service manager policy)"));
+}
+
+absl::StatusOr<ServiceSchema> RequestDispatcher::CheckSchema(
+    absl::string_view name, const wire::RegisterRequest& request) const {
+  ServiceSchema out;
+  if (request.schema() == nullptr || request.schema()->size() == 0) return out;
+  auto invalid = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat("schema of '", name, "': ", why));
+  };
+  if (request.schema()->size() > service_wire::kMaxSchemaBytes) {
+    return invalid(absl::StrCat(request.schema()->size(), " bytes; the limit is ",
+                                service_wire::kMaxSchemaBytes));
+  }
+  flatbuffers::Verifier verifier(request.schema()->data(), request.schema()->size(),
+                                 /*max_depth=*/64, /*max_tables=*/1000000);
+  if (!reflection::VerifySchemaBuffer(verifier)) return invalid("not a binary schema (.bfbs)");
+  out.interface = std::string(View(request.interface()));
+  const reflection::Schema* schema = reflection::GetSchema(request.schema()->data());
+  bool declared = false;
+  if (schema->services() != nullptr) {
+    for (const reflection::Service* service : *schema->services()) {
+      if (service->name() != nullptr &&
+          absl::string_view(service->name()->c_str(), service->name()->size()) == out.interface) {
+        declared = true;
+      }
+    }
+  }
+  if (!declared) {
+    return invalid(absl::StrCat("declares no service '", out.interface.substr(0, 255), "'"));
+  }
+  out.bfbs.assign(reinterpret_cast<const char*>(request.schema()->data()),
+                  request.schema()->size());
+  out.hash = request.schema_hash();
+  return out;
 }
 
 absl::Status RequestDispatcher::CheckGeometry(absl::string_view name,
@@ -88,11 +123,14 @@ absl::Status RequestDispatcher::Handle(Peer& peer, const ReceivedMessage& messag
           service_wire::MergeGeometry(limits_.default_geometry, request.geometry());
       absl::Status ok = CheckName(peer, name, Policy::Action::kRegister);
       if (ok.ok()) ok = CheckGeometry(name, geometry);
+      absl::StatusOr<ServiceSchema> schema = ServiceSchema{};
+      if (ok.ok()) schema = CheckSchema(name, request);
+      if (ok.ok()) ok = schema.status();
       if (!ok.ok()) {
         Reply(peer, id, ok);
         return absl::OkStatus();
       }
-      registry_.Register(peer.id, id, name, geometry);
+      registry_.Register(peer.id, id, name, geometry, *std::move(schema));
       return absl::OkStatus();
     }
     case wire::Body::UnregisterRequest: {
@@ -146,6 +184,15 @@ absl::Status RequestDispatcher::Handle(Peer& peer, const ReceivedMessage& messag
         return absl::OkStatus();
       }
       registry_.Info(peer.id, id, name);
+      return absl::OkStatus();
+    }
+    case wire::Body::DescribeRequest: {
+      const std::string name(View(envelope.body_as_DescribeRequest()->name()));
+      if (absl::Status ok = CheckName(peer, name, Policy::Action::kLookup); !ok.ok()) {
+        Reply(peer, id, ok);
+        return absl::OkStatus();
+      }
+      registry_.DescribeService(peer.id, id, name);
       return absl::OkStatus();
     }
     case wire::Body::SubscribeRequest: {

@@ -65,6 +65,10 @@ class RequestDispatcher {
   // policy. A denial is logged. INVALID_ARGUMENT or PERMISSION_DENIED.
   absl::Status CheckName(const Peer& peer, absl::string_view name,
                          std::optional<Policy::Action> action) const;
+  // A registration's schema: within kMaxSchemaBytes, a reflection schema
+  // that verifies and declares `interface`. INVALID_ARGUMENT otherwise.
+  absl::StatusOr<ServiceSchema> CheckSchema(
+      absl::string_view name, const service_wire::wire::RegisterRequest& request) const;
   // The one geometry check: a plannable region within the size limit.
   absl::Status CheckGeometry(absl::string_view name,
                              const channel_layout::Geometry& geometry) const;

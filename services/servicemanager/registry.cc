@@ -95,7 +95,7 @@ void Registry::RemoveClient(uint64_t connection) {
 }
 
 void Registry::Register(uint64_t connection, uint64_t request_id, const std::string& name,
-                        const channel_layout::Geometry& geometry) {
+                        const channel_layout::Geometry& geometry, ServiceSchema schema) {
   Client* client = FindClient(connection);
   if (client == nullptr) return;
   if (auto it = services_.find(name); it != services_.end()) {
@@ -115,6 +115,7 @@ void Registry::Register(uint64_t connection, uint64_t request_id, const std::str
   service.owner = connection;
   service.owner_creds = client->creds;
   service.geometry = geometry;
+  service.schema = std::move(schema);
   client->names.push_back(name);
   log_.Info("registered '", name, "' for ", Describe(client->creds));
   Reply(connection, request_id, absl::OkStatus());
@@ -389,6 +390,29 @@ void Registry::Info(uint64_t connection, uint64_t request_id, const std::string&
                                 s.total_connections, s.geometry);
   auto body = wire::CreateInfoReply(builder, info, connections_offset);
   service_wire::FinishEnvelope(builder, request_id, absl::OkStatus(), wire::Body::InfoReply,
+                               body.Union());
+  outbox_.Send(connection, Encode(builder));
+}
+
+void Registry::DescribeService(uint64_t connection, uint64_t request_id,
+                               const std::string& name) {
+  auto it = services_.find(name);
+  if (it == services_.end()) {
+    return Reply(connection, request_id,
+                 absl::NotFoundError(absl::StrCat("no service named '", name, "'")));
+  }
+  const ServiceSchema& schema = it->second.schema;
+  if (schema.bfbs.empty()) {
+    return Reply(
+        connection, request_id,
+        absl::NotFoundError(absl::StrCat("service '", name, "' was registered without a schema")));
+  }
+  flatbuffers::FlatBufferBuilder builder(schema.bfbs.size() + 256);
+  auto bytes = builder.CreateVector(reinterpret_cast<const uint8_t*>(schema.bfbs.data()),
+                                    schema.bfbs.size());
+  auto body = wire::CreateDescribeReply(builder, builder.CreateString(name),
+                                        builder.CreateString(schema.interface), bytes, schema.hash);
+  service_wire::FinishEnvelope(builder, request_id, absl::OkStatus(), wire::Body::DescribeReply,
                                body.Union());
   outbox_.Send(connection, Encode(builder));
 }

@@ -41,6 +41,13 @@
 
 namespace sluice {
 
+// What a registration says it serves (all empty: it did not say).
+struct ServiceSchema {
+  std::string interface;  // Full service name, e.g. "example.kv.KeyValueStore".
+  std::string bfbs;       // Verified reflection schema declaring `interface`.
+  uint64_t hash = 0;      // sluice-idlc's structural hash.
+};
+
 class Registry {
  public:
   struct Limits {
@@ -74,7 +81,9 @@ class Registry {
   // Each request below is answered exactly once on `connection` with
   // `request_id`, now or later (a Lookup waiting for an ack, a Wait).
   void Register(uint64_t connection, uint64_t request_id, const std::string& name,
-                const channel_layout::Geometry& geometry);
+                const channel_layout::Geometry& geometry, ServiceSchema schema = {});
+  // The schema `name` registered with; NOT_FOUND if none or no schema.
+  void DescribeService(uint64_t connection, uint64_t request_id, const std::string& name);
   void Unregister(uint64_t connection, uint64_t request_id, const std::string& name);
   // The registration's geometry, into which a client's override merges.
   // NOT_FOUND naming the service if there is none.
@@ -129,6 +138,7 @@ class Registry {
     uint64_t owner = 0;
     PeerCredentials owner_creds;
     channel_layout::Geometry geometry;
+    ServiceSchema schema;
     uint64_t total_connections = 0;
     std::set<uint64_t> records;
   };

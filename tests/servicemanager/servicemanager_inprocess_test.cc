@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "flatbuffers/idl.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/service/service_manager.h"
@@ -203,6 +204,50 @@ TEST_F(ServiceManagerTest, RestartedManagerGetsNamesWaitsAndSubscriptionsBack) {
   EXPECT_EQ(events.front(), "+test.kept");
   EXPECT_EQ(std::count(events.begin(), events.end(), "-test.kept"), 1);
   EXPECT_EQ(std::count(events.begin(), events.end(), "+test.kept"), 2);
+}
+
+// A registration's schema is checked (a reflection schema declaring the
+// interface it names) and handed back by Describe unchanged.
+TEST_F(ServiceManagerTest, RegisteredSchemaIsCheckedAndDescribed) {
+  flatbuffers::Parser parser;
+  ASSERT_TRUE(
+      parser.Parse("namespace t; table Req { a:int; } table Resp { b:string; } rpc_service S { "
+                   "Call(Req):Resp; }"))
+      << parser.error_;
+  parser.Serialize();
+  const std::span<const uint8_t> bfbs(parser.builder_.GetBufferPointer(),
+                                      parser.builder_.GetSize());
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  auto with = [&](std::string interface, std::span<const uint8_t> schema) {
+    RegisterOptions options;
+    options.interface = std::move(interface);
+    options.schema = schema;
+    options.schema_hash = 0x1234;
+    return options;
+  };
+  const std::string garbage = "definitely not a schema";
+  EXPECT_THAT(
+      server->Register(
+          "test.bad", [](IncomingConnection) {},
+          with("t.S", std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(garbage.data()),
+                                               garbage.size()))),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a binary schema")));
+  EXPECT_THAT(server->Register(
+                  "test.other", [](IncomingConnection) {}, with("t.Other", bfbs)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("declares no service")));
+  ASSERT_OK(server->Register("test.plain", [](IncomingConnection) {}));
+  ASSERT_OK(server->Register(
+      "test.typed", [](IncomingConnection) {}, with("t.S", bfbs)));
+
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  ASSERT_OK_AND_ASSIGN(ServiceDescription description, client->Describe("test.typed"));
+  EXPECT_EQ(description.interface, "t.S");
+  EXPECT_EQ(description.schema_hash, 0x1234u);
+  EXPECT_EQ(description.schema,
+            std::string(reinterpret_cast<const char*>(bfbs.data()), bfbs.size()));
+  EXPECT_THAT(client->Describe("test.plain"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("without a schema")));
+  EXPECT_THAT(client->Describe("test.none"), StatusIs(absl::StatusCode::kNotFound));
 }
 
 TEST_F(ServiceManagerTest, UnregisterFreesTheNameOnlyForItsOwner) {
