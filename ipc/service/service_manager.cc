@@ -672,8 +672,14 @@ absl::StatusOr<ServiceConnection> ServiceManager::Lookup(absl::string_view name,
   if (options.geometry.has_value()) {
     geometry = service_wire::GeometryToWire(builder, *options.geometry);
   }
-  auto body =
-      wire::CreateLookupRequest(builder, builder.CreateString(name.data(), name.size()), geometry);
+  flatbuffers::Offset<flatbuffers::String> interface;
+  flatbuffers::Offset<flatbuffers::Vector<uint8_t>> schema;
+  if (!options.schema.empty()) {
+    interface = builder.CreateString(options.interface);
+    schema = builder.CreateVector(options.schema.data(), options.schema.size());
+  }
+  auto body = wire::CreateLookupRequest(builder, builder.CreateString(name.data(), name.size()),
+                                        geometry, interface, schema);
   service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::LookupRequest,
                                body.Union());
   SLUICE_ASSIGN_OR_RETURN(ReceivedMessage reply,

@@ -119,6 +119,12 @@ struct LookupOptions {
   // Overrides the server's geometry (the daemon enforces its limits).
   std::optional<channel_layout::Geometry> geometry;
   SpinPolicy spin;
+  // What this client was built from (sluice-idlc's <stem>_schema.h). When
+  // both sides registered one, the manager checks them against each other
+  // and refuses an incompatible connection with FAILED_PRECONDITION naming
+  // the method and field. Optional; `interface` defaults to the server's.
+  std::string interface;
+  std::span<const uint8_t> schema;
 };
 
 // A client's connected channel to a service.

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "flatbuffers/reflection.h"
 #include "ipc/base/status_macros.h"
+#include "services/servicemanager/compatibility.h"
 
 namespace sluice {
 namespace {
@@ -72,6 +73,36 @@ absl::StatusOr<ServiceSchema> RequestDispatcher::CheckSchema(
                   request.schema()->size());
   out.hash = request.schema_hash();
   return out;
+}
+
+absl::Status RequestDispatcher::CheckClientSchema(const std::string& name,
+                                                  const wire::LookupRequest& request) const {
+  const ServiceSchema* server = registry_.SchemaOf(name);
+  if (request.schema() == nullptr || request.schema()->size() == 0 || server == nullptr ||
+      server->bfbs.empty()) {
+    return absl::OkStatus();  // Nothing to compare: checked per call, as before.
+  }
+  flatbuffers::Verifier verifier(request.schema()->data(), request.schema()->size(),
+                                 /*max_depth=*/64, /*max_tables=*/1000000);
+  if (request.schema()->size() > service_wire::kMaxSchemaBytes ||
+      !reflection::VerifySchemaBuffer(verifier)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the schema sent to look up '", name, "' is not a binary schema (.bfbs)"));
+  }
+  const std::string interface = request.interface() != nullptr && request.interface()->size() != 0
+                                    ? std::string(View(request.interface()))
+                                    : server->interface;
+  if (interface != server->interface) {
+    return absl::FailedPreconditionError(absl::StrCat("'", name, "' serves ", server->interface,
+                                                      ", not ", interface.substr(0, 255)));
+  }
+  absl::Status compatible =
+      CheckCompatible(*reflection::GetSchema(server->bfbs.data()),
+                      *reflection::GetSchema(request.schema()->data()), interface);
+  if (compatible.ok()) return compatible;
+  return absl::FailedPreconditionError(
+      absl::StrCat("cannot connect to '", name,
+                   "': the client's schema is incompatible: ", compatible.message()));
 }
 
 absl::Status RequestDispatcher::CheckGeometry(absl::string_view name,
@@ -154,6 +185,7 @@ absl::Status RequestDispatcher::Handle(Peer& peer, const ReceivedMessage& messag
           registered.ok() ? service_wire::MergeGeometry(*registered, request.geometry())
                           : channel_layout::Geometry{};
       if (ok.ok()) ok = CheckGeometry(name, geometry);
+      if (ok.ok()) ok = CheckClientSchema(name, request);
       if (!ok.ok()) {
         Reply(peer, id, ok);
         return absl::OkStatus();

@@ -69,6 +69,11 @@ class RequestDispatcher {
   // that verifies and declares `interface`. INVALID_ARGUMENT otherwise.
   absl::StatusOr<ServiceSchema> CheckSchema(
       absl::string_view name, const service_wire::wire::RegisterRequest& request) const;
+  // A client's schema against the server's (compatibility.h): OK when
+  // either side sent none; INVALID_ARGUMENT for bytes that are no schema;
+  // FAILED_PRECONDITION naming service, method and field otherwise.
+  absl::Status CheckClientSchema(const std::string& name,
+                                 const service_wire::wire::LookupRequest& request) const;
   // The one geometry check: a plannable region within the size limit.
   absl::Status CheckGeometry(absl::string_view name,
                              const channel_layout::Geometry& geometry) const;

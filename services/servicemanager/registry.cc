@@ -166,6 +166,11 @@ absl::StatusOr<channel_layout::Geometry> Registry::GeometryOf(const std::string&
   return it->second.geometry;
 }
 
+const ServiceSchema* Registry::SchemaOf(const std::string& name) const {
+  auto it = services_.find(name);
+  return it == services_.end() ? nullptr : &it->second.schema;
+}
+
 void Registry::Lookup(uint64_t connection, uint64_t request_id, const std::string& name,
                       const channel_layout::Geometry& geometry) {
   Client* client = FindClient(connection);
@@ -394,8 +399,7 @@ void Registry::Info(uint64_t connection, uint64_t request_id, const std::string&
   outbox_.Send(connection, Encode(builder));
 }
 
-void Registry::DescribeService(uint64_t connection, uint64_t request_id,
-                               const std::string& name) {
+void Registry::DescribeService(uint64_t connection, uint64_t request_id, const std::string& name) {
   auto it = services_.find(name);
   if (it == services_.end()) {
     return Reply(connection, request_id,

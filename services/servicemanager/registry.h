@@ -88,6 +88,9 @@ class Registry {
   // The registration's geometry, into which a client's override merges.
   // NOT_FOUND naming the service if there is none.
   absl::StatusOr<channel_layout::Geometry> GeometryOf(const std::string& name) const;
+  // The schema `name` registered with (empty if none), or null if there is
+  // no such service. Valid until the next call that changes the registry.
+  const ServiceSchema* SchemaOf(const std::string& name) const;
   void Lookup(uint64_t connection, uint64_t request_id, const std::string& name,
               const channel_layout::Geometry& geometry);
   // timeout_ms: 0 polls, < 0 waits forever.

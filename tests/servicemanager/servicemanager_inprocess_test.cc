@@ -250,6 +250,57 @@ TEST_F(ServiceManagerTest, RegisteredSchemaIsCheckedAndDescribed) {
   EXPECT_THAT(client->Describe("test.none"), StatusIs(absl::StatusCode::kNotFound));
 }
 
+// Compatibility is checked at connect, when both sides say what they were
+// built from: an incompatible client is refused naming method and field; an
+// older compatible one, and one that sends nothing, connect.
+TEST_F(ServiceManagerTest, LookupWithAnIncompatibleSchemaIsRefusedNamingTheField) {
+  auto bfbs = [](const char* text) {
+    flatbuffers::Parser parser;
+    EXPECT_TRUE(parser.Parse(text)) << parser.error_;
+    parser.Serialize();
+    return std::string(reinterpret_cast<const char*>(parser.builder_.GetBufferPointer()),
+                       parser.builder_.GetSize());
+  };
+  const std::string server_schema = bfbs(
+      "namespace t; table Req { a:int; b:string; c:long; } table Resp { ok:bool; }"
+      "rpc_service S { Call(Req):Resp; }");
+  const std::string older = bfbs(
+      "namespace t; table Req { a:int; b:string; } table Resp { ok:bool; }"
+      "rpc_service S { Call(Req):Resp; }");
+  const std::string changed = bfbs(
+      "namespace t; table Req { a:int; b:[ubyte]; } table Resp { ok:bool; }"
+      "rpc_service S { Call(Req):Resp; }");
+  auto span = [](const std::string& bytes) {
+    return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  };
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  EchoServer echo;
+  RegisterOptions options;
+  options.geometry = SmallGeometry();
+  options.interface = "t.S";
+  options.schema = span(server_schema);
+  ASSERT_OK(server->Register("test.typed", echo.Handler(), std::move(options)));
+
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  LookupOptions incompatible;
+  incompatible.schema = span(changed);
+  EXPECT_THAT(client->Lookup("test.typed", incompatible),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       ::testing::AllOf(HasSubstr("test.typed"), HasSubstr("t.S.Call"),
+                                        HasSubstr("t.Req.b"))));
+  LookupOptions compatible;
+  compatible.interface = "t.S";
+  compatible.schema = span(older);
+  ASSERT_OK_AND_ASSIGN(ServiceConnection ok, client->Lookup("test.typed", compatible));
+  EXPECT_EQ(EchoCall(*ok.channel, "older client").value_or(""), "older client");
+  EXPECT_OK(client->Lookup("test.typed").status());  // Sends nothing: no check.
+  LookupOptions other_interface;
+  other_interface.interface = "t.Other";
+  other_interface.schema = span(older);
+  EXPECT_THAT(client->Lookup("test.typed", other_interface),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("serves t.S")));
+}
+
 TEST_F(ServiceManagerTest, UnregisterFreesTheNameOnlyForItsOwner) {
   ASSERT_OK_AND_ASSIGN(auto owner, Connect());
   ASSERT_OK_AND_ASSIGN(auto other, Connect());
