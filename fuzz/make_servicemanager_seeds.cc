@@ -6,11 +6,13 @@
 //
 // Rerun after a protocol change; the files are checked in.
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "flatbuffers/idl.h"
 #include "ipc/service/wire.h"
 
 namespace {
@@ -114,6 +116,43 @@ int main(int argc, char** argv) {
            Finish(r, 9, wire::Body::UnregisterRequest,
                   wire::CreateUnregisterRequest(r, r.CreateString("f.late")).Union()));
     Write(dispatch, "wait-subscribe-list-info", in);
+  }
+  {
+    // Schemas: a typed registration, a compatible and an incompatible
+    // client, and a Describe.
+    auto bfbs = [](const char* text) {
+      flatbuffers::Parser parser;
+      if (!parser.Parse(text)) std::abort();
+      parser.Serialize();
+      return Bytes(parser.builder_.GetBufferPointer(),
+                   parser.builder_.GetBufferPointer() + parser.builder_.GetSize());
+    };
+    const Bytes server = bfbs(
+        "namespace t; struct P { x:int; } table Req { a:int; b:string; p:P; } "
+        "table Resp { ok:bool; } rpc_service S { Call(Req):Resp; }");
+    const Bytes client = bfbs(
+        "namespace t; struct P { x:int; } table Req { a:int; b:[ubyte]; } "
+        "table Resp { ok:bool; } rpc_service S { Call(Req):Resp; Other(Resp):Resp; }");
+    Bytes in;
+    flatbuffers::FlatBufferBuilder r;
+    Record(in, 0,
+           Finish(r, 2, wire::Body::RegisterRequest,
+                  wire::CreateRegisterRequest(r, r.CreateString("f.typed"), 0,
+                                              r.CreateString("t.S"), r.CreateVector(server), 42)
+                      .Union()));
+    for (const Bytes* schema : {&server, &client}) {
+      flatbuffers::FlatBufferBuilder l;
+      Record(in, 1,
+             Finish(l, 3, wire::Body::LookupRequest,
+                    wire::CreateLookupRequest(l, l.CreateString("f.typed"), 0,
+                                              l.CreateString("t.S"), l.CreateVector(*schema))
+                        .Union()));
+    }
+    flatbuffers::FlatBufferBuilder d;
+    Record(in, 1,
+           Finish(d, 4, wire::Body::DescribeRequest,
+                  wire::CreateDescribeRequest(d, d.CreateString("f.typed")).Union()));
+    Write(dispatch, "schemas-compatibility-describe", in);
   }
   {
     Bytes in;
