@@ -138,18 +138,27 @@ absl::StatusOr<std::string> CallWithJson(ClientChannel& channel, const JsonCallR
   const size_t size = parser.builder_.GetSize();
 
   absl::StatusOr<OutgoingCall> call = channel.BeginCall(size, request.deadline);
-  if (!call.ok()) return call.status();
+  // Errors name the method and the interface (the runtime's own say only
+  // ids); the code and any payload (the peer-dead marker) are kept.
+  auto named = [&](const absl::Status& status) {
+    absl::Status out(status.code(),
+                     absl::StrCat(method->interface, ".", request.method, ": ", status.message()));
+    status.ForEachPayload(
+        [&](absl::string_view url, const absl::Cord& payload) { out.SetPayload(url, payload); });
+    return out;
+  };
+  if (!call.ok()) return named(call.status());
   std::memcpy(call->buffer().data(), message, size);
   call->header() =
       CallHeader{method->interface_id, rpc::MethodWord(method->method_id, method->signature)};
   if (method->oneway) {
     absl::Status sent = channel.Send(*std::move(call), call->buffer().first(size));
-    if (!sent.ok()) return sent;
+    if (!sent.ok()) return named(sent);
     return std::string("{}\n");
   }
   absl::StatusOr<Reply> reply =
       channel.Call(*std::move(call), call->buffer().first(size), request.deadline);
-  if (!reply.ok()) return reply.status();
+  if (!reply.ok()) return named(reply.status());
   // Verify a private copy, then print it.
   const std::string bytes(reinterpret_cast<const char*>(reply->data().data()),
                           reply->data().size());

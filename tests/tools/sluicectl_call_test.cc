@@ -115,6 +115,10 @@ TEST_F(SluicectlCallTest, DescribeAndCallNeedNoLocalSchema) {
   EXPECT_EQ(unknown.exit_code, 1);
   EXPECT_THAT(unknown.out, HasSubstr("no method Frobnicate in example.kv.KeyValueStore (it has: "
                                      "Audit, Delete, Get, List, Put)"));
+  // The server's own error comes back under the method's name.
+  Result refused = Run(kv + R"(Put '{"key": ""}' 2>&1)");
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_THAT(refused.out, HasSubstr("INVALID_ARGUMENT: example.kv.KeyValueStore.Put: "));
   Result bad_field = Run(kv + R"(Get '{"nokey": 1}' 2>&1)");
   EXPECT_EQ(bad_field.exit_code, 1);
   EXPECT_THAT(bad_field.out, HasSubstr("example.kv.KeyValueStore.Get"));
