@@ -50,16 +50,17 @@ function(sluice_add_idl target)
     get_filename_component(stem ${schema} NAME_WE)
     set(tables ${out_dir}/${stem}_generated.h)
     set(services ${out_dir}/${stem}_sluice.h)
+    set(binary_schema ${out_dir}/${stem}_schema.h)
     add_custom_command(
-      OUTPUT ${tables} ${services}
+      OUTPUT ${tables} ${services} ${binary_schema}
       COMMAND ${CMAKE_COMMAND} -E make_directory ${out_dir}
       COMMAND ${SLUICE_FLATC} --cpp --scoped-enums ${ARG_FLATC_ARGS} -o ${out_dir}
               ${include_flags} ${abs}
       COMMAND Sluice::idlc -o ${out_dir} ${include_flags} ${abs}
       DEPENDS ${abs} Sluice::idlc
-      COMMENT "IDL ${stem}.fbs -> ${stem}_generated.h, ${stem}_sluice.h"
+      COMMENT "IDL ${stem}.fbs -> ${stem}_generated.h, ${stem}_sluice.h, ${stem}_schema.h"
       VERBATIM)
-    list(APPEND outputs ${tables} ${services})
+    list(APPEND outputs ${tables} ${services} ${binary_schema})
   endforeach()
   target_sources(${target} PRIVATE ${outputs})
   # Build tree only: a consumer's installed library must not point into it.

@@ -1,5 +1,6 @@
 #include "codegen/front_end.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -210,6 +211,36 @@ std::optional<std::vector<FlatParam>> FlattenFields(const flatbuffers::StructDef
   return params;
 }
 
+// What a schema's wire compatibility depends on, as text: tables and
+// structs (sorted by name) with their fields in id order and types, then
+// services with their methods. Doc comments and attributes other than the
+// field ids do not count.
+uint64_t StructuralHash(const flatbuffers::Parser& parser) {
+  std::vector<std::string> parts;
+  for (const flatbuffers::StructDef* def : parser.structs_.vec) {
+    std::string part = absl::StrCat(def->fixed ? "struct " : "table ",
+                                    def->defined_namespace->GetFullyQualifiedName(def->name), "{");
+    for (const flatbuffers::FieldDef* field : def->fields.vec) {
+      const flatbuffers::Type& type = field->value.type;
+      absl::StrAppend(
+          &part, field->name, ":", static_cast<int>(type.base_type), "/",
+          static_cast<int>(type.element), type.struct_def != nullptr ? type.struct_def->name : "",
+          type.enum_def != nullptr ? type.enum_def->name : "", field->deprecated ? "!" : "", ";");
+    }
+    parts.push_back(part + "}");
+  }
+  for (const flatbuffers::ServiceDef* def : parser.services_.vec) {
+    std::string part =
+        absl::StrCat("service ", def->defined_namespace->GetFullyQualifiedName(def->name), "{");
+    for (const flatbuffers::RPCCall* call : def->calls.vec) {
+      absl::StrAppend(&part, call->name, ":", call->request->name, "->", call->response->name, ";");
+    }
+    parts.push_back(part + "}");
+  }
+  std::sort(parts.begin(), parts.end());
+  return rpc::Fnv1a64(absl::StrJoin(parts, "\n"));
+}
+
 absl::StatusOr<Schema> BuildModel(flatbuffers::Parser& parser, const std::string& path) {
   if (absl::Status valid = ValidateFieldAttributes(parser, path); !valid.ok()) return valid;
   Schema schema;
@@ -267,6 +298,8 @@ absl::StatusOr<Schema> ParseSchemaText(const std::string& text, const std::strin
                                        const std::vector<std::string>& include_dirs) {
   flatbuffers::IDLOptions options;
   options.lang_to_generate = flatbuffers::IDLOptions::kCpp;
+  // Doc comments go into the binary schema, for `sluicectl describe`.
+  options.binary_schema_comments = true;
   flatbuffers::Parser parser(options);
   std::vector<const char*> includes;
   for (const std::string& dir : include_dirs) includes.push_back(dir.c_str());
@@ -281,7 +314,13 @@ absl::StatusOr<Schema> ParseSchemaText(const std::string& text, const std::strin
     while (!message.empty() && message.back() == '\n') message.pop_back();
     return absl::InvalidArgumentError(message);
   }
-  return BuildModel(parser, path);
+  absl::StatusOr<Schema> schema = BuildModel(parser, path);
+  if (!schema.ok()) return schema;
+  parser.Serialize();
+  schema->binary_schema.assign(reinterpret_cast<const char*>(parser.builder_.GetBufferPointer()),
+                               parser.builder_.GetSize());
+  schema->structural_hash = StructuralHash(parser);
+  return schema;
 }
 
 absl::StatusOr<Schema> ParseSchema(const std::string& path,

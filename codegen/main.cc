@@ -3,8 +3,9 @@
 //
 //   sluice-idlc [-I DIR]... -o OUT_DIR SCHEMA.fbs...
 //
-// Writes OUT_DIR/<stem>_sluice.h per schema, next to flatc's
-// <stem>_generated.h (run flatc --cpp on the same schema). Exit status: 0 on
+// Writes OUT_DIR/<stem>_sluice.h (proxies, stubs) and OUT_DIR/<stem>_schema.h
+// (the embedded binary schema) per schema, next to flatc's <stem>_generated.h
+// (run flatc --cpp on the same schema). Exit status: 0 on
 // success, 1 on a schema error (printed as file:line: message), 2 on usage
 // or I/O errors.
 #include <cstdio>
@@ -14,6 +15,7 @@
 
 #include "codegen/cpp_generator.h"
 #include "codegen/front_end.h"
+#include "codegen/schema_generator.h"
 
 namespace {
 
@@ -50,12 +52,18 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", std::string(schema.status().message()).c_str());
       return schema.status().code() == absl::StatusCode::kNotFound ? 2 : 1;
     }
-    const std::string out_path = out_dir + "/" + sluice::idlc::CppHeaderName(*schema);
-    std::ofstream out(out_path, std::ios::trunc);
-    out << sluice::idlc::GenerateCppHeader(*schema);
-    if (!out.good()) {
-      std::fprintf(stderr, "%s: cannot write\n", out_path.c_str());
-      return 2;
+    const std::pair<std::string, std::string> files[] = {
+        {sluice::idlc::CppHeaderName(*schema), sluice::idlc::GenerateCppHeader(*schema)},
+        {sluice::idlc::SchemaHeaderName(*schema), sluice::idlc::GenerateSchemaHeader(*schema)},
+    };
+    for (const auto& [name, text] : files) {
+      const std::string out_path = out_dir + "/" + name;
+      std::ofstream out(out_path, std::ios::trunc);
+      out << text;
+      if (!out.good()) {
+        std::fprintf(stderr, "%s: cannot write\n", out_path.c_str());
+        return 2;
+      }
     }
   }
   return 0;

@@ -65,6 +65,12 @@ struct Schema {
   std::string stem;          // "kv" for kv.fbs.
   std::string flatc_header;  // "kv_generated.h"
   std::vector<Service> services;
+  // The whole schema in binary form (.bfbs, from flatbuffers::Parser::
+  // Serialize), and a hash of its structure: every table's and struct's
+  // fields in id order with their types, every service's methods with
+  // their request and response types (schema_generator.h).
+  std::string binary_schema;
+  uint64_t structural_hash = 0;
 };
 
 }  // namespace sluice::idlc

@@ -15,6 +15,7 @@ SLUICE_PACKAGES=(
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   clang libclang-rt-14-dev
   dpkg-dev file
+  systemd  # systemd-socket-activate, for the socket-activation test
 )
 
 sluice_install_packages() {

@@ -15,6 +15,9 @@
 namespace sluice::tools {
 
 struct JsonCallRequest {
+  // The schema: a binary one (.bfbs, e.g. from ServiceManager::Describe),
+  // or else the .fbs at schema_path.
+  std::string binary_schema;
   std::string schema_path;                // The .fbs declaring the service.
   std::vector<std::string> include_dirs;  // For the schema's includes.
   std::string interface;                  // Full service name; empty: the one with `method`.

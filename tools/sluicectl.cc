@@ -3,10 +3,13 @@
 //   sluicectl [--socket=PATH] [--json] list [PREFIX]
 //   sluicectl [--socket=PATH] [--json] wait NAME [--timeout=10s]
 //   sluicectl [--socket=PATH] [--json] info NAME
-//   sluicectl [--socket=PATH] call NAME METHOD JSON --schema=FILE.fbs [--interface=FQN]
+//   sluicectl [--socket=PATH] describe NAME
+//       prints the interface NAME registered (methods, tables, attributes)
+//   sluicectl [--socket=PATH] call NAME METHOD JSON [--schema=FILE.fbs] [--interface=FQN]
 //             [--include_dirs=DIR,...] [--timeout=10s]
 //       calls METHOD on the service registered as NAME with a JSON request and
-//       prints the JSON response (the schema translates both ways)
+//       prints the JSON response (the schema translates both ways: the one
+//       the service registered, or --schema)
 //
 // Exit codes (docs/servicemanager.md): 0 ok, 1 other error, 2 usage,
 // 3 no service manager (UNAVAILABLE), 4 NOT_FOUND, 5 PERMISSION_DENIED,
@@ -23,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
 #include "ipc/service/service_manager.h"
+#include "tools/describe.h"
 #include "tools/json_call.h"
 
 ABSL_FLAG(std::string, socket, "",
@@ -30,7 +34,8 @@ ABSL_FLAG(std::string, socket, "",
 ABSL_FLAG(bool, json, false, "Print results (and errors) as one JSON object on stdout");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(10),
           "For wait and call: how long ('inf' forever)");
-ABSL_FLAG(std::string, schema, "", "For call: the .fbs that declares the service");
+ABSL_FLAG(std::string, schema, "",
+          "For call: the .fbs that declares the service (default: the schema it registered)");
 ABSL_FLAG(std::string, interface, "",
           "For call: the service's full name, if the schema has several with METHOD");
 ABSL_FLAG(std::vector<std::string>, include_dirs, {}, "For call: the schema's include dirs");
@@ -111,7 +116,8 @@ int Usage() {
                "usage: sluicectl [--socket=PATH] [--json] list [PREFIX]\n"
                "       sluicectl [--socket=PATH] [--json] wait NAME [--timeout=10s]\n"
                "       sluicectl [--socket=PATH] [--json] info NAME\n"
-               "       sluicectl [--socket=PATH] call NAME METHOD JSON --schema=FILE.fbs\n"
+               "       sluicectl [--socket=PATH] describe NAME\n"
+               "       sluicectl [--socket=PATH] call NAME METHOD JSON [--schema=FILE.fbs]\n"
                "                 [--interface=FQN] [--include_dirs=DIR,...] [--timeout=10s]\n");
   return kExitUsage;
 }
@@ -126,10 +132,12 @@ int main(int argc, char** argv) {
   const std::string command = positional[1];
   const std::string arg = positional.size() > 2 ? positional[2] : "";
   if (command == "call") {
-    if (positional.size() != 5 || absl::GetFlag(FLAGS_schema).empty()) return Usage();
+    if (positional.size() != 5) return Usage();
   } else {
     if (positional.size() > 3 || (command != "list" && arg.empty())) return Usage();
-    if (command != "list" && command != "wait" && command != "info") return Usage();
+    if (command != "list" && command != "wait" && command != "info" && command != "describe") {
+      return Usage();
+    }
   }
 
   sluice::ServiceManagerOptions options;
@@ -142,14 +150,37 @@ int main(int argc, char** argv) {
     if (!connection.ok()) return Fail(connection.status(), json);
     sluice::tools::JsonCallRequest request;
     request.schema_path = absl::GetFlag(FLAGS_schema);
+    if (request.schema_path.empty()) {
+      // No local schema: use the one the service registered.
+      auto description = (*manager)->Describe(arg);
+      if (!description.ok()) {
+        return Fail(absl::Status(description.status().code(),
+                                 absl::StrCat(description.status().message(),
+                                              " (pass --schema=FILE.fbs to call it anyway)")),
+                    json);
+      }
+      request.binary_schema = std::move(description->schema);
+      request.interface = description->interface;
+    }
     request.include_dirs = absl::GetFlag(FLAGS_include_dirs);
-    request.interface = absl::GetFlag(FLAGS_interface);
+    if (!absl::GetFlag(FLAGS_interface).empty()) request.interface = absl::GetFlag(FLAGS_interface);
     request.method = positional[3];
     request.json = positional[4];
     request.deadline = absl::Now() + absl::GetFlag(FLAGS_timeout);
     auto response = sluice::tools::CallWithJson(*connection->channel, request);
     if (!response.ok()) return Fail(response.status(), json);
     std::fputs(response->c_str(), stdout);
+    return kExitOk;
+  }
+
+  if (command == "describe") {
+    auto description = (*manager)->Describe(arg);
+    if (!description.ok()) return Fail(description.status(), json);
+    auto text = sluice::tools::DescribeInterface(description->schema, description->interface);
+    if (!text.ok()) return Fail(text.status(), json);
+    std::printf("// %s: %s (schema hash 0x%016llx)\n%s", arg.c_str(),
+                description->interface.c_str(),
+                static_cast<unsigned long long>(description->schema_hash), text->c_str());
     return kExitOk;
   }
 

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "ipc/host/service_host.h"
+#include "key_value_schema.h"
 #include "key_value_sluice.h"
 
 ABSL_FLAG(std::string, socket, "", "Service manager socket (default: the usual path rules)");
@@ -43,7 +44,12 @@ int Run() {
     std::fprintf(stderr, "kv_client: %s\n", up.ToString().c_str());
     return 1;
   }
-  auto kv = sluice::Connect<KeyValueStoreProxy>(**manager, name);
+  // Say what this client was built from: the manager refuses a server whose
+  // schema is incompatible at connect, naming the method and field.
+  sluice::LookupOptions options;
+  options.interface = std::string(KeyValueStoreProxy::Interface::kName);
+  options.schema = sluice_schema::key_value::kBinarySchema;
+  auto kv = sluice::Connect<KeyValueStoreProxy>(**manager, name, std::move(options));
   if (!kv.ok()) {
     std::fprintf(stderr, "kv_client: %s\n", kv.status().ToString().c_str());
     return 1;

@@ -23,8 +23,17 @@
 //   - Channels use a PeerWatcher: the caller's (ServiceManagerOptions::watcher)
 //     or one the ServiceManager owns. Destroy every channel before whichever
 //     watcher it uses.
-//   - If the daemon goes away every later call fails UNAVAILABLE and this
-//     process's names are gone; reconnect with a new ServiceManager.
+//   - If the daemon goes away (crash, restart), the reader thread reconnects
+//     by itself with back-off (5 ms doubling to 250 ms) and replays what
+//     this object owns: its registrations (so a ServiceHost's names come
+//     back), its subscriptions (same ids, same handlers) and its pending
+//     WaitFors (with what is left of their timeout). Channels already open
+//     are untouched: they never go through the manager. Requests in flight
+//     at the drop, other than WaitFor, fail UNAVAILABLE and are never
+//     retried; while disconnected, new ones fail UNAVAILABLE at once (a
+//     WaitFor waits for the reconnection instead). The HelloReply's epoch
+//     tells a restart (new epoch) from a dropped connection (same epoch).
+//     Connection ids are unique within one manager epoch.
 //
 // Errors (docs/servicemanager.md): NOT_FOUND unknown name; PERMISSION_DENIED
 // refused by the daemon's policy; UNAVAILABLE no daemon / daemon gone;
@@ -34,8 +43,10 @@
 #define SLUICE_IPC_SERVICE_SERVICE_MANAGER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -47,6 +58,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "flatbuffers/flatbuffers.h"
 #include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
 #include "ipc/channel/channel.h"
@@ -65,6 +77,14 @@ struct ServiceManagerOptions {
   PeerWatcher* watcher = nullptr;
   // Bound on every request to the daemon other than WaitFor.
   absl::Duration request_timeout = absl::Seconds(10);
+  // Reconnect (and replay) when the daemon goes away. False: every later
+  // call fails UNAVAILABLE, as for a one-shot tool.
+  bool reconnect = true;
+  // Called on the reader thread when a replayed registration or
+  // subscription is refused by the new manager (e.g. ALREADY_EXISTS: someone
+  // else took the name while it was down). A refused registration is
+  // dropped. `what` is e.g. "register 'audio'". Optional.
+  std::function<void(absl::string_view what, const absl::Status& status)> on_replay_error = nullptr;
 };
 
 // A server's view of one new client.
@@ -91,6 +111,13 @@ struct RegisterOptions {
   // Largest request accepted; clients learn it and fail larger calls with
   // RESOURCE_EXHAUSTED before building them.
   uint64_t max_request_size = ChannelOptions{}.max_message_size;
+  // What the service serves, so `sluicectl describe`/`call` need no local
+  // schema: the full interface name and sluice-idlc's embedded schema
+  // (<stem>_schema.h: kBinarySchema, kStructuralHash). Optional; the bytes
+  // are copied.
+  std::string interface;
+  std::span<const uint8_t> schema;
+  uint64_t schema_hash = 0;
 };
 
 struct LookupOptions {
@@ -101,6 +128,12 @@ struct LookupOptions {
   TrustPolicy trust = TrustPolicy::kSameUser;
   // Largest reply accepted.
   uint64_t max_reply_size = ChannelOptions{}.max_message_size;
+  // What this client was built from (sluice-idlc's <stem>_schema.h). When
+  // both sides registered one, the manager checks them against each other
+  // and refuses an incompatible connection with FAILED_PRECONDITION naming
+  // the method and field. Optional; `interface` defaults to the server's.
+  std::string interface;
+  std::span<const uint8_t> schema;
 };
 
 // A client's connected channel to a service.
@@ -125,6 +158,14 @@ struct ServiceDetails {
     PeerCredentials client;
   };
   std::vector<Connection> connections;
+};
+
+// What a service registered as its interface (ServiceManager::Describe).
+struct ServiceDescription {
+  std::string name;
+  std::string interface;
+  std::string schema;  // A verified binary schema (.bfbs) declaring `interface`.
+  uint64_t schema_hash = 0;
 };
 
 enum class NameChange { kAppeared, kDisappeared };
@@ -162,6 +203,10 @@ class ServiceManager {
   // Every name starting with `prefix` this process may look up, sorted.
   absl::StatusOr<std::vector<ServiceEntry>> List(absl::string_view prefix = "");
   absl::StatusOr<ServiceDetails> Info(absl::string_view name);
+  // The interface and schema `name` was registered with. NOT_FOUND if there
+  // is no such service or it registered no schema; DATA_LOSS if the schema
+  // the manager sent does not verify.
+  absl::StatusOr<ServiceDescription> Describe(absl::string_view name);
 
   // Calls `handler` (on the reader thread) whenever a name starting with
   // `prefix` that this process may look up appears or disappears.
@@ -169,15 +214,29 @@ class ServiceManager {
   [[nodiscard]] absl::Status Unsubscribe(SubscriptionId id);
 
   const std::string& socket_path() const { return path_; }
-  // The daemon's identity (SO_PEERCRED of our socket).
-  const PeerCredentials& manager() const { return manager_creds_; }
-  // OK while connected to the daemon; UNAVAILABLE once it hung up.
+  // The daemon's identity (SO_PEERCRED of our socket), as of the last
+  // (re)connection.
+  PeerCredentials manager() const;
+  // The current manager's epoch (HelloReply.epoch; 0 from an older daemon).
+  uint64_t manager_epoch() const;
+  // How many times this object reconnected (to any manager), and how many
+  // of those found a new epoch, i.e. a restarted manager.
+  uint64_t reconnections() const;
+  uint64_t manager_restarts() const;
+  // OK while connected to the daemon; UNAVAILABLE while reconnecting or
+  // after it hung up for good.
   absl::Status health() const;
 
  private:
+  // A WaitFor carried across reconnections.
+  struct WaitSpec {
+    std::string name;
+    absl::Time deadline;  // InfiniteFuture: forever.
+  };
   struct Pending {
     bool done = false;
     absl::StatusOr<ReceivedMessage> result;
+    std::optional<WaitSpec> wait;
   };
   struct Registration {
     ConnectionHandler on_connect;
@@ -185,37 +244,91 @@ class ServiceManager {
     SpinPolicy spin;
     TrustPolicy trust = TrustPolicy::kSameUser;
     uint64_t max_request_size = 0;
+    channel_layout::Geometry geometry;  // For replay, with the schema below.
+    std::string interface;
+    std::string schema;
+    uint64_t schema_hash = 0;
+    bool confirmed = false;  // The manager said OK; only these are replayed.
   };
+  struct Subscription {
+    std::string prefix;
+    std::shared_ptr<NameEventHandler> handler;
+    bool confirmed = false;
+    // Names it has seen appear and not disappear, with their owners: told
+    // kDisappeared when the manager goes away, since a new manager starts
+    // empty and resends kAppeared for what it has.
+    absl::flat_hash_map<std::string, PeerCredentials> present;
+  };
+  // One connection to a daemon, after its Hello.
+  struct Session {
+    std::shared_ptr<UniqueFd> socket;
+    PeerCredentials creds;
+    uint64_t epoch = 0;
+  };
+  static constexpr uint64_t kHelloRequestId = 1;
 
-  ServiceManager(std::string path, UniqueFd socket, std::unique_ptr<PeerWatcher> owned_watcher,
-                 PeerWatcher* watcher, absl::Duration request_timeout);
+  static void BuildRegisterRequest(flatbuffers::FlatBufferBuilder& builder, uint64_t id,
+                                   absl::string_view name, const Registration& registration);
+
+  // Connects to `path` and says Hello, reading the reply itself (before any
+  // reader thread uses the socket).
+  static absl::StatusOr<Session> OpenSession(const std::string& path, uint64_t previous_epoch,
+                                             absl::Duration timeout);
+  ServiceManager(std::string path, Session session, std::unique_ptr<PeerWatcher> owned_watcher,
+                 PeerWatcher* watcher, ServiceManagerOptions options);
   // Sends one request (whose Envelope carries `request_id`) and waits until
   // `deadline` for its reply. A non-OK status in the reply is returned as the
   // error.
   absl::StatusOr<ReceivedMessage> Request(std::span<const std::byte> bytes, uint64_t request_id,
-                                          absl::Time deadline);
+                                          absl::Time deadline,
+                                          std::optional<WaitSpec> wait = std::nullopt);
   uint64_t NextRequestId();
   absl::Status CheckNotReaderThread(absl::string_view what) const;
   void ReaderLoop();
+  // Reads replies and events from `socket` until it fails; returns why.
+  absl::Status ReadSession(int socket);
+  // After a drop: fails requests in flight (not waits) and, unless stopping
+  // or not reconnecting, reconnects with back-off and replays. False: stop.
+  bool Reconnect(const absl::Status& why);
+  // Re-sends registrations, subscriptions and waits on a new session.
+  void Replay(int socket);
   void HandleEvent(ReceivedMessage message);
-  void FailAllPending(const absl::Status& why);
+  // Answers a NewConnectionEvent: OK once its channel is open, else why not
+  // (the manager passes that on to the client's Lookup). Reader thread only.
+  void Acknowledge(uint64_t connection_id, const absl::Status& status);
+  // Tells every subscription that each name it saw is gone (the manager that
+  // held them is). Reader thread; handlers run without mu_.
+  void ForgetPresentNames();
+  void FailAllPending(const absl::Status& why, bool keep_waits) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string path_;
-  UniqueFd socket_;
   std::unique_ptr<PeerWatcher> owned_watcher_;
   PeerWatcher* const watcher_;
   const absl::Duration request_timeout_;
-  PeerCredentials manager_creds_;
+  const bool reconnect_;
+  std::function<void(absl::string_view, const absl::Status&)> on_replay_error_;
+  // The socket the reader thread reads; reader thread only (Acknowledge).
+  int reader_socket_ = -1;
 
   mutable Mutex mu_;
-  CondVar answered_;  // Signalled when a Pending is done.
-  uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 1;
+  CondVar answered_;     // Signalled when a Pending is done.
+  CondVar wake_reader_;  // Signalled on stopping_, to cut a back-off short.
+  // Null while disconnected. Shared so a sender keeps the descriptor alive
+  // (and its number unreused) while the reader replaces it.
+  std::shared_ptr<UniqueFd> socket_ ABSL_GUARDED_BY(mu_);
+  PeerCredentials manager_creds_ ABSL_GUARDED_BY(mu_);
+  uint64_t epoch_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t reconnections_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t restarts_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = kHelloRequestId + 1;
   absl::flat_hash_map<uint64_t, Pending*> pending_ ABSL_GUARDED_BY(mu_);
+  // Replayed requests whose replies the reader checks: id -> what.
+  absl::flat_hash_map<uint64_t, std::string> replays_ ABSL_GUARDED_BY(mu_);
   // Handlers are shared so the reader thread can call one without holding mu_.
   absl::flat_hash_map<std::string, std::shared_ptr<Registration>> registrations_
       ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<SubscriptionId, std::shared_ptr<NameEventHandler>> subscriptions_
-      ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<SubscriptionId, Subscription> subscriptions_ ABSL_GUARDED_BY(mu_);
   absl::Status health_ ABSL_GUARDED_BY(mu_);
   std::thread reader_;
 };

@@ -23,11 +23,14 @@ namespace sluice::service_wire {
 
 namespace wire = ::sluice::servicemanager::wire;
 
-// Largest request the manager accepts. Requests carry at most a few names of
-// kMaxNameLength, so anything bigger is garbage.
-inline constexpr size_t kMaxRequestBytes = 4096;
-// Largest message the manager sends (a full ListReply page or InfoReply).
-inline constexpr size_t kMaxReplyBytes = 128 * 1024;
+// Largest binary schema (.bfbs) a registration may carry.
+inline constexpr size_t kMaxSchemaBytes = 256 * 1024;
+// Largest request the manager accepts: a few names of kMaxNameLength, plus
+// a Register's schema; anything bigger is garbage.
+inline constexpr size_t kMaxRequestBytes = kMaxSchemaBytes + 4096;
+// Largest message the manager sends (a full ListReply page or InfoReply, or
+// a DescribeReply with its schema).
+inline constexpr size_t kMaxReplyBytes = kMaxSchemaBytes + 128 * 1024;
 // Service names: 1..kMaxNameLength bytes of [A-Za-z0-9._:/@-].
 inline constexpr size_t kMaxNameLength = 255;
 // Services per ListReply page, and connections listed per InfoReply.

@@ -17,7 +17,10 @@ absl::StatusOr<std::pair<UniqueFd, UniqueFd>> SeqPacketPair() {
   return std::make_pair(UniqueFd(fds[0]), UniqueFd(fds[1]));
 }
 
-absl::Status SendMessage(int socket, std::span<const std::byte> bytes, std::span<const int> fds) {
+namespace {
+// nullopt: MSG_DONTWAIT was given and the socket's buffer is full.
+absl::StatusOr<bool> Send(int socket, std::span<const std::byte> bytes, std::span<const int> fds,
+                          int flags) {
   if (bytes.empty() && fds.empty()) {
     // recvmsg() returns 0 for it, exactly as for end of stream.
     return absl::InvalidArgumentError("sendmsg: an empty message reads as a hang-up");
@@ -41,18 +44,32 @@ absl::Status SendMessage(int socket, std::span<const std::byte> bytes, std::span
     cmsg->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
     std::memcpy(CMSG_DATA(cmsg), fds.data(), sizeof(int) * fds.size());
   }
-  const ssize_t sent = RetryOnEintr([&] { return ::sendmsg(socket, &msg, MSG_NOSIGNAL); });
-  if (sent < 0) return ErrnoStatus("sendmsg", errno);
+  const ssize_t sent = RetryOnEintr([&] { return ::sendmsg(socket, &msg, MSG_NOSIGNAL | flags); });
+  if (sent < 0) {
+    if ((flags & MSG_DONTWAIT) != 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+    return ErrnoStatus("sendmsg", errno);
+  }
   if (static_cast<size_t>(sent) != bytes.size()) {
     return absl::UnavailableError(
         absl::StrCat("sendmsg: short write of ", sent, " of ", bytes.size(), " bytes"));
   }
-  return absl::OkStatus();
+  return true;
+}
+}  // namespace
+
+absl::Status SendMessage(int socket, std::span<const std::byte> bytes, std::span<const int> fds) {
+  return Send(socket, bytes, fds, 0).status();
+}
+
+absl::StatusOr<bool> TrySendMessage(int socket, std::span<const std::byte> bytes,
+                                    std::span<const int> fds) {
+  return Send(socket, bytes, fds, MSG_DONTWAIT);
 }
 
 namespace {
 // nullopt only for a non-blocking receive that found nothing queued.
-absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags);
+absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags,
+                                                       bool keep_truncated_fds = false);
 }  // namespace
 
 absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes) {
@@ -65,8 +82,16 @@ absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, siz
   return Receive(socket, max_bytes, MSG_DONTWAIT);
 }
 
+absl::StatusOr<ReceivedMessage> ReceiveMessageAllowingLostFds(int socket, size_t max_bytes) {
+  absl::StatusOr<std::optional<ReceivedMessage>> message =
+      Receive(socket, max_bytes, 0, /*keep_truncated_fds=*/true);
+  if (!message.ok()) return message.status();
+  return **std::move(message);
+}
+
 namespace {
-absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags) {
+absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags,
+                                                       bool keep_truncated_fds) {
   ReceivedMessage out;
   out.bytes.resize(max_bytes);
   iovec iov{out.bytes.data(), out.bytes.size()};
@@ -116,6 +141,11 @@ absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_by
   }
   // The credentials' room can hold a few descriptors more than the limit.
   if ((msg.msg_flags & MSG_CTRUNC) != 0 || out.fds.size() > kMaxFdsPerMessage) {
+    if (keep_truncated_fds) {
+      out.fds_lost = true;
+      out.bytes.resize(static_cast<size_t>(got));
+      return std::optional<ReceivedMessage>(std::move(out));
+    }
     return absl::DataLossError(
         absl::StrCat("recvmsg: more than ", kMaxFdsPerMessage, " file descriptors in one message"));
   }

@@ -41,6 +41,12 @@ absl::StatusOr<std::pair<UniqueFd, UniqueFd>> SeqPacketPair();
 absl::Status SendMessage(int socket, std::span<const std::byte> bytes,
                          std::span<const int> fds = {});
 
+// As SendMessage, but never blocks: false (nothing sent) when the socket's
+// send buffer is full, so a single-threaded server can queue the message and
+// wait for EPOLLOUT instead of stalling on one slow peer.
+absl::StatusOr<bool> TrySendMessage(int socket, std::span<const std::byte> bytes,
+                                    std::span<const int> fds = {});
+
 struct ReceivedMessage {
   std::vector<std::byte> bytes;
   std::vector<UniqueFd> fds;
@@ -48,6 +54,9 @@ struct ReceivedMessage {
   // the receiving socket has EnableSenderCredentials, and had it before the
   // message was sent (for one sent earlier the kernel recorded nobody).
   std::optional<PeerCredentials> sender;
+  // Set only by ReceiveMessageAllowingLostFds: some descriptors the sender
+  // attached never arrived (`fds` holds those that did).
+  bool fds_lost = false;
 };
 
 // Receives one message of at most `max_bytes`. A message that was truncated
@@ -57,6 +66,13 @@ absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes);
 
 // As ReceiveMessage, but returns nullopt at once when no message is queued.
 absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, size_t max_bytes);
+
+// As ReceiveMessage, but a message whose descriptors did not all arrive
+// (MSG_CTRUNC: this process hit RLIMIT_NOFILE, or the sender attached more
+// than kMaxFdsPerMessage) is returned with `fds_lost` set instead of as
+// DATA_LOSS. Its bytes are intact, so a caller that reads requests off a
+// long-lived socket can refuse that one message and keep the socket.
+absl::StatusOr<ReceivedMessage> ReceiveMessageAllowingLostFds(int socket, size_t max_bytes);
 
 absl::StatusOr<PeerCredentials> GetPeerCredentials(int socket);
 

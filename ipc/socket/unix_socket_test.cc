@@ -236,6 +236,48 @@ TEST_F(UnixSocketTest, MoreFdsThanTheLimitFromARawPeerIsDataLossAndLeaksNothing)
   }
 }
 
+TEST_F(UnixSocketTest, ReceiveAllowingLostFdsKeepsTheBytesWhenFdsDidNotFit) {
+  auto [read_end, write_end] = MakePipe();
+  // Beyond the receive buffer's room: the kernel drops the rest (MSG_CTRUNC),
+  // as it does for a receiver at RLIMIT_NOFILE.
+  ASSERT_EQ(RawSendFds(a_.get(), std::vector<int>(2 * kMaxFdsPerMessage, read_end.get())), 1)
+      << std::strerror(errno);
+  const int fds_before = CountOpenFds();
+  {
+    ASSERT_OK_AND_ASSIGN(ReceivedMessage message, ReceiveMessageAllowingLostFds(b_.get(), 64));
+    EXPECT_TRUE(message.fds_lost);
+    EXPECT_THAT(message.bytes, SizeIs(1));
+    EXPECT_LT(message.fds.size(), 2 * kMaxFdsPerMessage);
+  }
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  // An intact message is not marked.
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("whole")));
+  ASSERT_OK_AND_ASSIGN(ReceivedMessage whole, ReceiveMessageAllowingLostFds(b_.get(), 64));
+  EXPECT_FALSE(whole.fds_lost);
+  EXPECT_EQ(AsString(whole.bytes), "whole");
+}
+
+TEST_F(UnixSocketTest, TrySendSaysFalseWhenTheBufferIsFullAndSendsNothing) {
+  const std::string chunk(1024, 'x');
+  int sent = 0;
+  for (;; ++sent) {
+    ASSERT_OK_AND_ASSIGN(bool ok, TrySendMessage(a_.get(), AsBytes(chunk)));
+    if (!ok) break;
+    ASSERT_LT(sent, 1 << 20) << "the buffer never filled";
+  }
+  ASSERT_GT(sent, 0);
+  ASSERT_OK(ReceiveMessage(b_.get(), 4096).status());
+  ASSERT_OK_AND_ASSIGN(bool after_drain, TrySendMessage(a_.get(), AsBytes(chunk)));
+  EXPECT_TRUE(after_drain);
+  int received = 0;
+  while (true) {
+    ASSERT_OK_AND_ASSIGN(auto message, TryReceiveMessage(b_.get(), 4096));
+    if (!message.has_value()) break;
+    ++received;
+  }
+  EXPECT_EQ(received, sent);  // sent-1 left, plus the one after the drain.
+}
+
 TEST_F(UnixSocketTest, EmptyMessageIsRejectedOnSend) {
   EXPECT_THAT(SendMessage(a_.get(), {}), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_TRUE(NothingQueued(b_.get()));

@@ -1,19 +1,24 @@
-// ServiceManagerDaemon: the service manager itself, as a class that main()
-// (services/servicemanager/main.cc) or a test constructs and runs.
+// ServiceManagerDaemon: the service manager's event loop, as a class that
+// main() (services/servicemanager/main.cc) or a test constructs and runs.
 //
-// It listens on a Unix SOCK_SEQPACKET socket and serves the protocol in
-// idl/servicemanager.fbs (docs/servicemanager.md): names registered by
-// server connections, look-ups that hand both sides a fresh channel region
-// plus a liveness socket pair, waits, listings and name notifications.
+// It is the wiring of four parts, each of which can be read (and tested)
+// on its own:
+//
+//   SocketClaim        socket_claim.h   owning the socket path
+//   SendQueue          send_queue.h     connection I/O: what waits for a peer
+//   RequestDispatcher  dispatch.h       checks shared by every request
+//   Registry           registry.h       services, records, waits, subscriptions
+//
+// and itself accepts connections, reads one message at a time from each,
+// drops connections that say nothing (hello timeout) and closes connections
+// the others condemn, then tells the Registry so it can undo what they did.
 //
 // Ownership: the daemon owns the listening socket, its lock file, every
 // accepted connection and everything queued for them. It keeps no fd of any
-// channel after handing it out. All state is freed when its connection
-// closes, whatever the reason (hang-up, crash, garbage, overflow).
+// channel after handing it out.
 //
-// Threads: Run() is a single-threaded epoll loop; every member except Stop()
-// and stats() belongs to the thread inside Run(). Stop() is thread safe and
-// async-signal-safe (it writes an eventfd), so a signal handler may call it.
+// Threads: Run() is a single-threaded epoll loop; every member except Stop(),
+// Reload() and stats() belongs to the thread inside Run().
 #ifndef SLUICE_SERVICES_SERVICEMANAGER_DAEMON_H_
 #define SLUICE_SERVICES_SERVICEMANAGER_DAEMON_H_
 
@@ -21,8 +26,6 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
-#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -30,50 +33,49 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "flatbuffers/flatbuffers.h"
 #include "ipc/base/unique_fd.h"
 #include "ipc/channel/layout.h"
-#include "ipc/service/wire.h"
 #include "ipc/socket/unix_socket.h"
+#include "services/servicemanager/dispatch.h"
 #include "services/servicemanager/logger.h"
+#include "services/servicemanager/outbox.h"
 #include "services/servicemanager/policy.h"
+#include "services/servicemanager/registry.h"
+#include "services/servicemanager/send_queue.h"
+#include "services/servicemanager/socket_claim.h"
 
 namespace sluice {
 
 struct DaemonOptions {
   std::string socket_path;
+  // A listening AF_UNIX SOCK_SEQPACKET socket to serve instead of claiming
+  // `socket_path` (socket activation, socket_activation.h); the daemon takes
+  // it over and never unlinks its node. -1: claim `socket_path`.
+  int listen_fd = -1;
   // Unset: Policy::Default(geteuid()).
   std::optional<Policy> policy;
+  // If set, the policy is loaded from this file (overriding `policy`), and
+  // Reload() re-reads it.
+  std::string policy_path;
   // The socket node's mode. Access control is the policy's job (it sees
   // SO_PEERCRED), so the default lets every local user connect and be judged.
   mode_t socket_mode = 0666;
   // A connection that has not sent Hello by then is dropped.
   absl::Duration hello_timeout = absl::Seconds(10);
   size_t max_connections = 4096;
-  size_t max_names_per_connection = 4096;
-  size_t max_waits_per_connection = 256;
-  size_t max_subscriptions_per_connection = 64;
-  // Connection records kept per client connection (for Info and client-gone
-  // events); the oldest is forgotten beyond this.
-  size_t max_records_per_client = 4096;
-  // Messages queued for a peer that is not reading; beyond this it is dropped.
-  size_t max_queued_messages = 1024;
-  channel_layout::Geometry default_geometry;
-  // Largest channel region a registration or look-up may ask for.
-  uint64_t max_region_size = uint64_t{256} << 20;
+  Registry::Limits registry;
+  SendQueue::Limits send_queue;
+  RequestDispatcher::Limits requests;
   // Not owned; must outlive the daemon. Null: warnings and errors to stderr.
   const Logger* logger = nullptr;
 };
 
 class ServiceManagerDaemon {
  public:
-  // Binds the socket. ALREADY_EXISTS if a live daemon owns the path;
-  // FAILED_PRECONDITION if the path or its directory is unsafe to use. A
-  // stale socket (nobody listening, lock not held) is replaced.
+  // Claims the socket (SocketClaim::Claim for the errors).
   static absl::StatusOr<std::unique_ptr<ServiceManagerDaemon>> Create(DaemonOptions options);
   ~ServiceManagerDaemon();
   ServiceManagerDaemon(const ServiceManagerDaemon&) = delete;
@@ -81,7 +83,12 @@ class ServiceManagerDaemon {
 
   // Serves until Stop(); then closes every connection and returns OK.
   [[nodiscard]] absl::Status Run();
+  // Both thread safe and async-signal-safe (each writes an eventfd), so
+  // SIGTERM/SIGHUP handlers may call them.
   void Stop();
+  // Re-reads `policy_path` before the loop serves its next request. A file
+  // that does not parse keeps the old policy; either outcome is logged.
+  void Reload();
 
   struct Stats {
     size_t connections = 0;
@@ -98,88 +105,40 @@ class ServiceManagerDaemon {
   const std::string& socket_path() const { return options_.socket_path; }
 
  private:
-  struct Outgoing {
-    std::vector<std::byte> bytes;
-    std::vector<UniqueFd> fds;
-  };
-  struct Subscription {
-    uint64_t id;
-    std::string prefix;
-  };
   struct Connection {
-    uint64_t id = 0;
+    explicit Connection(const SendQueue::Limits& limits) : out(limits) {}
+    RequestDispatcher::Peer peer;
     UniqueFd fd;
-    PeerCredentials creds;
-    bool hello = false;
     absl::Time hello_deadline;
     bool closing = false;   // Marked for close; sends are dropped.
     bool want_out = false;  // EPOLLOUT armed.
-    std::deque<Outgoing> out;
-    std::vector<std::string> names;  // Owned registrations.
-    std::vector<Subscription> subscriptions;
-    std::deque<uint64_t> client_records;  // Oldest first; may hold stale ids.
-    absl::flat_hash_set<uint64_t> waits;
+    SendQueue out;
   };
-  struct Service {
-    std::string name;
-    uint64_t owner = 0;
-    PeerCredentials owner_creds;
-    channel_layout::Geometry geometry;
-    uint64_t total_connections = 0;
-    std::set<uint64_t> records;
-  };
-  // One channel handed out, remembered for Info and client-gone events.
-  struct Record {
-    std::string name;
-    uint64_t server = 0;
-    uint64_t client = 0;
-    PeerCredentials client_creds;
-  };
-  struct Wait {
-    uint64_t connection = 0;
-    uint64_t request_id = 0;
-    std::string name;
-    absl::Time deadline;
+  // The Outbox the registry and dispatcher send through.
+  class ConnectionOutbox : public Outbox {
+   public:
+    explicit ConnectionOutbox(ServiceManagerDaemon& daemon) : daemon_(daemon) {}
+    bool Send(uint64_t id, OutgoingMessage message) override;
+
+   private:
+    ServiceManagerDaemon& daemon_;
   };
 
-  ServiceManagerDaemon(DaemonOptions options, Policy policy, UniqueFd listener, UniqueFd lock,
-                       UniqueFd epoll, UniqueFd stop_event, ino_t socket_inode);
+  ServiceManagerDaemon(DaemonOptions options, Policy policy, SocketClaim claim, UniqueFd epoll,
+                       UniqueFd stop_event, UniqueFd reload_event);
+  void ReloadPolicy();
+  void LogPolicyWarnings() const;
   const Logger& log() const { return *logger_; }
 
   void AcceptAll();
   void ReadOne(Connection& conn);
-  void HandleRequest(Connection& conn, const service_wire::wire::Envelope& envelope);
-  void HandleRegister(Connection& conn, uint64_t request_id,
-                      const service_wire::wire::RegisterRequest& request);
-  void HandleUnregister(Connection& conn, uint64_t request_id,
-                        const service_wire::wire::UnregisterRequest& request);
-  void HandleLookup(Connection& conn, uint64_t request_id,
-                    const service_wire::wire::LookupRequest& request);
-  void HandleWait(Connection& conn, uint64_t request_id,
-                  const service_wire::wire::WaitRequest& request);
-  void HandleList(Connection& conn, uint64_t request_id,
-                  const service_wire::wire::ListRequest& request);
-  void HandleInfo(Connection& conn, uint64_t request_id,
-                  const service_wire::wire::InfoRequest& request);
-  void HandleSubscribe(Connection& conn, uint64_t request_id,
-                       const service_wire::wire::SubscribeRequest& request);
-
-  // PERMISSION_DENIED (logged) unless the policy allows it.
-  absl::Status Check(Policy::Action action, absl::string_view name, const Connection& conn);
-  void ReplyStatus(Connection& conn, uint64_t request_id, const absl::Status& status);
-  // Queues `builder`'s message (and `fds`) for `conn`; never closes it
-  // directly, only marks it for close, so callers may keep iterating.
-  void Send(Connection& conn, const flatbuffers::FlatBufferBuilder& builder,
-            std::vector<UniqueFd> fds = {});
   void Flush(Connection& conn);
   void SetWantOut(Connection& conn, bool want);
+  // Never closes directly, only marks, so callers may keep iterating.
   void MarkForClose(Connection& conn, absl::string_view reason);
   void ProcessCloses();
   void CloseConnection(uint64_t id);
-  void RemoveService(const std::string& name, absl::string_view why);
-  void ForgetRecord(uint64_t record_id);
-  void NotifyName(const Service& service, bool appeared);
-  void ExpireDeadlines(absl::Time now);
+  void ExpireHellos(absl::Time now);
   int NextTimeoutMs(absl::Time now) const;
   void PublishStats();
   Connection* Find(uint64_t id);
@@ -188,24 +147,18 @@ class ServiceManagerDaemon {
   Policy policy_;
   std::unique_ptr<Logger> owned_logger_;
   const Logger* logger_;
-  UniqueFd listener_;
-  UniqueFd lock_;
+  SocketClaim claim_;
   UniqueFd epoll_;
   UniqueFd stop_event_;
+  UniqueFd reload_event_;
   UniqueFd reserve_fd_;  // Closed to make room when accept() hits EMFILE.
-  ino_t socket_inode_;
+  ConnectionOutbox outbox_;
+  Registry registry_;
+  RequestDispatcher dispatcher_;
 
   uint64_t next_connection_id_ = 16;  // Below: listener and stop event.
-  uint64_t next_record_id_ = 1;
-  uint64_t next_wait_id_ = 1;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Connection>> connections_;
-  std::map<std::string, Service> services_;  // Sorted, for List pages.
-  absl::flat_hash_map<uint64_t, Record> records_;
-  absl::flat_hash_map<uint64_t, Wait> waits_;
-  absl::flat_hash_map<std::string, std::vector<uint64_t>> waits_by_name_;
-  std::set<std::pair<absl::Time, uint64_t>> wait_deadlines_;
   std::set<std::pair<absl::Time, uint64_t>> hello_deadlines_;
-  absl::flat_hash_set<uint64_t> subscribers_;
   std::vector<std::pair<uint64_t, std::string>> to_close_;
   uint64_t accepted_ = 0;
   uint64_t rejected_ = 0;

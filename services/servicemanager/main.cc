@@ -1,5 +1,11 @@
 // sluice-servicemanager: wires flags, logger, policy and signals to a
 // ServiceManagerDaemon and runs it. Everything else is in daemon.h.
+//
+// Socket activation: started by systemd with LISTEN_FDS=1, it serves the
+// socket it was given (units in services/servicemanager/systemd/).
+//
+// Signals: SIGTERM/SIGINT stop cleanly (connections closed, socket removed,
+// exit 0); SIGHUP re-reads the --policy file.
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -14,6 +20,7 @@
 #include "absl/flags/usage.h"
 #include "ipc/service/socket_path.h"
 #include "services/servicemanager/daemon.h"
+#include "services/servicemanager/socket_activation.h"
 
 ABSL_FLAG(std::string, socket, "",
           "Socket path; default $SLUICE_SERVICEMANAGER, else "
@@ -22,6 +29,7 @@ ABSL_FLAG(std::string, socket, "",
 ABSL_FLAG(std::string, policy, "",
           "Policy file (docs/servicemanager.md); default: same uid + root");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning, error or off");
+ABSL_FLAG(int, log_fd, 2, "Descriptor the log lines go to (default stderr)");
 ABSL_FLAG(int, max_connections, 4096, "Connections served at once; more are refused");
 ABSL_FLAG(int, hello_timeout_ms, 10000, "Drop connections that do not say Hello by then");
 ABSL_FLAG(std::string, socket_mode, "0666", "Mode of the socket node (octal)");
@@ -33,9 +41,15 @@ namespace {
 
 std::atomic<sluice::ServiceManagerDaemon*> g_daemon{nullptr};
 
-void OnSignal(int) {
-  // Stop() only writes an eventfd: async-signal-safe.
-  if (auto* daemon = g_daemon.load()) daemon->Stop();
+void OnSignal(int signal) {
+  // Stop() and Reload() only write an eventfd: async-signal-safe.
+  auto* daemon = g_daemon.load();
+  if (daemon == nullptr) return;
+  if (signal == SIGHUP) {
+    daemon->Reload();
+  } else {
+    daemon->Stop();
+  }
 }
 
 }  // namespace
@@ -49,12 +63,20 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "sluice-servicemanager: %s\n", level.status().ToString().c_str());
     return 2;
   }
-  sluice::Logger logger(*level);
+  sluice::Logger logger(*level, absl::GetFlag(FLAGS_log_fd));
 
   sluice::DaemonOptions options;
   options.logger = &logger;
   options.socket_path = absl::GetFlag(FLAGS_socket);
-  if (options.socket_path.empty()) {
+  // Socket activation: systemd made the socket (and owns its path).
+  auto activated = sluice::TakeActivatedSocket();
+  if (!activated.ok()) {
+    logger.Error(activated.status().message());
+    return 1;
+  }
+  if (activated->has_value()) {
+    options.listen_fd = **activated;
+  } else if (options.socket_path.empty()) {
     auto path = sluice::DefaultServiceManagerSocketPath();
     if (!path.ok()) {
       logger.Error(path.status().message());
@@ -62,13 +84,13 @@ int main(int argc, char** argv) {
     }
     options.socket_path = *path;
   }
-  if (const std::string policy_path = absl::GetFlag(FLAGS_policy); !policy_path.empty()) {
-    auto policy = sluice::Policy::Load(policy_path, ::geteuid());
-    if (!policy.ok()) {
+  options.policy_path = absl::GetFlag(FLAGS_policy);
+  if (!options.policy_path.empty()) {
+    // Checked here too, so a bad file at start-up is a usage error (exit 2).
+    if (auto policy = sluice::Policy::Load(options.policy_path, ::geteuid()); !policy.ok()) {
       logger.Error(policy.status().message());
       return 2;
     }
-    options.policy = *std::move(policy);
   }
   options.max_connections = static_cast<size_t>(absl::GetFlag(FLAGS_max_connections));
   options.hello_timeout = absl::Milliseconds(absl::GetFlag(FLAGS_hello_timeout_ms));
@@ -102,6 +124,7 @@ int main(int argc, char** argv) {
   sigemptyset(&action.sa_mask);
   sigaction(SIGTERM, &action, nullptr);
   sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGHUP, &action, nullptr);
   signal(SIGPIPE, SIG_IGN);
   if (const int ready_fd = absl::GetFlag(FLAGS_ready_fd); ready_fd >= 0) {
     (void)!::write(ready_fd, "ready\n", 6);

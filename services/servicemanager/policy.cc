@@ -1,5 +1,6 @@
 #include "services/servicemanager/policy.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -114,6 +115,38 @@ bool Policy::Allows(Action action, absl::string_view name, const PeerCredentials
     }
   }
   return false;
+}
+
+std::vector<std::string> Policy::Lint() const {
+  std::vector<std::string> out;
+  auto covers_everyone = [](const Rule& rule) {
+    return std::any_of(rule.principals.begin(), rule.principals.end(),
+                       [](const Principal& p) { return p.kind == Principal::Kind::kAny; });
+  };
+  for (size_t i = 0; i < rules_.size(); ++i) {
+    const Rule& rule = rules_[i];
+    const bool only_root = std::all_of(
+        rule.principals.begin(), rule.principals.end(),
+        [](const Principal& p) { return p.kind == Principal::Kind::kUid && p.id == 0; });
+    if (!rule.allow && only_root) {
+      out.push_back(absl::StrCat("policy line ", rule.line,
+                                 ": this deny never applies: uid 0 is always allowed"));
+      continue;
+    }
+    for (size_t j = 0; j < i; ++j) {
+      const Rule& earlier = rules_[j];
+      const bool wider_verb =
+          earlier.any_action || (!rule.any_action && earlier.action == rule.action);
+      const bool wider_name = earlier.prefix ? absl::StartsWith(rule.pattern, earlier.pattern)
+                                             : (!rule.prefix && rule.pattern == earlier.pattern);
+      if (wider_verb && wider_name && covers_everyone(earlier)) {
+        out.push_back(absl::StrCat("policy line ", rule.line, ": never applies: line ",
+                                   earlier.line, " already decides it for everyone"));
+        break;
+      }
+    }
+  }
+  return out;
 }
 
 }  // namespace sluice

@@ -37,6 +37,13 @@ class Policy {
   static absl::StatusOr<Policy> Load(const std::string& path, uid_t daemon_uid);
 
   bool Allows(Action action, absl::string_view name, const PeerCredentials& peer) const;
+  // Rules that can never decide anything, one line each ("policy line N:
+  // ..."), for the daemon to log at start-up and reload: a deny whose only
+  // principals are uid 0 (always allowed), and a rule wholly shadowed by an
+  // earlier one for every principal ('*') with the same or a wider verb and
+  // name pattern.
+  std::vector<std::string> Lint() const;
+  size_t rule_count() const { return rules_.size(); }
   // Where this policy came from, for log lines ("default" or the file path).
   const std::string& source() const { return source_; }
 

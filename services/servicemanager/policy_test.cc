@@ -60,5 +60,22 @@ TEST(PolicyTest, MalformedLinesAreRejectedWithTheLineNumber) {
   EXPECT_THAT(Policy::Load("/nonexistent/policy", 0), StatusIs(absl::StatusCode::kNotFound));
 }
 
+TEST(PolicyTest, LintNamesRulesThatCanNeverApply) {
+  auto policy = Policy::Parse(R"(
+deny   lookup    secret     uid:0
+allow  *         scratch.*  *
+deny   lookup    scratch.x  uid:1001
+allow  lookup    other      uid:1001
+allow  register  other      uid:1001
+deny   *         *          uid:0,uid:1002
+)",
+                              1000);
+  ASSERT_OK(policy.status());
+  EXPECT_THAT(policy->Lint(),
+              ::testing::ElementsAre(HasSubstr("policy line 2: this deny never applies: uid 0"),
+                                     HasSubstr("policy line 4: never applies: line 3")));
+  EXPECT_THAT(Policy::Default(1000).Lint(), ::testing::IsEmpty());
+}
+
 }  // namespace
 }  // namespace sluice

@@ -10,6 +10,8 @@
 #include "absl/strings/str_replace.h"
 #include "codegen/cpp_generator.h"
 #include "codegen/front_end.h"
+#include "codegen/schema_generator.h"
+#include "flatbuffers/reflection.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/rpc/wire.h"
@@ -44,6 +46,53 @@ TEST(FrontEnd, ModelsServicesMethodsAndAttributes) {
   ASSERT_TRUE(kv.methods[0].flat_params.has_value());
   EXPECT_EQ(kv.methods[0].flat_params->size(), 2u);
   EXPECT_EQ((*kv.methods[0].flat_params)[1].cpp_type, "std::optional<absl::Span<const uint8_t>>");
+}
+
+TEST(SchemaBackEnd, EmbedsAVerifiableBinarySchemaAndItsStructuralHash) {
+  ASSERT_OK_AND_ASSIGN(Schema schema, ParseSchema(SLUICE_KEY_VALUE_FBS, {}));
+  const auto* data = reinterpret_cast<const uint8_t*>(schema.binary_schema.data());
+  flatbuffers::Verifier verifier(data, schema.binary_schema.size());
+  ASSERT_TRUE(reflection::VerifySchemaBuffer(verifier));
+  const reflection::Schema* bfbs = reflection::GetSchema(data);
+  ASSERT_NE(bfbs->services(), nullptr);
+  ASSERT_EQ(bfbs->services()->size(), 1u);
+  EXPECT_EQ(bfbs->services()->Get(0)->name()->str(), "example.kv.KeyValueStore");
+  std::vector<std::string> calls;
+  for (const reflection::RPCCall* call : *bfbs->services()->Get(0)->calls()) {
+    calls.push_back(call->name()->str());
+  }
+  EXPECT_THAT(calls, ::testing::Contains("Put"));
+  EXPECT_NE(bfbs->objects()->LookupByKey("example.kv.PutRequest"), nullptr);
+
+  EXPECT_EQ(SchemaHeaderName(schema), "key_value_schema.h");
+  const std::string header = GenerateSchemaHeader(schema);
+  EXPECT_THAT(header, HasSubstr("namespace sluice_schema::key_value {"));
+  EXPECT_THAT(header,
+              HasSubstr(absl::StrFormat("kStructuralHash = 0x%016xull", schema.structural_hash)));
+  // One byte literal per schema byte (plus the hash's "0x").
+  size_t literals = 0;
+  for (size_t at = header.find(" 0x"); at != std::string::npos; at = header.find(" 0x", at + 1)) {
+    ++literals;
+  }
+  EXPECT_EQ(literals, schema.binary_schema.size() + 1);
+}
+
+TEST(SchemaBackEnd, StructuralHashFollowsFieldsTypesAndMethodsButNotComments) {
+  auto hash = [](const std::string& text) {
+    auto schema = ParseSchemaText(text, "t.fbs", {});
+    EXPECT_OK(schema.status());
+    return schema.ok() ? schema->structural_hash : 0;
+  };
+  const std::string base =
+      "namespace t; table Req { a:int; b:string; } table Resp { ok:bool; }\n"
+      "rpc_service S { Call(Req):Resp; }";
+  const uint64_t h = hash(base);
+  EXPECT_NE(h, 0u);
+  EXPECT_EQ(hash("/// A comment.\n" + base), h);
+  EXPECT_NE(hash(absl::StrReplaceAll(base, {{"b:string", "b:int"}})), h);  // Changed type.
+  EXPECT_NE(hash(absl::StrReplaceAll(base, {{"a:int; ", ""}})), h);        // Removed field.
+  EXPECT_NE(hash(absl::StrReplaceAll(base, {{"b:string;", "b:string; c:int;"}})), h);  // Added.
+  EXPECT_NE(hash(absl::StrReplaceAll(base, {{"Call(", "Other("}})), h);  // Renamed method.
 }
 
 TEST(FrontEnd, TablesWithNestedFieldsTakeOnlyABuildFunction) {

@@ -8,7 +8,10 @@
 #include <random>
 #include <thread>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
+#include "flatbuffers/idl.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/service/service_manager.h"
@@ -52,37 +55,13 @@ class ServiceManagerTest : public ::testing::Test {
     options.socket_path = dir_.File("sm.sock");
     return ServiceManager::Connect(options);
   }
-  // A raw SOCK_SEQPACKET connection to the daemon, for speaking garbage.
   UniqueFd RawConnect() {
-    UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    const std::string path = dir_.File("sm.sock");
-    std::memcpy(addr.sun_path, path.data(), path.size());
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-      ADD_FAILURE() << "connect: " << std::strerror(errno);
-    }
+    UniqueFd fd = testing::RawConnect(dir_.File("sm.sock"));
+    if (!fd.valid()) ADD_FAILURE() << "connect: " << std::strerror(errno);
     return fd;
   }
-  // Whether the daemon hung up on `fd` (reads past any replies first).
-  static bool HungUp(int fd, absl::Duration timeout = absl::Seconds(5)) {
-    timeval tv{static_cast<time_t>(absl::ToInt64Seconds(timeout)), 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    char buffer[4096];
-    for (;;) {
-      const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
-      if (n == 0) return true;
-      if (n < 0) return errno == ECONNRESET;
-    }
-  }
-  static std::vector<std::byte> HelloBytes(uint64_t id = 1) {
-    flatbuffers::FlatBufferBuilder builder;
-    auto hello = wire::CreateHelloRequest(builder, 1);
-    service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::HelloRequest,
-                                 hello.Union());
-    auto bytes = service_wire::Bytes(builder);
-    return {bytes.begin(), bytes.end()};
-  }
+  static bool HungUp(int fd) { return testing::HungUp(fd); }
+  static std::vector<std::byte> HelloBytes(uint64_t id = 1) { return testing::HelloBytes(id); }
 
   Logger logger_{Logger::Level::kError};
   TempDir dir_;
@@ -167,6 +146,159 @@ TEST_F(ServiceManagerTest, ManagerGoingAwayFailsLaterCallsWithUnavailable) {
   daemon_.reset();
   EXPECT_THAT(client->Lookup("test.any"), StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_THAT(client->health(), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+// The same scenario as servicemanager_restart_test, on threads: a manager
+// restart costs nothing but time. Registrations come back by themselves, a
+// pending WaitFor and a subscription carry on, an open channel never
+// notices, and the epoch says it was a restart.
+TEST_F(ServiceManagerTest, RestartedManagerGetsNamesWaitsAndSubscriptionsBack) {
+  absl::Mutex mu;
+  std::vector<std::string> events;
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  EchoServer echo;
+  ASSERT_OK(client
+                ->Subscribe("test.",
+                            [&](const NameEvent& e) {
+                              absl::MutexLock lock(&mu);
+                              events.push_back(absl::StrCat(
+                                  e.change == NameChange::kAppeared ? "+" : "-", e.name));
+                            })
+                .status());
+  ASSERT_OK(server->Register("test.kept", echo.Handler()));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection open, client->Lookup("test.kept"));
+  const uint64_t epoch = server->manager_epoch();
+  EXPECT_NE(epoch, 0u);
+
+  absl::Status waited = absl::UnknownError("not run");
+  std::thread waiter([&] { waited = client->WaitFor("test.later", absl::Seconds(30)); });
+  StartDaemon({});  // Stops the old daemon (every connection drops), starts a new one.
+  // New look-ups work once the server's registration is back.
+  ASSERT_OK_AND_ASSIGN(auto probe, Connect());
+  ASSERT_OK(probe->WaitFor("test.kept", absl::Seconds(10)));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection fresh, probe->Lookup("test.kept"));
+  EXPECT_EQ(EchoCall(*fresh.channel, "fresh").value_or(""), "fresh");
+  // The channel opened before the restart never noticed.
+  EXPECT_EQ(EchoCall(*open.channel, "open").value_or(""), "open");
+
+  absl::Status registered;
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    registered = server->Register("test.later", [](IncomingConnection) {});
+    if (!absl::IsUnavailable(registered)) break;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_OK(registered);
+  waiter.join();
+  EXPECT_OK(waited);
+  EXPECT_NE(server->manager_epoch(), epoch);
+  EXPECT_EQ(server->manager_restarts(), 1u);
+  EXPECT_OK(client->health());
+
+  absl::MutexLock lock(&mu);
+  auto seen = [&] {
+    return std::find(events.begin(), events.end(), "+test.later") != events.end();
+  };
+  ASSERT_TRUE(mu.AwaitWithTimeout(absl::Condition(&seen), absl::Seconds(10)));
+  // Appeared, gone with the old manager, back with the new one, then later.
+  EXPECT_EQ(events.front(), "+test.kept");
+  EXPECT_EQ(std::count(events.begin(), events.end(), "-test.kept"), 1);
+  EXPECT_EQ(std::count(events.begin(), events.end(), "+test.kept"), 2);
+}
+
+// A registration's schema is checked (a reflection schema declaring the
+// interface it names) and handed back by Describe unchanged.
+TEST_F(ServiceManagerTest, RegisteredSchemaIsCheckedAndDescribed) {
+  flatbuffers::Parser parser;
+  ASSERT_TRUE(
+      parser.Parse("namespace t; table Req { a:int; } table Resp { b:string; } rpc_service S { "
+                   "Call(Req):Resp; }"))
+      << parser.error_;
+  parser.Serialize();
+  const std::span<const uint8_t> bfbs(parser.builder_.GetBufferPointer(),
+                                      parser.builder_.GetSize());
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  auto with = [&](std::string interface, std::span<const uint8_t> schema) {
+    RegisterOptions options;
+    options.interface = std::move(interface);
+    options.schema = schema;
+    options.schema_hash = 0x1234;
+    return options;
+  };
+  const std::string garbage = "definitely not a schema";
+  EXPECT_THAT(
+      server->Register(
+          "test.bad", [](IncomingConnection) {},
+          with("t.S", std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(garbage.data()),
+                                               garbage.size()))),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a binary schema")));
+  EXPECT_THAT(server->Register(
+                  "test.other", [](IncomingConnection) {}, with("t.Other", bfbs)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("declares no service")));
+  ASSERT_OK(server->Register("test.plain", [](IncomingConnection) {}));
+  ASSERT_OK(server->Register(
+      "test.typed", [](IncomingConnection) {}, with("t.S", bfbs)));
+
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  ASSERT_OK_AND_ASSIGN(ServiceDescription description, client->Describe("test.typed"));
+  EXPECT_EQ(description.interface, "t.S");
+  EXPECT_EQ(description.schema_hash, 0x1234u);
+  EXPECT_EQ(description.schema,
+            std::string(reinterpret_cast<const char*>(bfbs.data()), bfbs.size()));
+  EXPECT_THAT(client->Describe("test.plain"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("without a schema")));
+  EXPECT_THAT(client->Describe("test.none"), StatusIs(absl::StatusCode::kNotFound));
+}
+
+// Compatibility is checked at connect, when both sides say what they were
+// built from: an incompatible client is refused naming method and field; an
+// older compatible one, and one that sends nothing, connect.
+TEST_F(ServiceManagerTest, LookupWithAnIncompatibleSchemaIsRefusedNamingTheField) {
+  auto bfbs = [](const char* text) {
+    flatbuffers::Parser parser;
+    EXPECT_TRUE(parser.Parse(text)) << parser.error_;
+    parser.Serialize();
+    return std::string(reinterpret_cast<const char*>(parser.builder_.GetBufferPointer()),
+                       parser.builder_.GetSize());
+  };
+  const std::string server_schema = bfbs(
+      "namespace t; table Req { a:int; b:string; c:long; } table Resp { ok:bool; }"
+      "rpc_service S { Call(Req):Resp; }");
+  const std::string older = bfbs(
+      "namespace t; table Req { a:int; b:string; } table Resp { ok:bool; }"
+      "rpc_service S { Call(Req):Resp; }");
+  const std::string changed = bfbs(
+      "namespace t; table Req { a:int; b:[ubyte]; } table Resp { ok:bool; }"
+      "rpc_service S { Call(Req):Resp; }");
+  auto span = [](const std::string& bytes) {
+    return std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+  };
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  EchoServer echo;
+  RegisterOptions options;
+  options.geometry = SmallGeometry();
+  options.interface = "t.S";
+  options.schema = span(server_schema);
+  ASSERT_OK(server->Register("test.typed", echo.Handler(), std::move(options)));
+
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  LookupOptions incompatible;
+  incompatible.schema = span(changed);
+  EXPECT_THAT(client->Lookup("test.typed", incompatible),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       ::testing::AllOf(HasSubstr("test.typed"), HasSubstr("t.S.Call"),
+                                        HasSubstr("t.Req.b"))));
+  LookupOptions compatible;
+  compatible.interface = "t.S";
+  compatible.schema = span(older);
+  ASSERT_OK_AND_ASSIGN(ServiceConnection ok, client->Lookup("test.typed", compatible));
+  EXPECT_EQ(EchoCall(*ok.channel, "older client").value_or(""), "older client");
+  EXPECT_OK(client->Lookup("test.typed").status());  // Sends nothing: no check.
+  LookupOptions other_interface;
+  other_interface.interface = "t.Other";
+  other_interface.schema = span(older);
+  EXPECT_THAT(client->Lookup("test.typed", other_interface),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("serves t.S")));
 }
 
 TEST_F(ServiceManagerTest, UnregisterFreesTheNameOnlyForItsOwner) {
@@ -263,6 +395,40 @@ TEST_F(ServiceManagerTest, ServerIsToldWhenAClientDisconnects) {
   EXPECT_EQ(gone_id, id);
 }
 
+// Regression: a client that made ~1,400 look-ups and then exited made the
+// manager send one ClientGoneEvent per connection in one burst; the server's
+// queue overflowed and the manager dropped it, names and all. Now the server
+// gets one event listing every connection, and keeps its names.
+TEST_F(ServiceManagerTest, BusyClientsExitNeverCostsTheServerItsNames) {
+  ASSERT_OK_AND_ASSIGN(auto server, Connect());
+  absl::Mutex mu;
+  absl::flat_hash_set<uint64_t> gone;
+  RegisterOptions options;
+  options.geometry = SmallGeometry();
+  options.on_client_gone = [&](absl::string_view, uint64_t id, const PeerCredentials&) {
+    absl::MutexLock lock(&mu);
+    gone.insert(id);
+  };
+  ASSERT_OK(server->Register(
+      "test.busy", [](IncomingConnection) {}, std::move(options)));
+  constexpr int kLookups = 3000;
+  {
+    ASSERT_OK_AND_ASSIGN(auto client, Connect());
+    for (int i = 0; i < kLookups; ++i) {
+      ASSERT_OK(client->Lookup("test.busy").status()) << "lookup " << i;
+    }
+  }
+  {
+    absl::MutexLock lock(&mu);
+    auto all_gone = [&] { return gone.size() == kLookups; };
+    EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(&all_gone), absl::Seconds(30)));
+  }
+  EXPECT_OK(server->health());
+  ASSERT_OK_AND_ASSIGN(auto names, server->List("test.busy"));
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_EQ(names[0].connections, 0u);
+}
+
 TEST_F(ServiceManagerTest, HandlersCannotCallBackIntoTheManager) {
   absl::Notification done;
   absl::Status inner;
@@ -344,6 +510,174 @@ TEST_F(ServiceManagerTest, GarbageTruncatedAndOversizedRequestsDisconnectOnlyThe
   ASSERT_OK_AND_ASSIGN(auto connection, good->Lookup("test.echo"));
   EXPECT_OK(EchoCall(*connection.channel, "still here").status());
   EXPECT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.connections == 1; }));
+}
+
+// Regression: a valid Hello, then an envelope whose body_type names a request
+// but whose body is absent, used to dereference the null body and kill the
+// daemon with SIGSEGV, for each of the 8 request kinds.
+TEST_F(ServiceManagerTest, RequestOfEveryKindWithoutABodyClosesOnlyThatConnection) {
+  ASSERT_OK_AND_ASSIGN(auto good, Connect());
+  EchoServer echo;
+  ASSERT_OK(good->Register("test.echo", echo.Handler()));
+  for (wire::Body kind : testing::kRequestKinds) {
+    SCOPED_TRACE(wire::EnumNameBody(kind));
+    UniqueFd fd = RawConnect();
+    ASSERT_OK(SendMessage(fd.get(), HelloBytes(1)));
+    ASSERT_OK(ReceiveMessage(fd.get(), 4096).status());
+    ASSERT_OK(SendMessage(fd.get(), testing::RequestWithoutBody(kind, 2)));
+    ASSERT_OK_AND_ASSIGN(auto reply, ReceiveMessage(fd.get(), 4096));
+    ASSERT_OK_AND_ASSIGN(auto envelope, service_wire::VerifyEnvelope(reply.bytes));
+    EXPECT_EQ(envelope->request_id(), 2u);
+    EXPECT_THAT(service_wire::StatusFromWire(envelope->status()),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("no body")));
+    EXPECT_TRUE(HungUp(fd.get()));
+  }
+  ASSERT_OK_AND_ASSIGN(auto connection, good->Lookup("test.echo"));
+  EXPECT_EQ(EchoCall(*connection.channel, "alive").value_or(""), "alive");
+}
+
+// Every request table with every combination of its fields absent gets
+// exactly one reply (whatever its status) and leaves the connection in step.
+TEST_F(ServiceManagerTest, RequestOfEveryKindWithAnyFieldsAbsentGetsOneReply) {
+  UniqueFd fd = RawConnect();
+  ASSERT_OK(SendMessage(fd.get(), HelloBytes(1)));
+  ASSERT_OK(ReceiveMessage(fd.get(), 4096).status());
+  uint64_t id = 10;
+  int requests = 0;
+  for (wire::Body kind : testing::kRequestKinds) {
+    // Each bit of `mask` says whether one field of the table is present.
+    for (unsigned mask = 0; mask < 8; ++mask) {
+      SCOPED_TRACE(absl::StrCat(wire::EnumNameBody(kind), " fields ", mask));
+      flatbuffers::FlatBufferBuilder b;
+      auto name =
+          (mask & 1) ? b.CreateString("test.absent") : flatbuffers::Offset<flatbuffers::String>();
+      auto second =
+          (mask & 2) ? b.CreateString("test.") : flatbuffers::Offset<flatbuffers::String>();
+      // A geometry table whose own fields are all absent, when bit 1 is set.
+      auto geometry =
+          (mask & 2) ? wire::GeometryBuilder(b).Finish() : flatbuffers::Offset<wire::Geometry>();
+      flatbuffers::Offset<void> body;
+      switch (kind) {
+        case wire::Body::RegisterRequest: {
+          wire::RegisterRequestBuilder t(b);
+          if (mask & 1) t.add_name(name);
+          if (mask & 2) t.add_geometry(geometry);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::UnregisterRequest: {
+          wire::UnregisterRequestBuilder t(b);
+          if (mask & 1) t.add_name(name);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::LookupRequest: {
+          wire::LookupRequestBuilder t(b);
+          if (mask & 1) t.add_name(name);
+          if (mask & 2) t.add_geometry(geometry);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::WaitRequest: {
+          wire::WaitRequestBuilder t(b);
+          if (mask & 1) t.add_name(name);
+          if (mask & 4) t.add_timeout_ms(1);  // Absent: 0, which polls.
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::ListRequest: {
+          wire::ListRequestBuilder t(b);
+          if (mask & 1) t.add_prefix(name);
+          if (mask & 2) t.add_start_after(second);
+          if (mask & 4) t.add_limit(3);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::InfoRequest: {
+          wire::InfoRequestBuilder t(b);
+          if (mask & 1) t.add_name(name);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::SubscribeRequest: {
+          wire::SubscribeRequestBuilder t(b);
+          if (mask & 2) t.add_prefix(second);
+          if (mask & 4) t.add_subscription_id(mask);
+          body = t.Finish().Union();
+          break;
+        }
+        case wire::Body::UnsubscribeRequest: {
+          wire::UnsubscribeRequestBuilder t(b);
+          if (mask & 4) t.add_subscription_id(mask);
+          body = t.Finish().Union();
+          break;
+        }
+        default:
+          FAIL() << "no builder for this kind";
+      }
+      ++id;
+      service_wire::FinishEnvelope(b, id, absl::OkStatus(), kind, body);
+      ASSERT_OK(SendMessage(fd.get(), service_wire::Bytes(b)));
+      // Skips events: this connection owns test.absent once registered, so
+      // a Lookup of it sends us a NewConnectionEvent first.
+      const wire::Envelope* envelope = nullptr;
+      ReceivedMessage reply;
+      do {
+        ASSERT_OK_AND_ASSIGN(reply, ReceiveMessage(fd.get(), service_wire::kMaxReplyBytes));
+        ASSERT_OK_AND_ASSIGN(envelope, service_wire::VerifyEnvelope(reply.bytes));
+      } while (envelope->request_id() == 0);
+      EXPECT_EQ(envelope->request_id(), id);
+      // Absent fields read as their defaults; they are never malformed.
+      EXPECT_FALSE(absl::IsDataLoss(service_wire::StatusFromWire(envelope->status())));
+      ++requests;
+    }
+  }
+  EXPECT_EQ(requests, 64);
+  // Still the same connection, still in step.
+  ASSERT_OK(SendMessage(fd.get(), testing::RequestWithoutBody(wire::Body::ListRequest, 99)));
+  ASSERT_OK_AND_ASSIGN(auto last, ReceiveMessage(fd.get(), 4096));
+  ASSERT_OK_AND_ASSIGN(auto envelope, service_wire::VerifyEnvelope(last.bytes));
+  EXPECT_EQ(envelope->request_id(), 99u);
+}
+
+// The client side of the same defect: events whose union value is absent.
+TEST_F(ServiceManagerTest, ClientSurvivesEventsWithoutABody) {
+  daemon_.reset();  // A fake manager speaks on the socket instead.
+  const std::string path = dir_.File("fake.sock");
+  UniqueFd listener(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  ASSERT_EQ(::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(::listen(listener.get(), 4), 0);
+  std::thread fake([&] {
+    UniqueFd peer(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    auto hello = ReceiveMessage(peer.get(), 4096);
+    if (!hello.ok()) return;
+    flatbuffers::FlatBufferBuilder b;
+    auto body = wire::CreateHelloReply(b, 1, ::getpid());
+    service_wire::FinishEnvelope(b, 1, absl::OkStatus(), wire::Body::HelloReply, body.Union());
+    (void)SendMessage(peer.get(), service_wire::Bytes(b));
+    for (wire::Body kind :
+         {wire::Body::NewConnectionEvent, wire::Body::ClientGoneEvent, wire::Body::NameEvent}) {
+      (void)SendMessage(peer.get(), testing::RequestWithoutBody(kind, 0));
+    }
+    // Then a List reply without its body.
+    auto list = ReceiveMessage(peer.get(), 4096);
+    if (!list.ok()) return;
+    auto envelope = service_wire::VerifyEnvelope(list->bytes);
+    if (!envelope.ok()) return;
+    (void)SendMessage(
+        peer.get(), testing::RequestWithoutBody(wire::Body::ListReply, (*envelope)->request_id()));
+    (void)ReceiveMessage(peer.get(), 4096);  // Until the client hangs up.
+  });
+  ServiceManagerOptions options;
+  options.socket_path = path;
+  {
+    ASSERT_OK_AND_ASSIGN(auto client, ServiceManager::Connect(options));
+    EXPECT_THAT(client->List(), StatusIs(absl::StatusCode::kDataLoss));
+  }
+  fake.join();
 }
 
 TEST_F(ServiceManagerTest, RandomlyMutatedRequestsNeverHurtTheDaemon) {

@@ -6,6 +6,8 @@
 #include <sys/wait.h>
 
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -119,6 +121,25 @@ TEST_F(MultiProcessTest, RegisterLookupListWaitAcrossProcesses) {
   EXPECT_EQ(second_report.ReadLine().value_or(""),
             absl::StrCat("error ", static_cast<int>(absl::StatusCode::kAlreadyExists)));
   EXPECT_EQ(ExitCodeOf(second), static_cast<int>(absl::StatusCode::kAlreadyExists));
+}
+
+// Regression: one datagram (Hello, then a request kind with no body) killed
+// the real daemon with SIGSEGV. Now each closes only its own connection; the
+// daemon keeps serving and, at TearDown, still stops cleanly with exit 0.
+TEST_F(MultiProcessTest, RequestsWithoutABodyNeverStopTheDaemon) {
+  ReportPipe report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess server, Server("mp.echo", report));
+  for (servicemanager::wire::Body kind : testing::kRequestKinds) {
+    UniqueFd fd = testing::RawConnect(socket_);
+    ASSERT_TRUE(fd.valid());
+    ASSERT_OK(SendMessage(fd.get(), testing::HelloBytes(1)));
+    ASSERT_OK(ReceiveMessage(fd.get(), 4096).status());
+    ASSERT_OK(SendMessage(fd.get(), testing::RequestWithoutBody(kind, 2)));
+    EXPECT_TRUE(testing::HungUp(fd.get())) << servicemanager::wire::EnumNameBody(kind);
+  }
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  ASSERT_OK_AND_ASSIGN(ServiceConnection connection, client->Lookup("mp.echo"));
+  EXPECT_EQ(EchoCall(*connection.channel, "alive").value_or(""), "alive");
 }
 
 TEST_F(MultiProcessTest, NameIsFreedWhenOwnerIsKilledAndANewServerTakesIt) {
@@ -268,6 +289,69 @@ TEST_F(MultiProcessTest, TenThousandConnectLookupDisconnectCyclesLeakNothing) {
   // would show as ~1 MiB.
   EXPECT_LE(rss_after, rss_before + 512);
 #endif
+  // The churn of others never costs the server its registration.
+  EXPECT_OK(server->health());
+  ASSERT_OK_AND_ASSIGN(auto names, server->List("mp.cycle"));
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_EQ(names[0].owner.pid, ::getpid());
+}
+
+// Regression: with its descriptors exhausted, a server's reader thread took
+// the truncated NewConnectionEvent for the manager going away and stopped;
+// every later client got a channel nobody served. Now that one connection is
+// refused (the client's Lookup says why) and the server serves the rest.
+TEST_F(MultiProcessTest, ServerOutOfDescriptorsRefusesThatConnectionAndKeepsServing) {
+  ReportPipe report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(auto process, Helper({"--spare_fds=8", "serve", "mp.fd", "echo"}, report));
+  ASSERT_EQ(report.ReadLine().value_or(""), "ready");
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  std::vector<ServiceConnection> held;
+  absl::Status refused;
+  for (int i = 0; i < 64 && refused.ok(); ++i) {
+    auto connection = client->Lookup("mp.fd");
+    if (!connection.ok()) {
+      refused = connection.status();
+      break;
+    }
+    ASSERT_OK(EchoCall(*connection->channel, "served").status());
+    held.push_back(*std::move(connection));
+  }
+  EXPECT_FALSE(held.empty());
+  std::printf("refused after %zu connections: %s\n", held.size(), refused.ToString().c_str());
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kResourceExhausted,
+                                ::testing::AllOf(HasSubstr("mp.fd"), HasSubstr("descriptors"))));
+  // Hanging up frees the server's descriptors; it serves new clients again.
+  const size_t count = held.size();
+  held.clear();
+  for (size_t i = 0; i < count; ++i) {
+    ASSERT_OK_AND_ASSIGN(std::string line, report.ReadLine());
+    EXPECT_TRUE(absl::StartsWith(line, "channel-dead")) << line;
+  }
+  ASSERT_OK_AND_ASSIGN(ServiceConnection again, client->Lookup("mp.fd"));
+  EXPECT_EQ(EchoCall(*again.channel, "again").value_or(""), "again");
+  ASSERT_OK_AND_ASSIGN(auto names, client->List("mp.fd"));
+  EXPECT_EQ(names.size(), 1u);
+  ASSERT_OK(process.Kill(SIGKILL));
+  (void)process.Wait(absl::Seconds(10));
+}
+
+// Regression: a Lookup right after a server was killed could return a channel
+// to it (the manager had not yet seen the hang-up). The manager now answers
+// only once the server has acknowledged the connection, which a killed
+// process never does.
+TEST_F(MultiProcessTest, LookupRightAfterServerIsKilledNeverReturnsAChannel) {
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  for (int i = 0; i < 20; ++i) {
+    ReportPipe report = ReportPipe::Create();
+    ASSERT_OK_AND_ASSIGN(Subprocess server, Server("mp.doomed", report));
+    ASSERT_OK(client->Lookup("mp.doomed").status());
+    ASSERT_OK(server.Kill(SIGKILL));
+    auto connection = client->Lookup("mp.doomed");
+    EXPECT_TRUE(absl::IsUnavailable(connection.status()) || absl::IsNotFound(connection.status()))
+        << "attempt " << i << ": " << connection.status();
+    (void)server.Wait(absl::Seconds(10));
+    ASSERT_OK(client->health());
+  }
 }
 
 TEST_F(MultiProcessTest, RepeatedCrashesOfServersAndClientsLeakNothing) {
@@ -486,6 +570,133 @@ TEST_F(PolicyTest, PolicyFileGrantsAndDeniesPerNameAndPrefix) {
   EXPECT_THAT(log, HasSubstr("denied: register of 'shared.mine' by pid"));
   EXPECT_THAT(log, HasSubstr("denied: lookup of 'private.svc'"));
   EXPECT_THAT(log, HasSubstr("denied: lookup of 'shared.secret'"));
+}
+
+// ---- the real binary's signals and policy reload ----
+
+class DaemonBinaryTest : public ::testing::Test {
+ protected:
+  // Starts sluice-servicemanager with its log lines on a pipe.
+  void Start(std::vector<std::string> extra) {
+    ReportPipe ready = ReportPipe::Create();
+    log_ = ReportPipe::Create();
+    std::vector<std::string> argv = {SLUICE_SERVICEMANAGER_BIN, "--socket=" + socket_,
+                                     "--log_level=info", "--ready_fd=3", "--log_fd=4"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto process = Subprocess::Spawn(argv, {ready.write.get(), log_.write.get()});
+    ASSERT_OK(process.status());
+    ready.write.reset();
+    log_.write.reset();
+    daemon_ = *std::move(process);
+    ASSERT_EQ(ready.ReadLine().value_or("(none)"), "ready");
+  }
+  // The next log line containing `text` (empty if none within 10 s).
+  std::string LogLineWith(absl::string_view text) {
+    for (;;) {
+      auto line = log_.ReadLine();
+      if (!line.ok()) return "";
+      if (absl::StrContains(*line, text)) return *line;
+    }
+  }
+  int AsOtherUid(const std::string& command, const std::string& name) {
+    auto process = Subprocess::Spawn(
+        {SLUICE_SM_TEST_HELPER_BIN, socket_, absl::StrCat("--uid=", kOtherUid), command, name});
+    if (!process.ok()) return -1;
+    return ExitCodeOf(*process);
+  }
+  void WritePolicy(const std::string& text) { std::ofstream(policy_) << text; }
+
+  TempDir dir_;
+  std::string socket_ = dir_.File("sm.sock");
+  std::string policy_ = dir_.File("policy");
+  ReportPipe log_;
+  std::optional<Subprocess> daemon_;
+};
+
+TEST_F(DaemonBinaryTest, SighupReloadsThePolicyAndAFileThatDoesNotParseKeepsTheOldOne) {
+  if (::geteuid() != 0) GTEST_SKIP() << "switches a helper to uid " << kOtherUid;
+  WritePolicy("allow * reload.a* *\n");
+  Start({"--policy=" + policy_});
+  EXPECT_EQ(AsOtherUid("register", "reload.b"), kDenied);
+
+  WritePolicy("allow * reload.* *\nallow everything please\n");
+  ASSERT_OK(daemon_->Kill(SIGHUP));
+  const std::string failed = LogLineWith("policy reload");
+  EXPECT_THAT(failed, HasSubstr("failed, keeping the old policy"));
+  EXPECT_THAT(failed, HasSubstr("policy line 2"));
+  EXPECT_EQ(AsOtherUid("register", "reload.b"), kDenied);
+  EXPECT_EQ(AsOtherUid("register", "reload.a1"), kOk);
+
+  WritePolicy("allow * reload.* *\n");
+  ASSERT_OK(daemon_->Kill(SIGHUP));
+  EXPECT_THAT(LogLineWith("policy reload"), HasSubstr("policy reloaded from " + policy_));
+  EXPECT_EQ(AsOtherUid("register", "reload.b"), kOk);
+
+  ASSERT_OK(daemon_->Kill(SIGTERM));
+  EXPECT_EQ(ExitCodeOf(*daemon_), 0);
+  EXPECT_FALSE(std::filesystem::exists(socket_));
+}
+
+TEST_F(DaemonBinaryTest, SigintAndSigtermStopCleanlyAndRemoveTheSocket) {
+  for (int signal : {SIGINT, SIGTERM}) {
+    Start({});
+    ASSERT_OK_AND_ASSIGN(auto client, [&] {
+      ServiceManagerOptions options;
+      options.socket_path = socket_;
+      return ServiceManager::Connect(options);
+    }());
+    ASSERT_OK(client->Register("signal.svc", [](IncomingConnection) {}));
+    ASSERT_TRUE(std::filesystem::exists(socket_));
+    ASSERT_OK(daemon_->Kill(signal));
+    EXPECT_EQ(ExitCodeOf(*daemon_), 0) << strsignal(signal);
+    EXPECT_FALSE(std::filesystem::exists(socket_)) << strsignal(signal);
+  }
+}
+
+TEST_F(DaemonBinaryTest, StartupNamesPolicyRulesThatCanNeverApply) {
+  WritePolicy("deny lookup secret uid:0\nallow * * *\nallow lookup late uid:5\n");
+  Start({"--policy=" + policy_});
+  EXPECT_THAT(LogLineWith("policy line 1"), HasSubstr("uid 0 is always allowed"));
+  EXPECT_THAT(LogLineWith("policy line 3"), HasSubstr("line 2 already decides it"));
+  ASSERT_OK(daemon_->Kill(SIGTERM));
+  EXPECT_EQ(ExitCodeOf(*daemon_), 0);
+}
+
+// ---- socket activation ----
+
+constexpr char kSocketActivate[] = "/usr/bin/systemd-socket-activate";
+
+// systemd-socket-activate plays systemd: it binds the socket, and on the
+// first connection starts the real daemon with the socket as fd 3 and
+// LISTEN_FDS=1, LISTEN_PID set. The client connected before the daemon
+// existed is served by it.
+TEST(SocketActivationTest, ActivatedDaemonServesClientsOnTheSocketItWasGiven) {
+  if (::access(kSocketActivate, X_OK) != 0) {
+    GTEST_SKIP() << kSocketActivate << " is missing (Debian package systemd)";
+  }
+  TempDir dir;
+  const std::string socket = dir.File("activated.sock");
+  ASSERT_OK_AND_ASSIGN(Subprocess activator,
+                       Subprocess::Spawn({kSocketActivate, "--seqpacket", "--listen=" + socket,
+                                          SLUICE_SERVICEMANAGER_BIN, "--log_level=error"}));
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (!std::filesystem::exists(socket) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_TRUE(std::filesystem::exists(socket));
+  ServiceManagerOptions options;
+  options.socket_path = socket;
+  ASSERT_OK_AND_ASSIGN(auto server, ServiceManager::Connect(options));
+  // The manager that answered is the daemon, in the activator's process
+  // (it execs the daemon in place), not some other listener.
+  EXPECT_EQ(server->manager().pid, activator.pid());
+  EchoServer echo;
+  ASSERT_OK(server->Register("activated.echo", echo.Handler()));
+  ASSERT_OK_AND_ASSIGN(auto client, ServiceManager::Connect(options));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection connection, client->Lookup("activated.echo"));
+  EXPECT_EQ(EchoCall(*connection.channel, "activated").value_or(""), "activated");
+  ASSERT_OK(activator.Kill(SIGTERM));
+  EXPECT_EQ(ExitCodeOf(activator), 0);
 }
 
 }  // namespace

@@ -6,14 +6,28 @@
 //   sm_test_helper SOCKET [--uid=N] register NAME
 //   sm_test_helper SOCKET [--uid=N] lookup NAME
 //   sm_test_helper SOCKET [--uid=N] hold NAME
+//   sm_test_helper SOCKET --spare_fds=N serve NAME [echo|hang]
+//   sm_test_helper SOCKET traffic NAME[,NAME...]
+//
+// traffic looks every NAME up once, reports "ready", then calls each in turn
+// (echo, 5 s deadline) until SIGTERM, and then reports "calls N failed M"
+// and exits 0: continuous traffic over existing connections, for the
+// manager-restart test.
 //
 // --uid switches to that uid (and gid) before doing anything, for policy
-// tests run as root.
+// tests run as root. --spare_fds lowers RLIMIT_NOFILE, once registered, to
+// leave only N descriptors free, for descriptor-exhaustion tests.
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,6 +35,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "ipc/base/errors.h"
 #include "ipc/service/service_manager.h"
 
@@ -82,6 +97,11 @@ int main(int argc, char** argv) {
     }
     ++next;
   }
+  int spare_fds = -1;
+  if (args.size() > next && absl::StartsWith(args[next], "--spare_fds=")) {
+    if (!absl::SimpleAtoi(args[next].substr(12), &spare_fds)) return 2;
+    ++next;
+  }
   if (args.size() < next + 2) return 2;
   const std::string command = args[next];
   const std::string name = args[next + 1];
@@ -96,6 +116,40 @@ int main(int argc, char** argv) {
     return CodeOf((*manager)->Register(name, [](sluice::IncomingConnection) {}));
   }
   if (command == "lookup") return CodeOf((*manager)->Lookup(name).status());
+  if (command == "traffic") {
+    std::vector<sluice::ServiceConnection> connections;
+    for (absl::string_view target : absl::StrSplit(name, ',')) {
+      auto connection = (*manager)->Lookup(target);
+      if (!connection.ok()) {
+        Report(absl::StrCat("error ", CodeOf(connection.status())));
+        return CodeOf(connection.status());
+      }
+      connections.push_back(*std::move(connection));
+    }
+    static std::atomic<bool> stop{false};
+    std::signal(SIGTERM, [](int) { stop = true; });
+    Report("ready");
+    uint64_t calls = 0, failed = 0;
+    const std::string payload = "traffic";
+    while (!stop) {
+      for (auto& connection : connections) {
+        sluice::ClientChannel& channel = *connection.channel;
+        const absl::Time deadline = absl::Now() + absl::Seconds(5);
+        ++calls;
+        auto call = channel.BeginCall(payload.size(), deadline);
+        if (!call.ok()) {
+          ++failed;
+          continue;
+        }
+        const std::span<std::byte> buffer = call->buffer().first(payload.size());
+        std::memcpy(buffer.data(), payload.data(), payload.size());
+        auto reply = channel.Call(*std::move(call), buffer, deadline);
+        if (!reply.ok() || reply->data().size() != payload.size()) ++failed;
+      }
+    }
+    Report(absl::StrCat("calls ", calls, " failed ", failed));
+    return 0;
+  }
   if (command == "hold") {
     auto connection = (*manager)->Lookup(name);
     if (!connection.ok()) return CodeOf(connection.status());
@@ -119,6 +173,31 @@ int main(int argc, char** argv) {
     if (!status.ok()) {
       Report(absl::StrCat("error ", CodeOf(status)));
       return CodeOf(status);
+    }
+    if (spare_fds >= 0) {
+      // New descriptors must be numbered below the limit: pick the limit
+      // below which exactly N numbers are free (inherited descriptors may
+      // sit anywhere, so count rather than take the highest).
+      std::vector<int> open_fds;
+      for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
+        int fd = 0;
+        if (absl::SimpleAtoi(entry.path().filename().string(), &fd)) open_fds.push_back(fd);
+      }
+      std::sort(open_fds.begin(), open_fds.end());
+      int free_below = 0, number = 0;
+      size_t next_open = 0;
+      for (; free_below < spare_fds; ++number) {
+        if (next_open < open_fds.size() && open_fds[next_open] == number) {
+          ++next_open;
+        } else {
+          ++free_below;
+        }
+      }
+      rlimit limit{static_cast<rlim_t>(number), static_cast<rlim_t>(number)};
+      if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        std::perror("setrlimit");
+        return 2;
+      }
     }
     Report("ready");
     for (;;) ::pause();

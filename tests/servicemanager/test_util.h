@@ -7,7 +7,9 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -26,6 +28,7 @@
 #include "absl/time/time.h"
 #include "ipc/base/errno_status.h"
 #include "ipc/base/unique_fd.h"
+#include "ipc/service/wire.h"
 #include "ipc/testing/subprocess.h"
 #include "services/servicemanager/daemon.h"
 
@@ -131,6 +134,61 @@ inline absl::StatusOr<Subprocess> SpawnDaemon(const std::string& socket,
                                             line.ok() ? *line : line.status().ToString()));
   }
   return process;
+}
+
+// A raw SOCK_SEQPACKET connection to the daemon at `path`, for speaking
+// garbage. Invalid if nothing listens there.
+inline UniqueFd RawConnect(const std::string& path) {
+  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.data(), std::min(path.size(), sizeof(addr.sun_path) - 1));
+  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) fd.reset();
+  return fd;
+}
+
+// Whether the daemon hung up on `fd` within `timeout` (reads past any
+// replies first).
+inline bool HungUp(int fd, absl::Duration timeout = absl::Seconds(5)) {
+  timeval tv{static_cast<time_t>(absl::ToInt64Seconds(timeout)), 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  char buffer[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buffer, sizeof(buffer), 0);
+    if (n == 0) return true;
+    if (n < 0) return errno == ECONNRESET;
+  }
+}
+
+inline std::vector<std::byte> HelloBytes(uint64_t id = 1) {
+  namespace wire = ::sluice::servicemanager::wire;
+  flatbuffers::FlatBufferBuilder builder;
+  auto hello = wire::CreateHelloRequest(builder, 1);
+  service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::HelloRequest,
+                               hello.Union());
+  auto bytes = service_wire::Bytes(builder);
+  return {bytes.begin(), bytes.end()};
+}
+
+// Every request kind a client may send after Hello.
+inline constexpr servicemanager::wire::Body kRequestKinds[] = {
+    servicemanager::wire::Body::RegisterRequest,  servicemanager::wire::Body::UnregisterRequest,
+    servicemanager::wire::Body::LookupRequest,    servicemanager::wire::Body::WaitRequest,
+    servicemanager::wire::Body::ListRequest,      servicemanager::wire::Body::InfoRequest,
+    servicemanager::wire::Body::SubscribeRequest, servicemanager::wire::Body::UnsubscribeRequest,
+};
+
+// An Envelope whose body_type names `kind` but which has no body: the
+// FlatBuffers verifier accepts it, since a union value may be absent.
+inline std::vector<std::byte> RequestWithoutBody(servicemanager::wire::Body kind, uint64_t id) {
+  namespace wire = ::sluice::servicemanager::wire;
+  flatbuffers::FlatBufferBuilder builder;
+  wire::EnvelopeBuilder envelope(builder);
+  envelope.add_request_id(id);
+  envelope.add_body_type(kind);
+  builder.Finish(envelope.Finish(), wire::EnvelopeIdentifier());
+  auto bytes = service_wire::Bytes(builder);
+  return {bytes.begin(), bytes.end()};
 }
 
 inline int CountFdsOf(pid_t pid) {
