@@ -100,6 +100,10 @@ absl::StatusOr<std::unique_ptr<PingPongClient>> StartChannel(const CaseSetup& se
   if (!peer.ok()) return peer.status();
   ChannelOptions options;
   options.spin = setup.channel_spin;
+  // Both ends are this benchmark's processes, one user: the same-user trust
+  // ServiceHost gives by default (large messages stay in place). The sealed
+  // path is sluice_large_bench's.
+  options.trust_peer = true;
   absl::StatusOr<std::unique_ptr<ClientChannel>> channel =
       ClientChannel::Open(std::move(peer->region), std::move(peer->liveness), watcher, options);
   if (!channel.ok()) return channel.status();
@@ -113,6 +117,10 @@ int ServeChannel(const CaseSetup& setup) {
   if (!watcher.ok()) Die(watcher.status(), "PeerWatcher::Create");
   ChannelOptions options;
   options.spin = setup.channel_spin;
+  // Both ends are this benchmark's processes, one user: the same-user trust
+  // ServiceHost gives by default (large messages stay in place). The sealed
+  // path is sluice_large_bench's.
+  options.trust_peer = true;
   absl::StatusOr<std::unique_ptr<ServerChannel>> server =
       ServerChannel::Open(std::move(ends->region), std::move(ends->liveness), **watcher, options);
   if (!server.ok()) Die(server.status(), "ServerChannel::Open");

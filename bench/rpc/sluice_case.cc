@@ -21,6 +21,15 @@
 namespace sluice::bench {
 namespace {
 
+// Both ends are this benchmark's processes, one user: the trust ServiceHost
+// gives same-user peers by default, so large messages stay in place (the
+// sealed path is measured by sluice_large_bench).
+ChannelOptions SameUserTrust() {
+  ChannelOptions options;
+  options.trust_peer = true;
+  return options;
+}
+
 using testing::Subprocess;
 
 // Room the in-place build asks for beyond the field: the table, its vtable,
@@ -126,8 +135,8 @@ absl::StatusOr<RpcConnection> ConnectRpcServer(PeerWatcher& watcher) {
   absl::StatusOr<ChannelPeer> peer =
       SpawnChannelPeer({testing::SelfExecutable(), "--role=rpc-server"}, {}, std::nullopt);
   if (!peer.ok()) return peer.status();
-  absl::StatusOr<std::unique_ptr<ClientChannel>> channel =
-      ClientChannel::Open(std::move(peer->region), std::move(peer->liveness), watcher);
+  absl::StatusOr<std::unique_ptr<ClientChannel>> channel = ClientChannel::Open(
+      std::move(peer->region), std::move(peer->liveness), watcher, SameUserTrust());
   if (!channel.ok()) return channel.status();
   return RpcConnection{std::move(peer->process), *std::move(channel)};
 }
@@ -216,8 +225,8 @@ int ServeSluiceRpc() {
   if (!ends.ok()) Die(ends.status(), "adopting the channel region");
   absl::StatusOr<std::unique_ptr<PeerWatcher>> watcher = PeerWatcher::Create();
   if (!watcher.ok()) Die(watcher.status(), "PeerWatcher::Create");
-  absl::StatusOr<std::unique_ptr<ServerChannel>> channel =
-      ServerChannel::Open(std::move(ends->region), std::move(ends->liveness), **watcher);
+  absl::StatusOr<std::unique_ptr<ServerChannel>> channel = ServerChannel::Open(
+      std::move(ends->region), std::move(ends->liveness), **watcher, SameUserTrust());
   if (!channel.ok()) Die(channel.status(), "ServerChannel::Open");
   BenchServer server;
   const absl::Status ended = rpc::Serve(**channel, server);
