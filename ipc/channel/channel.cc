@@ -15,7 +15,6 @@ namespace sluice {
 
 using channel_layout::ActivityState;
 using channel_layout::kArenaAlignment;
-using channel_layout::kLargeMessage;
 using channel_layout::kSlotFlagOneway;
 using internal::Endpoint;
 
@@ -247,10 +246,7 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
     return absl::ResourceExhaustedError(absl::StrCat(
         "request of ", capacity, " bytes exceeds the server's limit of ", limit, " bytes"));
   }
-  // Over kLargeMessage the server would read the request in place, which it
-  // does only for a client it trusts; everyone else gets a sealed memfd.
-  const bool in_arena = capacity <= request_arena_size() &&
-                        (capacity <= kLargeMessage || endpoint_->PeerAcceptsLargeInPlace());
+  const bool in_arena = endpoint_->MayBuildInOwnArena(capacity);
   uint32_t slot = 0;
   std::optional<uint64_t> block;
   uint32_t seq = 0;
@@ -526,23 +522,11 @@ absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
     if (!mapped.ok()) return malformed(mapped.status());
     spill = *std::move(mapped);
     data = std::span<const std::byte>(spill->data() + offset, static_cast<size_t>(length));
-  } else if (length > 0) {
-    const uint64_t arena_size = endpoint_->peer_arena_size();
-    if (!RangeInArena(offset, length, arena_size)) {
-      return malformed(
-          absl::DataLossError(absl::StrCat("server reply [", offset, ", +", length,
-                                           ") lies outside its ", arena_size, "-byte arena")));
-    }
-    if (code == 0 && length > kLargeMessage && !endpoint_->options().trust_peer) {
-      return malformed(absl::DataLossError(
-          absl::StrCat("server sent a ", length,
-                       "-byte reply in its arena, where it could still change it; "
-                       "this client does not trust it, so replies over ",
-                       kLargeMessage, " bytes must come sealed")));
-    }
-    absl::StatusOr<const std::byte*> arena = endpoint_->PeerArena();
-    if (!arena.ok()) return malformed(arena.status());
-    data = std::span<const std::byte>(*arena + offset, static_cast<size_t>(length));
+  } else {
+    absl::StatusOr<std::span<const std::byte>> in_arena =
+        endpoint_->PeerMessage(offset, length, "server reply", slot);
+    if (!in_arena.ok()) return malformed(in_arena.status());
+    data = *in_arena;
   }
   if (code == 0 && length > endpoint_->options().max_message_size) {
     return malformed(absl::DataLossError(absl::StrCat("server sent a ", length,
@@ -668,10 +652,8 @@ absl::StatusOr<std::span<std::byte>> IncomingCall::ReserveReply(uint64_t capacit
         "reply of ", capacity, " bytes exceeds the client's limit of ", limit, " bytes"));
   }
   DropReservation();
-  // As in BeginCall: over kLargeMessage only a trusting client reads the
-  // reply arena in place, and a full arena spills instead of failing.
-  if (capacity <= endpoint.own_arena_size() &&
-      (capacity <= kLargeMessage || endpoint.PeerAcceptsLargeInPlace())) {
+  // As in BeginCall: a full arena spills instead of failing.
+  if (endpoint.MayBuildInOwnArena(capacity)) {
     std::optional<uint64_t> offset;
     {
       MutexLock lock(&channel_->mu_);
@@ -991,23 +973,7 @@ absl::StatusOr<std::span<const std::byte>> ServerChannel::LocateRequestLocked(
     spill = *std::move(mapped);
     return std::span<const std::byte>(spill->data() + offset, static_cast<size_t>(length));
   }
-  if (length == 0) return std::span<const std::byte>();
-  const uint64_t arena_size = endpoint_->peer_arena_size();
-  if (!RangeInArena(offset, length, arena_size)) {
-    return absl::DataLossError(absl::StrCat("client request in slot ", slot, " [", offset, ", +",
-                                            length, ") lies outside its ", arena_size,
-                                            "-byte arena"));
-  }
-  if (length > kLargeMessage && !endpoint_->options().trust_peer) {
-    return absl::DataLossError(absl::StrCat(
-        "client request in slot ", slot, " has ", length,
-        " bytes in the client's arena, where the client could still change them; this server "
-        "does not trust it, so requests over ",
-        kLargeMessage, " bytes must come sealed"));
-  }
-  absl::StatusOr<const std::byte*> arena = endpoint_->PeerArena();
-  if (!arena.ok()) return arena.status();
-  return std::span<const std::byte>(*arena + offset, static_cast<size_t>(length));
+  return endpoint_->PeerMessage(offset, length, "client request", slot);
 }
 
 void ServerChannel::FreeReplyBlockLocked(uint32_t slot) {

@@ -138,6 +138,32 @@ uint64_t Endpoint::PeerMaxMessageSize() const {
   return published == 0 ? kMaxMessageSize : std::min(published, kMaxMessageSize);
 }
 
+bool Endpoint::MayBuildInOwnArena(uint64_t capacity) const {
+  return capacity <= own_arena_size() &&
+         (capacity <= channel_layout::kLargeMessage || PeerAcceptsLargeInPlace());
+}
+
+absl::StatusOr<std::span<const std::byte>> Endpoint::PeerMessage(uint64_t offset, uint64_t length,
+                                                                 absl::string_view what,
+                                                                 uint32_t slot) {
+  if (length == 0) return std::span<const std::byte>();
+  const uint64_t size = peer_arena_size();
+  if (offset > size || length > size - offset) {
+    return absl::DataLossError(absl::StrCat(what, " in slot ", slot, " [", offset, ", +", length,
+                                            ") lies outside the peer's ", size, "-byte arena"));
+  }
+  if (length > channel_layout::kLargeMessage && !options_.trust_peer) {
+    return absl::DataLossError(absl::StrCat(
+        what, " in slot ", slot, " has ", length,
+        " bytes in the peer's arena, where the peer could still change them; this side does "
+        "not trust it, so messages over ",
+        channel_layout::kLargeMessage, " bytes must come sealed"));
+  }
+  absl::StatusOr<const std::byte*> arena = PeerArena();
+  if (!arena.ok()) return arena.status();
+  return std::span<const std::byte>(*arena + offset, static_cast<size_t>(length));
+}
+
 absl::StatusOr<const std::byte*> Endpoint::PeerArena() {
   if (const std::byte* arena = peer_arena_.load(std::memory_order_acquire)) return arena;
   MutexLock lock(&fds_mu_);

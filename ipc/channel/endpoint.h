@@ -61,6 +61,17 @@ class Endpoint {
   // our writes or has the wrong size.
   absl::StatusOr<const std::byte*> PeerArena();
   uint64_t peer_arena_size() const;
+
+  // Whether a message of up to `capacity` bytes may be built in this side's
+  // arena: it fits, and over kLargeMessage only if the peer reads such
+  // messages in place (it trusts us). Otherwise it goes in a sealed memfd.
+  bool MayBuildInOwnArena(uint64_t capacity) const;
+  // The peer's message at [offset, offset + length) of its arena, read-only.
+  // DATA_LOSS (naming `what` and `slot`) if it lies outside the arena, if it is over
+  // kLargeMessage while this side does not trust the peer, or if the arena
+  // itself is bad (see PeerArena).
+  absl::StatusOr<std::span<const std::byte>> PeerMessage(uint64_t offset, uint64_t length,
+                                                         absl::string_view what, uint32_t slot);
   const ChannelOptions& options() const { return options_; }
 
   // What the peer published about the messages it accepts (hints: this side
