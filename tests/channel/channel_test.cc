@@ -3,13 +3,13 @@
 // in a separate process started from channel_test_peer (the real thing).
 #include "ipc/channel/channel.h"
 
-#include <algorithm>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <optional>

@@ -24,6 +24,8 @@
 //                                       (hello_identity) and runs RunIdentityClient
 //                                       with N calls; exits with IdentityExitCode
 //   channel_test_peer no-hello-client N the same without the hello
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,11 +34,8 @@
 #include <random>
 #include <string>
 
-#include <fcntl.h>
-#include <sys/mman.h>
-
-#include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "ipc/base/errors.h"
 #include "ipc/channel/channel.h"
 #include "ipc/channel/layout.h"

@@ -3,11 +3,11 @@
 // compiled and called over a channel in this process: the flat overloads
 // take an rpc::ObjectRef and a descriptor, send them beside the message, and
 // the fields hold 1 + their index (0 for none).
-#include <cstring>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
