@@ -14,6 +14,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -55,23 +56,28 @@ int RunToEnd(const std::vector<std::string>& argv) {
   return status.ok() && WIFEXITED(*status) && WEXITSTATUS(*status) == 0 ? 0 : 1;
 }
 
+// Spawns `argv` and waits for it to say it is ready; says why not if it
+// does not (nullopt).
+std::optional<Subprocess> StartReady(const std::vector<std::string>& argv) {
+  auto child = Subprocess::SpawnAndWaitReady(argv);
+  if (!child.ok()) {
+    std::fprintf(stderr, "sluice-demo: %s\n", child.status().ToString().c_str());
+    return std::nullopt;
+  }
+  return *std::move(child);
+}
+
 int RunKv(const std::string& dir) {
   const std::string socket = "--socket=" + dir + "/servicemanager.sock";
   std::printf("== sluice-demo: service manager at %s/servicemanager.sock\n", dir.c_str());
   std::fflush(stdout);
-  auto manager =
-      Subprocess::SpawnAndWaitReady({SLUICE_SERVICEMANAGER_BIN, socket, "--log_level=warning"});
-  if (!manager.ok()) {
-    std::fprintf(stderr, "sluice-demo: %s\n", manager.status().ToString().c_str());
-    return 1;
-  }
+  std::optional<Subprocess> manager =
+      StartReady({SLUICE_SERVICEMANAGER_BIN, socket, "--log_level=warning"});
+  if (!manager) return 1;
   std::printf("== starting kv_server\n");
   std::fflush(stdout);
-  auto server = Subprocess::SpawnAndWaitReady({SLUICE_KV_SERVER_BIN, socket});
-  if (!server.ok()) {
-    std::fprintf(stderr, "sluice-demo: %s\n", server.status().ToString().c_str());
-    return 1;
-  }
+  std::optional<Subprocess> server = StartReady({SLUICE_KV_SERVER_BIN, socket});
+  if (!server) return 1;
   std::printf("== sluicectl list\n");
   std::fflush(stdout);
   if (auto list = Subprocess::Spawn({SLUICECTL_BIN, "list", socket}); list.ok()) {
@@ -98,25 +104,16 @@ int RunKv(const std::string& dir) {
 int RunListener(const std::string& dir) {
   const std::string socket = "--socket=" + dir + "/servicemanager.sock";
   Say("sluice-demo: service manager at " + dir + "/servicemanager.sock");
-  auto manager =
-      Subprocess::SpawnAndWaitReady({SLUICE_SERVICEMANAGER_BIN, socket, "--log_level=warning"});
-  if (!manager.ok()) {
-    std::fprintf(stderr, "sluice-demo: %s\n", manager.status().ToString().c_str());
-    return 1;
-  }
+  std::optional<Subprocess> manager =
+      StartReady({SLUICE_SERVICEMANAGER_BIN, socket, "--log_level=warning"});
+  if (!manager) return 1;
   Say("starting feed_server");
-  auto server = Subprocess::SpawnAndWaitReady({SLUICE_FEED_SERVER_BIN, socket});
-  if (!server.ok()) {
-    std::fprintf(stderr, "sluice-demo: %s\n", server.status().ToString().c_str());
-    return 1;
-  }
+  std::optional<Subprocess> server = StartReady({SLUICE_FEED_SERVER_BIN, socket});
+  if (!server) return 1;
   // Each is ready once subscribed: it has passed the feed its Listener object.
   Say("starting two feed_listeners on topic news; the second one stops after 4 events");
-  auto doomed = Subprocess::SpawnAndWaitReady({SLUICE_FEED_LISTENER_BIN, socket, "--topic=news"});
-  if (!doomed.ok()) {
-    std::fprintf(stderr, "sluice-demo: %s\n", doomed.status().ToString().c_str());
-    return 1;
-  }
+  std::optional<Subprocess> doomed = StartReady({SLUICE_FEED_LISTENER_BIN, socket, "--topic=news"});
+  if (!doomed) return 1;
   auto survivor = Subprocess::SpawnAndWaitReady(
       {SLUICE_FEED_LISTENER_BIN, socket, "--topic=news", "--count=4"});
   if (!survivor.ok()) {
@@ -152,18 +149,12 @@ int RunListener(const std::string& dir) {
 int RunFrames(const std::string& dir) {
   const std::string socket = "--socket=" + dir + "/servicemanager.sock";
   Say("sluice-demo: service manager at " + dir + "/servicemanager.sock");
-  auto manager =
-      Subprocess::SpawnAndWaitReady({SLUICE_SERVICEMANAGER_BIN, socket, "--log_level=warning"});
-  if (!manager.ok()) {
-    std::fprintf(stderr, "sluice-demo: %s\n", manager.status().ToString().c_str());
-    return 1;
-  }
+  std::optional<Subprocess> manager =
+      StartReady({SLUICE_SERVICEMANAGER_BIN, socket, "--log_level=warning"});
+  if (!manager) return 1;
   Say("starting frame_server");
-  auto server = Subprocess::SpawnAndWaitReady({SLUICE_FRAME_SERVER_BIN, socket});
-  if (!server.ok()) {
-    std::fprintf(stderr, "sluice-demo: %s\n", server.status().ToString().c_str());
-    return 1;
-  }
+  std::optional<Subprocess> server = StartReady({SLUICE_FRAME_SERVER_BIN, socket});
+  if (!server) return 1;
   Say("frame_client: 30 frames of 1920x1080 (8 MB each) as sealed blobs");
   const int client_ok = RunToEnd({SLUICE_FRAME_CLIENT_BIN, socket, "--frames=30"});
   Say("stopping");
