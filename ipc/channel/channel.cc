@@ -225,7 +225,35 @@ void ClientChannel::ReclaimDetachedLocked() {
 void ClientChannel::ReleaseSlotLocked(uint32_t slot) {
   FreeBlockLocked(slot);
   slots_[slot].use = SlotUse::kFree;
+  slots_[slot].abandoned = false;
   free_slots_ |= uint64_t{1} << slot;
+}
+
+ClientChannel::Stats ClientChannel::stats() const {
+  MutexLock lock(&mu_);
+  Stats stats{.slots = slot_count()};
+  for (uint32_t i = 0; i < stats.slots; ++i) {
+    if (slots_[i].use == SlotUse::kFree) continue;
+    ++stats.in_use;
+    // An abandoned call the server has since answered frees its slot at the
+    // next reservation; it holds nothing up.
+    if (slots_[i].abandoned &&
+        endpoint_->slot(i).reply_seq.load(std::memory_order_acquire) != slots_[i].seq) {
+      ++stats.abandoned;
+    }
+  }
+  return stats;
+}
+
+absl::Status ClientChannel::health() const {
+  if (absl::Status health = endpoint_->health(); !health.ok()) return health;
+  const Stats now = stats();
+  if (now.abandoned < now.slots) return absl::OkStatus();
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "all ", now.slots,
+      " slots are held by calls the server has not answered although their callers gave up at "
+      "their deadlines (a handler that does not return?); no call can start until it answers "
+      "one"));
 }
 
 void ClientChannel::WakeLocalWaiters() {
@@ -285,9 +313,14 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
     local_waiters_.fetch_sub(1, std::memory_order_seq_cst);
     if (reserved) break;
     if (absl::IsDeadlineExceeded(waited)) {
+      const uint32_t abandoned = stats().abandoned;
       return absl::DeadlineExceededError(absl::StrCat(
           "no free slot for a ", capacity, "-byte request before the deadline: ", busy_slots,
-          " of ", slot_count(), " slots busy"));
+          " of ", slot_count(), " slots busy",
+          abandoned == 0 ? ""
+                         : absl::StrCat(", ", abandoned,
+                                        " of them by calls abandoned at their deadline that the "
+                                        "server has not answered")));
     }
     if (!waited.ok()) return waited;
   }
@@ -377,9 +410,11 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
   // No wake-up while a server thread polls: it takes the request, and one
   // that stops polling re-checks (ServerChannel::EndPoll).
   const auto& server_words = endpoint_->server_words();
-  if (server_words.pollers.load(std::memory_order_seq_cst) == 0 &&
-      server_words.sleepers.load(std::memory_order_seq_cst) > 0) {
-    FutexWake(client_words.doorbell, 1);
+  if (server_words.pollers.load(std::memory_order_seq_cst) == 0) {
+    if (server_words.sleepers.load(std::memory_order_seq_cst) > 0) {
+      FutexWake(client_words.doorbell, 1);
+    }
+    if (server_words.bell_listeners.load(std::memory_order_seq_cst) > 0) endpoint_->RingBell();
   }
   return seq;
 }
@@ -398,6 +433,7 @@ absl::StatusOr<Reply> ClientChannel::Call(OutgoingCall call, std::span<const std
     // reclaimed once it answers.
     MutexLock lock(&mu_);
     slots_[slot].use = SlotUse::kDetached;
+    slots_[slot].abandoned = true;
     detached_slots_ |= uint64_t{1} << slot;
     return waited;
   }
@@ -751,7 +787,6 @@ void ServerChannel::Close(absl::Status why) { endpoint_->Terminate(std::move(why
 absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
   auto& client_words = endpoint_->client_words();
   auto& server_words = endpoint_->server_words();
-  const auto& spin = endpoint_->options().spin;
   for (;;) {
     if (absl::Status health = endpoint_->health(); !health.ok()) return health;
     {
@@ -767,10 +802,8 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
     // runs on another CPU, the next request is likely microseconds away.
     // The spin polls the slots themselves, not the doorbell: the client's
     // doorbell increment then stays in its own cache instead of bouncing.
-    const int64_t spin_until = last_completion_ns_.load(std::memory_order_relaxed) +
-                               absl::ToInt64Nanoseconds(spin.serve_spin);
-    if (internal::MonotonicNanos() < spin_until &&
-        endpoint_->PeerOnAnotherCpu(client_words.activity.load(std::memory_order_relaxed))) {
+    const int64_t spin_until = PollUntilNanos();
+    if (internal::MonotonicNanos() < spin_until) {
       const absl::Duration budget = absl::Nanoseconds(spin_until - internal::MonotonicNanos());
       BeginPoll();
       const bool found = endpoint_->Spin([&] { return AnyRequestPending(); }, budget);
@@ -792,6 +825,16 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
     }
     if (!waited.ok()) return waited;
   }
+}
+
+int64_t ServerChannel::PollUntilNanos() const {
+  const absl::Duration spin = endpoint_->options().spin.serve_spin;
+  if (spin <= absl::ZeroDuration() ||
+      !endpoint_->PeerOnAnotherCpu(
+          endpoint_->client_words().activity.load(std::memory_order_relaxed))) {
+    return 0;
+  }
+  return last_completion_ns_.load(std::memory_order_relaxed) + absl::ToInt64Nanoseconds(spin);
 }
 
 bool ServerChannel::AnyRequestPending() const {
@@ -870,9 +913,19 @@ void ServerChannel::EndPoll() {
   // A client that saw this poller skipped its wake-up: if its request is
   // still pending, wake a sleeper for it (the announce-recheck pattern of
   // the sleepers, with the roles turned).
-  if (AnyRequestPending() && server_words.sleepers.load(std::memory_order_seq_cst) > 0) {
+  if (AnyRequestPending()) WakeAnotherServerThread();
+}
+
+void ServerChannel::WakeAnotherServerThread() {
+  const auto& server_words = endpoint_->server_words();
+  if (server_words.sleepers.load(std::memory_order_seq_cst) > 0) {
     FutexWake(endpoint_->client_words().doorbell, 1);
   }
+  if (server_words.bell_listeners.load(std::memory_order_seq_cst) > 0) endpoint_->RingBell();
+}
+
+void ServerChannel::ListenOnBell() {
+  endpoint_->server_words().bell_listeners.store(1, std::memory_order_seq_cst);
 }
 
 absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,
@@ -1065,9 +1118,7 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
   call.channel_ = nullptr;
   call.has_reservation_ = false;
   last_completion_ns_.store(internal::MonotonicNanos(), std::memory_order_relaxed);
-  if (wake_deferred && server_words.sleepers.load(std::memory_order_seq_cst) > 0) {
-    FutexWake(endpoint_->client_words().doorbell, 1);
-  }
+  if (wake_deferred) WakeAnotherServerThread();
   return endpoint_->health();
 }
 

@@ -224,8 +224,20 @@ class ClientChannel {
 
   // Fails calls in progress with CANCELLED and refuses new ones.
   void Close();
-  // OK while usable; otherwise the reason it is not (e.g. IsPeerDead()).
-  absl::Status health() const { return endpoint_->health(); }
+  // OK while usable; otherwise the reason it is not (e.g. IsPeerDead()),
+  // or RESOURCE_EXHAUSTED while every slot is held by a call whose caller
+  // gave up at its deadline and the server has not answered (a hung
+  // handler): no call can start until it answers one.
+  absl::Status health() const;
+  struct Stats {
+    uint32_t slots = 0;
+    uint32_t in_use = 0;  // Reserved, in flight, or held by an unread reply.
+    // Of those, calls the caller abandoned (its deadline passed) that the
+    // server has not answered yet: each keeps its slot until it does, while
+    // the channel goes on with the others.
+    uint32_t abandoned = 0;
+  };
+  Stats stats() const;
   // The largest request the server accepts (it publishes its limit).
   uint64_t max_request_size() const { return endpoint_->PeerMaxMessageSize(); }
   uint64_t request_arena_size() const { return endpoint_->own_arena_size(); }
@@ -241,6 +253,7 @@ class ClientChannel {
     bool has_block = false;  // The request occupies the arena (not spilled, not yet answered).
     uint64_t block = 0;      // Request arena offset while has_block.
     uint64_t chain_id = 0;   // Call chain of the call holding it (BeginCall).
+    bool abandoned = false;  // kDetached because the caller stopped waiting.
   };
 
   explicit ClientChannel(std::unique_ptr<internal::Endpoint> endpoint);
@@ -263,7 +276,7 @@ class ClientChannel {
   void WakeLocalWaiters();
 
   std::unique_ptr<internal::Endpoint> endpoint_;
-  Mutex mu_;
+  mutable Mutex mu_;
   ArenaAllocator arena_ ABSL_GUARDED_BY(mu_);
   uint64_t free_slots_ ABSL_GUARDED_BY(mu_);      // Bit i: slot i is free.
   uint64_t detached_slots_ ABSL_GUARDED_BY(mu_);  // Bit i: waiting for the server to finish.
@@ -383,6 +396,24 @@ class ServerChannel {
   // on to a sleeper if a request is still pending.
   void BeginPoll();
   void EndPoll();
+  // For more channels than a futex_waitv holds: ListenOnBell() once makes
+  // the client ring bell() (a socket to add to an epoll set, edge-triggered)
+  // for every request it publishes; DrainBell() after each wake-up, before
+  // TryReceive, so the next ring is an edge again. RingBell() rings it from
+  // this side: to pass a wake-up on to another thread waiting on the bell
+  // (more requests are pending than one thread takes). Closing or the
+  // client's death rings it too.
+  void ListenOnBell();
+  int bell() const { return endpoint_->bell(); }
+  void DrainBell() const { endpoint_->DrainBell(); }
+  void RingBell() { endpoint_->RingBell(); }
+  // Until when polling for this channel's next request pays off
+  // (MonotonicNanos), as Receive decides for its own spin: within
+  // SpinPolicy::serve_spin of the last answer, and only while the client
+  // last ran on another CPU. 0 when it does not.
+  int64_t PollUntilNanos() const;
+  // True if a request nobody has taken is pending (lock-free).
+  bool RequestPending() const { return AnyRequestPending(); }
   // As ClientChannel::LinkToDeath, for the client process.
   absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) {
     return endpoint_->LinkToDeath(std::move(recipient));
@@ -415,6 +446,9 @@ class ServerChannel {
                               absl::FunctionRef<bool(uint64_t)>* accept = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool AnyRequestPending() const;
+  // Wakes one other server thread waiting for requests, on the doorbell or
+  // the bell, whichever it waits on.
+  void WakeAnotherServerThread();
   // Reply arena space, taking back what the client has finished reading;
   // nullopt when there is no room.
   std::optional<uint64_t> AllocateReplyLocked(uint64_t capacity) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

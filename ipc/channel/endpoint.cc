@@ -1,6 +1,7 @@
 #include "ipc/channel/endpoint.h"
 
 #include <sched.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -8,6 +9,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "ipc/base/errno_status.h"
 #include "ipc/base/errors.h"
 #include "ipc/socket/unix_socket.h"
 
@@ -71,9 +73,20 @@ absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region regio
     // A failure here shows again, and is handled, on the arena's send below.
     (void)SendTagged(liveness.get(), kHelloTag, {});
   }
-  const int arena_fd = arena->fd();
-  absl::Status sent =
-      SendTagged(liveness.get(), channel_layout::kArenaTag, std::span<const int>(&arena_fd, 1));
+  // The server's bell goes with its arena (see RingBell).
+  UniqueFd bell;
+  UniqueFd bell_sender;
+  std::vector<int> first_fds = {arena->fd()};
+  if (!client) {
+    int pair[2];
+    if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
+      return ErrnoStatus("socketpair for the channel's bell", errno);
+    }
+    bell = UniqueFd(pair[0]);
+    bell_sender = UniqueFd(pair[1]);
+    first_fds.push_back(bell_sender.get());
+  }
+  absl::Status sent = SendTagged(liveness.get(), channel_layout::kArenaTag, first_fds);
   // UNAVAILABLE: the peer's end is closed already (it exited, or gave up on
   // the channel). The channel opens, ended: calls fail as on any dead peer.
   if (!sent.ok() && !absl::IsUnavailable(sent)) return sent;
@@ -81,6 +94,8 @@ absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region regio
   std::unique_ptr<Endpoint> ep(new Endpoint(side, std::move(region), *std::move(arena),
                                             std::move(liveness), header, options));
   Endpoint* raw = ep.get();
+  raw->bell_ = std::move(bell);
+  raw->bell_sender_ = std::move(bell_sender);
   if (!sent.ok()) {
     raw->Terminate(
         PeerDeadError(absl::StrCat(client ? "the server" : "the client",
@@ -178,9 +193,11 @@ absl::Status Endpoint::MapPeerArenaLocked(std::vector<UniqueFd> fds) {
   if (peer_arena_.load(std::memory_order_relaxed) != nullptr) {
     return absl::DataLossError("the peer sent its arena twice");
   }
-  if (fds.size() != 1) {
-    return absl::DataLossError(
-        absl::StrCat("the peer's arena message carries ", fds.size(), " descriptors, not 1"));
+  // A server sends its bell beside its arena.
+  const size_t expected = side_ == Side::kClient ? 2 : 1;
+  if (fds.size() != expected) {
+    return absl::DataLossError(absl::StrCat("the peer's arena message carries ", fds.size(),
+                                            " descriptors, not ", expected));
   }
   const uint64_t size = peer_arena_size();
   absl::StatusOr<Region> region = Region::Adopt(
@@ -189,6 +206,12 @@ absl::Status Endpoint::MapPeerArenaLocked(std::vector<UniqueFd> fds) {
     return absl::DataLossError(absl::StrCat("the peer's arena: ", region.status().message()));
   }
   region->CloseFd();
+  if (side_ == Side::kClient) {
+    // Whatever the server sent as its bell, ringing it never blocks here
+    // (MSG_DONTWAIT): a bad one costs only the server's own wake-ups.
+    peer_bell_owned_ = std::move(fds[1]);
+    peer_bell_.store(peer_bell_owned_.get(), std::memory_order_release);
+  }
   peer_arena_region_ = *std::move(region);
   peer_arena_.store(peer_arena_region_.data(), std::memory_order_release);
   return absl::OkStatus();
@@ -226,6 +249,8 @@ void Endpoint::Terminate(absl::Status why) {
   } else {
     client_words_->doorbell.fetch_add(1, std::memory_order_seq_cst);
     FutexWake(client_words_->doorbell, INT_MAX);
+    // A thread waiting on the bell must learn of the end as well.
+    if (server_words_->bell_listeners.load(std::memory_order_seq_cst) > 0) RingBell();
   }
 }
 
@@ -355,6 +380,39 @@ absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFdsLocked(uint64_t tag) {
       return absl::DataLossError("the peer sent descriptors no call asked for");
     }
     stashed_fds_.emplace(got, std::move(received.fds));
+  }
+}
+
+int Endpoint::PeerBell() {
+  const int bell = peer_bell_.load(std::memory_order_acquire);
+  if (bell >= 0) return bell;
+  // The server sent its bell before it could ask to be rung, so it is queued.
+  if (!PeerArena().ok()) return -1;
+  return peer_bell_.load(std::memory_order_acquire);
+}
+
+void Endpoint::RingBell() {
+  const int bell = side_ == Side::kClient ? PeerBell() : bell_sender_.get();
+  if (bell < 0) return;
+  const char ring = 0;
+  // EAGAIN: the bell is full of unread rings, so a wake-up is pending anyway.
+  (void)::send(bell, &ring, sizeof(ring), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+void Endpoint::DrainBell() const {
+  if (!bell_) return;
+  constexpr unsigned kBatch = 32;
+  char bytes[kBatch];
+  struct iovec iov[kBatch];
+  struct mmsghdr messages[kBatch] = {};
+  for (unsigned i = 0; i < kBatch; ++i) {
+    iov[i] = {&bytes[i], 1};
+    messages[i].msg_hdr.msg_iov = &iov[i];
+    messages[i].msg_hdr.msg_iovlen = 1;
+  }
+  // A full batch may mean more are queued.
+  while (::recvmmsg(bell_.get(), messages, kBatch, MSG_DONTWAIT, nullptr) ==
+         static_cast<int>(kBatch)) {
   }
 }
 

@@ -125,6 +125,17 @@ class Endpoint {
   // credentials.
   absl::StatusOr<PeerCredentials> ReceiveHello();
 
+  // --- The bell (see channel_layout::ServerWords::bell_listeners) ---
+  // Sends one datagram on the bell, never blocking: the client rings for a
+  // new request, the server to hand a wake-up on to another of its threads.
+  // Best effort: a full bell already has a wake-up pending, and a peer
+  // that sent no bell (or a broken one) only loses its own wake-ups.
+  void RingBell();
+  // Server only: the end to wait on (readable when rung) and, after a
+  // wake-up, the datagrams to consume so the next ring is an edge again.
+  int bell() const { return bell_.get(); }
+  void DrainBell() const;
+
   // Spins until `done()` or `budget` passes or the channel ends. True if done.
   template <typename Done>
   bool Spin(Done done, absl::Duration budget) const;
@@ -141,6 +152,8 @@ class Endpoint {
  private:
   Endpoint(Side side, Region region, Region own_arena, UniqueFd liveness,
            const channel_layout::ChannelHeader& h, const ChannelOptions& options);
+  // Client only: the bell the server sent beside its arena, -1 until then.
+  int PeerBell();
 
   const Side side_;
   Region region_;
@@ -155,6 +168,11 @@ class Endpoint {
 
   PeerWatcher* watcher_ = nullptr;
   PeerWatcher::WatchId watch_id_ = 0;
+
+  // Server: the bell's receiving end, and its sending end (the one the
+  // client got a copy of), kept to ring its own threads.
+  UniqueFd bell_;
+  UniqueFd bell_sender_;
 
   mutable FutexWord events_{0};  // Private futex; see the file comment.
   std::atomic<bool> terminated_{false};
@@ -175,6 +193,9 @@ class Endpoint {
   // Set once, under fds_mu_, when the peer's arena is mapped.
   Region peer_arena_region_ ABSL_GUARDED_BY(fds_mu_);
   std::atomic<const std::byte*> peer_arena_{nullptr};
+  // Client: the server's bell, owned, set once under fds_mu_ with the arena.
+  UniqueFd peer_bell_owned_ ABSL_GUARDED_BY(fds_mu_);
+  std::atomic<int> peer_bell_{-1};
 };
 
 using ::sluice::CpuRelax;

@@ -16,6 +16,10 @@
 //
 // Each arena's memfd is the first descriptor message its owner sends on the
 // liveness socket (tag kArenaTag); the peer maps it when it first needs it.
+// The server's message also carries the sending end of the channel's bell:
+// a datagram socket pair whose other end the server can wait on with epoll,
+// for a server watching more channels than one futex_waitv can hold
+// (ServerWords::bell_listeners).
 // Builders' scratch and every byte either side reads back lives in memory
 // the other side cannot write: the kernel enforces it.
 //
@@ -37,7 +41,7 @@
 namespace sluice::channel_layout {
 
 inline constexpr uint32_t kMagic = 0x48434c53;  // "SLCH" in little-endian bytes.
-inline constexpr uint32_t kLayoutVersion = 2;
+inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr uint32_t kMaxSlots = 64;
 inline constexpr uint64_t kCacheLine = 64;
 // Arena blocks start on a cache line, so FlatBuffers' largest alignment (and
@@ -113,7 +117,11 @@ struct alignas(kCacheLine) ServerWords {
   std::atomic<uint32_t> pollers;
   // As ClientWords::reception and max_reply_size, for requests.
   std::atomic<uint32_t> reception;
-  uint32_t reserved0;
+  // Non-zero while the server waits for this channel's requests on its bell
+  // (an epoll over many channels) rather than on the doorbell: the client
+  // then also sends a datagram on the bell for every request it publishes
+  // (unless a poller is announced), never blocking.
+  std::atomic<uint32_t> bell_listeners;
   std::atomic<uint64_t> max_request_size;
   uint32_t reserved[8];
 };

@@ -5,7 +5,8 @@
 namespace sluice {
 
 ServiceHost::ServiceHost(ServiceManager& manager, Options options)
-    : manager_(&manager), pool_({.max_threads = options.max_threads}) {}
+    : manager_(&manager),
+      pool_({.max_threads = options.max_threads, .thread_cap = options.thread_cap}) {}
 
 ServiceHost::~ServiceHost() { Shutdown(); }
 

@@ -11,8 +11,9 @@
 //   auto reply = (*kv)->Get("key");
 //
 // Threads: every connection of every published service is served by one
-// rpc::ServerPool (max_threads, started on demand), so a host with many
-// clients needs no thread per client.
+// rpc::ServerPool (max_threads, started on demand, growing up to thread_cap
+// while handlers stay busy), so a host with many clients needs no thread
+// per client.
 #ifndef SLUICE_IPC_HOST_SERVICE_HOST_H_
 #define SLUICE_IPC_HOST_SERVICE_HOST_H_
 
@@ -34,6 +35,8 @@ class ServiceHost {
   struct Options {
     // Threads serving calls, for all services of this host together.
     int max_threads = 4;
+    // The most threads ever, when handlers stay busy (rpc::ServerPool).
+    int thread_cap = rpc::ServerPool::Options{}.thread_cap;
   };
 
   // `manager` must outlive the host.
@@ -55,6 +58,7 @@ class ServiceHost {
   // Connections being served now.
   size_t active_connections() { return pool_.channel_count(); }
   size_t thread_count() { return pool_.thread_count(); }
+  rpc::ServerPool::Stats stats() { return pool_.stats(); }
 
  private:
   ServiceManager* manager_;

@@ -50,6 +50,7 @@ struct ServedChannel {
   std::unique_ptr<ServerChannel> channel;
   std::shared_ptr<ServiceStub> stub;
   uint64_t death_link = 0;  // The owner's LinkToDeath on the channel (0: none).
+  uint64_t id = 0;          // The owner's key for it (ServerPool: also its epoll key).
 };
 
 // A request taken off a channel, to be served (perhaps by another thread).

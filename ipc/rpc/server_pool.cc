@@ -1,32 +1,44 @@
 #include "ipc/rpc/server_pool.h"
 
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <climits>
 
+#include "absl/strings/str_cat.h"
+#include "ipc/base/errno_status.h"
 #include "ipc/channel/endpoint.h"
 
 namespace sluice::rpc {
 namespace {
-// futex_waitv takes 128 words: one is the pool's own, and a thread blocked
-// in a call also waits on its reply and its mailbox. Idle and blocked
-// threads watch the same groups, so every channel has a watcher either way.
-constexpr size_t kChannelsPerWait = 125;
-constexpr size_t kChannelsPerBlockedWait = kChannelsPerWait;
-// Polling for nested calls while spinning is cheap only for a few channels.
+// Polling for requests (nested ones included) while spinning is cheap only
+// for a few channels.
 constexpr size_t kMaxChannelsPolled = 8;
+// The epoll key of ServerPool::stop_fd_; channels' keys start at 1.
+constexpr uint64_t kStopKey = 0;
+
+int EpollTimeoutMs(absl::Time deadline) {
+  if (deadline == absl::InfiniteFuture()) return -1;
+  const absl::Duration left = deadline - absl::Now();
+  if (left <= absl::ZeroDuration()) return 0;
+  // Rounded up: a wait that returns early only to wait again costs a loop.
+  return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, INT_MAX));
+}
 }  // namespace
 
 // Lets a worker blocked in an outgoing call (inside a stub method) pick up
-// the nested calls that arrive on its group of channels.
+// the nested calls that arrive on the pool's channels.
 class ServerPool::WorkerSleeper final : public BlockedSleeper {
  public:
-  WorkerSleeper(ServerPool& pool, size_t index) : pool_(pool), index_(index) {}
+  explicit WorkerSleeper(ServerPool& pool) : pool_(pool) {}
 
   bool NestedPending() override {
     pool_.Refresh(local_, &generation_);
-    auto group = GroupOf(local_, index_, kChannelsPerBlockedWait);
-    if (group.size() > kMaxChannelsPolled) return false;
-    for (const auto& entry : group) {
+    if (local_.size() > kMaxChannelsPolled) return false;
+    for (const auto& entry : local_) {
       if (entry->channel->NestedRequestPending(IsWaiting)) return true;
     }
     return false;
@@ -37,7 +49,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
     // Take first, serve after: serving may block and nest, which refreshes
     // local_ again.
     std::vector<RoutedCall> taken;
-    for (const auto& entry : GroupOf(local_, index_, kChannelsPerBlockedWait)) {
+    for (const auto& entry : local_) {
       for (;;) {
         absl::StatusOr<std::optional<IncomingCall>> call =
             entry->channel->TryReceiveNested(IsWaiting);
@@ -51,14 +63,17 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
     }
   }
 
+  // Lets go of the channels of the last snapshot.
+  void Forget() { local_.clear(); }
+
   absl::Status SleepBlocked(ThreadCalls& thread, const FutexWord& reply_word, uint32_t unanswered,
                             absl::Time deadline) override {
     const uint32_t mail = thread.mailbox().load(std::memory_order_seq_cst);
     const uint32_t changed = pool_.changed_.load(std::memory_order_seq_cst);
     pool_.Refresh(local_, &generation_);
-    // Keep the entries alive while their doorbells are in the wait.
-    Snapshot group(GroupOf(local_, index_, kChannelsPerBlockedWait).begin(),
-                   GroupOf(local_, index_, kChannelsPerBlockedWait).end());
+    // Keep the entries alive while their doorbells are in the wait. On
+    // bells local_ is empty: an idle thread routes nested calls here.
+    const Snapshot group = local_;
     std::vector<FutexWaitEntry> waits = {
         {&reply_word, unanswered, FutexScope::kShared},
         {&thread.mailbox(), mail, FutexScope::kPrivate},
@@ -103,17 +118,18 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
   }
 
  private:
-  static bool IsWaiting(uint64_t context) { return CallRouter::Get().IsWaiting(context); }
-  static bool IsNotWaiting(uint64_t context) { return !CallRouter::Get().IsWaiting(context); }
+  static bool IsWaiting(uint64_t chain_id) { return CallRouter::Get().IsWaiting(chain_id); }
+  static bool IsNotWaiting(uint64_t chain_id) { return !CallRouter::Get().IsWaiting(chain_id); }
 
   ServerPool& pool_;
-  const size_t index_;
   Snapshot local_;
   uint64_t generation_ = ~uint64_t{0};
 };
 
 ServerPool::ServerPool(Options options)
-    : options_{std::max(options.max_threads, 1), options.serve_spin},
+    : options_{std::max(options.max_threads, 1),
+               std::max({options.thread_cap, options.max_threads, 1}), options.stall_after,
+               options.idle_exit},
       max_threads_(options_.max_threads) {
   CallRouter::Get().AddServer(this);
 }
@@ -127,9 +143,9 @@ ServerPool::~ServerPool() {
 bool ServerPool::PendingFor(uint64_t chain) {
   MutexLock lock(&mu_);
   if (entries_.size() > kMaxChannelsPolled) return false;
-  for (const auto& entry : entries_) {
+  for (const auto& [id, entry] : entries_) {
     if (entry->channel->NestedRequestPending(
-            [chain](uint64_t context) { return context == chain; })) {
+            [chain](uint64_t chain_id) { return chain_id == chain; })) {
       return true;
     }
   }
@@ -141,25 +157,16 @@ void ServerPool::TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out
   {
     MutexLock lock(&mu_);
     if (entries_.size() > kMaxChannelsPolled) return;
-    entries.assign(entries_.begin(), entries_.end());
+    for (const auto& [id, entry] : entries_) entries.push_back(entry);
   }
   for (const auto& entry : entries) {
     for (;;) {
-      absl::StatusOr<std::optional<IncomingCall>> call =
-          entry->channel->TryReceiveNested([chain](uint64_t context) { return context == chain; });
+      absl::StatusOr<std::optional<IncomingCall>> call = entry->channel->TryReceiveNested(
+          [chain](uint64_t chain_id) { return chain_id == chain; });
       if (!call.ok() || !call->has_value()) break;  // The pool threads drop dead channels.
       out.push_back(RoutedCall{**std::move(call), entry});
     }
   }
-}
-
-std::span<const std::shared_ptr<ServerPool::Entry>> ServerPool::GroupOf(const Snapshot& local,
-                                                                        size_t index,
-                                                                        size_t per_wait) {
-  const size_t groups = std::max<size_t>(1, (local.size() + per_wait - 1) / per_wait);
-  const size_t begin = std::min(local.size(), (index % groups) * per_wait);
-  const size_t end = std::min(local.size(), begin + per_wait);
-  return std::span<const std::shared_ptr<Entry>>(local).subspan(begin, end - begin);
 }
 
 absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
@@ -170,28 +177,73 @@ absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
   auto entry = std::make_shared<Entry>();
   entry->channel = std::move(channel);
   entry->stub = std::move(stub);
-  // The peer's death must wake a sleeping thread so it drops the channel.
-  // Unlinked when the pool lets the channel go (Remove, Shutdown): the entry
-  // may outlive the pool in a queued nested call.
+  // The peer's death must wake a sleeping thread so it drops the channel
+  // (on bells, the end rings the channel's bell itself). Unlinked when the
+  // pool lets the channel go (Remove, Shutdown): the entry may outlive the
+  // pool in a queued nested call.
   absl::StatusOr<uint64_t> linked = entry->channel->LinkToDeath([this] { Changed(); });
   if (!linked.ok()) return linked.status();
   entry->death_link = *linked;
   {
     MutexLock lock(&mu_);
+    entry->id = next_id_++;
+    absl::Status added = absl::OkStatus();
     if (stopping_) {
+      added = absl::FailedPreconditionError("ServerPool is shut down");
+    } else if (bells()) {
+      added = WatchBellLocked(*entry);
+    } else if (entries_.size() + 1 > kChannelsPerWait) {
+      added = SwitchToBellsLocked();
+      if (added.ok()) added = WatchBellLocked(*entry);
+    }
+    if (!added.ok()) {
       (void)entry->channel->UnlinkToDeath(entry->death_link);
-      return absl::FailedPreconditionError("ServerPool is shut down");
+      return added;
     }
-    entries_.push_back(std::move(entry));
+    entries_.emplace(entry->id, entry);
     generation_.fetch_add(1, std::memory_order_release);
-    // Each thread watches one group of channels; make sure every group has one.
-    const size_t groups = (entries_.size() + kChannelsPerWait - 1) / kChannelsPerWait;
-    while (threads_.size() < std::max<size_t>(groups, 1) &&
-           threads_.size() < static_cast<size_t>(max_threads_)) {
-      threads_.emplace_back([this, index = threads_.size()] { Worker(index); });
-    }
+    if (live_ == 0) StartThreadLocked(Role::kRegular);
   }
+  // A request published before the channel was watched is found by the
+  // next look: a sleeping thread's (woken now) or, on bells, whichever
+  // thread takes this ring.
+  if (bells()) entry->channel->RingBell();
   Changed();
+  return absl::OkStatus();
+}
+
+absl::Status ServerPool::SwitchToBellsLocked() {
+  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) return ErrnoStatus("epoll_create1 for a pool's bells", errno);
+  stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop_fd_) return ErrnoStatus("eventfd for a pool's shutdown", errno);
+  // Level-triggered and never read: once Shutdown writes it, it wakes every
+  // thread that waits, each time.
+  epoll_event stop = {.events = EPOLLIN, .data = {.u64 = kStopKey}};
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, stop_fd_.get(), &stop) != 0) {
+    return ErrnoStatus("epoll_ctl adding a pool's shutdown eventfd", errno);
+  }
+  for (const auto& [id, entry] : entries_) {
+    if (absl::Status watched = WatchBellLocked(*entry); !watched.ok()) return watched;
+  }
+  bells_.store(true, std::memory_order_release);
+  // Every channel rings once, so that a request whose client saw neither a
+  // doorbell sleeper nor a bell listener is found (sleepers wake through
+  // changed_ and no longer wait on doorbells).
+  for (const auto& [id, entry] : entries_) entry->channel->RingBell();
+  return absl::OkStatus();
+}
+
+absl::Status ServerPool::WatchBellLocked(Entry& entry) {
+  // Listening first: a request published from here on rings the bell.
+  entry.channel->ListenOnBell();
+  epoll_event event = {.events = EPOLLIN | EPOLLET, .data = {.u64 = entry.id}};
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, entry.channel->bell(), &event) != 0) {
+    const int error = errno;
+    return absl::ResourceExhaustedError(
+        absl::StrCat("watching one more channel's bell (", entries_.size(),
+                     " watched): ", ErrnoStatus("epoll_ctl", error).message()));
+  }
   return absl::OkStatus();
 }
 
@@ -200,29 +252,61 @@ void ServerPool::Changed() {
   FutexWake(changed_, INT_MAX, FutexScope::kPrivate);
 }
 
+void ServerPool::StartThreadLocked(Role role) {
+  auto thread = std::make_unique<Thread>();
+  Thread* self = thread.get();
+  self->thread = std::thread([this, self, role] { Worker(self, role); });
+  threads_.push_back(std::move(thread));
+  ++live_;
+  peak_ = std::max(peak_, live_);
+}
+
 void ServerPool::MaybeAddThreadLocked() {
-  if (busy_ >= threads_.size() && threads_.size() < static_cast<size_t>(max_threads_) &&
-      !stopping_) {
-    threads_.emplace_back([this, index = threads_.size()] { Worker(index); });
+  if (stopping_ || busy_ < live_) return;
+  // Ended threads are joined here (at once: they have returned) so that a
+  // pool that grows and shrinks does not keep them.
+  std::erase_if(threads_, [](const std::unique_ptr<Thread>& t) {
+    if (!t->done.load(std::memory_order_acquire)) return false;
+    t->thread.join();
+    return true;
+  });
+  if (live_ < static_cast<size_t>(max_threads_)) {
+    StartThreadLocked(Role::kRegular);
+  } else if (live_ < static_cast<size_t>(options_.thread_cap) && !overflow_pending_) {
+    overflow_pending_ = true;
+    StartThreadLocked(Role::kOverflow);
   }
 }
 
+bool ServerPool::RetireLocked(Thread* self) {
+  if (stopping_ || live_ <= static_cast<size_t>(max_threads_)) return false;
+  --live_;
+  self->done.store(true, std::memory_order_release);
+  return true;
+}
+
 void ServerPool::Refresh(Snapshot& local, uint64_t* generation) {
+  if (bells()) {
+    // Nothing scans every channel on bells (there may be thousands).
+    local.clear();
+    return;
+  }
   const uint64_t now = generation_.load(std::memory_order_acquire);
   if (now == *generation) return;
   MutexLock lock(&mu_);
-  // assign() reuses the vector's capacity: no allocation in the steady state.
-  local.assign(entries_.begin(), entries_.end());
+  local.clear();  // Keeps the capacity: no allocation in the steady state.
+  for (const auto& [id, entry] : entries_) local.push_back(entry);
   *generation = generation_.load(std::memory_order_relaxed);
 }
 
 void ServerPool::Remove(const std::shared_ptr<Entry>& entry) {
   {
     MutexLock lock(&mu_);
-    auto it = std::find(entries_.begin(), entries_.end(), entry);
-    if (it == entries_.end()) return;
+    auto it = entries_.find(entry->id);
+    if (it == entries_.end() || it->second != entry) return;
     entries_.erase(it);
     generation_.fetch_add(1, std::memory_order_release);
+    if (bells()) (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, entry->channel->bell(), nullptr);
   }
   // NOT_FOUND once it fired: nothing left to undo then.
   (void)entry->channel->UnlinkToDeath(entry->death_link);
@@ -234,99 +318,198 @@ void ServerPool::EndPolling(Snapshot& polled) {
   polled.clear();
 }
 
-ServerPool::Took ServerPool::ServeOne(const Snapshot& local, Snapshot& polled) {
-  for (const std::shared_ptr<Entry>& entry : local) {
-    absl::StatusOr<std::optional<IncomingCall>> call = entry->channel->TryReceive();
-    if (!call.ok()) {
-      Remove(entry);
-      continue;
-    }
-    if (!call->has_value()) continue;
-    // Busy from here on: clients must wake a sleeper for their next request.
-    EndPolling(polled);
-    RoutedCall routed{**std::move(call), entry};
-    // A call back into a chain a thread of ours waits in goes to that thread.
-    if (!routed.call.oneway() && CallRouter::Get().Deliver(routed.call.header().chain_id, routed)) {
-      return Took::kRouted;
-    }
-    {
-      MutexLock lock(&mu_);
-      ++busy_;
-      MaybeAddThreadLocked();
-    }
-    ServeRouted(routed);
-    if (!entry->channel->health().ok()) Remove(entry);
+int64_t ServerPool::PollUntil(const Snapshot& local) {
+  if (local.size() > kMaxChannelsPolled) return 0;
+  int64_t until = 0;
+  for (const auto& entry : local) until = std::max(until, entry->channel->PollUntilNanos());
+  return until;
+}
+
+ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snapshot& polled) {
+  absl::StatusOr<std::optional<IncomingCall>> call = entry->channel->TryReceive();
+  if (!call.ok()) {
+    Remove(entry);
+    return Took::kNothing;
+  }
+  if (!call->has_value()) return Took::kNothing;
+  // Busy from here on: clients must wake a sleeper for their next request.
+  EndPolling(polled);
+  // On bells one ring brought this thread; more requests of the channel
+  // need another thread each.
+  if (bells() && entry->channel->RequestPending()) entry->channel->RingBell();
+  RoutedCall routed{**std::move(call), entry};
+  // A call back into a chain a thread of ours waits in goes to that thread.
+  if (!routed.call.oneway() && CallRouter::Get().Deliver(routed.call.header().chain_id, routed)) {
+    return Took::kRouted;
+  }
+  {
+    MutexLock lock(&mu_);
+    ++busy_;
+    MaybeAddThreadLocked();
+  }
+  ServeRouted(routed);
+  if (!entry->channel->health().ok()) Remove(entry);
+  bool overflow_waits;
+  {
     MutexLock lock(&mu_);
     --busy_;
-    return Took::kServed;
+    overflow_waits = overflow_pending_;
+  }
+  if (overflow_waits) {
+    freed_.fetch_add(1, std::memory_order_seq_cst);
+    FutexWake(freed_, INT_MAX, FutexScope::kPrivate);
+  }
+  return Took::kServed;
+}
+
+ServerPool::Took ServerPool::ServeOne(const Snapshot& local, Snapshot& polled) {
+  for (const std::shared_ptr<Entry>& entry : local) {
+    const Took took = ServeFrom(entry, polled);
+    if (took != Took::kNothing) return took;
   }
   return Took::kNothing;
 }
 
-void ServerPool::Worker(size_t index) {
-  WorkerSleeper sleeper(*this, index);
+bool ServerPool::AwaitStall() {
+  const absl::Time deadline = absl::Now() + options_.stall_after;
+  for (;;) {
+    const uint32_t freed = freed_.load(std::memory_order_seq_cst);
+    {
+      MutexLock lock(&mu_);
+      // This thread is one of live_ and not busy: the others are all busy
+      // when busy_ reaches live_ - 1.
+      const bool all_busy = busy_ + 1 >= live_;
+      if (stopping_ || !all_busy) {
+        overflow_pending_ = false;
+        --live_;
+        return false;
+      }
+      if (absl::Now() >= deadline) {
+        overflow_pending_ = false;
+        ++stalls_;
+        return true;
+      }
+    }
+    (void)FutexWait(freed_, freed, deadline, FutexScope::kPrivate);
+  }
+}
+
+bool ServerPool::SleepOnDoorbells(const Snapshot& local, Snapshot& polled, uint32_t changed,
+                                  absl::Time deadline) {
+  std::vector<FutexWaitEntry> waits;
+  waits.reserve(local.size() + 1);
+  for (const auto& entry : local) {
+    waits.push_back(
+        {&entry->channel->doorbell(), entry->channel->BeginSleep(), FutexScope::kShared});
+  }
+  // Requests published before the announcements are found by this scan;
+  // later ones change a doorbell (or wake us).
+  const Took found = ServeOne(local, polled);
+  bool timed_out = false;
+  if (found == Took::kNothing) {
+    waits.push_back({&changed_, changed, FutexScope::kPrivate});
+    absl::StatusOr<int> woken = FutexWaitAny(waits, deadline);
+    timed_out = absl::IsDeadlineExceeded(woken.status());
+  }
+  for (const auto& entry : local) entry->channel->EndSleep();
+  return !timed_out;
+}
+
+bool ServerPool::WaitOnBells(absl::Time deadline) {
+  epoll_event event;
+  const int n = ::epoll_wait(epoll_.get(), &event, 1, EpollTimeoutMs(deadline));
+  if (n == 0) return absl::Now() < deadline;
+  if (n < 0 || event.data.u64 == kStopKey) return true;  // EINTR, or Shutdown.
+  std::shared_ptr<Entry> entry;
+  {
+    MutexLock lock(&mu_);
+    auto it = entries_.find(event.data.u64);
+    if (it == entries_.end()) return true;  // Removed since it rang.
+    entry = it->second;
+  }
+  // Before looking: a request published after the drain rings again.
+  entry->channel->DrainBell();
+  Snapshot polled;
+  (void)ServeFrom(entry, polled);
+  return true;
+}
+
+void ServerPool::Worker(Thread* self, Role role) {
+  if (role == Role::kOverflow && !AwaitStall()) {
+    self->done.store(true, std::memory_order_release);
+    return;
+  }
+  WorkerSleeper sleeper(*this);
   ThreadCalls::Current().set_sleeper(&sleeper);
   Snapshot local;
   uint64_t generation = ~uint64_t{0};
-  std::vector<FutexWaitEntry> waits;
-  std::vector<ServerChannel*> sleeping;
-  int64_t last_served_ns = 0;
   // The channels this thread announced it polls (BeginPoll), while it spins.
   Snapshot polled;
+  int64_t poll_until = 0;
+  // Threads beyond max_threads wait for a while only (then may retire).
+  const auto sleep_deadline = [this] {
+    MutexLock lock(&mu_);
+    return live_ > static_cast<size_t>(max_threads_) ? absl::Now() + options_.idle_exit
+                                                     : absl::InfiniteFuture();
+  };
   while (!stop_.load(std::memory_order_acquire)) {
-    const uint32_t changed = changed_.load(std::memory_order_seq_cst);
-    Refresh(local, &generation);
-    // Only a call served here starts a spin: after routing one to a waiting
-    // thread, that thread polls for the next request of its chain itself
-    // (NestedSource), and a spinning router would only take a CPU from it.
-    const Took took = ServeOne(local, polled);
-    if (took == Took::kServed) last_served_ns = internal::MonotonicNanos();
-    if (took != Took::kNothing) continue;
-    // Shortly after a call the next one is likely close: poll a little.
-    if (local.size() <= 8 && internal::MonotonicNanos() - last_served_ns <
-                                 absl::ToInt64Nanoseconds(options_.serve_spin)) {
-      // Announced, so that clients do not wake idle threads for requests
-      // this one is about to take: on two CPUs a woken thread preempts a
-      // spinning one.
-      if (polled.empty()) {
-        polled = local;
-        for (const auto& entry : polled) entry->channel->BeginPoll();
+    bool woke;
+    if (bells()) {
+      // Snapshots from before the switch would keep ended channels alive.
+      EndPolling(polled);
+      local.clear();
+      sleeper.Forget();
+      woke = WaitOnBells(sleep_deadline());
+    } else {
+      const uint32_t changed = changed_.load(std::memory_order_seq_cst);
+      Refresh(local, &generation);
+      // Only a call served here starts a spin: after routing one to a
+      // waiting thread, that thread polls for the next request of its chain
+      // itself (NestedSource), and a spinning router would only take a CPU
+      // from it.
+      const Took took = ServeOne(local, polled);
+      if (took == Took::kServed) poll_until = PollUntil(local);
+      if (took != Took::kNothing) continue;
+      if (internal::MonotonicNanos() < poll_until) {
+        // Announced, so that clients do not wake idle threads for requests
+        // this one is about to take: on two CPUs a woken thread preempts a
+        // spinning one.
+        if (polled.empty()) {
+          polled = local;
+          for (const auto& entry : polled) entry->channel->BeginPoll();
+        }
+        internal::CpuRelax();
+        continue;
       }
-      internal::CpuRelax();
-      continue;
+      EndPolling(polled);
+      poll_until = 0;
+      woke = SleepOnDoorbells(local, polled, changed, sleep_deadline());
     }
-    EndPolling(polled);
-    // Sleep on this thread's group of channels, plus the pool's own word.
-    waits.clear();
-    sleeping.clear();
-    for (const auto& entry : GroupOf(local, index, kChannelsPerWait)) {
-      ServerChannel* channel = entry->channel.get();
-      waits.push_back({&channel->doorbell(), channel->BeginSleep(), FutexScope::kShared});
-      sleeping.push_back(channel);
+    if (!woke) {
+      MutexLock lock(&mu_);
+      if (RetireLocked(self)) break;
     }
-    // Requests published before the announcements are found by this scan;
-    // later ones change a doorbell (or wake us).
-    const Took found = ServeOne(local, polled);
-    if (found == Took::kNothing) {
-      waits.push_back({&changed_, changed, FutexScope::kPrivate});
-      (void)FutexWaitAny(waits, absl::InfiniteFuture());
-    }
-    for (ServerChannel* channel : sleeping) channel->EndSleep();
-    if (found == Took::kServed) last_served_ns = internal::MonotonicNanos();
   }
   EndPolling(polled);
   ThreadCalls::Current().set_sleeper(nullptr);
+  if (!self->done.load(std::memory_order_acquire)) {
+    MutexLock lock(&mu_);
+    if (!self->done.load(std::memory_order_relaxed)) {
+      --live_;
+      self->done.store(true, std::memory_order_release);
+    }
+  }
 }
 
 void ServerPool::Shutdown() {
-  std::vector<std::thread> threads;
+  std::vector<std::unique_ptr<Thread>> threads;
   Snapshot entries;
   {
     MutexLock lock(&mu_);
     if (stopping_) return;
     stopping_ = true;
     threads.swap(threads_);
-    entries = entries_;
+    for (const auto& [id, entry] : entries_) entries.push_back(entry);
   }
   for (const auto& entry : entries) {
     entry->channel->Close();
@@ -334,7 +517,13 @@ void ServerPool::Shutdown() {
   }
   stop_.store(true, std::memory_order_release);
   Changed();
-  for (std::thread& thread : threads) thread.join();
+  freed_.fetch_add(1, std::memory_order_seq_cst);
+  FutexWake(freed_, INT_MAX, FutexScope::kPrivate);
+  if (bells()) {
+    const uint64_t one = 1;
+    (void)!::write(stop_fd_.get(), &one, sizeof(one));
+  }
+  for (auto& thread : threads) thread->thread.join();
   MutexLock lock(&mu_);
   entries_.clear();
 }
@@ -351,7 +540,17 @@ void ServerPool::SetMaxThreads(int max_threads) {
 
 size_t ServerPool::thread_count() {
   MutexLock lock(&mu_);
-  return threads_.size();
+  return live_;
+}
+
+ServerPool::Stats ServerPool::stats() {
+  MutexLock lock(&mu_);
+  return Stats{.channels = entries_.size(),
+               .threads = live_,
+               .busy_threads = busy_,
+               .peak_threads = peak_,
+               .stalls = stalls_,
+               .on_bells = bells()};
 }
 
 }  // namespace sluice::rpc

@@ -1,18 +1,39 @@
-// ServerPool: a few threads serving many channels, like Binder's thread pool.
+// ServerPool: a few threads serving many channels, like Binder's thread pool,
+// and the only way calls are served (ServiceHost and ObjectHost use one).
 //
 // Channels are added with the stub that serves them; the pool owns them
-// until they end (client gone, malformed request, Shutdown). Idle threads
-// sleep in one futex_waitv on up to 127 channels' doorbells at once, so an
-// idle server uses no CPU and 100 connections need no 100 threads. Threads
-// start on demand: when every thread is busy with a call, another starts, up
-// to max_threads, so a long call on one channel does not stall the others
-// while threads remain.
+// until they end (client gone, malformed request, Shutdown).
+//
+// Waiting. Idle threads sleep in one futex_waitv on every channel's doorbell
+// while the pool has at most kChannelsPerWait channels (the fast path: a
+// client's FUTEX_WAKE reaches a sleeping thread directly). With more, the
+// pool switches to the channels' bells (channel.h): every channel's bell
+// socket joins one epoll set that all idle threads wait in, so any number of
+// channels is watched by a bounded number of threads, and no channel is ever
+// without a thread that will wake for it. The switch is one way: a pool that
+// once held that many channels keeps waiting on bells.
+//
+// Polling. After answering a call a thread polls its channels instead of
+// sleeping only while the pool has a few channels and one of them is
+// WorthPolling(): it answered a call within its SpinPolicy::serve_spin
+// (ChannelOptions, set per service through RegisterOptions) and its client
+// last ran on another CPU. On one CPU, polling would only keep the client
+// from running.
+//
+// Threads. A thread starts whenever every running thread is busy with a call,
+// up to Options::max_threads. Past that, busy or hung handlers must not stop
+// the pool from serving other channels: when every thread has stayed busy for
+// Options::stall_after, one more starts, and so on up to Options::thread_cap
+// (Stats::stalls counts these). Threads beyond max_threads end after
+// Options::idle_exit without a call.
 //
 // Nested calls (call_router.h): a request that belongs to a call chain some
 // thread of this process is waiting in is handed to that thread instead of
 // being served here; a pool thread that is itself blocked in a call keeps
-// watching its channels for such requests, so even a one-thread pool serves
-// recursion (A -> B -> A -> ...) without deadlock.
+// watching the doorbells for such requests, so even a one-thread pool serves
+// recursion (A -> B -> A -> ...) without deadlock. On bells, a blocked thread
+// watches no doorbells; an idle thread (the pool grows to keep one) routes
+// nested requests to it.
 //
 // Thread safety: all methods are thread safe. Stub methods run on pool
 // threads, possibly several at once (also for one channel).
@@ -22,12 +43,14 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <span>
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "ipc/base/mutex.h"
+#include "ipc/base/unique_fd.h"
 #include "ipc/channel/channel.h"
 #include "ipc/rpc/call_router.h"
 #include "ipc/rpc/stub.h"
@@ -37,12 +60,28 @@ namespace sluice::rpc {
 
 class ServerPool final : private NestedSource {
  public:
+  // futex_waitv takes 128 words: a thread blocked in a call waits on its
+  // reply, its mailbox and the pool's own word besides the doorbells.
+  static constexpr size_t kChannelsPerWait = 125;
+
   struct Options {
-    // Most threads the pool runs (Binder's setMaxThreads). At least 1.
+    // Threads the pool runs for calls (Binder's setMaxThreads). At least 1.
     int max_threads = 4;
-    // After answering a call a thread polls its channels this long before
-    // sleeping, when the pool has few channels (see SpinPolicy).
-    absl::Duration serve_spin = absl::Microseconds(150);
+    // Never more threads than this, stalled or not. At least max_threads.
+    int thread_cap = 64;
+    // Every thread busy this long: the pool grows past max_threads.
+    absl::Duration stall_after = absl::Milliseconds(20);
+    // A thread beyond max_threads ends after this long without a call.
+    absl::Duration idle_exit = absl::Seconds(1);
+  };
+
+  struct Stats {
+    size_t channels = 0;
+    size_t threads = 0;
+    size_t busy_threads = 0;  // Serving a call (or blocked in one it makes).
+    size_t peak_threads = 0;
+    uint64_t stalls = 0;    // Threads started past max_threads because all were busy.
+    bool on_bells = false;  // Waiting through epoll on the channels' bells.
   };
 
   explicit ServerPool(Options options);
@@ -52,7 +91,8 @@ class ServerPool final : private NestedSource {
   ServerPool& operator=(const ServerPool&) = delete;
 
   // Serves `channel` with `stub` until the channel ends, then destroys it.
-  // FAILED_PRECONDITION after Shutdown.
+  // FAILED_PRECONDITION after Shutdown; RESOURCE_EXHAUSTED if the kernel
+  // refuses to watch one more bell.
   absl::Status Add(std::unique_ptr<ServerChannel> channel, std::shared_ptr<ServiceStub> stub);
 
   // Closes every channel and joins every thread. Idempotent.
@@ -60,6 +100,7 @@ class ServerPool final : private NestedSource {
 
   size_t channel_count();
   size_t thread_count();
+  Stats stats();
   // Changes Options::max_threads; running threads beyond it stay.
   void SetMaxThreads(int max_threads);
 
@@ -67,38 +108,72 @@ class ServerPool final : private NestedSource {
   using Entry = ServedChannel;
   using Snapshot = std::vector<std::shared_ptr<Entry>>;
   class WorkerSleeper;
+  struct Thread {
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+  enum class Role : uint8_t { kRegular, kOverflow };
 
-  void Worker(size_t index);
-  // The channels thread `index` sleeps on: its group of at most `per_wait`.
-  static std::span<const std::shared_ptr<Entry>> GroupOf(const Snapshot& local, size_t index,
-                                                         size_t per_wait);
-  // Refreshes `local` if the channel set changed since `*generation`.
+  void Worker(Thread* self, Role role);
+  // Overflow: waits stall_after for a thread to become free. True if none
+  // did (this thread then serves).
+  bool AwaitStall();
+  // One futex_waitv on every doorbell (plus the pool's word), after one more
+  // look. False when it timed out (`deadline`).
+  bool SleepOnDoorbells(const Snapshot& local, Snapshot& polled, uint32_t changed,
+                        absl::Time deadline);
+  // One epoll_wait on the bells; serves what it finds. False on timeout.
+  bool WaitOnBells(absl::Time deadline);
+  // Refreshes `local` if the channel set changed since `*generation`. Empty
+  // on bells: nothing then scans every channel.
   void Refresh(Snapshot& local, uint64_t* generation);
-  // Takes at most one call from the channels: served here, or handed to
-  // the thread waiting in its chain.
+  // Takes at most one call from `entry`: served here, or handed to the
+  // thread waiting in its chain. Ends the spell of polling on `polled` (if
+  // any) once it claims a call.
   enum class Took : uint8_t { kNothing, kServed, kRouted };
-  // Ends the spell of polling on `polled` (if any) once it claims a call.
+  Took ServeFrom(const std::shared_ptr<Entry>& entry, Snapshot& polled);
   Took ServeOne(const Snapshot& local, Snapshot& polled);
+  // When polling after a call pays off (see the file comment): until then,
+  // or 0 for not at all.
+  static int64_t PollUntil(const Snapshot& local);
   static void EndPolling(Snapshot& polled);
   // NestedSource: a thread waiting in `chain` claims its requests itself.
   bool PendingFor(uint64_t chain) override;
   void TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) override;
   void Remove(const std::shared_ptr<Entry>& entry);
   void Changed();
+  absl::Status WatchBellLocked(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SwitchToBellsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartThreadLocked(Role role) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeAddThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A thread beyond max_threads that idled for idle_exit: true if it may end.
+  bool RetireLocked(Thread* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool bells() const { return bells_.load(std::memory_order_acquire); }
 
   const Options options_;
   Mutex mu_;
-  Snapshot entries_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int max_threads_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Thread>> threads_ ABSL_GUARDED_BY(mu_);
+  size_t live_ ABSL_GUARDED_BY(mu_) = 0;  // Threads not ended.
   size_t busy_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t peak_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t stalls_ ABSL_GUARDED_BY(mu_) = 0;
+  bool overflow_pending_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> generation_{0};
   // Private futex every sleeping thread also waits on: bumped when channels
   // come or go (death included) and on Shutdown.
   FutexWord changed_{0};
+  // Private futex an overflow thread waits on: bumped when a call ends.
+  FutexWord freed_{0};
   std::atomic<bool> stop_{false};
+  // Set once (under mu_) when the pool switches to bells; epoll_ and
+  // stop_fd_ exist from then on.
+  std::atomic<bool> bells_{false};
+  UniqueFd epoll_;
+  UniqueFd stop_fd_;  // An eventfd in epoll_, made readable by Shutdown.
 };
 
 }  // namespace sluice::rpc

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -77,11 +78,15 @@ int RunHostile(const std::string& variant) {
 }
 
 // Publishes a Painter with the service manager at `socket`, says "ready" on
-// fd 3 (--ready_fd=3 is the last argument), and serves until killed.
-int RunPublished(const std::string& socket) {
+// fd 3 (--ready_fd=3 is the last argument), and serves until killed, with
+// `max_threads` and `thread_cap` (0: ServiceHost's defaults).
+int RunPublished(const std::string& socket, int max_threads, int thread_cap) {
   auto manager = ServiceManager::Connect({.socket_path = socket});
   if (!manager.ok()) return Fail("connect", manager.status());
-  ServiceHost host(**manager);
+  ServiceHost::Options options;
+  if (max_threads > 0) options.max_threads = max_threads;
+  if (thread_cap > 0) options.thread_cap = thread_cap;
+  ServiceHost host(**manager, options);
   if (absl::Status published = host.Publish(std::make_shared<PainterService>()); !published.ok()) {
     return Fail("publish", published);
   }
@@ -94,7 +99,12 @@ int Main(int argc, char** argv) {
   if (argc < 2) return Fail("usage", absl::InvalidArgumentError("role missing"));
   const std::string role = argv[1];
   if (role == "hostile") return RunHostile(argc > 2 ? argv[2] : "random");
-  if (role == "publish") return RunPublished(argc > 2 ? argv[2] : "");
+  if (role == "publish") {
+    // publish SOCKET [MAX_THREADS THREAD_CAP] --ready_fd=3
+    const bool sized = argc > 5;
+    return RunPublished(argc > 2 ? argv[2] : "", sized ? std::atoi(argv[3]) : 0,
+                        sized ? std::atoi(argv[4]) : 0);
+  }
   auto watcher = PeerWatcher::Create();
   if (!watcher.ok()) return Fail("watcher", watcher.status());
   auto channel = ServerChannelFromInheritedFds(**watcher);

@@ -1,5 +1,8 @@
-// rpc::ServerPool: many channels, few threads, no stalls behind a long call,
-// channels dropped when their client goes.
+// rpc::ServerPool in one process: many channels, few threads, no stalls
+// behind a long call, channels dropped when their client goes. In one
+// process a call is served by its own waiting thread once a pool thread has
+// taken it (call_router.h), so what needs the pool's threads to serve (busy
+// handlers, caps, abandoned calls) is in serving_test.cc, across processes.
 #include "ipc/rpc/server_pool.h"
 
 #include <dirent.h>
@@ -50,6 +53,54 @@ TEST(ServerPool, ServesManyChannelsWithFewThreads) {
   EXPECT_LE(pool.thread_count(), 2u);
   EXPECT_LE(CountThreads(), threads_before + 2);
   EXPECT_EQ(pool.channel_count(), static_cast<size_t>(kChannels));
+}
+
+// Regression: idle threads slept on fixed groups of 125 doorbells and were
+// capped at max_threads, so channel 4 * 125 + 1 had nobody to wake for it
+// and its first call hung.
+TEST(ServerPool, AnswersEveryChannelPastWhatOneWaitHolds) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  rpc::ServerPool pool({.max_threads = 4});
+  auto painter = std::make_shared<PainterService>();
+  constexpr int kChannels = 4 * rpc::ServerPool::kChannelsPerWait + 20;
+  std::vector<std::unique_ptr<ClientChannel>> clients;
+  for (int i = 0; i < kChannels; ++i) {
+    ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+    ASSERT_OK(pool.Add(std::move(pair.server), painter));
+    clients.push_back(std::move(pair.client));
+  }
+  EXPECT_TRUE(pool.stats().on_bells);
+  // From the last channel back: the newest ones are those nobody watched.
+  for (int i = kChannels - 1; i >= 0; --i) {
+    sink::PainterProxy proxy(*clients[i]);
+    ASSERT_OK_AND_ASSIGN(auto echo,
+                         proxy.Echo("x", i, false, sink::Color::Red, {}, {},
+                                    rpc::CallOptions{.deadline = absl::Now() + absl::Seconds(10)}));
+    ASSERT_EQ(echo->number(), i);
+  }
+  EXPECT_LE(pool.thread_count(), 4u);
+  // Concurrent callers on channels past the first wait's worth.
+  std::vector<std::thread> callers;
+  std::atomic<int> answered{0};
+  for (int t = 0; t < 4; ++t) {
+    callers.emplace_back([&, t] {
+      for (int i = kChannels - 1 - t; i >= 0; i -= 4) {
+        sink::PainterProxy proxy(*clients[i]);
+        if (proxy.Total(rpc::CallOptions{.deadline = absl::Now() + absl::Seconds(10)}).ok())
+          ++answered;
+      }
+    });
+  }
+  for (std::thread& caller : callers) caller.join();
+  EXPECT_EQ(answered.load(), kChannels);
+  // Channels ended by their clients are still dropped, those watched
+  // before the switch to bells as well as those after.
+  clients.erase(clients.begin(), clients.begin() + (kChannels - 10));
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (pool.channel_count() != 10 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(pool.channel_count(), 10u);
 }
 
 TEST(ServerPool, ALongCallDoesNotStallOtherChannels) {

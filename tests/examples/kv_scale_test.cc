@@ -1,0 +1,187 @@
+// Serving at scale, as a user runs it: the real service manager and
+// kv_server, and this process holding thousands of connections to the
+// service at once, every one of them answered. It also reports what a
+// connection costs the manager and the server in descriptors and memory.
+#include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "ipc/host/service_host.h"
+#include "ipc/testing/subprocess.h"
+#include "key_value_sluice.h"
+#include "tests/testing/status_matchers.h"
+
+namespace sluice::testing {
+namespace {
+
+#if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SLUICE_SCALE_SANITIZED 1
+#endif
+#endif
+#else
+#define SLUICE_SCALE_SANITIZED 1
+#endif
+
+// Past 4 threads x 125 doorbells (where calls used to hang) in every build;
+// the full ten thousand where the build is optimized and unsanitized.
+#ifdef SLUICE_SCALE_SANITIZED
+constexpr int kWantedConnections = 600;
+#else
+constexpr int kWantedConnections = 10'000;
+#endif
+// Descriptors a connection may take in the busiest process, with room.
+constexpr rlim_t kFdsPerConnection = 4;
+
+size_t OpenFds(pid_t pid) {
+  size_t count = 0;
+  const std::string path = absl::StrCat("/proc/", pid, "/fd");
+  DIR* dir = opendir(path.c_str());
+  if (dir == nullptr) return 0;
+  while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
+  closedir(dir);
+  return count;
+}
+
+// VmRSS in KiB.
+int64_t RssKib(pid_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) != 0) continue;
+    int64_t kib = 0;
+    std::string digits;
+    for (char c : line) {
+      if (c >= '0' && c <= '9') digits += c;
+    }
+    return absl::SimpleAtoi(digits, &kib) ? kib : -1;
+  }
+  return -1;
+}
+
+class KvScaleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Every connection is a few descriptors on each side; the children
+    // inherit the raised limit, as a service started by systemd with
+    // LimitNOFILE would have it.
+    rlimit files;
+    ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &files), 0);
+    const rlim_t wanted = kFdsPerConnection * kWantedConnections + 1024;
+    if (files.rlim_max < wanted) {
+      // Root may raise the hard limit too; anyone else gets what it allows.
+      rlimit raised = {wanted, wanted};
+      if (setrlimit(RLIMIT_NOFILE, &raised) == 0) files = raised;
+    }
+    files.rlim_cur = files.rlim_max;
+    ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &files), 0);
+    connections_ = static_cast<int>(
+        std::min<rlim_t>(kWantedConnections, (files.rlim_cur - 1024) / kFdsPerConnection));
+    if (connections_ < kWantedConnections) {
+      std::printf("RLIMIT_NOFILE %llu allows %d of %d connections\n",
+                  static_cast<unsigned long long>(files.rlim_cur), connections_,
+                  kWantedConnections);
+    }
+    // Still past 4 threads x 125 doorbells, where calls used to hang.
+    ASSERT_GT(connections_, 520) << "RLIMIT_NOFILE is too low for this test";
+    char dir[] = "/tmp/sluice-kv-scale-XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    socket_flag_ = "--socket=" + dir_ + "/sm.sock";
+    ASSERT_OK_AND_ASSIGN(Subprocess manager,
+                         Subprocess::SpawnAndWaitReady(
+                             {SLUICE_SERVICEMANAGER_BIN, socket_flag_, "--log_level=error"}));
+    manager_.emplace(std::move(manager));
+    ASSERT_OK_AND_ASSIGN(Subprocess server,
+                         Subprocess::SpawnAndWaitReady({SLUICE_KV_SERVER_BIN, socket_flag_}));
+    server_.emplace(std::move(server));
+  }
+  void TearDown() override {
+    if (server_) {
+      EXPECT_OK(server_->Kill(SIGTERM));
+      EXPECT_OK(server_->Wait());
+    }
+    if (manager_) {
+      EXPECT_OK(manager_->Kill(SIGTERM));
+      EXPECT_OK(manager_->Wait());
+    }
+    if (!dir_.empty()) {
+      std::string command = "rm -rf " + dir_;
+      (void)!std::system(command.c_str());
+    }
+  }
+
+  int connections_ = 0;
+  std::string dir_;
+  std::string socket_flag_;
+  std::optional<Subprocess> manager_;
+  std::optional<Subprocess> server_;
+};
+
+TEST_F(KvScaleTest, EveryOneOfThousandsOfConnectionsIsAnswered) {
+  const int kConnections = connections_;
+  ASSERT_OK_AND_ASSIGN(auto manager, ServiceManager::Connect({.socket_path = dir_ + "/sm.sock"}));
+  const pid_t manager_pid = manager_->pid();
+  const pid_t server_pid = server_->pid();
+  const size_t manager_fds = OpenFds(manager_pid), server_fds = OpenFds(server_pid);
+  const int64_t manager_rss = RssKib(manager_pid), server_rss = RssKib(server_pid);
+
+  using Proxy = example::kv::KeyValueStoreProxy;
+  std::vector<Connection<Proxy>> connections;
+  connections.reserve(kConnections);
+  for (int i = 0; i < kConnections; ++i) {
+    absl::StatusOr<Connection<Proxy>> connection = Connect<Proxy>(*manager);
+    ASSERT_OK(connection.status()) << "connection " << i;
+    connections.push_back(*std::move(connection));
+  }
+  const rpc::CallOptions in_time{.deadline = absl::Now() + absl::Seconds(120)};
+  // Newest first: those are the ones nobody used to watch.
+  for (int i = kConnections - 1; i >= 0; --i) {
+    const std::string key = absl::StrCat("k", i);
+    ASSERT_OK(
+        connections[i]->Put(key, std::vector<uint8_t>{static_cast<uint8_t>(i)}, in_time).status())
+        << "connection " << i;
+  }
+  for (int i = 0; i < kConnections; ++i) {
+    ASSERT_OK_AND_ASSIGN(auto got, connections[i]->Get(absl::StrCat("k", i), in_time));
+    ASSERT_TRUE(got->found()) << "connection " << i;
+    ASSERT_EQ(got->value()->Get(0), static_cast<uint8_t>(i));
+  }
+
+  const double n = kConnections;
+  const double manager_fds_each = (OpenFds(manager_pid) - static_cast<double>(manager_fds)) / n;
+  const double server_fds_each = (OpenFds(server_pid) - static_cast<double>(server_fds)) / n;
+  const double manager_kib_each = (RssKib(manager_pid) - manager_rss) / n;
+  const double server_kib_each = (RssKib(server_pid) - server_rss) / n;
+  std::printf(
+      "%d connections: per connection the manager holds %.2f descriptors and %.1f KiB RSS, "
+      "kv_server %.2f descriptors and %.1f KiB RSS\n",
+      kConnections, manager_fds_each, manager_kib_each, server_fds_each, server_kib_each);
+  RecordProperty("connections", kConnections);
+  RecordProperty("server_fds_per_connection", absl::StrCat(server_fds_each));
+  RecordProperty("server_rss_kib_per_connection", absl::StrCat(server_kib_each));
+  RecordProperty("manager_fds_per_connection", absl::StrCat(manager_fds_each));
+  RecordProperty("manager_rss_kib_per_connection", absl::StrCat(manager_kib_each));
+  // Every connection ends with its client: the server lets them all go.
+  connections.clear();
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (OpenFds(server_pid) > server_fds + 8 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_LE(OpenFds(server_pid), server_fds + 8) << "descriptors the server kept";
+}
+
+}  // namespace
+}  // namespace sluice::testing
