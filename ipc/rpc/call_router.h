@@ -35,6 +35,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "ipc/base/mutex.h"
 #include "ipc/channel/channel.h"
@@ -50,6 +51,9 @@ struct ServedChannel {
   std::unique_ptr<ServerChannel> channel;
   std::shared_ptr<ServiceStub> stub;
   uint64_t death_link = 0;  // The owner's LinkToDeath on the channel (0: none).
+  // The owner's: told once why the channel ended, when the owner lets it go
+  // (empty: nobody asked).
+  absl::AnyInvocable<void(absl::Status why)> on_end;
 };
 
 // A request taken off a channel, to be served (perhaps by another thread).

@@ -163,13 +163,15 @@ std::span<const std::shared_ptr<ServerPool::Entry>> ServerPool::GroupOf(const Sn
 }
 
 absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
-                             std::shared_ptr<ServiceStub> stub) {
+                             std::shared_ptr<ServiceStub> stub,
+                             absl::AnyInvocable<void(absl::Status why)> on_end) {
   if (channel == nullptr || stub == nullptr) {
     return absl::InvalidArgumentError("ServerPool::Add needs a channel and a stub");
   }
   auto entry = std::make_shared<Entry>();
   entry->channel = std::move(channel);
   entry->stub = std::move(stub);
+  entry->on_end = std::move(on_end);
   // The peer's death must wake a sleeping thread so it drops the channel.
   // Unlinked when the pool lets the channel go (Remove, Shutdown): the entry
   // may outlive the pool in a queued nested call.
@@ -227,6 +229,12 @@ void ServerPool::Remove(const std::shared_ptr<Entry>& entry) {
   // NOT_FOUND once it fired: nothing left to undo then.
   (void)entry->channel->UnlinkToDeath(entry->death_link);
   Changed();
+  TellEnded(*entry);
+}
+
+void ServerPool::TellEnded(Entry& entry) {
+  absl::AnyInvocable<void(absl::Status)> on_end = std::move(entry.on_end);
+  if (on_end) on_end(entry.channel->health());
 }
 
 void ServerPool::EndPolling(Snapshot& polled) {
@@ -335,8 +343,14 @@ void ServerPool::Shutdown() {
   stop_.store(true, std::memory_order_release);
   Changed();
   for (std::thread& thread : threads) thread.join();
-  MutexLock lock(&mu_);
-  entries_.clear();
+  // The threads are gone: no Remove runs now, so each entry is told here or
+  // was told there.
+  Snapshot ended;
+  {
+    MutexLock lock(&mu_);
+    ended.swap(entries_);
+  }
+  for (const auto& entry : ended) TellEnded(*entry);
 }
 
 size_t ServerPool::channel_count() {

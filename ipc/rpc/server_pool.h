@@ -24,8 +24,10 @@
 #include <memory>
 #include <span>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "ipc/base/mutex.h"
 #include "ipc/channel/channel.h"
@@ -53,7 +55,16 @@ class ServerPool final : private NestedSource {
 
   // Serves `channel` with `stub` until the channel ends, then destroys it.
   // FAILED_PRECONDITION after Shutdown.
-  absl::Status Add(std::unique_ptr<ServerChannel> channel, std::shared_ptr<ServiceStub> stub);
+  absl::Status Add(std::unique_ptr<ServerChannel> channel, std::shared_ptr<ServiceStub> stub) {
+    return Add(std::move(channel), std::move(stub), nullptr);
+  }
+  // As above, and calls `on_end` once, when the pool drops the channel, with
+  // why it ended (the channel's health()): IsPeerDead when the client went
+  // away, DATA_LOSS after a malformed request, CANCELLED on Shutdown. Runs
+  // on a pool thread, or on the thread in Shutdown; it must not call
+  // Shutdown. Never called when Add fails.
+  absl::Status Add(std::unique_ptr<ServerChannel> channel, std::shared_ptr<ServiceStub> stub,
+                   absl::AnyInvocable<void(absl::Status why)> on_end);
 
   // Closes every channel and joins every thread. Idempotent.
   void Shutdown();
@@ -84,6 +95,8 @@ class ServerPool final : private NestedSource {
   bool PendingFor(uint64_t chain) override;
   void TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) override;
   void Remove(const std::shared_ptr<Entry>& entry);
+  // Calls the entry's on_end, once.
+  static void TellEnded(Entry& entry);
   void Changed();
   void MaybeAddThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
