@@ -2,7 +2,8 @@
 //
 //   rpc_test_peer painter|calculator   serve that service on fds 3 (region), 4 (liveness)
 //   rpc_test_peer hostile VARIANT      act as a client sending a malformed Echo request;
-//                                      exit 0 if it was refused with DATA_LOSS
+//                                      exit 0 if it was refused with DATA_LOSS and
+//                                      the server then hung up
 #include <unistd.h>
 
 #include <cstdio>
@@ -10,8 +11,10 @@
 #include <random>
 #include <string>
 
+#include "absl/synchronization/notification.h"
 #include "ipc/base/errors.h"
 #include "ipc/host/service_host.h"
+#include "ipc/rpc/server_pool.h"
 #include "tests/rpc/kitchen_sink_service.h"
 #include "tests/testing/channel_pair.h"
 
@@ -70,10 +73,21 @@ int RunHostile(const std::string& variant) {
   const size_t size = WriteMalformed(variant, call->buffer());
   call->header() = CallHeader{sink::PainterInterface::kInterfaceId, sink::PainterInterface::kEcho};
   auto reply = (*channel)->Call(*std::move(call), call->buffer().first(size));
-  if (absl::IsDataLoss(reply.status())) return 0;
-  std::fprintf(stderr, "rpc_test_peer: malformed %s request got %s\n", variant.c_str(),
-               reply.status().ToString().c_str());
-  return 1;
+  if (!absl::IsDataLoss(reply.status())) {
+    std::fprintf(stderr, "rpc_test_peer: malformed %s request got %s\n", variant.c_str(),
+                 reply.status().ToString().c_str());
+    return 1;
+  }
+  // A malformed request closes the connection: the server hangs up.
+  absl::Notification hung_up;
+  absl::StatusOr<uint64_t> link = (*channel)->LinkToDeath([&] { hung_up.Notify(); });
+  if (!link.ok() && !IsPeerDead(link.status())) return Fail("link", link.status());
+  if (link.ok() && !hung_up.WaitForNotificationWithTimeout(absl::Seconds(10))) {
+    (void)(*channel)->UnlinkToDeath(*link);
+    std::fprintf(stderr, "rpc_test_peer: the server kept the connection after DATA_LOSS\n");
+    return 3;
+  }
+  return 0;
 }
 
 // Publishes a Painter with the service manager at `socket`, says "ready" on
@@ -99,12 +113,23 @@ int Main(int argc, char** argv) {
   if (!watcher.ok()) return Fail("watcher", watcher.status());
   auto channel = ServerChannelFromInheritedFds(**watcher);
   if (!channel.ok()) return Fail("open", channel.status());
-  PainterService painter;
-  CalculatorService calculator;
-  rpc::ServiceStub* stub = role == "calculator" ? static_cast<rpc::ServiceStub*>(&calculator)
-                                                : static_cast<rpc::ServiceStub*>(&painter);
-  absl::Status ended = rpc::Serve(**channel, *stub);
-  return IsPeerDead(ended) ? 0 : Fail("serve", ended);
+  std::shared_ptr<rpc::ServiceStub> stub;
+  if (role == "calculator") {
+    stub = std::make_shared<CalculatorService>();
+  } else {
+    stub = std::make_shared<PainterService>();
+  }
+  // Served as ServiceHost serves: by a pool, until the client hangs up.
+  absl::Status ended_why;
+  absl::Notification ended;
+  rpc::ServerPool pool;
+  absl::Status added = pool.Add(*std::move(channel), std::move(stub), [&](absl::Status why) {
+    ended_why = std::move(why);
+    ended.Notify();
+  });
+  if (!added.ok()) return Fail("add", added);
+  ended.WaitForNotification();
+  return IsPeerDead(ended_why) ? 0 : Fail("serve", ended_why);
 }
 
 }  // namespace
