@@ -4,6 +4,10 @@
 //   rpc_test_peer hostile VARIANT      act as a client sending a malformed Echo request;
 //                                      exit 0 if it was refused with DATA_LOSS and
 //                                      the server then hung up
+//   rpc_test_peer warm-caller          a client on fds 3/4: 1000 Echo calls, "w" on fd 5,
+//                                      waits for "g", 10000 more, "d", waits for "q";
+//                                      exit 0 if all succeeded (allocation_test counts
+//                                      the server's allocations meanwhile)
 #include <unistd.h>
 
 #include <cstdio>
@@ -90,6 +94,36 @@ int RunHostile(const std::string& variant) {
   return 0;
 }
 
+int RunWarmCaller() {
+  auto watcher = PeerWatcher::Create();
+  if (!watcher.ok()) return Fail("watcher", watcher.status());
+  auto region = Region::Adopt(UniqueFd(3), 0, Region::kMaxSize);
+  if (!region.ok()) return Fail("adopt", region.status());
+  auto channel = ClientChannel::Open(*std::move(region), UniqueFd(4), **watcher);
+  if (!channel.ok()) return Fail("open", channel.status());
+  const UniqueFd control(5);
+  sink::PainterProxy proxy(**channel);
+  const std::vector<uint8_t> blob(64, 1);
+  auto call = [&] {
+    auto echo = proxy.Echo("key", 7, true, sink::Color::Red, blob, {});
+    return echo.ok() && (*echo)->number() == 7;
+  };
+  for (int i = 0; i < 1000; ++i) {
+    if (!call()) return Fail("warm-up call", absl::InternalError("Echo failed"));
+  }
+  char go = 0;
+  if (::write(control.get(), "w", 1) != 1 || ::read(control.get(), &go, 1) != 1 || go != 'g') {
+    return Fail("control", absl::InternalError("no go"));
+  }
+  int ok = 0;
+  for (int i = 0; i < 10000; ++i) ok += call() ? 1 : 0;
+  char quit = 0;
+  if (::write(control.get(), "d", 1) != 1 || ::read(control.get(), &quit, 1) != 1 || quit != 'q') {
+    return Fail("control", absl::InternalError("no quit"));
+  }
+  return ok == 10000 ? 0 : 1;
+}
+
 // Publishes a Painter with the service manager at `socket`, says "ready" on
 // fd 3 (--ready_fd=3 is the last argument), and serves until killed.
 int RunPublished(const std::string& socket) {
@@ -109,6 +143,7 @@ int Main(int argc, char** argv) {
   const std::string role = argv[1];
   if (role == "hostile") return RunHostile(argc > 2 ? argv[2] : "random");
   if (role == "publish") return RunPublished(argc > 2 ? argv[2] : "");
+  if (role == "warm-caller") return RunWarmCaller();
   auto watcher = PeerWatcher::Create();
   if (!watcher.ok()) return Fail("watcher", watcher.status());
   auto channel = ServerChannelFromInheritedFds(**watcher);
