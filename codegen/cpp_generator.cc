@@ -235,8 +235,9 @@ void GenerateProxy(Writer& w, const Service& s) {
 void GenerateStub(Writer& w, const Service& s) {
   Doc(w, s.doc);
   w.Line(absl::StrCat("// Server side of ", s.fqn, ": derive, implement each method, and serve"));
-  w.Line("// channels with ::sluice::rpc::Serve(channel, stub). Methods may run on several");
-  w.Line("// threads at once (one per channel being served).");
+  w.Line("// it with ::sluice::ServiceHost::Publish (or ::sluice::rpc::ServerPool::Add");
+  w.Line("// for a channel of your own). Methods may run on several threads at once,");
+  w.Line("// also for one channel.");
   w.Line(absl::StrCat("class ", Namer::Stub(s), " : public ::sluice::rpc::ServiceStub {"));
   w.Line(" public:");
   w.Indent();

@@ -11,6 +11,8 @@
 //   raw-spin     two seq words on a shared page, both sides busy-wait: the floor
 //   unix-socket  socketpair ping-pong: what any kernel-mediated handoff costs
 //   grpc         the same interface (bench.proto) over a Unix socket
+// The rpc cases' server serves as ServiceHost does: an rpc::ServerPool with
+// its default options.
 // It prints p50/p99/p99.9 latency and calls/s per case, the ratios between
 // them, what the stub's private copy and verification cost at each size,
 // where an rpc call's time goes (client, each handoff, server; from the

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/types/span.h"
 #include "bench/channel_transport.h"
 #include "bench/harness.h"
@@ -15,6 +17,8 @@
 #include "ipc/base/errors.h"
 #include "ipc/channel/channel.h"
 #include "ipc/rpc/message.h"
+#include "ipc/rpc/object.h"
+#include "ipc/rpc/server_pool.h"
 #include "ipc/rpc/stub.h"
 #include "ipc/testing/subprocess.h"
 
@@ -52,8 +56,8 @@ class SluiceRpcClient final : public PingPongClient {
   }
 
   absl::Status Stop() override {
-    // Closing the channel hangs up the server's liveness socket: its Serve()
-    // ends with a peer-dead status and it exits 0.
+    // Closing the channel hangs up the server's liveness socket: its pool
+    // drops the channel as the client's death and the server exits 0.
     channel_.reset();
     absl::StatusOr<int> status = child_.Wait(absl::Seconds(10));
     if (!status.ok()) return status.status();
@@ -228,10 +232,21 @@ int ServeSluiceRpc() {
   absl::StatusOr<std::unique_ptr<ServerChannel>> channel = ServerChannel::Open(
       std::move(ends->region), std::move(ends->liveness), **watcher, SameUserTrust());
   if (!channel.ok()) Die(channel.status(), "ServerChannel::Open");
-  BenchServer server;
-  const absl::Status ended = rpc::Serve(**channel, server);
-  if (IsPeerDead(ended)) return 0;
-  Die(ended, "Serve");
+  // Served as ServiceHost serves a published stub: its pool (default
+  // options), the stub wrapped for the object protocol.
+  absl::Status ended_why;
+  absl::Notification ended;
+  rpc::ServerPool pool;
+  const absl::Status added =
+      pool.Add(*std::move(channel), rpc::WithObjectProtocol(std::make_shared<BenchServer>()),
+               [&](absl::Status why) {
+                 ended_why = std::move(why);
+                 ended.Notify();
+               });
+  if (!added.ok()) Die(added, "ServerPool::Add");
+  ended.WaitForNotification();
+  if (IsPeerDead(ended_why)) return 0;
+  Die(ended_why, "serving");
 }
 
 StubPathCost MeasureStubPath(size_t payload) {

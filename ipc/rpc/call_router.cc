@@ -34,6 +34,9 @@ uint64_t NextChainId(uint64_t& state) {
   }
 }
 
+// A queue served this far without draining moves its rest to the front.
+constexpr size_t kCompactQueueAt = 64;
+
 }  // namespace
 
 void ServeRouted(RoutedCall& routed) {
@@ -110,9 +113,16 @@ void ThreadCalls::RunQueued() {
     std::optional<RoutedCall> routed;
     {
       MutexLock lock(&mu_);
-      if (queue_.empty()) return;
-      routed.emplace(std::move(queue_.front()));
-      queue_.pop_front();
+      if (next_ == queue_.size()) return;
+      routed.emplace(std::move(queue_[next_++]));
+      if (next_ == queue_.size()) {
+        queue_.clear();
+        next_ = 0;
+      } else if (next_ >= kCompactQueueAt) {
+        // Never drained for long: drop the served front.
+        queue_.erase(queue_.begin(), queue_.begin() + static_cast<ptrdiff_t>(next_));
+        next_ = 0;
+      }
       queued_.fetch_sub(1, std::memory_order_acq_rel);
     }
     ServeRouted(*routed);

@@ -29,12 +29,13 @@
 
 #include <atomic>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "ipc/base/mutex.h"
 #include "ipc/channel/channel.h"
@@ -51,6 +52,9 @@ struct ServedChannel {
   std::shared_ptr<ServiceStub> stub;
   uint64_t death_link = 0;  // The owner's LinkToDeath on the channel (0: none).
   uint64_t id = 0;          // The owner's key for it (ServerPool: also its epoll key).
+  // The owner's: told once why the channel ended, when the owner lets it go
+  // (empty: nobody asked).
+  absl::AnyInvocable<void(absl::Status why)> on_end;
 };
 
 // A request taken off a channel, to be served (perhaps by another thread).
@@ -151,7 +155,12 @@ class ThreadCalls final : public ReplyWaiter {
   FutexWord mailbox_{0};
   std::atomic<uint32_t> queued_{0};
   Mutex mu_;
-  std::deque<RoutedCall> queue_ ABSL_GUARDED_BY(mu_);
+  // Calls posted to this thread; queue_[next_] is served next. A vector that
+  // starts over when drained keeps its storage, so a warm thread posts
+  // without allocating (a std::deque frees and allocates a block every few
+  // calls).
+  std::vector<RoutedCall> queue_ ABSL_GUARDED_BY(mu_);
+  size_t next_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // The process-wide table of threads waiting in a chain.

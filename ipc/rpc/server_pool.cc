@@ -170,13 +170,15 @@ void ServerPool::TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out
 }
 
 absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
-                             std::shared_ptr<ServiceStub> stub) {
+                             std::shared_ptr<ServiceStub> stub,
+                             absl::AnyInvocable<void(absl::Status why)> on_end) {
   if (channel == nullptr || stub == nullptr) {
     return absl::InvalidArgumentError("ServerPool::Add needs a channel and a stub");
   }
   auto entry = std::make_shared<Entry>();
   entry->channel = std::move(channel);
   entry->stub = std::move(stub);
+  entry->on_end = std::move(on_end);
   // The peer's death must wake a sleeping thread so it drops the channel
   // (on bells, the end rings the channel's bell itself). Unlinked when the
   // pool lets the channel go (Remove, Shutdown): the entry may outlive the
@@ -202,7 +204,8 @@ absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
     }
     entries_.emplace(entry->id, entry);
     generation_.fetch_add(1, std::memory_order_release);
-    if (live_ == 0) StartThreadLocked(Role::kRegular);
+    if (live_ == 0) StartThreadLocked();
+    if (!watchdog_.joinable()) watchdog_ = std::thread([this] { Watchdog(); });
   }
   // A request published before the channel was watched is found by the
   // next look: a sleeping thread's (woken now) or, on bells, whichever
@@ -252,10 +255,10 @@ void ServerPool::Changed() {
   FutexWake(changed_, INT_MAX, FutexScope::kPrivate);
 }
 
-void ServerPool::StartThreadLocked(Role role) {
+void ServerPool::StartThreadLocked() {
   auto thread = std::make_unique<Thread>();
   Thread* self = thread.get();
-  self->thread = std::thread([this, self, role] { Worker(self, role); });
+  self->thread = std::thread([this, self] { Worker(self); });
   threads_.push_back(std::move(thread));
   ++live_;
   peak_ = std::max(peak_, live_);
@@ -270,12 +273,8 @@ void ServerPool::MaybeAddThreadLocked() {
     t->thread.join();
     return true;
   });
-  if (live_ < static_cast<size_t>(max_threads_)) {
-    StartThreadLocked(Role::kRegular);
-  } else if (live_ < static_cast<size_t>(options_.thread_cap) && !overflow_pending_) {
-    overflow_pending_ = true;
-    StartThreadLocked(Role::kOverflow);
-  }
+  // Past max_threads only the watchdog starts threads.
+  if (live_ < static_cast<size_t>(max_threads_)) StartThreadLocked();
 }
 
 bool ServerPool::RetireLocked(Thread* self) {
@@ -311,6 +310,12 @@ void ServerPool::Remove(const std::shared_ptr<Entry>& entry) {
   // NOT_FOUND once it fired: nothing left to undo then.
   (void)entry->channel->UnlinkToDeath(entry->death_link);
   Changed();
+  TellEnded(*entry);
+}
+
+void ServerPool::TellEnded(Entry& entry) {
+  absl::AnyInvocable<void(absl::Status)> on_end = std::move(entry.on_end);
+  if (on_end) on_end(entry.channel->health());
 }
 
 void ServerPool::EndPolling(Snapshot& polled) {
@@ -345,20 +350,19 @@ ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snap
   {
     MutexLock lock(&mu_);
     ++busy_;
+    ++progress_;
     MaybeAddThreadLocked();
+  }
+  if (watchdog_idle_.load(std::memory_order_relaxed)) {
+    watchdog_idle_.store(false, std::memory_order_relaxed);
+    watchdog_word_.fetch_add(1, std::memory_order_seq_cst);
+    FutexWake(watchdog_word_, 1, FutexScope::kPrivate);
   }
   ServeRouted(routed);
   if (!entry->channel->health().ok()) Remove(entry);
-  bool overflow_waits;
-  {
-    MutexLock lock(&mu_);
-    --busy_;
-    overflow_waits = overflow_pending_;
-  }
-  if (overflow_waits) {
-    freed_.fetch_add(1, std::memory_order_seq_cst);
-    FutexWake(freed_, INT_MAX, FutexScope::kPrivate);
-  }
+  MutexLock lock(&mu_);
+  --busy_;
+  ++progress_;
   return Took::kServed;
 }
 
@@ -370,34 +374,39 @@ ServerPool::Took ServerPool::ServeOne(const Snapshot& local, Snapshot& polled) {
   return Took::kNothing;
 }
 
-bool ServerPool::AwaitStall() {
-  const absl::Time deadline = absl::Now() + options_.stall_after;
-  for (;;) {
-    const uint32_t freed = freed_.load(std::memory_order_seq_cst);
+void ServerPool::Watchdog() {
+  uint64_t progress_seen = ~uint64_t{0};
+  absl::Time last_busy = absl::Now();
+  while (!stop_.load(std::memory_order_acquire)) {
+    const uint32_t word = watchdog_word_.load(std::memory_order_seq_cst);
+    bool idle_long;
     {
       MutexLock lock(&mu_);
-      // This thread is one of live_ and not busy: the others are all busy
-      // when busy_ reaches live_ - 1.
-      const bool all_busy = busy_ + 1 >= live_;
-      if (stopping_ || !all_busy) {
-        overflow_pending_ = false;
-        --live_;
-        return false;
-      }
-      if (absl::Now() >= deadline) {
-        overflow_pending_ = false;
+      const absl::Time now = absl::Now();
+      if (busy_ > 0) last_busy = now;
+      // Stalled: every thread busy for a whole tick, and not one call
+      // started or ended meanwhile.
+      if (busy_ > 0 && busy_ >= live_ && progress_ == progress_seen && !stopping_ &&
+          live_ < static_cast<size_t>(options_.thread_cap)) {
         ++stalls_;
-        return true;
+        StartThreadLocked();
       }
+      progress_seen = progress_;
+      idle_long = busy_ == 0 && now - last_busy > options_.idle_exit;
+      // Announced before the last look: a call that starts after it wakes us.
+      if (idle_long) watchdog_idle_.store(true, std::memory_order_seq_cst);
     }
-    (void)FutexWait(freed_, freed, deadline, FutexScope::kPrivate);
+    (void)FutexWait(watchdog_word_, word,
+                    idle_long ? absl::InfiniteFuture() : absl::Now() + options_.stall_after,
+                    FutexScope::kPrivate);
+    if (idle_long) last_busy = absl::Now();
   }
 }
 
-bool ServerPool::SleepOnDoorbells(const Snapshot& local, Snapshot& polled, uint32_t changed,
+bool ServerPool::SleepOnDoorbells(const Snapshot& local, Snapshot& polled,
+                                  std::vector<FutexWaitEntry>& waits, uint32_t changed,
                                   absl::Time deadline) {
-  std::vector<FutexWaitEntry> waits;
-  waits.reserve(local.size() + 1);
+  waits.clear();  // The caller's vector keeps its capacity: no allocation per sleep.
   for (const auto& entry : local) {
     waits.push_back(
         {&entry->channel->doorbell(), entry->channel->BeginSleep(), FutexScope::kShared});
@@ -434,17 +443,14 @@ bool ServerPool::WaitOnBells(absl::Time deadline) {
   return true;
 }
 
-void ServerPool::Worker(Thread* self, Role role) {
-  if (role == Role::kOverflow && !AwaitStall()) {
-    self->done.store(true, std::memory_order_release);
-    return;
-  }
+void ServerPool::Worker(Thread* self) {
   WorkerSleeper sleeper(*this);
   ThreadCalls::Current().set_sleeper(&sleeper);
   Snapshot local;
   uint64_t generation = ~uint64_t{0};
   // The channels this thread announced it polls (BeginPoll), while it spins.
   Snapshot polled;
+  std::vector<FutexWaitEntry> waits;
   int64_t poll_until = 0;
   // Threads beyond max_threads wait for a while only (then may retire).
   const auto sleep_deadline = [this] {
@@ -483,7 +489,7 @@ void ServerPool::Worker(Thread* self, Role role) {
       }
       EndPolling(polled);
       poll_until = 0;
-      woke = SleepOnDoorbells(local, polled, changed, sleep_deadline());
+      woke = SleepOnDoorbells(local, polled, waits, changed, sleep_deadline());
     }
     if (!woke) {
       MutexLock lock(&mu_);
@@ -517,15 +523,27 @@ void ServerPool::Shutdown() {
   }
   stop_.store(true, std::memory_order_release);
   Changed();
-  freed_.fetch_add(1, std::memory_order_seq_cst);
-  FutexWake(freed_, INT_MAX, FutexScope::kPrivate);
+  watchdog_word_.fetch_add(1, std::memory_order_seq_cst);
+  FutexWake(watchdog_word_, INT_MAX, FutexScope::kPrivate);
+  std::thread watchdog;
+  {
+    MutexLock lock(&mu_);
+    watchdog.swap(watchdog_);
+  }
+  if (watchdog.joinable()) watchdog.join();
   if (bells()) {
     const uint64_t one = 1;
     (void)!::write(stop_fd_.get(), &one, sizeof(one));
   }
   for (auto& thread : threads) thread->thread.join();
-  MutexLock lock(&mu_);
-  entries_.clear();
+  // The threads are gone: no Remove runs now, so each entry is told here or
+  // was told there.
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Entry>> ended;
+  {
+    MutexLock lock(&mu_);
+    ended.swap(entries_);
+  }
+  for (const auto& [id, entry] : ended) TellEnded(*entry);
 }
 
 size_t ServerPool::channel_count() {

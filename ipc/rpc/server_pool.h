@@ -22,10 +22,12 @@
 //
 // Threads. A thread starts whenever every running thread is busy with a call,
 // up to Options::max_threads. Past that, busy or hung handlers must not stop
-// the pool from serving other channels: when every thread has stayed busy for
-// Options::stall_after, one more starts, and so on up to Options::thread_cap
-// (Stats::stalls counts these). Threads beyond max_threads end after
-// Options::idle_exit without a call.
+// the pool from serving other channels: a watchdog thread (one per pool,
+// ticking every Options::stall_after only while calls run) starts one more
+// thread whenever every thread stayed busy for a whole tick without a call
+// starting or ending, up to Options::thread_cap (Stats::stalls counts
+// these). Threads beyond max_threads end after Options::idle_exit without a
+// call.
 //
 // Nested calls (call_router.h): a request that belongs to a call chain some
 // thread of this process is waiting in is handed to that thread instead of
@@ -44,9 +46,11 @@
 #include <cstdint>
 #include <memory>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "ipc/base/mutex.h"
@@ -93,7 +97,16 @@ class ServerPool final : private NestedSource {
   // Serves `channel` with `stub` until the channel ends, then destroys it.
   // FAILED_PRECONDITION after Shutdown; RESOURCE_EXHAUSTED if the kernel
   // refuses to watch one more bell.
-  absl::Status Add(std::unique_ptr<ServerChannel> channel, std::shared_ptr<ServiceStub> stub);
+  absl::Status Add(std::unique_ptr<ServerChannel> channel, std::shared_ptr<ServiceStub> stub) {
+    return Add(std::move(channel), std::move(stub), nullptr);
+  }
+  // As above, and calls `on_end` once, when the pool drops the channel, with
+  // why it ended (the channel's health()): IsPeerDead when the client went
+  // away, DATA_LOSS after a malformed request, CANCELLED on Shutdown. Runs
+  // on a pool thread, or on the thread in Shutdown; it must not call
+  // Shutdown. Never called when Add fails.
+  absl::Status Add(std::unique_ptr<ServerChannel> channel, std::shared_ptr<ServiceStub> stub,
+                   absl::AnyInvocable<void(absl::Status why)> on_end);
 
   // Closes every channel and joins every thread. Idempotent.
   void Shutdown();
@@ -112,16 +125,16 @@ class ServerPool final : private NestedSource {
     std::thread thread;
     std::atomic<bool> done{false};
   };
-  enum class Role : uint8_t { kRegular, kOverflow };
-
-  void Worker(Thread* self, Role role);
-  // Overflow: waits stall_after for a thread to become free. True if none
-  // did (this thread then serves).
-  bool AwaitStall();
+  void Worker(Thread* self);
+  // The pool's watchdog thread: every stall_after while calls run, starts a
+  // thread if every thread was busy the whole time and none made progress
+  // (a call started or ended). Sleeps without ticking once the pool has been
+  // idle for idle_exit, until the next call.
+  void Watchdog();
   // One futex_waitv on every doorbell (plus the pool's word), after one more
   // look. False when it timed out (`deadline`).
-  bool SleepOnDoorbells(const Snapshot& local, Snapshot& polled, uint32_t changed,
-                        absl::Time deadline);
+  bool SleepOnDoorbells(const Snapshot& local, Snapshot& polled, std::vector<FutexWaitEntry>& waits,
+                        uint32_t changed, absl::Time deadline);
   // One epoll_wait on the bells; serves what it finds. False on timeout.
   bool WaitOnBells(absl::Time deadline);
   // Refreshes `local` if the channel set changed since `*generation`. Empty
@@ -141,10 +154,12 @@ class ServerPool final : private NestedSource {
   bool PendingFor(uint64_t chain) override;
   void TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) override;
   void Remove(const std::shared_ptr<Entry>& entry);
+  // Calls the entry's on_end, once.
+  static void TellEnded(Entry& entry);
   void Changed();
   absl::Status WatchBellLocked(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SwitchToBellsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void StartThreadLocked(Role role) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void StartThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeAddThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A thread beyond max_threads that idled for idle_exit: true if it may end.
   bool RetireLocked(Thread* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -160,14 +175,18 @@ class ServerPool final : private NestedSource {
   size_t busy_ ABSL_GUARDED_BY(mu_) = 0;
   size_t peak_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t stalls_ ABSL_GUARDED_BY(mu_) = 0;
-  bool overflow_pending_ ABSL_GUARDED_BY(mu_) = false;
+  // Calls started plus calls ended: the watchdog's measure of progress.
+  uint64_t progress_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread watchdog_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> generation_{0};
   // Private futex every sleeping thread also waits on: bumped when channels
   // come or go (death included) and on Shutdown.
   FutexWord changed_{0};
-  // Private futex an overflow thread waits on: bumped when a call ends.
-  FutexWord freed_{0};
+  // Private futex the watchdog sleeps on: bumped by Shutdown and, while it
+  // sleeps without ticking (watchdog_idle_), by the next call.
+  FutexWord watchdog_word_{0};
+  std::atomic<bool> watchdog_idle_{false};
   std::atomic<bool> stop_{false};
   // Set once (under mu_) when the pool switches to bells; epoll_ and
   // stop_fd_ exist from then on.

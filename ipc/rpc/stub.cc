@@ -2,18 +2,6 @@
 
 namespace sluice::rpc {
 
-absl::Status Serve(ServerChannel& channel, ServiceStub& stub) {
-  for (;;) {
-    absl::StatusOr<IncomingCall> call = channel.Receive();
-    if (!call.ok()) return call.status();
-    absl::Status handled = stub.Dispatch(*call, CallContext{call->caller(), &*call});
-    if (absl::IsDataLoss(handled)) {
-      channel.Close(handled);
-      return handled;
-    }
-  }
-}
-
 absl::Status RejectInterface(IncomingCall& call, absl::string_view service, uint64_t interface_id) {
   return call.Fail(absl::FailedPreconditionError(
       absl::StrCat("this channel serves ", service, " (interface 0x", absl::Hex(interface_id),

@@ -1,5 +1,6 @@
-// ServiceStub: what every generated stub class builds on, and Serve(), the
-// loop that feeds a channel's calls to a stub.
+// ServiceStub: what every generated stub class builds on. Calls reach a
+// stub through rpc::ServerPool (server_pool.h; ServiceHost and ObjectHost
+// serve with one).
 //
 // A generated stub's Dispatch() checks the interface id, finds the method by
 // id, checks its signature, makes the request safe to read (private copy when
@@ -67,13 +68,9 @@ class ServiceStub {
   virtual absl::string_view service_name() const = 0;
   virtual uint64_t interface_id() const = 0;
   // Answers `call`. Returns DATA_LOSS when the request was malformed, after
-  // failing the call; Serve() then closes the channel.
+  // failing the call; the server then closes the channel (ServeRouted).
   virtual absl::Status Dispatch(IncomingCall& call, const CallContext& context) = 0;
 };
-
-// Serves calls on `channel` until it ends; returns why it ended (IsPeerDead
-// when the client went away). A malformed request closes the channel.
-absl::Status Serve(ServerChannel& channel, ServiceStub& stub);
 
 // --- Used by generated code -------------------------------------------------
 

@@ -49,7 +49,9 @@ absl::Status FutexWait(const FutexWord& word, uint32_t expected, absl::Time dead
     case EINTR:
       return absl::OkStatus();
     case ETIMEDOUT:
-      return absl::DeadlineExceededError("futex wait timed out");
+      // No message: an empty Status allocates nothing, and a timed wait that
+      // expires is routine for the pool's watchdog and idle threads.
+      return absl::Status(absl::StatusCode::kDeadlineExceeded, "");
     default:
       return ErrnoStatus("futex(FUTEX_WAIT_BITSET)", errno);
   }
@@ -82,7 +84,7 @@ absl::StatusOr<int> FutexWaitAny(std::span<const FutexWaitEntry> entries, absl::
     case EINTR:
       return -1;
     case ETIMEDOUT:
-      return absl::DeadlineExceededError("futex_waitv timed out");
+      return absl::Status(absl::StatusCode::kDeadlineExceeded, "");  // As FutexWait.
     default:
       return ErrnoStatus("futex_waitv", errno);
   }

@@ -27,7 +27,8 @@ static_assert(sizeof(FutexWord) == 4 && FutexWord::is_always_lock_free);
 enum class FutexScope : uint8_t { kShared, kPrivate };
 
 // Sleeps while `*word == expected`, until woken or `deadline`.
-// OK on wake-up or mismatch; DEADLINE_EXCEEDED on timeout.
+// OK on wake-up or mismatch; DEADLINE_EXCEEDED (without a message, so
+// that it allocates nothing) on timeout.
 absl::Status FutexWait(const FutexWord& word, uint32_t expected, absl::Time deadline,
                        FutexScope scope = FutexScope::kShared);
 

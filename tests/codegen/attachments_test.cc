@@ -11,7 +11,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -21,6 +20,7 @@
 #include "gtest/gtest.h"
 #include "ipc/base/mutex.h"
 #include "ipc/rpc/object.h"
+#include "ipc/rpc/server_pool.h"
 #include "tests/testing/channel_pair.h"
 #include "tests/testing/status_matchers.h"
 
@@ -144,19 +144,19 @@ class AttachmentsTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_OK_AND_ASSIGN(watcher_, PeerWatcher::Create());
     ASSERT_OK_AND_ASSIGN(pair_, sluice::testing::MakeLocalPair(*watcher_));
-    server_ = std::thread([this] { (void)rpc::Serve(*pair_.server, *feed_); });
+    ASSERT_OK(pool_.Add(std::move(pair_.server), feed_));
     proxy_.emplace(*pair_.client);
   }
   void TearDown() override {
     proxy_.reset();
-    pair_.client.reset();  // Hangs up: Serve returns.
-    if (server_.joinable()) server_.join();
+    pair_.client.reset();
+    pool_.Shutdown();
   }
 
   std::unique_ptr<PeerWatcher> watcher_;
   sluice::testing::LocalPair pair_;
   std::shared_ptr<RecordingFeed> feed_ = std::make_shared<RecordingFeed>();
-  std::thread server_;
+  rpc::ServerPool pool_;
   std::optional<FeedProxy> proxy_;
 };
 

@@ -6,12 +6,12 @@
 #include <limits>
 #include <memory>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "defaults_sluice.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "ipc/rpc/server_pool.h"
 #include "tests/testing/channel_pair.h"
 #include "tests/testing/status_matchers.h"
 
@@ -56,19 +56,19 @@ class DefaultsTest : public ::testing::Test {
   void SetUp() override {
     ASSERT_OK_AND_ASSIGN(watcher_, PeerWatcher::Create());
     ASSERT_OK_AND_ASSIGN(pair_, sluice::testing::MakeLocalPair(*watcher_));
-    server_ = std::thread([this] { (void)rpc::Serve(*pair_.server, *stub_); });
+    ASSERT_OK(pool_.Add(std::move(pair_.server), stub_));
     proxy_.emplace(*pair_.client);
   }
   void TearDown() override {
     proxy_.reset();
-    pair_.client.reset();  // Hangs up: Serve returns.
-    if (server_.joinable()) server_.join();
+    pair_.client.reset();
+    pool_.Shutdown();
   }
 
   std::unique_ptr<PeerWatcher> watcher_;
   sluice::testing::LocalPair pair_;
   std::shared_ptr<EchoingTelemetry> stub_ = std::make_shared<EchoingTelemetry>();
-  std::thread server_;
+  rpc::ServerPool pool_;
   std::optional<TelemetryProxy> proxy_;
 };
 

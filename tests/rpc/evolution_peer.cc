@@ -4,9 +4,12 @@
 //   evolution_peer_vN server   serve Inventory on fds 3 (region), 4 (liveness)
 //   evolution_peer_vN client   call it on fds 3/4; exit 0 if every check passed
 #include <cstdio>
+#include <memory>
 #include <string>
 
+#include "absl/synchronization/notification.h"
 #include "ipc/base/errors.h"
+#include "ipc/rpc/server_pool.h"
 #include "tests/testing/channel_pair.h"
 #if SLUICE_EVOLUTION_VERSION == 1
 #include "evolution_v1_sluice.h"
@@ -85,8 +88,18 @@ int Main(int argc, char** argv) {
   }
   auto channel = ServerChannelFromInheritedFds(**watcher);
   if (!channel.ok()) return 2;
-  Inventory inventory;
-  return IsPeerDead(rpc::Serve(**channel, inventory)) ? 0 : 2;
+  // Served as ServiceHost serves: by a pool, until the client hangs up.
+  absl::Status ended_why;
+  absl::Notification ended;
+  rpc::ServerPool pool;
+  absl::Status added =
+      pool.Add(*std::move(channel), std::make_shared<Inventory>(), [&](absl::Status why) {
+        ended_why = std::move(why);
+        ended.Notify();
+      });
+  if (!added.ok()) return 2;
+  ended.WaitForNotification();
+  return IsPeerDead(ended_why) ? 0 : 2;
 }
 
 }  // namespace

@@ -9,9 +9,11 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
+#include "ipc/rpc/server_pool.h"
 #include "tests/rpc/kitchen_sink_service.h"
 #include "tests/testing/channel_pair.h"
 #include "tests/testing/status_matchers.h"
@@ -28,7 +30,8 @@ std::string ModeName(const ::testing::TestParamInfo<Mode>& info) {
   return info.param == Mode::kThread ? "ServerThread" : "ServerProcess";
 }
 
-// A client channel to a Painter (or Calculator) server, in a thread or a child.
+// A client channel to a Painter (or Calculator) server: a ServerPool on
+// threads of this process, or rpc_test_peer (which serves with one too).
 class Server {
  public:
   static absl::StatusOr<std::unique_ptr<Server>> Start(Mode mode, PeerWatcher& watcher,
@@ -45,36 +48,46 @@ class Server {
     auto pair = MakeLocalPair(watcher, geometry);
     if (!pair.ok()) return pair.status();
     server->client_ = std::move(pair->client);
-    server->server_channel_ = std::move(pair->server);
-    rpc::ServiceStub* stub = service == "calculator"
-                                 ? static_cast<rpc::ServiceStub*>(&server->calculator_)
-                                 : static_cast<rpc::ServiceStub*>(&server->painter_);
-    server->thread_ = std::thread([raw = server.get(), stub] {
-      raw->serve_result_ = rpc::Serve(*raw->server_channel_, *stub);
-    });
+    std::shared_ptr<rpc::ServiceStub> stub;
+    if (service == "calculator") {
+      stub = std::make_shared<CalculatorService>();
+    } else {
+      stub = std::make_shared<PainterService>();
+    }
+    absl::Status added = server->pool_.Add(std::move(pair->server), std::move(stub),
+                                           [raw = server.get()](absl::Status why) {
+                                             raw->ended_why_ = std::move(why);
+                                             raw->ended_.Notify();
+                                           });
+    if (!added.ok()) return added;
     return server;
   }
 
+  // Hangs up: the pool must drop the channel as the client's death.
   ~Server() {
     client_.reset();
-    if (thread_.joinable()) thread_.join();
     if (child_) {
       EXPECT_OK(child_->Wait(absl::Seconds(10)));
+      return;
     }
+    if (!ended_.WaitForNotificationWithTimeout(absl::Seconds(10))) {
+      ADD_FAILURE() << "the pool still serves a channel whose client is gone";
+      return;
+    }
+    EXPECT_TRUE(IsPeerDead(ended_why_)) << ended_why_;
+    EXPECT_EQ(pool_.channel_count(), 0u);
   }
 
   ClientChannel& channel() { return *client_; }
   Subprocess& child() { return *child_; }
-  const absl::Status& serve_result() const { return serve_result_; }
 
  private:
   Server() = default;
-  PainterService painter_;
-  CalculatorService calculator_;
+  // Written by the pool before ended_ is notified; outlives the pool.
+  absl::Status ended_why_;
+  absl::Notification ended_;
+  rpc::ServerPool pool_;
   std::unique_ptr<ClientChannel> client_;
-  std::unique_ptr<ServerChannel> server_channel_;
-  std::thread thread_;
-  absl::Status serve_result_;
   std::optional<Subprocess> child_;
 };
 
@@ -500,11 +513,27 @@ TEST_P(HostileRequestTest, MalformedRequestIsRefusedAndTheServerSurvives) {
   sockets.first.reset();
   ASSERT_OK_AND_ASSIGN(auto channel,
                        ServerChannel::Open(std::move(region), std::move(sockets.second), *watcher));
-  PainterService painter;
-  EXPECT_THAT(rpc::Serve(*channel, painter), StatusIs(absl::StatusCode::kDataLoss));
+  rpc::ServerPool pool;
+  auto painter = std::make_shared<PainterService>();
+  absl::Status ended_why;
+  absl::Notification ended;
+  ASSERT_OK(pool.Add(std::move(channel), painter, [&](absl::Status why) {
+    ended_why = std::move(why);
+    ended.Notify();
+  }));
+  // The pool drops the channel as malformed; the child waits for that hang-up.
+  ASSERT_TRUE(ended.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_THAT(ended_why, StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_EQ(pool.channel_count(), 0u);
   ASSERT_OK_AND_ASSIGN(int status, child.Wait());
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
-      << "the hostile client did not see DATA_LOSS (status " << status << ")";
+      << "the hostile client did not see DATA_LOSS and then the connection close (status " << status
+      << ")";
+  // The pool itself goes on serving.
+  ASSERT_OK_AND_ASSIGN(LocalPair next, MakeLocalPair(*watcher));
+  ASSERT_OK(pool.Add(std::move(next.server), painter));
+  sink::PainterProxy proxy(*next.client);
+  EXPECT_OK(proxy.Total());
 }
 
 }  // namespace

@@ -2,7 +2,12 @@
 //
 //   rpc_test_peer painter|calculator   serve that service on fds 3 (region), 4 (liveness)
 //   rpc_test_peer hostile VARIANT      act as a client sending a malformed Echo request;
-//                                      exit 0 if it was refused with DATA_LOSS
+//                                      exit 0 if it was refused with DATA_LOSS and
+//                                      the server then hung up
+//   rpc_test_peer warm-caller          a client on fds 3/4: 1000 Echo calls, "w" on fd 5,
+//                                      waits for "g", 10000 more, "d", waits for "q";
+//                                      exit 0 if all succeeded (allocation_test counts
+//                                      the server's allocations meanwhile)
 #include <unistd.h>
 
 #include <cstdio>
@@ -11,8 +16,10 @@
 #include <random>
 #include <string>
 
+#include "absl/synchronization/notification.h"
 #include "ipc/base/errors.h"
 #include "ipc/host/service_host.h"
+#include "ipc/rpc/server_pool.h"
 #include "tests/rpc/kitchen_sink_service.h"
 #include "tests/testing/channel_pair.h"
 
@@ -71,10 +78,51 @@ int RunHostile(const std::string& variant) {
   const size_t size = WriteMalformed(variant, call->buffer());
   call->header() = CallHeader{sink::PainterInterface::kInterfaceId, sink::PainterInterface::kEcho};
   auto reply = (*channel)->Call(*std::move(call), call->buffer().first(size));
-  if (absl::IsDataLoss(reply.status())) return 0;
-  std::fprintf(stderr, "rpc_test_peer: malformed %s request got %s\n", variant.c_str(),
-               reply.status().ToString().c_str());
-  return 1;
+  if (!absl::IsDataLoss(reply.status())) {
+    std::fprintf(stderr, "rpc_test_peer: malformed %s request got %s\n", variant.c_str(),
+                 reply.status().ToString().c_str());
+    return 1;
+  }
+  // A malformed request closes the connection: the server hangs up.
+  absl::Notification hung_up;
+  absl::StatusOr<uint64_t> link = (*channel)->LinkToDeath([&] { hung_up.Notify(); });
+  if (!link.ok() && !IsPeerDead(link.status())) return Fail("link", link.status());
+  if (link.ok() && !hung_up.WaitForNotificationWithTimeout(absl::Seconds(10))) {
+    (void)(*channel)->UnlinkToDeath(*link);
+    std::fprintf(stderr, "rpc_test_peer: the server kept the connection after DATA_LOSS\n");
+    return 3;
+  }
+  return 0;
+}
+
+int RunWarmCaller() {
+  auto watcher = PeerWatcher::Create();
+  if (!watcher.ok()) return Fail("watcher", watcher.status());
+  auto region = Region::Adopt(UniqueFd(3), 0, Region::kMaxSize);
+  if (!region.ok()) return Fail("adopt", region.status());
+  auto channel = ClientChannel::Open(*std::move(region), UniqueFd(4), **watcher);
+  if (!channel.ok()) return Fail("open", channel.status());
+  const UniqueFd control(5);
+  sink::PainterProxy proxy(**channel);
+  const std::vector<uint8_t> blob(64, 1);
+  auto call = [&] {
+    auto echo = proxy.Echo("key", 7, true, sink::Color::Red, blob, {});
+    return echo.ok() && (*echo)->number() == 7;
+  };
+  for (int i = 0; i < 1000; ++i) {
+    if (!call()) return Fail("warm-up call", absl::InternalError("Echo failed"));
+  }
+  char go = 0;
+  if (::write(control.get(), "w", 1) != 1 || ::read(control.get(), &go, 1) != 1 || go != 'g') {
+    return Fail("control", absl::InternalError("no go"));
+  }
+  int ok = 0;
+  for (int i = 0; i < 10000; ++i) ok += call() ? 1 : 0;
+  char quit = 0;
+  if (::write(control.get(), "d", 1) != 1 || ::read(control.get(), &quit, 1) != 1 || quit != 'q') {
+    return Fail("control", absl::InternalError("no quit"));
+  }
+  return ok == 10000 ? 0 : 1;
 }
 
 // Publishes a Painter with the service manager at `socket`, says "ready" on
@@ -105,16 +153,28 @@ int Main(int argc, char** argv) {
     return RunPublished(argc > 2 ? argv[2] : "", sized ? std::atoi(argv[3]) : 0,
                         sized ? std::atoi(argv[4]) : 0);
   }
+  if (role == "warm-caller") return RunWarmCaller();
   auto watcher = PeerWatcher::Create();
   if (!watcher.ok()) return Fail("watcher", watcher.status());
   auto channel = ServerChannelFromInheritedFds(**watcher);
   if (!channel.ok()) return Fail("open", channel.status());
-  PainterService painter;
-  CalculatorService calculator;
-  rpc::ServiceStub* stub = role == "calculator" ? static_cast<rpc::ServiceStub*>(&calculator)
-                                                : static_cast<rpc::ServiceStub*>(&painter);
-  absl::Status ended = rpc::Serve(**channel, *stub);
-  return IsPeerDead(ended) ? 0 : Fail("serve", ended);
+  std::shared_ptr<rpc::ServiceStub> stub;
+  if (role == "calculator") {
+    stub = std::make_shared<CalculatorService>();
+  } else {
+    stub = std::make_shared<PainterService>();
+  }
+  // Served as ServiceHost serves: by a pool, until the client hangs up.
+  absl::Status ended_why;
+  absl::Notification ended;
+  rpc::ServerPool pool;
+  absl::Status added = pool.Add(*std::move(channel), std::move(stub), [&](absl::Status why) {
+    ended_why = std::move(why);
+    ended.Notify();
+  });
+  if (!added.ok()) return Fail("add", added);
+  ended.WaitForNotification();
+  return IsPeerDead(ended_why) ? 0 : Fail("serve", ended_why);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
 #include "tests/rpc/kitchen_sink_service.h"
@@ -51,7 +52,7 @@ TEST(ServerPool, ServesManyChannelsWithFewThreads) {
     }
   }
   EXPECT_LE(pool.thread_count(), 2u);
-  EXPECT_LE(CountThreads(), threads_before + 2);
+  EXPECT_LE(CountThreads(), threads_before + 2 + 1) << "two serving threads and the watchdog";
   EXPECT_EQ(pool.channel_count(), static_cast<size_t>(kChannels));
 }
 
@@ -147,6 +148,45 @@ TEST(ServerPool, ShutdownEndsEveryChannel) {
   sink::PainterProxy proxy(*pair.client);
   absl::Status status = proxy.Total().status();
   EXPECT_TRUE(IsPeerDead(status)) << status;
+}
+
+TEST(ServerPool, OnEndTellsOnceWhyEachChannelEnded) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  struct Ending {
+    std::atomic<int> calls{0};
+    absl::Status why;
+    absl::Notification told;
+  };
+  Ending hung_up;
+  Ending open;
+  auto tell = [](Ending& ending) {
+    return [&ending](absl::Status why) {
+      if (ending.calls.fetch_add(1) == 0) {
+        ending.why = std::move(why);
+        ending.told.Notify();
+      }
+    };
+  };
+  auto pool = std::make_unique<rpc::ServerPool>();
+  auto painter = std::make_shared<PainterService>();
+  ASSERT_OK_AND_ASSIGN(LocalPair first, MakeLocalPair(*watcher));
+  ASSERT_OK_AND_ASSIGN(LocalPair second, MakeLocalPair(*watcher));
+  ASSERT_OK(pool->Add(std::move(first.server), painter, tell(hung_up)));
+  ASSERT_OK(pool->Add(std::move(second.server), painter, tell(open)));
+  sink::PainterProxy proxy(*second.client);
+  ASSERT_OK(proxy.Total());
+
+  first.client.reset();
+  ASSERT_TRUE(hung_up.told.WaitForNotificationWithTimeout(absl::Seconds(5)));
+  EXPECT_TRUE(IsPeerDead(hung_up.why)) << hung_up.why;
+  EXPECT_EQ(pool->channel_count(), 1u);
+  EXPECT_FALSE(open.told.HasBeenNotified());
+
+  pool.reset();
+  ASSERT_TRUE(open.told.HasBeenNotified()) << "Shutdown ended the channel without telling";
+  EXPECT_THAT(open.why, StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_EQ(hung_up.calls.load(), 1);
+  EXPECT_EQ(open.calls.load(), 1);
 }
 
 }  // namespace

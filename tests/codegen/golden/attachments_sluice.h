@@ -62,8 +62,9 @@ class ListenerProxy : public ::sluice::rpc::ProxyBase {
 
 // Receives what a Feed posts.
 // Server side of sluice.test.attach.Listener: derive, implement each method, and serve
-// channels with ::sluice::rpc::Serve(channel, stub). Methods may run on several
-// threads at once (one per channel being served).
+// it with ::sluice::ServiceHost::Publish (or ::sluice::rpc::ServerPool::Add
+// for a channel of your own). Methods may run on several threads at once,
+// also for one channel.
 class ListenerStub : public ::sluice::rpc::ServiceStub {
  public:
   using Interface = ListenerInterface;
@@ -220,8 +221,9 @@ class FeedProxy : public ::sluice::rpc::ProxyBase {
 };
 
 // Server side of sluice.test.attach.Feed: derive, implement each method, and serve
-// channels with ::sluice::rpc::Serve(channel, stub). Methods may run on several
-// threads at once (one per channel being served).
+// it with ::sluice::ServiceHost::Publish (or ::sluice::rpc::ServerPool::Add
+// for a channel of your own). Methods may run on several threads at once,
+// also for one channel.
 class FeedStub : public ::sluice::rpc::ServiceStub {
  public:
   using Interface = FeedInterface;
@@ -346,8 +348,9 @@ class ShadowedProxy : public ::sluice::rpc::ProxyBase {
 };
 
 // Server side of sluice.test.attach.Shadowed: derive, implement each method, and serve
-// channels with ::sluice::rpc::Serve(channel, stub). Methods may run on several
-// threads at once (one per channel being served).
+// it with ::sluice::ServiceHost::Publish (or ::sluice::rpc::ServerPool::Add
+// for a channel of your own). Methods may run on several threads at once,
+// also for one channel.
 class ShadowedStub : public ::sluice::rpc::ServiceStub {
  public:
   using Interface = ShadowedInterface;

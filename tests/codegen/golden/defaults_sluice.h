@@ -125,8 +125,9 @@ class TelemetryProxy : public ::sluice::rpc::ProxyBase {
 };
 
 // Server side of sluice.test.defaults.Telemetry: derive, implement each method, and serve
-// channels with ::sluice::rpc::Serve(channel, stub). Methods may run on several
-// threads at once (one per channel being served).
+// it with ::sluice::ServiceHost::Publish (or ::sluice::rpc::ServerPool::Add
+// for a channel of your own). Methods may run on several threads at once,
+// also for one channel.
 class TelemetryStub : public ::sluice::rpc::ServiceStub {
  public:
   using Interface = TelemetryInterface;

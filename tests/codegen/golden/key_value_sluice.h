@@ -168,8 +168,9 @@ class KeyValueStoreProxy : public ::sluice::rpc::ProxyBase {
 
 // Stores byte values under string keys, in memory.
 // Server side of example.kv.KeyValueStore: derive, implement each method, and serve
-// channels with ::sluice::rpc::Serve(channel, stub). Methods may run on several
-// threads at once (one per channel being served).
+// it with ::sluice::ServiceHost::Publish (or ::sluice::rpc::ServerPool::Add
+// for a channel of your own). Methods may run on several threads at once,
+// also for one channel.
 class KeyValueStoreStub : public ::sluice::rpc::ServiceStub {
  public:
   using Interface = KeyValueStoreInterface;

@@ -302,8 +302,9 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
 
 // Draws, echoes and fails on request.
 // Server side of sluice.test.sink.Painter: derive, implement each method, and serve
-// channels with ::sluice::rpc::Serve(channel, stub). Methods may run on several
-// threads at once (one per channel being served).
+// it with ::sluice::ServiceHost::Publish (or ::sluice::rpc::ServerPool::Add
+// for a channel of your own). Methods may run on several threads at once,
+// also for one channel.
 class PainterStub : public ::sluice::rpc::ServiceStub {
  public:
   using Interface = PainterInterface;
@@ -509,8 +510,9 @@ class CalculatorProxy : public ::sluice::rpc::ProxyBase {
 };
 
 // Server side of sluice.test.sink.Calculator: derive, implement each method, and serve
-// channels with ::sluice::rpc::Serve(channel, stub). Methods may run on several
-// threads at once (one per channel being served).
+// it with ::sluice::ServiceHost::Publish (or ::sluice::rpc::ServerPool::Add
+// for a channel of your own). Methods may run on several threads at once,
+// also for one channel.
 class CalculatorStub : public ::sluice::rpc::ServiceStub {
  public:
   using Interface = CalculatorInterface;
