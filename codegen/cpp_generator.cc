@@ -124,7 +124,11 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
                p.kind == FlatParam::Kind::kBlob;
   }
   if (attaches) {
-    w.Line("::sluice::rpc::Attachments attachments_(options.fds);");
+    // Synchronous calls lend local objects by handle (the proxy's
+    // connection carries them); a oneway sender cannot know when its call
+    // is served, so its objects travel as dedicated channels.
+    w.Line(m.oneway ? "::sluice::rpc::Attachments attachments_(options.fds);"
+                    : "::sluice::rpc::Attachments attachments_(*this, options.fds);");
     for (const FlatParam& p : params) {
       if (p.kind == FlatParam::Kind::kObject) {
         w.Line(absl::StrFormat(
@@ -266,7 +270,7 @@ void GenerateStub(Writer& w, const Service& s) {
   w.Line("absl::Status Dispatch(::sluice::IncomingCall& call,");
   w.Line("                      const ::sluice::rpc::CallContext& context) final {");
   w.Indent();
-  w.Line("if (call.header().interface_id != Interface::kInterfaceId) {");
+  w.Line("if (::sluice::rpc::TargetInterface(call, context) != Interface::kInterfaceId) {");
   w.Line(
       "  return ::sluice::rpc::RejectInterface(call, Interface::kName, Interface::kInterfaceId);");
   w.Line("}");

@@ -23,9 +23,11 @@ absl::Status ServiceHost::Publish(std::shared_ptr<rpc::ServiceStub> stub, absl::
   // on its client.
   absl::Status registered = manager_->Register(
       service,
-      // Clients may pass their proxy on to a third process (object.h).
-      [this, stub = rpc::WithObjectProtocol(stub)](IncomingConnection connection) {
-        (void)pool_.Add(std::move(connection.channel), stub);
+      // Each connection gets the object protocol of its own (object.h):
+      // clients may pass their proxy on to a third process, and pass us
+      // their objects by handle.
+      [this, stub](IncomingConnection connection) {
+        (void)pool_.Add(std::move(connection.channel), rpc::ServeWithObjectProtocol(stub));
       },
       std::move(options));
   if (!registered.ok()) return registered;

@@ -24,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "ipc/base/mutex.h"
+#include "ipc/rpc/object.h"
 #include "ipc/rpc/server_pool.h"
 #include "ipc/rpc/stub.h"
 #include "ipc/service/service_manager.h"
@@ -68,7 +69,9 @@ class ServiceHost {
   bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-// A proxy together with the connection it calls through.
+// A proxy together with the connection it calls through. Local objects
+// passed in its synchronous calls are lent by handle over the connection's
+// reverse channel (rpc::ExportLink), opened at the first one.
 template <typename Proxy>
 class Connection {
  public:
@@ -85,7 +88,12 @@ class Connection {
   template <typename P>
   friend absl::StatusOr<Connection<P>> Connect(ServiceManager&, absl::string_view, LookupOptions);
   explicit Connection(ServiceConnection connection)
-      : connection_(std::move(connection)), proxy_(*connection_.channel) {}
+      : connection_(std::move(connection)),
+        proxy_(rpc::ProxyTarget{.channel = connection_.channel.get(),
+                                .owner = nullptr,
+                                .handle = 0,
+                                .deaths = nullptr,
+                                .exports = rpc::ExportLink::Create()}) {}
 
   ServiceConnection connection_;
   Proxy proxy_;

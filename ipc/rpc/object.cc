@@ -2,54 +2,374 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 #include "ipc/base/errno_status.h"
 #include "ipc/rpc/wire.h"
 #include "ipc/socket/unix_socket.h"
 
 namespace sluice::rpc {
+
+using object_wire::kAcquireMethod;
+using object_wire::kCloneMethod;
+using object_wire::kControlInterfaceId;
+using object_wire::kOpenReverseMethod;
+using object_wire::kReleaseMethod;
+
 namespace {
 
-// The object protocol: calls every exported object answers besides its own
-// interface's.
-constexpr uint64_t kControlInterfaceId = Fnv1a64("sluice.ObjectControl");
-// A new reference to the same object (for a third process): an empty reply
-// carrying the client ends of a new channel.
-constexpr uint64_t kCloneMethod = MethodWord(Fnv1a32("Clone"), Fnv1a32("->ObjectFds"));
-
-// Object channels carry callbacks, not bulk data: smaller than a service's.
+// Dedicated object channels carry callbacks, not bulk data: smaller than a
+// service's.
 constexpr channel_layout::Geometry kObjectGeometry{.slot_count = 16,
                                                    .request_arena_size = uint64_t{1} << 20,
                                                    .reply_arena_size = uint64_t{1} << 20};
+// A reverse channel carries the calls on every object lent to one peer:
+// every slot there is, so that many holders' threads seldom wait for one.
+constexpr channel_layout::Geometry kReverseGeometry{.slot_count = channel_layout::kMaxSlots,
+                                                    .request_arena_size = uint64_t{1} << 20,
+                                                    .reply_arena_size = uint64_t{1} << 20};
 
-class ObjectProtocolStub final : public ServiceStub {
+// Most reverse channels one client may open on a connection (it opens one
+// more only when the last ended): a bound on what a hostile one can pin.
+constexpr size_t kMaxReverseChannels = 16;
+
+// The request bytes of a control call, copied out of the peer's memory
+// before they are read (the peer may still change them in place).
+std::vector<uint32_t> CopyHandles(const IncomingCall& call) {
+  const std::span<const std::byte> bytes = call.request();
+  std::vector<uint32_t> handles(bytes.size() / sizeof(uint32_t));
+  if (!handles.empty())
+    std::memcpy(handles.data(), bytes.data(), handles.size() * sizeof(uint32_t));
+  return handles;
+}
+
+absl::Status Malformed(IncomingCall& call, absl::Status why) {
+  (void)call.Fail(why);
+  return why;
+}
+
+// A dedicated channel for `stub` (or a reverse one), served by the host's
+// pool: the server end stays here, the client ends go to the peer.
+absl::StatusOr<std::pair<std::unique_ptr<ServerChannel>, ObjectFds>> MakeObjectChannel(
+    const channel_layout::Geometry& geometry) {
+  absl::StatusOr<Region> region = CreateChannelRegion(geometry);
+  if (!region.ok()) return region.status();
+  UniqueFd client_region(::fcntl(region->fd(), F_DUPFD_CLOEXEC, 0));
+  if (!client_region) return ErrnoStatus("fcntl(F_DUPFD_CLOEXEC) on an object region", errno);
+  absl::StatusOr<std::pair<UniqueFd, UniqueFd>> sockets = SeqPacketPair();
+  if (!sockets.ok()) return sockets.status();
+  // The holder's hello tells us who it is (see the file comment in object.h).
+  if (absl::Status passcred = EnableSenderCredentials(sockets->first.get()); !passcred.ok()) {
+    return passcred;
+  }
+  ChannelOptions options;
+  options.hello_identity = true;
+  absl::StatusOr<std::unique_ptr<ServerChannel>> channel = ServerChannel::Open(
+      *std::move(region), std::move(sockets->first), ProcessPeerWatcher(), options);
+  if (!channel.ok()) return channel.status();
+  return std::make_pair(*std::move(channel),
+                        ObjectFds{std::move(client_region), std::move(sockets->second)});
+}
+
+// The holder's end of an object channel received as descriptors; it says
+// hello at once. DATA_LOSS for descriptors that are no such channel.
+absl::StatusOr<std::unique_ptr<ClientChannel>> OpenObjectChannel(ObjectFds fds) {
+  absl::StatusOr<Region> region = Region::Adopt(std::move(fds.region), 0, Region::kMaxSize);
+  if (!region.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("object reference: bad region: ", region.status().message()));
+  }
+  ChannelOptions options;
+  options.hello_identity = true;
+  absl::StatusOr<std::unique_ptr<ClientChannel>> channel = ClientChannel::Open(
+      *std::move(region), std::move(fds.liveness), ProcessPeerWatcher(), options);
+  if (!channel.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("object reference: cannot open its channel: ", channel.status().message()));
+  }
+  return channel;
+}
+
+// Answers Clone for `stub`: a new dedicated channel to it, for a third process.
+absl::Status AnswerClone(IncomingCall& call, const std::shared_ptr<ServiceStub>& stub) {
+  if (call.oneway()) return call.Fail(absl::FailedPreconditionError("Clone is synchronous"));
+  absl::StatusOr<ObjectFds> fds = ObjectHost::Get().Export(stub);
+  if (!fds.ok()) return call.Fail(fds.status());
+  const int raw[] = {fds->region.get(), fds->liveness.get()};
+  if (absl::Status attached = call.AttachReplyFds(raw); !attached.ok()) return call.Fail(attached);
+  return call.Reply({});
+}
+
+absl::Status NoSuchControl(IncomingCall& call) {
+  return call.Fail(absl::UnimplementedError(
+      absl::StrCat("object protocol: no control method 0x", absl::Hex(call.header().method))));
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// The host's side of a reverse channel: the objects lent on it.
+
+// The table of one reverse channel: handle -> object, with why it is kept
+// (loans: calls in progress that passed it; holds: Acquires the holder has
+// not released). An object passed again while in the table keeps its
+// handle; once neither is left the entry goes, and its handle is never
+// used again on this channel.
+class ReverseExports {
  public:
-  explicit ObjectProtocolStub(std::shared_ptr<ServiceStub> inner) : inner_(std::move(inner)) {}
+  ~ReverseExports() { Close(); }
+
+  absl::StatusOr<uint32_t> Lend(std::shared_ptr<ServiceStub> stub) {
+    MutexLock lock(&mu_);
+    if (closed_) return absl::FailedPreconditionError("the reverse channel has ended");
+    auto known = handles_.find(stub.get());
+    if (known != handles_.end()) {
+      ++entries_[known->second].loans;
+      return known->second;
+    }
+    if (next_handle_ > object_wire::kMaxHandle) {
+      return absl::ResourceExhaustedError("object handles of this reverse channel are used up");
+    }
+    const uint32_t handle = next_handle_++;
+    handles_.emplace(stub.get(), handle);
+    entries_.emplace(handle, Entry{std::move(stub), 1, 0});
+    ObjectHost::Get().CountReference(1);
+    return handle;
+  }
+
+  void EndLoan(uint32_t handle) {
+    std::shared_ptr<ServiceStub> dropped;
+    MutexLock lock(&mu_);
+    auto it = entries_.find(handle);
+    if (it == entries_.end()) return;  // Closed meanwhile.
+    --it->second.loans;
+    dropped = EraseIfUnusedLocked(it);
+  }
+
+  absl::Status Acquire(uint32_t handle) {
+    MutexLock lock(&mu_);
+    auto it = entries_.find(handle);
+    if (it == entries_.end() || it->second.loans == 0) {
+      return absl::NotFoundError(
+          absl::StrCat("object handle ", handle, " is not lent on this channel (any more)"));
+    }
+    ++it->second.holds;
+    return absl::OkStatus();
+  }
+
+  absl::Status Release(uint32_t handle) {
+    std::shared_ptr<ServiceStub> dropped;
+    MutexLock lock(&mu_);
+    if (closed_) return absl::OkStatus();
+    auto it = entries_.find(handle);
+    if (it == entries_.end() || it->second.holds == 0) {
+      return absl::DataLossError(
+          absl::StrCat("the holder released object handle ", handle, ", which it does not hold"));
+    }
+    --it->second.holds;
+    dropped = EraseIfUnusedLocked(it);
+    return absl::OkStatus();
+  }
+
+  std::shared_ptr<ServiceStub> Find(uint32_t handle) {
+    MutexLock lock(&mu_);
+    auto it = entries_.find(handle);
+    return it == entries_.end() ? nullptr : it->second.stub;
+  }
+
+  // The channel ended: every object on it is released.
+  void Close() {
+    absl::flat_hash_map<uint32_t, Entry> entries;
+    {
+      MutexLock lock(&mu_);
+      if (closed_) return;
+      closed_ = true;
+      entries.swap(entries_);
+      handles_.clear();
+    }
+    // Counted down before the objects go, so that a test that sees an
+    // object destroyed sees its reference gone too.
+    ObjectHost::Get().CountReference(-static_cast<int>(entries.size()));
+  }
+
+  bool closed() {
+    MutexLock lock(&mu_);
+    return closed_;
+  }
+
+ private:
+  struct Entry {
+    std::shared_ptr<ServiceStub> stub;
+    uint64_t loans = 0;
+    uint64_t holds = 0;
+  };
+
+  // Removes the entry if nothing keeps it; returns its object, to be dropped
+  // once mu_ is released (its destructor may do anything).
+  std::shared_ptr<ServiceStub> EraseIfUnusedLocked(
+      absl::flat_hash_map<uint32_t, Entry>::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (it->second.loans != 0 || it->second.holds != 0) return nullptr;
+    std::shared_ptr<ServiceStub> stub = std::move(it->second.stub);
+    handles_.erase(stub.get());
+    entries_.erase(it);
+    ObjectHost::Get().CountReference(-1);
+    return stub;
+  }
+
+  Mutex mu_;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  uint32_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<uint32_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<const ServiceStub*, uint32_t> handles_ ABSL_GUARDED_BY(mu_);
+};
+
+namespace {
+
+// Serves a reverse channel: calls addressed to object handles go to the
+// object lent under that handle; the holder's Acquire and Release adjust
+// the table. Destroyed when the pool lets the channel go, which releases
+// every object on it.
+class ReverseStub final : public ServiceStub {
+ public:
+  explicit ReverseStub(std::shared_ptr<ReverseExports> exports) : exports_(std::move(exports)) {}
+  ~ReverseStub() override { exports_->Close(); }
+  absl::string_view service_name() const override { return "sluice.ReverseChannel"; }
+  uint64_t interface_id() const override { return 0; }
+
+  absl::Status Dispatch(IncomingCall& call, const CallContext& context) override {
+    const uint64_t word = call.header().interface_id;
+    if (word == kControlInterfaceId) return Control(call);
+    if (!object_wire::IsObjectWord(word)) {
+      return call.Fail(absl::FailedPreconditionError(
+          absl::StrCat("a reverse channel carries calls to object handles, not to interface 0x",
+                       absl::Hex(word))));
+    }
+    const uint32_t handle = object_wire::HandleOfWord(word);
+    std::shared_ptr<ServiceStub> stub = exports_->Find(handle);
+    if (stub == nullptr) {
+      return call.Fail(absl::NotFoundError(absl::StrCat(
+          "no object with handle ", handle, " on this channel (never lent, or released)")));
+    }
+    const uint16_t fold = object_wire::FoldOfWord(word);
+    if (call.header().method == kCloneMethod && fold == object_wire::Fold16(kControlInterfaceId)) {
+      return AnswerClone(call, stub);
+    }
+    if (fold != object_wire::Fold16(stub->interface_id())) {
+      return call.Fail(absl::FailedPreconditionError(absl::StrCat(
+          "object handle ", handle, " is a ", stub->service_name(), ", not the interface called")));
+    }
+    CallContext resolved = context;
+    resolved.target_interface = stub->interface_id();
+    resolved.imports = nullptr;  // The holder passes nothing by handle here.
+    return stub->Dispatch(call, resolved);
+  }
+
+ private:
+  absl::Status Control(IncomingCall& call) {
+    const uint64_t method = call.header().method;
+    if (method == kAcquireMethod && !call.oneway()) {
+      const std::vector<uint32_t> handles = CopyHandles(call);
+      if (handles.size() != 1 || call.request().size() != sizeof(uint32_t)) {
+        return Malformed(call, absl::DataLossError("Acquire carries one 4-byte handle"));
+      }
+      if (absl::Status acquired = exports_->Acquire(handles[0]); !acquired.ok()) {
+        return call.Fail(acquired);
+      }
+      return call.Reply({});
+    }
+    if (method == kReleaseMethod && call.oneway()) {
+      const size_t size = call.request().size();
+      if (size % sizeof(uint32_t) != 0 ||
+          size > object_wire::kMaxReleasesPerCall * sizeof(uint32_t)) {
+        return Malformed(call, absl::DataLossError(absl::StrCat(
+                                   "Release carries 4-byte handles, not ", size, " bytes")));
+      }
+      for (uint32_t handle : CopyHandles(call)) {
+        if (absl::Status released = exports_->Release(handle); !released.ok()) {
+          return Malformed(call, released);
+        }
+      }
+      return call.Reply({});
+    }
+    return NoSuchControl(call);
+  }
+
+  const std::shared_ptr<ReverseExports> exports_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// The object protocol of a served channel.
+
+class ConnectionStub final : public ServiceStub {
+ public:
+  // `counted`: the channel is a dedicated reference to `inner`.
+  ConnectionStub(std::shared_ptr<ServiceStub> inner, bool counted)
+      : inner_(std::move(inner)), counted_(counted) {
+    if (counted_) ObjectHost::Get().CountReference(1);
+  }
+  ~ConnectionStub() override {
+    if (counted_) ObjectHost::Get().CountReference(-1);
+  }
   absl::string_view service_name() const override { return inner_->service_name(); }
   uint64_t interface_id() const override { return inner_->interface_id(); }
 
   absl::Status Dispatch(IncomingCall& call, const CallContext& context) override {
-    if (call.header().interface_id != kControlInterfaceId) return inner_->Dispatch(call, context);
-    if (call.oneway() || call.header().method != kCloneMethod) {
-      return call.Fail(absl::UnimplementedError(
-          absl::StrCat("object protocol: no control method 0x", absl::Hex(call.header().method))));
+    if (call.header().interface_id == kControlInterfaceId) return Control(call);
+    CallContext with_imports = context;
+    with_imports.imports = imports_.load(std::memory_order_acquire);
+    return inner_->Dispatch(call, with_imports);
+  }
+
+ private:
+  absl::Status Control(IncomingCall& call) {
+    const uint64_t method = call.header().method;
+    if (method == kCloneMethod) return AnswerClone(call, inner_);
+    if (method == kOpenReverseMethod && !call.oneway()) return OpenReverse(call);
+    return NoSuchControl(call);
+  }
+
+  absl::Status OpenReverse(IncomingCall& call) {
+    std::vector<UniqueFd> fds = call.TakeFds();
+    if (fds.size() != 2) {
+      return Malformed(call, absl::DataLossError(absl::StrCat(
+                                 "OpenReverse carries 2 descriptors, not ", fds.size())));
     }
-    absl::StatusOr<ObjectFds> fds = ObjectHost::Get().Export(inner_);
-    if (!fds.ok()) return call.Fail(fds.status());
-    const int raw[] = {fds->region.get(), fds->liveness.get()};
-    if (absl::Status attached = call.AttachReplyFds(raw); !attached.ok()) {
-      return call.Fail(attached);
+    {
+      MutexLock lock(&mu_);
+      if (links_.size() >= kMaxReverseChannels) {
+        return call.Fail(absl::ResourceExhaustedError(
+            absl::StrCat("this connection opened ", links_.size(), " reverse channels already")));
+      }
+    }
+    absl::StatusOr<std::unique_ptr<ClientChannel>> channel =
+        OpenObjectChannel(ObjectFds{std::move(fds[0]), std::move(fds[1])});
+    if (!channel.ok()) return Malformed(call, channel.status());
+    auto link = std::make_shared<ImportLink>(*std::move(channel));
+    {
+      MutexLock lock(&mu_);
+      imports_.store(link.get(), std::memory_order_release);
+      links_.push_back(std::move(link));
     }
     return call.Reply({});
   }
 
- private:
-  std::shared_ptr<ServiceStub> inner_;
+  const std::shared_ptr<ServiceStub> inner_;
+  const bool counted_;
+  Mutex mu_;
+  // Every reverse channel the client opened (the newest is imports_): kept
+  // while the connection is served, so a handler may read imports_ freely.
+  std::vector<std::shared_ptr<ImportLink>> links_ ABSL_GUARDED_BY(mu_);
+  std::atomic<ImportLink*> imports_{nullptr};
 };
 
-}  // namespace
+std::shared_ptr<ServiceStub> ServeWithObjectProtocol(std::shared_ptr<ServiceStub> stub) {
+  return std::make_shared<ConnectionStub>(std::move(stub), /*counted=*/false);
+}
 
 PeerWatcher& ProcessPeerWatcher() {
   // Leaked on purpose: object channels may be dropped by static destructors
@@ -66,10 +386,8 @@ PeerWatcher& ProcessPeerWatcher() {
   return *watcher;
 }
 
-std::shared_ptr<ServiceStub> WithObjectProtocol(std::shared_ptr<ServiceStub> stub) {
-  if (dynamic_cast<ObjectProtocolStub*>(stub.get()) != nullptr) return stub;
-  return std::make_shared<ObjectProtocolStub>(std::move(stub));
-}
+// ---------------------------------------------------------------------------
+// ObjectHost
 
 ObjectHost& ObjectHost::Get() {
   static ObjectHost* host = new ObjectHost();  // Serves until exit, like Binder's pool.
@@ -80,44 +398,222 @@ ObjectHost::ObjectHost() : geometry_(kObjectGeometry), pool_(ServerPool::Options
 
 absl::StatusOr<ObjectFds> ObjectHost::Export(std::shared_ptr<ServiceStub> stub) {
   if (stub == nullptr) return absl::InvalidArgumentError("cannot export a null object");
-  absl::StatusOr<Region> region = CreateChannelRegion(geometry_);
-  if (!region.ok()) return region.status();
-  UniqueFd client_region(::fcntl(region->fd(), F_DUPFD_CLOEXEC, 0));
-  if (!client_region) return ErrnoStatus("fcntl(F_DUPFD_CLOEXEC) on an object region", errno);
-  absl::StatusOr<std::pair<UniqueFd, UniqueFd>> sockets = SeqPacketPair();
-  if (!sockets.ok()) return sockets.status();
-  // The holder's hello tells us who it is (see the file comment in object.h).
-  if (absl::Status passcred = EnableSenderCredentials(sockets->first.get()); !passcred.ok()) {
-    return passcred;
-  }
-  ChannelOptions options;
-  options.hello_identity = true;
-  absl::StatusOr<std::unique_ptr<ServerChannel>> channel = ServerChannel::Open(
-      *std::move(region), std::move(sockets->first), ProcessPeerWatcher(), options);
-  if (!channel.ok()) return channel.status();
-  if (absl::Status added = pool_.Add(*std::move(channel), WithObjectProtocol(std::move(stub)));
+  auto made = MakeObjectChannel(geometry_);
+  if (!made.ok()) return made.status();
+  if (absl::Status added = pool_.Add(std::move(made->first),
+                                     std::make_shared<ConnectionStub>(std::move(stub), true));
       !added.ok()) {
     return added;
   }
-  return ObjectFds{std::move(client_region), std::move(sockets->second)};
+  return std::move(made->second);
 }
 
+// ---------------------------------------------------------------------------
+// ExportLink
+
+absl::StatusOr<std::shared_ptr<ReverseExports>> ExportLink::OpenReverse(ClientChannel& primary,
+                                                                        absl::Time deadline) {
+  auto made = MakeObjectChannel(kReverseGeometry);
+  if (!made.ok()) return made.status();
+  auto exports = std::make_shared<ReverseExports>();
+  if (absl::Status added = ObjectHost::Get().pool_.Add(std::move(made->first),
+                                                       std::make_shared<ReverseStub>(exports));
+      !added.ok()) {
+    return added;
+  }
+  // Hand the client ends over on the connection itself. Part of the
+  // caller's chain, like any call it makes.
+  CallRouter::Outgoing chain;
+  absl::StatusOr<OutgoingCall> call = primary.BeginCall(0, deadline, chain.context());
+  if (!call.ok()) return call.status();
+  const int raw[] = {made->second.region.get(), made->second.liveness.get()};
+  if (absl::Status attached = call->AttachFds(raw); !attached.ok()) return attached;
+  call->header() = CallHeader{kControlInterfaceId, kOpenReverseMethod, chain.context()};
+  absl::StatusOr<Reply> reply = primary.Call(*std::move(call), {}, deadline);
+  // Our copies of the client ends close here: if the peer did not adopt
+  // them, the pool sees the channel hang up and drops it.
+  if (!reply.ok()) {
+    exports->Close();
+    return absl::Status(reply.status().code(),
+                        absl::StrCat("opening a reverse channel for objects passed by handle: ",
+                                     reply.status().message()));
+  }
+  return exports;
+}
+
+absl::StatusOr<ExportLink::Loan> ExportLink::Lend(ClientChannel& primary,
+                                                  std::shared_ptr<ServiceStub> stub,
+                                                  absl::Time deadline) {
+  std::shared_ptr<ReverseExports> exports;
+  {
+    MutexLock lock(&mu_);
+    if (unsupported_) return absl::UnimplementedError("the peer takes no objects by handle");
+    if (current_ == nullptr || current_->closed()) {
+      absl::StatusOr<std::shared_ptr<ReverseExports>> opened = OpenReverse(primary, deadline);
+      if (!opened.ok()) {
+        // A peer without the object protocol (a bare rpc::Serve) says so
+        // once; it gets dedicated channels from then on.
+        if (absl::IsUnimplemented(opened.status()) || absl::IsFailedPrecondition(opened.status())) {
+          unsupported_ = true;
+        }
+        return opened.status();
+      }
+      current_ = *std::move(opened);
+    }
+    exports = current_;
+  }
+  absl::StatusOr<uint32_t> handle = exports->Lend(std::move(stub));
+  if (!handle.ok()) return handle.status();
+  return Loan{std::move(exports), *handle};
+}
+
+void ExportLink::EndLoan(const Loan& loan) { loan.exports->EndLoan(loan.handle); }
+
+// ---------------------------------------------------------------------------
+// ImportLink
+
+ImportLink::~ImportLink() = default;
+
+std::shared_ptr<RemoteObject> ImportLink::Import(uint32_t handle, BorrowedObjects* borrowed) {
+  std::shared_ptr<RemoteObject> object;
+  {
+    MutexLock lock(&mu_);
+    std::weak_ptr<RemoteObject>& known = imports_[handle];
+    object = known.lock();
+    if (object == nullptr) {
+      object = std::shared_ptr<RemoteObject>(new RemoteObject(shared_from_this(), handle));
+      known = object;
+    }
+  }
+  if (!object->held() && borrowed != nullptr) borrowed->Add(object);
+  return object;
+}
+
+absl::Status ImportLink::Acquire(uint32_t handle) {
+  // On the chain of the call being served: its caller, the object's host,
+  // waits in it and answers on the waiting thread.
+  CallRouter::Outgoing chain;
+  absl::StatusOr<OutgoingCall> call =
+      channel_->BeginCall(sizeof(handle), absl::InfiniteFuture(), chain.context());
+  if (!call.ok()) return call.status();
+  std::memcpy(call->buffer().data(), &handle, sizeof(handle));
+  const std::span<const std::byte> message = call->buffer().first(sizeof(handle));
+  call->header() = CallHeader{kControlInterfaceId, kAcquireMethod, chain.context()};
+  return channel_->Call(*std::move(call), message).status();
+}
+
+void ImportLink::Release(uint32_t handle) {
+  {
+    MutexLock lock(&mu_);
+    releases_.push_back(handle);
+    // One thread sends at a time; what others queue meanwhile goes in its
+    // next batch.
+    if (flushing_) return;
+    flushing_ = true;
+  }
+  FlushReleases();
+}
+
+void ImportLink::FlushReleases() {
+  for (;;) {
+    std::vector<uint32_t> batch;
+    {
+      MutexLock lock(&mu_);
+      if (releases_.empty()) {
+        flushing_ = false;
+        return;
+      }
+      const size_t n = std::min<size_t>(releases_.size(), object_wire::kMaxReleasesPerCall);
+      batch.assign(releases_.begin(), releases_.begin() + static_cast<std::ptrdiff_t>(n));
+      releases_.erase(releases_.begin(), releases_.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    const size_t bytes = batch.size() * sizeof(uint32_t);
+    // A destructor sends this: bounded, so a stuck host cannot hang it. On
+    // a channel that ended the host released everything anyway.
+    absl::StatusOr<OutgoingCall> call =
+        channel_->BeginCall(bytes, absl::Now() + absl::Seconds(5), /*chain_id=*/0);
+    absl::Status sent = call.status();
+    if (call.ok()) {
+      std::memcpy(call->buffer().data(), batch.data(), bytes);
+      const std::span<const std::byte> message = call->buffer().first(bytes);
+      call->header() = CallHeader{kControlInterfaceId, kReleaseMethod, 0};
+      sent = channel_->Send(*std::move(call), message);
+    }
+    if (!sent.ok() && channel_->health().ok()) {
+      // Not sent, yet the channel lives: keep them for the next release.
+      MutexLock lock(&mu_);
+      releases_.insert(releases_.begin(), batch.begin(), batch.end());
+      flushing_ = false;
+      return;
+    }
+  }
+}
+
+void ImportLink::Forget(uint32_t handle) {
+  MutexLock lock(&mu_);
+  auto it = imports_.find(handle);
+  if (it != imports_.end() && it->second.expired()) imports_.erase(it);
+}
+
+// ---------------------------------------------------------------------------
+// RemoteObject
+
 absl::StatusOr<std::shared_ptr<RemoteObject>> RemoteObject::Adopt(ObjectFds fds) {
-  absl::StatusOr<Region> region = Region::Adopt(std::move(fds.region), 0, Region::kMaxSize);
-  if (!region.ok()) {
-    return absl::DataLossError(
-        absl::StrCat("object reference: bad region: ", region.status().message()));
-  }
-  ChannelOptions options;
-  options.hello_identity = true;
-  absl::StatusOr<std::unique_ptr<ClientChannel>> channel = ClientChannel::Open(
-      *std::move(region), std::move(fds.liveness), ProcessPeerWatcher(), options);
-  if (!channel.ok()) {
-    return absl::DataLossError(
-        absl::StrCat("object reference: cannot open its channel: ", channel.status().message()));
-  }
+  absl::StatusOr<std::unique_ptr<ClientChannel>> channel = OpenObjectChannel(std::move(fds));
+  if (!channel.ok()) return channel.status();
   return std::shared_ptr<RemoteObject>(new RemoteObject(*std::move(channel)));
 }
+
+RemoteObject::~RemoteObject() {
+  if (link_ == nullptr) return;  // A dedicated channel closes with it.
+  std::vector<uint64_t> links;
+  {
+    MutexLock lock(&mu_);
+    links.swap(death_links_);
+  }
+  for (uint64_t id : links) (void)link_->channel().UnlinkToDeath(id);
+  link_->Forget(handle_);
+  if (state_.load(std::memory_order_acquire) == State::kHeld) link_->Release(handle_);
+}
+
+void RemoteObject::Settle() {
+  State expected = State::kBorrowed;
+  if (!state_.compare_exchange_strong(expected, State::kSettling, std::memory_order_acq_rel)) {
+    return;
+  }
+  // Failed: the host is gone, or never lent it (a forged handle); calls on
+  // it fail the same way.
+  const absl::Status acquired = link_->Acquire(handle_);
+  state_.store(acquired.ok() ? State::kHeld : State::kBorrowed, std::memory_order_release);
+}
+
+absl::StatusOr<uint64_t> RemoteObject::LinkToDeath(absl::AnyInvocable<void()> recipient) {
+  absl::StatusOr<uint64_t> id = channel().LinkToDeath(std::move(recipient));
+  if (id.ok() && link_ != nullptr) {
+    MutexLock lock(&mu_);
+    death_links_.push_back(*id);
+  }
+  return id;
+}
+
+absl::Status RemoteObject::UnlinkToDeath(uint64_t id) {
+  if (link_ != nullptr) {
+    MutexLock lock(&mu_);
+    death_links_.erase(std::remove(death_links_.begin(), death_links_.end(), id),
+                       death_links_.end());
+  }
+  return channel().UnlinkToDeath(id);
+}
+
+void BorrowedObjects::SettleSlow() {
+  for (const std::weak_ptr<RemoteObject>& borrowed : objects_) {
+    if (std::shared_ptr<RemoteObject> kept = borrowed.lock()) kept->Settle();
+  }
+  objects_.clear();
+}
+
+// ---------------------------------------------------------------------------
+// Passing references
 
 absl::StatusOr<ObjectFds> ObjectRef::MakeReference(absl::Time deadline) const {
   if (local_ != nullptr) return ObjectHost::Get().Export(local_);
@@ -126,7 +622,10 @@ absl::StatusOr<ObjectFds> ObjectRef::MakeReference(absl::Time deadline) const {
   CallRouter::Outgoing chain;
   absl::StatusOr<OutgoingCall> call = remote_->BeginCall(0, deadline, chain.context());
   if (!call.ok()) return call.status();
-  call->header() = CallHeader{kControlInterfaceId, kCloneMethod, chain.context()};
+  const uint64_t target = remote_handle_ == 0
+                              ? kControlInterfaceId
+                              : object_wire::ObjectWord(remote_handle_, kControlInterfaceId);
+  call->header() = CallHeader{target, kCloneMethod, chain.context()};
   absl::StatusOr<Reply> reply = remote_->Call(*std::move(call), {}, deadline);
   if (!reply.ok()) {
     return absl::Status(
@@ -139,6 +638,10 @@ absl::StatusOr<ObjectFds> ObjectRef::MakeReference(absl::Time deadline) const {
                                             fds.size(), " descriptors, not 2"));
   }
   return ObjectFds{std::move(fds[0]), std::move(fds[1])};
+}
+
+Attachments::~Attachments() {
+  for (const ExportLink::Loan& loan : loans_) ExportLink::EndLoan(loan);
 }
 
 absl::StatusOr<uint32_t> Attachments::AddFd(int fd) {
@@ -158,6 +661,18 @@ absl::StatusOr<uint32_t> Attachments::AddObject(const ObjectRef& object, uint64_
     return absl::InvalidArgumentError(absl::StrCat(
         "the object passed implements interface 0x", absl::Hex(object.local_interface_id()),
         ", the field wants 0x", absl::Hex(interface_id)));
+  }
+  if (exports_ != nullptr && object.local() != nullptr) {
+    absl::StatusOr<ExportLink::Loan> loan = exports_->Lend(*channel_, object.local(), deadline);
+    if (loan.ok()) {
+      loans_.push_back(*loan);
+      return object_wire::HandleField(loan->handle);
+    }
+    // A peer that takes no handles, or handles used up: a dedicated channel.
+    if (!absl::IsUnimplemented(loan.status()) && !absl::IsFailedPrecondition(loan.status()) &&
+        !absl::IsResourceExhausted(loan.status())) {
+      return loan.status();
+    }
   }
   absl::StatusOr<ObjectFds> fds = object.MakeReference(deadline);
   if (!fds.ok()) return fds.status();
@@ -179,6 +694,15 @@ absl::StatusOr<std::shared_ptr<RemoteObject>> AdoptAt(UniqueFd region, UniqueFd 
                                             field, " (or it was taken already)"));
   }
   return RemoteObject::Adopt(ObjectFds{std::move(region), std::move(liveness)});
+}
+
+absl::StatusOr<std::shared_ptr<RemoteObject>> ImportAt(const CallContext& context, uint64_t field) {
+  const uint32_t handle = object_wire::HandleOfField(field);
+  if (context.imports == nullptr) {
+    return absl::DataLossError(absl::StrCat("the message passes object handle ", handle,
+                                            ", but its sender opened no reverse channel here"));
+  }
+  return context.imports->Import(handle, context.borrowed);
 }
 
 absl::StatusOr<UniqueFd> FdAt(UniqueFd fd, uint64_t field) {

@@ -11,43 +11,58 @@
 //       rpc::TakeObject<ListenerProxy>(context, request.listener());
 //   (*remote)->OnEvent(...);
 //
-// A reference is a channel of its own, made by the process that hosts the
-// object and served by its ObjectHost pool: a sealed memfd region plus a
-// liveness socket pair, whose client ends travel with the message as
-// SCM_RIGHTS descriptors (the field holds their index). Passing on a proxy
-// asks the host for a fresh channel (a control call on the proxy's channel)
-// and forwards that: references never route through intermediaries and the
-// service manager stays out of the data path.
+// Two ways a reference travels (docs/objects.md has the whole design):
 //
-// Lifetime: every reference is one channel, and the host keeps the object
-// alive for as long as any of its channels is open. Dropping the last
-// Remote<> closes the channel; the host sees the hang-up at once (so does it
-// when the holder dies, the kernel closes its descriptors) and releases its
-// share. References in flight are descriptors in a socket queue, which the
-// kernel counts too, so nothing is released early.
+// * By handle (the fast path): a local object passed in a synchronous call
+//   through a proxy that has an ExportLink (a service Connection<>, a
+//   Remote<> on a dedicated channel) is entered in a table of the caller's
+//   and the field holds its handle. The callee calls it on the connection's
+//   reverse channel: one channel per connection, opened by the caller at the
+//   first object it passes and served by its ObjectHost pool, which carries
+//   every object the caller ever lends that peer. A pass then costs a table
+//   entry, not a channel.
+// * As a dedicated channel (everything else: objects in results, proxies
+//   passed on, oneway calls, proxies over bare channels): a channel of its
+//   own made by the object's host, whose client ends travel with the message
+//   as SCM_RIGHTS descriptors. Passing on a proxy asks the host for a fresh
+//   one, so references never route through intermediaries.
 //
-// Identity: the receiver introduces itself on the new channel's liveness
-// socket and the host reads the kernel's SCM_CREDENTIALS of that message
-// (ChannelOptions::hello_identity), so CallContext::caller names the process
-// that actually holds the reference, vouched for by the kernel as SO_PEERCRED
-// is for service connections.
+// Lifetime: a handle is lent for the call it travels in. The receiver's
+// handler borrows it; what the handler keeps past its return is acquired
+// from the host (one control call) before the reply goes, and released when
+// its last Remote<> goes. The host keeps the object while it is lent or
+// held, and drops every handle of a reverse channel when that channel ends
+// (the holder closed it or died). A dedicated channel is one reference, as
+// long as it is open.
+//
+// Identity: the holder introduces itself on every channel it calls objects
+// through (a reverse channel, a dedicated channel) with a hello message whose
+// SCM_CREDENTIALS the host reads (ChannelOptions::hello_identity), so
+// CallContext::caller names the process that actually holds the reference,
+// vouched for by the kernel as SO_PEERCRED is for service connections.
 #ifndef SLUICE_IPC_RPC_OBJECT_H_
 #define SLUICE_IPC_RPC_OBJECT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
 #include "ipc/channel/channel.h"
 #include "ipc/channel/layout.h"
 #include "ipc/channel/peer_watcher.h"
 #include "ipc/rpc/blob.h"
 #include "ipc/rpc/message.h"
+#include "ipc/rpc/object_wire.h"
 #include "ipc/rpc/proxy.h"
 #include "ipc/rpc/server_pool.h"
 #include "ipc/rpc/stub.h"
@@ -64,7 +79,8 @@ struct ObjectFds {
 PeerWatcher& ProcessPeerWatcher();
 
 // Serves this process's exported objects: one ServerPool, started on first
-// export, living until the process exits.
+// export, living until the process exits. It serves the dedicated channels
+// and the reverse channels this process opens (ExportLink).
 class ObjectHost {
  public:
   static ObjectHost& Get();
@@ -72,35 +88,139 @@ class ObjectHost {
   // Threads serving exported objects (Binder's setMaxThreads); default 4.
   void SetMaxThreads(int max_threads) { pool_.SetMaxThreads(max_threads); }
 
-  // A new reference to `stub`: a channel served from now on by this host.
+  // A new dedicated reference to `stub`: a channel served from now on.
   absl::StatusOr<ObjectFds> Export(std::shared_ptr<ServiceStub> stub);
 
-  // Open references to this process's objects (one channel each).
-  size_t reference_count() { return pool_.channel_count(); }
+  // References peers hold to this process's objects now: dedicated channels
+  // open, plus objects lent or held by handle (one per object and reverse
+  // channel, however many times it was passed).
+  size_t reference_count() const {
+    return static_cast<size_t>(references_.load(std::memory_order_acquire));
+  }
   size_t thread_count() { return pool_.thread_count(); }
 
  private:
+  friend class ExportLink;
+  friend class ReverseExports;
+  friend class ConnectionStub;
   ObjectHost();
+  void CountReference(int delta) { references_.fetch_add(delta, std::memory_order_acq_rel); }
+
   channel_layout::Geometry geometry_;
   ServerPool pool_;
+  std::atomic<int64_t> references_{0};
 };
 
-// Wraps `stub` so that the control calls of the object protocol (a new
-// reference for a third process) are answered beside its own methods.
-// ObjectHost and ServiceHost serve every stub through one.
-std::shared_ptr<ServiceStub> WithObjectProtocol(std::shared_ptr<ServiceStub> stub);
+// The object protocol for one served channel (a service connection, a
+// dedicated object channel): answers its control calls (Clone, OpenReverse)
+// beside `stub`'s own methods, and keeps the reverse channel the client
+// opened, so that its handlers can call what it passes by handle. ObjectHost
+// and ServiceHost serve every channel through one of their own.
+std::shared_ptr<ServiceStub> ServeWithObjectProtocol(std::shared_ptr<ServiceStub> stub);
+
+class ReverseExports;
+
+// The objects this process lends by handle to the peer of one connection it
+// calls out on, and the reverse channel it serves them on (opened at the
+// first object it lends, again if that one ended). Made with the proxy's
+// channel (Connection<>, a dedicated Remote<>); shared by its proxies.
+class ExportLink {
+ public:
+  static std::shared_ptr<ExportLink> Create() { return std::make_shared<ExportLink>(); }
+
+  // One loan of a local object for a synchronous call on `primary` (the
+  // channel this link belongs to): its handle, or an error. UNIMPLEMENTED or
+  // FAILED_PRECONDITION if the peer cannot take objects by handle (it then
+  // gets dedicated channels, and this link is not tried again).
+  struct Loan {
+    std::shared_ptr<ReverseExports> exports;
+    uint32_t handle = 0;
+  };
+  absl::StatusOr<Loan> Lend(ClientChannel& primary, std::shared_ptr<ServiceStub> stub,
+                            absl::Time deadline);
+  // Ends a loan once its call has returned.
+  static void EndLoan(const Loan& loan);
+
+ private:
+  absl::StatusOr<std::shared_ptr<ReverseExports>> OpenReverse(ClientChannel& primary,
+                                                              absl::Time deadline)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  Mutex mu_;
+  std::shared_ptr<ReverseExports> current_ ABSL_GUARDED_BY(mu_);
+  bool unsupported_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// The receiving end of a reverse channel: the channel through which this
+// process calls the objects its peer passed by handle, and which of them it
+// holds. Kept by the connection's object protocol and by every RemoteObject
+// made from it.
+class ImportLink : public std::enable_shared_from_this<ImportLink> {
+ public:
+  explicit ImportLink(std::unique_ptr<ClientChannel> channel) : channel_(std::move(channel)) {}
+  ~ImportLink();
+  ClientChannel& channel() const { return *channel_; }
+
+  // The object behind `handle`: the one this process has already, or a new
+  // reference borrowed for the call being served (recorded in `borrowed`).
+  std::shared_ptr<RemoteObject> Import(uint32_t handle, BorrowedObjects* borrowed);
+
+ private:
+  friend class RemoteObject;
+  // Keeps `handle` beyond the call that lent it (a round trip to its host,
+  // on the calling thread's chain).
+  absl::Status Acquire(uint32_t handle);
+  // Gives back one Acquire of `handle` (queued, sent oneway).
+  void Release(uint32_t handle);
+  // `object` (of `handle`) is going: forgets it unless a newer one took its place.
+  void Forget(uint32_t handle);
+  void FlushReleases();
+
+  std::unique_ptr<ClientChannel> channel_;
+  Mutex mu_;
+  absl::flat_hash_map<uint32_t, std::weak_ptr<RemoteObject>> imports_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> releases_ ABSL_GUARDED_BY(mu_);
+  bool flushing_ ABSL_GUARDED_BY(mu_) = false;
+};
 
 // One reference to an object in another process, shared by every Remote<>
 // made from it in this process. Dropping the last one releases it.
-class RemoteObject {
+class RemoteObject final : public internal::DeathLinks {
  public:
-  // Opens a reference received as descriptors (as TakeObject does).
+  // Opens a dedicated reference received as descriptors (as TakeObject does).
   static absl::StatusOr<std::shared_ptr<RemoteObject>> Adopt(ObjectFds fds);
-  ClientChannel& channel() const { return *channel_; }
+  ~RemoteObject() override;
+  ClientChannel& channel() const { return link_ != nullptr ? link_->channel() : *channel_; }
+  // The object's handle on its reverse channel; 0 for a dedicated channel.
+  uint32_t handle() const { return handle_; }
+  // For proxies over it: where objects passed in calls through it are lent.
+  const std::shared_ptr<ExportLink>& exports() const { return exports_; }
+  // False while borrowed for the call being served (see BorrowedObjects).
+  bool held() const { return state_.load(std::memory_order_acquire) == State::kHeld; }
+
+  absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) override;
+  absl::Status UnlinkToDeath(uint64_t id) override;
 
  private:
-  explicit RemoteObject(std::unique_ptr<ClientChannel> channel) : channel_(std::move(channel)) {}
-  std::unique_ptr<ClientChannel> channel_;
+  friend class ImportLink;
+  friend class BorrowedObjects;
+  enum class State : uint8_t { kBorrowed, kSettling, kHeld };
+  explicit RemoteObject(std::unique_ptr<ClientChannel> channel)
+      : channel_(std::move(channel)), exports_(ExportLink::Create()), state_(State::kHeld) {}
+  RemoteObject(std::shared_ptr<ImportLink> link, uint32_t handle)
+      : link_(std::move(link)), handle_(handle), state_(State::kBorrowed) {}
+  // Borrowed -> held (BorrowedObjects::Settle).
+  void Settle();
+
+  std::unique_ptr<ClientChannel> channel_;  // A dedicated channel; or
+  std::shared_ptr<ImportLink> link_;        // the reverse channel it has a handle on.
+  const uint32_t handle_ = 0;
+  std::shared_ptr<ExportLink> exports_;
+  std::atomic<State> state_;
+  Mutex mu_;
+  // Death links made through this reference (handles only; a dedicated
+  // channel takes its own with it).
+  std::vector<uint64_t> death_links_ ABSL_GUARDED_BY(mu_);
 };
 
 // A typed proxy to a remote object, together with the reference it calls
@@ -110,7 +230,7 @@ template <typename Proxy>
 class Remote {
  public:
   explicit Remote(std::shared_ptr<RemoteObject> object)
-      : object_(std::move(object)), proxy_(object_->channel(), object_) {}
+      : object_(std::move(object)), proxy_(TargetOf(object_)) {}
   Remote(const Remote& other) : Remote(other.object_) {}
   Remote& operator=(const Remote& other) {
     if (this != &other) *this = Remote(other.object_);
@@ -125,6 +245,13 @@ class Remote {
   const std::shared_ptr<RemoteObject>& object() const { return object_; }
 
  private:
+  static ProxyTarget TargetOf(const std::shared_ptr<RemoteObject>& object) {
+    return ProxyTarget{.channel = &object->channel(),
+                       .owner = object,
+                       .handle = object->handle(),
+                       .deaths = object.get(),
+                       .exports = object->exports()};
+  }
   std::shared_ptr<RemoteObject> object_;
   Proxy proxy_;
 };
@@ -137,39 +264,52 @@ class ObjectRef {
   ObjectRef(std::nullptr_t) {}  // NOLINT: null is a valid reference.
   template <typename Stub>
   requires std::is_base_of_v<ServiceStub, Stub> ObjectRef(std::shared_ptr<Stub> local)
-      : local_(std::move(local)) {}                                 // NOLINT
-  ObjectRef(const ProxyBase& proxy) : remote_(&proxy.channel()) {}  // NOLINT
+      : local_(std::move(local)) {}  // NOLINT
+  ObjectRef(const ProxyBase& proxy)  // NOLINT
+      : remote_(&proxy.channel()), remote_handle_(proxy.handle()) {}
   template <typename Proxy>
-  ObjectRef(const Remote<Proxy>& remote) : remote_(&remote.object()->channel()) {}  // NOLINT
+  ObjectRef(const Remote<Proxy>& remote)  // NOLINT
+      : remote_(&remote.object()->channel()), remote_handle_(remote.object()->handle()) {}
 
   bool is_null() const { return local_ == nullptr && remote_ == nullptr; }
   // The local object's interface id; 0 for a remote one (known to its host).
   uint64_t local_interface_id() const { return local_ != nullptr ? local_->interface_id() : 0; }
+  const std::shared_ptr<ServiceStub>& local() const { return local_; }
 
-  // Descriptors for one new reference: a fresh export of a local object, or
-  // a new channel from a remote object's host (one round trip to it).
+  // Descriptors for one new dedicated reference: a fresh export of a local
+  // object, or a new channel from a remote object's host (one round trip).
   absl::StatusOr<ObjectFds> MakeReference(absl::Time deadline = absl::InfiniteFuture()) const;
 
  private:
   std::shared_ptr<ServiceStub> local_;
   ClientChannel* remote_ = nullptr;  // Borrowed: a reference is made at once.
+  uint32_t remote_handle_ = 0;
 };
 
-// The descriptors going with one message, and the values its (sluice_fd) and
-// (sluice_interface) fields hold: 0 for none, else 1 + the index of the
-// (first) descriptor.
+// The descriptors going with one message, the objects it lends by handle,
+// and the values its (sluice_fd) and (sluice_interface) fields hold (see
+// object_wire.h). Loans end when it is destroyed, after the call returned.
 class Attachments {
  public:
   // `leading`: descriptors attached without a field (CallOptions::fds),
-  // which keep their indices at the front.
+  // which keep their indices at the front. Objects go as dedicated channels.
   explicit Attachments(std::span<const int> leading = {}) : raw_(leading.begin(), leading.end()) {}
+  // For a synchronous call through `proxy`: local objects are lent by handle
+  // when the proxy has an ExportLink.
+  Attachments(const ProxyBase& proxy, std::span<const int> leading = {})
+      : raw_(leading.begin(), leading.end()),
+        channel_(&proxy.channel()),
+        exports_(proxy.exports()) {}
+  ~Attachments();
+  Attachments(const Attachments&) = delete;
+  Attachments& operator=(const Attachments&) = delete;
 
   // `fd` goes with the message (the receiver gets its own duplicate); keep
   // it open until the call is made. -1 gives 0 (no descriptor).
   absl::StatusOr<uint32_t> AddFd(int fd);
   // `blob` goes with the message, without a copy (an empty one gives 0).
   absl::StatusOr<uint32_t> AddBlob(const Blob& blob) { return AddFd(blob.fd()); }
-  // A new reference to `object` goes with the message. Null gives 0.
+  // A reference to `object` goes with the message. Null gives 0.
   // INVALID_ARGUMENT if `object` is a local stub of another interface than
   // `interface_id` (0: any).
   absl::StatusOr<uint32_t> AddObject(const ObjectRef& object, uint64_t interface_id = 0,
@@ -180,11 +320,15 @@ class Attachments {
  private:
   std::vector<int> raw_;
   std::vector<UniqueFd> owned_;
+  ClientChannel* channel_ = nullptr;
+  std::shared_ptr<ExportLink> exports_;
+  absl::InlinedVector<ExportLink::Loan, 2> loans_;
 };
 
 namespace internal {
 absl::StatusOr<std::shared_ptr<RemoteObject>> AdoptAt(UniqueFd region, UniqueFd liveness,
                                                       uint64_t field);
+absl::StatusOr<std::shared_ptr<RemoteObject>> ImportAt(const CallContext& context, uint64_t field);
 absl::StatusOr<UniqueFd> FdAt(UniqueFd fd, uint64_t field);
 absl::StatusOr<Blob> BlobAt(UniqueFd fd, uint64_t field);
 }  // namespace internal
@@ -217,17 +361,25 @@ absl::StatusOr<Blob> TakeBlob(Response<T>& response, uint64_t field) {
 
 // The object of an (sluice_interface) field of the request being served, as
 // a typed proxy. NOT_FOUND for 0 (null); DATA_LOSS if the message carries no
-// such reference.
+// such reference (no such descriptors; a handle on a connection whose caller
+// opened no reverse channel). A handle the caller never lent, or no longer
+// lends, is taken but its calls fail with NOT_FOUND.
 template <typename Proxy>
 absl::StatusOr<Remote<Proxy>> TakeObject(const CallContext& context, uint64_t field) {
   if (context.call == nullptr) return absl::FailedPreconditionError("not inside a call");
+  if (object_wire::IsHandleField(field)) {
+    auto object = internal::ImportAt(context, field);
+    if (!object.ok()) return object.status();
+    return Remote<Proxy>(*std::move(object));
+  }
   UniqueFd region = field == 0 ? UniqueFd() : context.call->TakeFd(field - 1);
   UniqueFd liveness = field == 0 ? UniqueFd() : context.call->TakeFd(field);
   auto object = internal::AdoptAt(std::move(region), std::move(liveness), field);
   if (!object.ok()) return object.status();
   return Remote<Proxy>(*std::move(object));
 }
-// The same for a field of a response.
+// The same for a field of a response (objects in results always travel as
+// dedicated channels).
 template <typename Proxy, typename T>
 absl::StatusOr<Remote<Proxy>> TakeObject(Response<T>& response, uint64_t field) {
   UniqueFd region = field == 0 ? UniqueFd() : response.TakeFd(field - 1);

@@ -18,6 +18,7 @@
 #include <memory>
 #include <utility>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -25,10 +26,38 @@
 #include "ipc/channel/channel.h"
 #include "ipc/rpc/call_router.h"
 #include "ipc/rpc/message.h"
+#include "ipc/rpc/object_wire.h"
 #include "ipc/rpc/region_allocator.h"
 #include "ipc/rpc/wire.h"
 
 namespace sluice::rpc {
+
+class ExportLink;
+
+namespace internal {
+// Death notifications that end with a reference rather than with its
+// channel: an object reached by handle shares its channel with others, so
+// its recipients are unlinked when its last Remote<> goes (RemoteObject).
+class DeathLinks {
+ public:
+  virtual ~DeathLinks() = default;
+  virtual absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) = 0;
+  virtual absl::Status UnlinkToDeath(uint64_t id) = 0;
+};
+}  // namespace internal
+
+// What a proxy calls: a channel, and on it either the channel's own object
+// (handle 0: a service, a dedicated object channel) or an object handle.
+struct ProxyTarget {
+  ClientChannel* channel = nullptr;
+  // Kept by the proxy and by every Response of its calls (may be null).
+  std::shared_ptr<void> owner;
+  uint32_t handle = 0;
+  internal::DeathLinks* deaths = nullptr;  // Null: the channel's own.
+  // Where local objects passed in synchronous calls through this proxy are
+  // lent by handle (null: each goes as a dedicated channel).
+  std::shared_ptr<ExportLink> exports;
+};
 
 struct CallOptions {
   absl::Time deadline = absl::InfiniteFuture();
@@ -48,14 +77,27 @@ class ProxyBase {
   // keeps `owner` too, so a reply may outlive the proxy it came from.
   ProxyBase(ClientChannel& channel, std::shared_ptr<void> owner)
       : channel_(&channel), owner_(std::move(owner)) {}
+  explicit ProxyBase(ProxyTarget target)
+      : channel_(target.channel),
+        owner_(std::move(target.owner)),
+        exports_(std::move(target.exports)),
+        deaths_(target.deaths),
+        handle_(target.handle) {}
   ClientChannel& channel() const { return *channel_; }
+  // The object handle this proxy calls on its channel (0: the channel's own).
+  uint32_t handle() const { return handle_; }
+  const std::shared_ptr<ExportLink>& exports() const { return exports_; }
 
   // Binder's linkToDeath: `recipient` runs once when the serving process
   // dies. See ClientChannel::LinkToDeath for the rules.
   absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) const {
+    if (deaths_ != nullptr) return deaths_->LinkToDeath(std::move(recipient));
     return channel_->LinkToDeath(std::move(recipient));
   }
-  absl::Status UnlinkToDeath(uint64_t id) const { return channel_->UnlinkToDeath(id); }
+  absl::Status UnlinkToDeath(uint64_t id) const {
+    if (deaths_ != nullptr) return deaths_->UnlinkToDeath(id);
+    return channel_->UnlinkToDeath(id);
+  }
 
  protected:
   // Builds a request with `build(fbb) -> Offset<Request>` and waits for the
@@ -67,7 +109,7 @@ class ProxyBase {
     // Registers this thread as waiting in its call chain, so a call back
     // into this process within this one is served right here.
     CallRouter::Outgoing chain;
-    CallHeader chained = header;
+    CallHeader chained = Addressed(header);
     chained.chain_id = chain.context();
     absl::StatusOr<std::pair<OutgoingCall, std::span<const std::byte>>> request =
         BuildRequest(chained, what, std::max(size_hint, options.size_hint), build, options);
@@ -81,13 +123,21 @@ class ProxyBase {
   template <typename Build>
   absl::Status InvokeOneway(const CallHeader& header, absl::string_view what, size_t size_hint,
                             Build&& build, const CallOptions& options) {
-    auto request =
-        BuildRequest(header, what, std::max(size_hint, options.size_hint), build, options);
+    auto request = BuildRequest(Addressed(header), what, std::max(size_hint, options.size_hint),
+                                build, options);
     if (!request.ok()) return request.status();
     return channel_->Send(std::move(request->first), request->second);
   }
 
  private:
+  // `header` as it goes on the wire: addressed to this proxy's handle.
+  CallHeader Addressed(const CallHeader& header) const {
+    if (handle_ == 0) return header;
+    CallHeader addressed = header;
+    addressed.interface_id = object_wire::ObjectWord(handle_, header.interface_id);
+    return addressed;
+  }
+
   // Smallest reservation: below this, the fixed cost of a FlatBuffer (vtables,
   // scratch) dominates anyway.
   static constexpr size_t kMinReservation = 256;
@@ -130,6 +180,9 @@ class ProxyBase {
 
   ClientChannel* channel_;
   std::shared_ptr<void> owner_;
+  std::shared_ptr<ExportLink> exports_;
+  internal::DeathLinks* deaths_ = nullptr;
+  uint32_t handle_ = 0;
 };
 
 }  // namespace sluice::rpc

@@ -20,9 +20,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "flatbuffers/flatbuffers.h"
@@ -33,12 +35,47 @@
 
 namespace sluice::rpc {
 
+class RemoteObject;
+class ImportLink;
+
+// The objects a call's handler took by handle (TakeObject): lent to us for
+// the duration of the call only. Those the handler keeps (any Remote<> or
+// Response of theirs still alive when it returns) are acquired from their
+// host before the reply goes, so the host keeps them; the others were never
+// more than borrowed and cost the host nothing (docs/objects.md).
+class BorrowedObjects {
+ public:
+  BorrowedObjects() = default;
+  BorrowedObjects(const BorrowedObjects&) = delete;
+  BorrowedObjects& operator=(const BorrowedObjects&) = delete;
+  void Add(std::weak_ptr<RemoteObject> object) { objects_.push_back(std::move(object)); }
+  // Acquires every borrowed object still alive. Called once the handler
+  // returned, before its reply or error goes.
+  void Settle() {
+    if (!objects_.empty()) SettleSlow();
+  }
+
+ private:
+  void SettleSlow();
+  absl::InlinedVector<std::weak_ptr<RemoteObject>, 2> objects_;
+};
+
 // What an implementation knows about the call it is serving.
 struct CallContext {
-  // The calling process, as the service manager saw it (SO_PEERCRED).
+  // The calling process, as the service manager saw it (SO_PEERCRED), or
+  // as the kernel vouched for it on an object channel (SCM_CREDENTIALS).
   PeerCredentials caller;
   // The call being served (null outside a call).
   IncomingCall* call = nullptr;
+  // The reverse channel the caller opened on this connection, through which
+  // objects it passes by handle are called (null until it opens one).
+  ImportLink* imports = nullptr;
+  // Where TakeObject records the objects it borrows (HandleCall sets it).
+  BorrowedObjects* borrowed = nullptr;
+  // The interface the call addresses when it is addressed to an object
+  // handle (set by the host's object table, never by the peer); 0: the
+  // header's interface id.
+  uint64_t target_interface = 0;
 
   // Descriptors the caller sent with the request (CallOptions::fds), owned
   // by the implementation from now on. Empty when there were none.
@@ -74,6 +111,12 @@ class ServiceStub {
 
 // --- Used by generated code -------------------------------------------------
 
+// The interface a call addresses: the header's, unless the host resolved an
+// object handle (CallContext::target_interface).
+inline uint64_t TargetInterface(const IncomingCall& call, const CallContext& context) {
+  return context.target_interface != 0 ? context.target_interface : call.header().interface_id;
+}
+
 absl::Status RejectInterface(IncomingCall& call, absl::string_view service, uint64_t interface_id);
 absl::Status RejectMethod(IncomingCall& call, absl::string_view service);
 
@@ -102,20 +145,32 @@ absl::StatusOr<const Request*> AcceptRequest(IncomingCall& call, uint64_t method
   return request;
 }
 
+// The context a handler sees: the dispatcher's, for this very call.
+inline CallContext ContextFor(IncomingCall& call, const CallContext& context,
+                              BorrowedObjects* borrowed) {
+  CallContext this_call = context;
+  this_call.caller = call.caller();
+  this_call.call = &call;
+  this_call.borrowed = borrowed;
+  return this_call;
+}
+
 template <typename Request, typename Handler>
-absl::Status HandleOneway(IncomingCall& call, const CallContext& /*context*/, uint64_t method_word,
+absl::Status HandleOneway(IncomingCall& call, const CallContext& context, uint64_t method_word,
                           absl::string_view what, MethodStats& stats, Handler&& handler) {
   absl::StatusOr<const Request*> request =
       AcceptRequest<Request>(call, method_word, /*oneway=*/true, what, stats);
   if (!request.ok()) return request.status();
   // A oneway caller is not waiting for the outcome; errors go nowhere.
-  const CallContext this_call{call.caller(), &call};
+  // Nothing is lent by handle with a oneway call (its sender cannot know
+  // when it is served), so nothing is borrowed either.
+  const CallContext this_call = ContextFor(call, context, nullptr);
   (void)handler(this_call, **request);
   return call.Reply({});
 }
 
 template <typename Request, typename Response, typename Handler>
-absl::Status HandleCall(IncomingCall& call, const CallContext& /*context*/, uint64_t method_word,
+absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t method_word,
                         absl::string_view what, MethodStats& stats, Handler&& handler) {
   absl::StatusOr<const Request*> request =
       AcceptRequest<Request>(call, method_word, /*oneway=*/false, what, stats);
@@ -130,8 +185,11 @@ absl::Status HandleCall(IncomingCall& call, const CallContext& /*context*/, uint
   if (!space.ok()) return call.Fail(space.status());
   RegionAllocator allocator(*space);
   flatbuffers::FlatBufferBuilder fbb(space->size(), &allocator, /*own_allocator=*/false);
-  const CallContext this_call{call.caller(), &call};
+  BorrowedObjects borrowed;
+  const CallContext this_call = ContextFor(call, context, &borrowed);
   absl::StatusOr<flatbuffers::Offset<Response>> root = handler(this_call, **request, fbb);
+  // Before the reply: the caller's loans end when it has the reply.
+  borrowed.Settle();
   if (!root.ok()) return call.Fail(root.status());
   fbb.Finish(*root);
   const size_t size = fbb.GetSize();

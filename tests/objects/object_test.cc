@@ -206,6 +206,64 @@ TEST_F(ObjectTest, AFieldPointingAtNoReferenceIsDataLoss) {
   EXPECT_OK(holder->Stats().status());
 }
 
+// A request whose callback field holds object handle `handle`, built by hand
+// (as a hostile client would).
+auto HandleRequest(uint32_t handle) {
+  return [handle](flatbuffers::FlatBufferBuilder& fbb) {
+    return objects::CreateGiveRequest(fbb, rpc::object_wire::HandleField(handle), 1, false);
+  };
+}
+
+TEST_F(ObjectTest, AHandleWithoutAReverseChannelIsDataLossAndAForgedOrStaleOneNotFound) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  // Nothing passed on this connection yet: the peer has no reverse channel.
+  EXPECT_THAT(holder->Give(HandleRequest(1)).status(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("no reverse channel")));
+  // The first object passed opens it; its handle (1) ends with the call.
+  auto callback = std::make_shared<CallbackObject>();
+  ASSERT_OK(holder->Give(callback, 1, /*keep=*/false).status());
+  EXPECT_THAT(holder->Give(HandleRequest(1)).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("handle 1 ")));
+  EXPECT_THAT(holder->Give(HandleRequest(12345)).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("handle 12345")));
+  // The connection is still good.
+  ASSERT_OK_AND_ASSIGN(auto given, holder->Give(callback, 2, /*keep=*/false));
+  EXPECT_EQ(given->pong()->value(), 3);
+}
+
+TEST_F(ObjectTest, AnObjectPassedAgainWhileHeldIsStillOneReference) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  const size_t references_before = rpc::ObjectHost::Get().reference_count();
+  auto callback = std::make_shared<CallbackObject>();
+  ASSERT_OK(holder->Give(callback, 1, /*keep=*/true).status());
+  ASSERT_OK(holder->Give(callback, 2, /*keep=*/true).status());
+  EXPECT_EQ(rpc::ObjectHost::Get().reference_count(), references_before + 1);
+  ASSERT_OK_AND_ASSIGN(auto pong, holder->CallHeld(3));
+  EXPECT_EQ(pong->value(), 4);
+  EXPECT_EQ(pong->caller_pid(), peer.pid());
+  ASSERT_OK(holder->Drop().status());
+  EXPECT_TRUE(
+      Eventually([&] { return rpc::ObjectHost::Get().reference_count() == references_before; }));
+}
+
+// The holder of a handle passes it on (here back to us, as a result): the
+// host makes a dedicated channel for it, as for any proxy passed on.
+TEST_F(ObjectTest, AHeldHandlePassedOnIsClonedByItsHost) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  auto callback = std::make_shared<CallbackObject>(10);
+  ASSERT_OK(holder->Give(callback, 1, /*keep=*/true).status());
+  ASSERT_OK_AND_ASSIGN(auto held, holder->Held());
+  ASSERT_OK_AND_ASSIGN(auto again, rpc::TakeObject<objects::CallbackProxy>(held, held->callback()));
+  ASSERT_OK_AND_ASSIGN(auto pong, again->Call(5));
+  EXPECT_EQ(pong->value(), 15);
+  EXPECT_EQ(pong->host_pid(), getpid());
+  EXPECT_EQ(pong->caller_pid(), getpid());
+  ASSERT_OK(holder->Drop().status());
+}
+
 TEST_F(ObjectTest, TenThousandPassAndDropCyclesLeakNothing) {
   ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
   ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));

@@ -79,7 +79,7 @@ class ListenerStub : public ::sluice::rpc::ServiceStub {
 
   absl::Status Dispatch(::sluice::IncomingCall& call,
                         const ::sluice::rpc::CallContext& context) final {
-    if (call.header().interface_id != Interface::kInterfaceId) {
+    if (::sluice::rpc::TargetInterface(call, context) != Interface::kInterfaceId) {
       return ::sluice::rpc::RejectInterface(call, Interface::kName, Interface::kInterfaceId);
     }
     switch (::sluice::rpc::MethodIdOf(call.header().method)) {
@@ -131,7 +131,7 @@ class FeedProxy : public ::sluice::rpc::ProxyBase {
     size_t hint_ = 64 + 40 + (topic ? topic->size() : 0);
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
-    ::sluice::rpc::Attachments attachments_(options.fds);
+    ::sluice::rpc::Attachments attachments_(*this, options.fds);
     auto listener_offset_ = attachments_.AddObject(listener, 0x0b5d47e36250ac01ull /* sluice.test.attach.Listener */, options.deadline);
     if (!listener_offset_.ok()) return listener_offset_.status();
     auto log_offset_ = attachments_.AddFd(log);
@@ -195,7 +195,7 @@ class FeedProxy : public ::sluice::rpc::ProxyBase {
     size_t hint_ = 64 + 16 + (caption ? caption->size() : 0);
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
-    ::sluice::rpc::Attachments attachments_(options.fds);
+    ::sluice::rpc::Attachments attachments_(*this, options.fds);
     auto pixels_offset_ = attachments_.AddBlob(pixels);
     if (!pixels_offset_.ok()) return pixels_offset_.status();
     sized_.fds = attachments_.fds();
@@ -248,7 +248,7 @@ class FeedStub : public ::sluice::rpc::ServiceStub {
 
   absl::Status Dispatch(::sluice::IncomingCall& call,
                         const ::sluice::rpc::CallContext& context) final {
-    if (call.header().interface_id != Interface::kInterfaceId) {
+    if (::sluice::rpc::TargetInterface(call, context) != Interface::kInterfaceId) {
       return ::sluice::rpc::RejectInterface(call, Interface::kName, Interface::kInterfaceId);
     }
     switch (::sluice::rpc::MethodIdOf(call.header().method)) {
@@ -306,7 +306,7 @@ class ShadowedProxy : public ::sluice::rpc::ProxyBase {
     size_t hint_ = 64 + 56 + (attachments ? attachments->size() : 0) + (fbb ? fbb->size() * 1 : 0);
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
-    ::sluice::rpc::Attachments attachments_(options.fds);
+    ::sluice::rpc::Attachments attachments_(*this, options.fds);
     auto log_offset_ = attachments_.AddFd(log);
     if (!log_offset_.ok()) return log_offset_.status();
     sized_.fds = attachments_.fds();
@@ -370,7 +370,7 @@ class ShadowedStub : public ::sluice::rpc::ServiceStub {
 
   absl::Status Dispatch(::sluice::IncomingCall& call,
                         const ::sluice::rpc::CallContext& context) final {
-    if (call.header().interface_id != Interface::kInterfaceId) {
+    if (::sluice::rpc::TargetInterface(call, context) != Interface::kInterfaceId) {
       return ::sluice::rpc::RejectInterface(call, Interface::kName, Interface::kInterfaceId);
     }
     switch (::sluice::rpc::MethodIdOf(call.header().method)) {

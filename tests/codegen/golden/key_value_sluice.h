@@ -207,7 +207,7 @@ class KeyValueStoreStub : public ::sluice::rpc::ServiceStub {
 
   absl::Status Dispatch(::sluice::IncomingCall& call,
                         const ::sluice::rpc::CallContext& context) final {
-    if (call.header().interface_id != Interface::kInterfaceId) {
+    if (::sluice::rpc::TargetInterface(call, context) != Interface::kInterfaceId) {
       return ::sluice::rpc::RejectInterface(call, Interface::kName, Interface::kInterfaceId);
     }
     switch (::sluice::rpc::MethodIdOf(call.header().method)) {

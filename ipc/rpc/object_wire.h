@@ -1,0 +1,80 @@
+// How object references look on the wire: the values of (sluice_interface)
+// fields, the interface word of a call addressed to an object handle, and
+// the object protocol's control calls. One source for the runtime (object.h,
+// proxy.h) and the docs (docs/objects.md, docs/wire-format.md).
+//
+// Every value here arrives from the peer and is untrusted: decoders check
+// each one (IsHandleField, IsObjectWord) before use, and a handle is only an
+// index into the table of the channel it arrived on, so a forged or stale
+// one finds nothing (NOT_FOUND), never another peer's object.
+#ifndef SLUICE_IPC_RPC_OBJECT_WIRE_H_
+#define SLUICE_IPC_RPC_OBJECT_WIRE_H_
+
+#include <cstdint>
+
+#include "ipc/rpc/wire.h"
+
+namespace sluice::rpc::object_wire {
+
+// --- (sluice_interface) field values (uint or ulong fields) -----------------
+//   0                      null
+//   1 .. 63                a dedicated channel: 1 + the index of the first of
+//                          its two descriptors (region, liveness) in the call
+//   kHandleFlag | handle   object `handle` of the sender, on the reverse
+//                          channel the sender opened on this connection
+//                          (handle in 1 .. 2^31 - 1)
+inline constexpr uint32_t kHandleFlag = uint32_t{1} << 31;
+inline constexpr uint32_t kMaxHandle = kHandleFlag - 1;
+
+constexpr bool IsHandleField(uint64_t field) {
+  return field > kHandleFlag && field <= uint64_t{0xffffffff};
+}
+constexpr uint32_t HandleOfField(uint64_t field) {
+  return static_cast<uint32_t>(field) & ~kHandleFlag;
+}
+constexpr uint32_t HandleField(uint32_t handle) { return kHandleFlag | handle; }
+
+// --- The interface word of a call (CallHeader::interface_id) ----------------
+// On a channel's own object (a service, a dedicated object channel) it is
+// the interface id. A call addressed to an object handle carries
+//   kObjectTag << 48 | Fold16(interface id) << 32 | handle
+// so the host finds the object by handle and still checks the interface
+// (16 bits of it, beside the method word's 32-bit signature check).
+inline constexpr uint64_t kObjectTag = 0x0b1e;
+
+constexpr uint16_t Fold16(uint64_t interface_id) {
+  return static_cast<uint16_t>(interface_id ^ (interface_id >> 16) ^ (interface_id >> 32) ^
+                               (interface_id >> 48));
+}
+constexpr uint64_t ObjectWord(uint32_t handle, uint64_t interface_id) {
+  return (kObjectTag << 48) | (uint64_t{Fold16(interface_id)} << 32) | handle;
+}
+constexpr bool IsObjectWord(uint64_t word) { return (word >> 48) == kObjectTag; }
+constexpr uint32_t HandleOfWord(uint64_t word) { return static_cast<uint32_t>(word); }
+constexpr uint16_t FoldOfWord(uint64_t word) { return static_cast<uint16_t>(word >> 32); }
+
+// --- The object protocol: control calls beside every object's own methods ---
+inline constexpr uint64_t kControlInterfaceId = Fnv1a64("sluice.ObjectControl");
+// To an object (a channel's own, or a handle): a new dedicated channel to it,
+// for a third process. Empty request; empty reply carrying the client ends
+// (region, liveness) as descriptors.
+inline constexpr uint64_t kCloneMethod = MethodWord(Fnv1a32("Clone"), Fnv1a32("->ObjectFds"));
+// Client to server on a connection: "here is the reverse channel for the
+// objects I pass you by handle". Empty request carrying its client ends
+// (region, liveness); empty reply once adopted.
+inline constexpr uint64_t kOpenReverseMethod =
+    MethodWord(Fnv1a32("OpenReverse"), Fnv1a32("ObjectFds->"));
+// Holder to host on a reverse channel: keep object `handle` (one uint32)
+// beyond the call that lent it. Synchronous; NOT_FOUND if it is not lent.
+inline constexpr uint64_t kAcquireMethod = MethodWord(Fnv1a32("Acquire"), Fnv1a32("Handle->"));
+// Holder to host on a reverse channel, oneway: each uint32 handle of the
+// request gives back one Acquire. Releasing what was not acquired is
+// DATA_LOSS (the reverse channel closes).
+inline constexpr uint64_t kReleaseMethod =
+    MethodWord(Fnv1a32("Release"), Fnv1a32("Handles->,oneway"));
+// Most handles one Release carries.
+inline constexpr uint32_t kMaxReleasesPerCall = 1024;
+
+}  // namespace sluice::rpc::object_wire
+
+#endif  // SLUICE_IPC_RPC_OBJECT_WIRE_H_
