@@ -238,7 +238,7 @@ int ServeSluiceRpc() {
   absl::Notification ended;
   rpc::ServerPool pool;
   const absl::Status added =
-      pool.Add(*std::move(channel), rpc::WithObjectProtocol(std::make_shared<BenchServer>()),
+      pool.Add(*std::move(channel), rpc::ServeWithObjectProtocol(std::make_shared<BenchServer>()),
                [&](absl::Status why) {
                  ended_why = std::move(why);
                  ended.Notify();

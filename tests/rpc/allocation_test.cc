@@ -80,7 +80,7 @@ TEST(HotPathAllocations, WarmTypedCallsAllocateNothingOnEitherSide) {
   ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
   rpc::ServerPool pool;  // ServiceHost's defaults.
   ASSERT_OK(pool.Add(std::move(pair.server),
-                     rpc::WithObjectProtocol(std::make_shared<PainterService>())));
+                     rpc::ServeWithObjectProtocol(std::make_shared<PainterService>())));
   sink::PainterProxy proxy(*pair.client);
   const std::vector<uint8_t> blob(64, 1);
   auto call = [&] {
@@ -118,7 +118,7 @@ TEST(HotPathAllocations, WarmCallsFromAnotherProcessAllocateNothingInThePool) {
   // a call is the same for any number of threads.
   rpc::ServerPool pool({.max_threads = 1});
   ASSERT_OK(
-      pool.Add(std::move(channel), rpc::WithObjectProtocol(std::make_shared<PainterService>())));
+      pool.Add(std::move(channel), rpc::ServeWithObjectProtocol(std::make_shared<PainterService>())));
   char said = 0;
   ASSERT_EQ(::read(control.second.get(), &said, 1), 1);
   ASSERT_EQ(said, 'w');
