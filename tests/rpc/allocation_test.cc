@@ -117,8 +117,8 @@ TEST(HotPathAllocations, WarmCallsFromAnotherProcessAllocateNothingInThePool) {
   // polling list once (an allocation per thread, not per call). The path of
   // a call is the same for any number of threads.
   rpc::ServerPool pool({.max_threads = 1});
-  ASSERT_OK(
-      pool.Add(std::move(channel), rpc::ServeWithObjectProtocol(std::make_shared<PainterService>())));
+  ASSERT_OK(pool.Add(std::move(channel),
+                     rpc::ServeWithObjectProtocol(std::make_shared<PainterService>())));
   char said = 0;
   ASSERT_EQ(::read(control.second.get(), &said, 1), 1);
   ASSERT_EQ(said, 'w');
