@@ -9,6 +9,7 @@
 //   rpc-inplace  Send(build) writing the field with CreateUninitializedVector
 //   channel      ClientChannel/ServerChannel with a memcpy, no RPC layer
 //   raw-spin     two seq words on a shared page, both sides busy-wait: the floor
+//   raw-futex    the same words, both sides sleep in FUTEX_WAIT: the floor on one CPU
 //   unix-socket  socketpair ping-pong: what any kernel-mediated handoff costs
 //   grpc         the same interface (bench.proto) over a Unix socket
 // The rpc cases' server serves as ServiceHost does: an rpc::ServerPool with
@@ -35,6 +36,7 @@
 //   --role=grpc-server --socket=PATH
 //   --role=server --transport=NAME --payload=N ...   (bench/pingpong.h)
 
+#include <sched.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -61,10 +63,10 @@
 namespace sluice::bench {
 namespace {
 
-enum class Case : uint8_t { kRpc, kRpcInPlace, kChannel, kRawSpin, kUnixSocket, kGrpc };
+enum class Case : uint8_t { kRpc, kRpcInPlace, kChannel, kRawSpin, kRawFutex, kUnixSocket, kGrpc };
 
-constexpr Case kAllCases[] = {Case::kRpc,     Case::kRpcInPlace, Case::kChannel,
-                              Case::kRawSpin, Case::kUnixSocket, Case::kGrpc};
+constexpr Case kAllCases[] = {Case::kRpc,      Case::kRpcInPlace, Case::kChannel, Case::kRawSpin,
+                              Case::kRawFutex, Case::kUnixSocket, Case::kGrpc};
 
 absl::string_view CaseName(Case c) {
   switch (c) {
@@ -76,6 +78,8 @@ absl::string_view CaseName(Case c) {
       return "channel";
     case Case::kRawSpin:
       return "raw-spin";
+    case Case::kRawFutex:
+      return "raw-futex";
     case Case::kUnixSocket:
       return "unix-socket";
     case Case::kGrpc:
@@ -221,6 +225,8 @@ absl::StatusOr<std::unique_ptr<PingPongClient>> StartCase(Case c, size_t payload
       return StartPingPong(Transport::kChannel, setup, watcher);
     case Case::kRawSpin:
       return StartPingPong(Transport::kRawSpin, setup, watcher);
+    case Case::kRawFutex:
+      return StartPingPong(Transport::kRawFutex, setup, watcher);
     case Case::kUnixSocket:
       return StartPingPong(Transport::kUnixSocket, setup, watcher);
     case Case::kGrpc:
@@ -410,6 +416,25 @@ void PrintTargets(const Results& results) {
   std::printf("\nTargets (ratios within this run; informational):\n");
   PrintTarget(results, 64, Case::kRpc, Case::kChannel, 1.5);
   PrintTarget(results, 64, Case::kRpc, Case::kRawSpin, 3.3);
+  // Issue 11: unpinned, through the pool; pinned to one CPU (run the whole
+  // benchmark under `taskset -c 0`: the server child inherits it), against
+  // the sleeping floor, p50 and p99.
+  cpu_set_t cpus;
+  const bool one_cpu = sched_getaffinity(0, sizeof(cpus), &cpus) == 0 && CPU_COUNT(&cpus) == 1;
+  if (!one_cpu) {
+    PrintTarget(results, 64, Case::kRpc, Case::kRawSpin, 2.5);
+  } else {
+    PrintTarget(results, 64, Case::kRpc, Case::kRawFutex, 1.3);
+    const CaseResult* rpc = Find(results, 64, Case::kRpc);
+    const CaseResult* futex = Find(results, 64, Case::kRawFutex);
+    if (rpc != nullptr && futex != nullptr) {
+      const double sv = rpc->latency.p99_us;
+      const double bv = futex->latency.p99_us;
+      std::printf("  %-8s 64 B rpc p99 <= 3.0x raw-futex p99 (one CPU): %s us vs %s us = %s\n",
+                  sv <= 3.0 * bv ? "[met]" : "[MISSED]", Us(sv).c_str(), Us(bv).c_str(),
+                  Ratio(sv, bv).c_str());
+    }
+  }
   PrintTarget(results, 1 << 20, Case::kRpc, Case::kRawSpin, 1.3);
   PrintTarget(results, 1 << 20, Case::kRpcInPlace, Case::kRawSpin, 1.0);
   const CaseResult* rpc64 = Find(results, 64, Case::kRpc);
