@@ -129,7 +129,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
 ServerPool::ServerPool(Options options)
     : options_{std::max(options.max_threads, 1),
                std::max({options.thread_cap, options.max_threads, 1}), options.stall_after,
-               options.idle_exit},
+               options.idle_exit, std::move(options.after_stop_check_for_testing)},
       max_threads_(options_.max_threads) {
   CallRouter::Get().AddServer(this);
 }
@@ -377,8 +377,10 @@ ServerPool::Took ServerPool::ServeOne(const Snapshot& local, Snapshot& polled) {
 void ServerPool::Watchdog() {
   uint64_t progress_seen = ~uint64_t{0};
   absl::Time last_busy = absl::Now();
-  while (!stop_.load(std::memory_order_acquire)) {
+  for (;;) {
+    // Read before stop_, as in Worker: Shutdown sets stop_, then bumps it.
     const uint32_t word = watchdog_word_.load(std::memory_order_seq_cst);
+    if (stop_.load(std::memory_order_acquire)) break;
     bool idle_long;
     {
       MutexLock lock(&mu_);
@@ -458,7 +460,15 @@ void ServerPool::Worker(Thread* self) {
     return live_ > static_cast<size_t>(max_threads_) ? absl::Now() + options_.idle_exit
                                                      : absl::InfiniteFuture();
   };
-  while (!stop_.load(std::memory_order_acquire)) {
+  for (;;) {
+    // The word this thread may sleep on is read before stop_: a Shutdown
+    // after the check below has bumped it since, so the sleep returns at
+    // once. Read after the check, it could already hold Shutdown's bump, and
+    // the thread would sleep on it with nothing left to wake it (feed_server
+    // once hung so in Shutdown after its last client had gone).
+    const uint32_t changed = changed_.load(std::memory_order_seq_cst);
+    if (stop_.load(std::memory_order_acquire)) break;
+    if (options_.after_stop_check_for_testing) options_.after_stop_check_for_testing();
     bool woke;
     if (bells()) {
       // Snapshots from before the switch would keep ended channels alive.
@@ -467,7 +477,6 @@ void ServerPool::Worker(Thread* self) {
       sleeper.Forget();
       woke = WaitOnBells(sleep_deadline());
     } else {
-      const uint32_t changed = changed_.load(std::memory_order_seq_cst);
       Refresh(local, &generation);
       // Only a call served here starts a spin: after routing one to a
       // waiting thread, that thread polls for the next request of its chain
@@ -521,6 +530,7 @@ void ServerPool::Shutdown() {
     entry->channel->Close();
     (void)entry->channel->UnlinkToDeath(entry->death_link);
   }
+  // In this order: a thread that reads its wake word after the bump sees stop_.
   stop_.store(true, std::memory_order_release);
   Changed();
   watchdog_word_.fetch_add(1, std::memory_order_seq_cst);

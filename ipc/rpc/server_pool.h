@@ -44,6 +44,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -77,6 +78,10 @@ class ServerPool final : private NestedSource {
     absl::Duration stall_after = absl::Milliseconds(20);
     // A thread beyond max_threads ends after this long without a call.
     absl::Duration idle_exit = absl::Seconds(1);
+    // Tests only: run on a worker each time it has seen that the pool is not
+    // shut down, before it looks for work or sleeps, so that a test can stop
+    // the pool at that very moment.
+    std::function<void()> after_stop_check_for_testing = nullptr;
   };
 
   struct Stats {
@@ -181,7 +186,8 @@ class ServerPool final : private NestedSource {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> generation_{0};
   // Private futex every sleeping thread also waits on: bumped when channels
-  // come or go (death included) and on Shutdown.
+  // come or go (death included) and on Shutdown, after stop_ is set. A worker
+  // reads it before it checks stop_ (Worker).
   FutexWord changed_{0};
   // Private futex the watchdog sleeps on: bumped by Shutdown and, while it
   // sleeps without ticking (watchdog_idle_), by the next call.

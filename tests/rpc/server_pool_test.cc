@@ -6,11 +6,16 @@
 #include "ipc/rpc/server_pool.h"
 
 #include <dirent.h>
+#include <sys/types.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <fstream>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
@@ -29,6 +34,16 @@ int CountThreads() {
   while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
   closedir(dir);
   return count;
+}
+
+// True while thread `tid` of this process sleeps in the kernel (state S).
+bool SleepsInTheKernel(pid_t tid) {
+  std::ifstream stat(absl::StrCat("/proc/self/task/", tid, "/stat"));
+  std::string line;
+  std::getline(stat, line);
+  // "tid (name) S ...": the state follows the name, which may hold anything.
+  const size_t name_end = line.rfind(')');
+  return name_end != std::string::npos && name_end + 2 < line.size() && line[name_end + 2] == 'S';
 }
 
 TEST(ServerPool, ServesManyChannelsWithFewThreads) {
@@ -187,6 +202,62 @@ TEST(ServerPool, OnEndTellsOnceWhyEachChannelEnded) {
   EXPECT_THAT(open.why, StatusIs(absl::StatusCode::kCancelled));
   EXPECT_EQ(hung_up.calls.load(), 1);
   EXPECT_EQ(open.calls.load(), 1);
+}
+
+// Issue 11: feed_server, told to stop after its last client had gone, hung
+// in ServiceHost::Shutdown. A worker had seen the pool running; Shutdown then
+// set stop_ and bumped the pool's wake word; only then did the worker read
+// that word for its sleep. It slept on the new value with no channel left to
+// ring it, and Shutdown waited forever to join it. The hook stops the pool in
+// exactly that gap.
+TEST(ServerPool, ShutdownWakesAWorkerThatHasJustSeenThePoolRunning) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  rpc::ServerPool* pool = nullptr;
+  std::atomic<bool> armed{false};
+  absl::Notification stop_now;
+  std::atomic<pid_t> stopper_tid{0};
+  std::atomic<bool> in_shutdown{false};
+  absl::Notification stopped;
+  rpc::ServerPool::Options options{.max_threads = 1};
+  options.after_stop_check_for_testing = [&] {
+    // Once, when the worker has dropped the last channel: then nothing but
+    // Shutdown's own wake-up can end its sleep.
+    if (!armed.load() || pool->channel_count() != 0) return;
+    armed = false;
+    stop_now.Notify();
+    // The worker goes on once Shutdown has done all it does before it joins
+    // the workers: the join is the only place where Shutdown sleeps.
+    while (!in_shutdown.load() || !SleepsInTheKernel(stopper_tid.load())) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+  };
+  auto owned = std::make_unique<rpc::ServerPool>(std::move(options));
+  pool = owned.get();
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  ASSERT_OK(pool->Add(std::move(pair.server), std::make_shared<PainterService>()));
+  {
+    sink::PainterProxy proxy(*pair.client);
+    ASSERT_OK(proxy.Total());
+  }
+  std::thread stopper([&] {
+    stopper_tid = gettid();
+    stop_now.WaitForNotification();
+    in_shutdown = true;
+    pool->Shutdown();
+    stopped.Notify();
+  });
+  armed = true;
+  pair.client.reset();  // The last client goes; the worker drops its channel.
+  if (!stopped.WaitForNotificationWithTimeout(absl::Seconds(20))) {
+    ADD_FAILURE() << "Shutdown did not return: the worker slept through it";
+    // Both threads are stuck for good: leave them and what they use to exit.
+    stopper.detach();
+    (void)owned.release();
+    (void)watcher.release();
+    return;
+  }
+  stopper.join();
+  EXPECT_EQ(pool->thread_count(), 0u);
 }
 
 }  // namespace
