@@ -223,5 +223,26 @@ TEST_F(ListenerExampleTest, TopicsAreSeparateAndAnotherProcessCannotUnsubscribe)
   EXPECT_TRUE(SubscribersBecome(0));
 }
 
+TEST_F(ListenerExampleTest, TheServerStopsWithOneListenerSubscribedAndAnotherDying) {
+  const std::string live_events = dir_ + "/live.events";
+  const std::string doomed_events = dir_ + "/doomed.events";
+  // Without --count it stays subscribed until the feed goes.
+  ASSERT_OK_AND_ASSIGN(Subprocess live, StartListener(live_events));
+  ASSERT_OK_AND_ASSIGN(Subprocess doomed, StartListener(doomed_events));
+  ASSERT_TRUE(SubscribersBecome(2));
+  feed_.reset();
+  // Not waited for: its death reaches the feed before, during or after the stop.
+  ASSERT_OK(doomed.Kill(SIGKILL));
+  ASSERT_OK(server_->Kill(SIGTERM));
+  ASSERT_OK_AND_ASSIGN(int status, server_->Wait());
+  server_.reset();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "feed_server status " << status;
+  ASSERT_OK(doomed.Wait().status());
+  // The subscribed one sees its feed die and leaves with 1, as documented.
+  ASSERT_OK_AND_ASSIGN(int live_status, live.Wait());
+  EXPECT_TRUE(WIFEXITED(live_status) && WEXITSTATUS(live_status) == 1)
+      << "feed_listener status " << live_status;
+}
+
 }  // namespace
 }  // namespace sluice::testing
