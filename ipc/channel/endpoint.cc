@@ -101,6 +101,11 @@ absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region regio
         PeerDeadError(absl::StrCat(client ? "the server" : "the client",
                                    " closed the channel before it opened: ", sent.message())));
   }
+  // A server that opened first (through the manager it always has: it
+  // acknowledges the connection before the client gets it) has its arena
+  // and bell queued already: taking them now keeps this side's descriptors
+  // the same from here on, instead of one more after the first reply.
+  if (client) raw->TakePeerArenaIfQueued();
   auto id =
       watcher.Watch(raw->liveness_.get(), PeerWatcher::FdKind::kSocket, [raw] { raw->PeerDied(); });
   if (!id.ok()) return id.status();
@@ -187,6 +192,25 @@ absl::StatusOr<const std::byte*> Endpoint::PeerArena() {
   if (!fds.ok()) return fds.status();
   if (absl::Status mapped = MapPeerArenaLocked(*std::move(fds)); !mapped.ok()) return mapped;
   return peer_arena_region_.data();
+}
+
+void Endpoint::TakePeerArenaIfQueued() {
+  MutexLock lock(&fds_mu_);
+  absl::StatusOr<std::optional<ReceivedMessage>> message =
+      TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
+  if (!message.ok() || !message->has_value()) return;  // Not yet: taken when first needed.
+  ReceivedMessage& received = **message;
+  uint64_t tag = 0;
+  if (received.bytes.size() == sizeof(tag)) std::memcpy(&tag, received.bytes.data(), sizeof(tag));
+  absl::Status taken = absl::OkStatus();
+  if (tag != channel_layout::kArenaTag || received.fds.empty()) {
+    taken =
+        absl::DataLossError("the server's first message on the liveness socket is not its arena");
+  } else {
+    taken = MapPeerArenaLocked(std::move(received.fds));
+  }
+  // Read once only: what it said stays the channel's end.
+  if (!taken.ok()) Terminate(taken);
 }
 
 absl::Status Endpoint::MapPeerArenaLocked(std::vector<UniqueFd> fds) {

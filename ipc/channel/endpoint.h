@@ -154,6 +154,9 @@ class Endpoint {
            const channel_layout::ChannelHeader& h, const ChannelOptions& options);
   // Client only: the bell the server sent beside its arena, -1 until then.
   int PeerBell();
+  // Client only, at open: maps the server's arena (and keeps its bell) if
+  // its message is queued already; a bad one ends the channel (DATA_LOSS).
+  void TakePeerArenaIfQueued();
 
   const Side side_;
   Region region_;
