@@ -57,6 +57,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
         taken.push_back(RoutedCall{**std::move(call), entry});
       }
     }
+    pool_.progress_.fetch_add(taken.size(), std::memory_order_relaxed);
     for (RoutedCall& routed : taken) {
       // The chain's waiter may have left since: the call is served here.
       if (!CallRouter::Get().Deliver(routed.call.header().chain_id, routed)) ServeRouted(routed);
@@ -165,6 +166,7 @@ void ServerPool::TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out
           [chain](uint64_t chain_id) { return chain_id == chain; });
       if (!call.ok() || !call->has_value()) break;  // The pool threads drop dead channels.
       out.push_back(RoutedCall{**std::move(call), entry});
+      progress_.fetch_add(1, std::memory_order_relaxed);
     }
   }
 }
@@ -342,6 +344,7 @@ ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snap
   // On bells one ring brought this thread; more requests of the channel
   // need another thread each.
   if (bells() && entry->channel->RequestPending()) entry->channel->RingBell();
+  progress_.fetch_add(1, std::memory_order_relaxed);
   RoutedCall routed{**std::move(call), entry};
   // A call back into a chain a thread of ours waits in goes to that thread.
   if (!routed.call.oneway() && CallRouter::Get().Deliver(routed.call.header().chain_id, routed)) {
@@ -350,7 +353,6 @@ ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snap
   {
     MutexLock lock(&mu_);
     ++busy_;
-    ++progress_;
     MaybeAddThreadLocked();
   }
   if (watchdog_idle_.load(std::memory_order_relaxed)) {
@@ -360,9 +362,9 @@ ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snap
   }
   ServeRouted(routed);
   if (!entry->channel->health().ok()) Remove(entry);
+  progress_.fetch_add(1, std::memory_order_relaxed);
   MutexLock lock(&mu_);
   --busy_;
-  ++progress_;
   return Took::kServed;
 }
 
@@ -388,12 +390,13 @@ void ServerPool::Watchdog() {
       if (busy_ > 0) last_busy = now;
       // Stalled: every thread busy for a whole tick, and not one call
       // started or ended meanwhile.
-      if (busy_ > 0 && busy_ >= live_ && progress_ == progress_seen && !stopping_ &&
+      const uint64_t progress = progress_.load(std::memory_order_relaxed);
+      if (busy_ > 0 && busy_ >= live_ && progress == progress_seen && !stopping_ &&
           live_ < static_cast<size_t>(options_.thread_cap)) {
         ++stalls_;
         StartThreadLocked();
       }
-      progress_seen = progress_;
+      progress_seen = progress;
       idle_long = busy_ == 0 && now - last_busy > options_.idle_exit;
       // Announced before the last look: a call that starts after it wakes us.
       if (idle_long) watchdog_idle_.store(true, std::memory_order_seq_cst);

@@ -180,8 +180,9 @@ class ServerPool final : private NestedSource {
   size_t busy_ ABSL_GUARDED_BY(mu_) = 0;
   size_t peak_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t stalls_ ABSL_GUARDED_BY(mu_) = 0;
-  // Calls started plus calls ended: the watchdog's measure of progress.
-  uint64_t progress_ ABSL_GUARDED_BY(mu_) = 0;
+  // Calls taken (served here or routed to a waiting thread, nested ones
+  // included) plus calls ended: the watchdog's measure of progress.
+  std::atomic<uint64_t> progress_{0};
   std::thread watchdog_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> generation_{0};
