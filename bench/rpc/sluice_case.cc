@@ -8,13 +8,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "absl/types/span.h"
 #include "bench/channel_transport.h"
 #include "bench/harness.h"
 #include "bench/rpc/rpc_cases.h"
 #include "bench_sluice.h"
 #include "ipc/base/errors.h"
+#include "ipc/base/notification.h"
 #include "ipc/channel/channel.h"
 #include "ipc/rpc/message.h"
 #include "ipc/rpc/object.h"
@@ -235,7 +235,7 @@ int ServeSluiceRpc() {
   // Served as ServiceHost serves a published stub: its pool (default
   // options), the stub wrapped for the object protocol.
   absl::Status ended_why;
-  absl::Notification ended;
+  Notification ended;
   rpc::ServerPool pool;
   const absl::Status added =
       pool.Add(*std::move(channel), rpc::ServeWithObjectProtocol(std::make_shared<BenchServer>()),

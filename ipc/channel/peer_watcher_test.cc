@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "ipc/base/notification.h"
 #include "ipc/socket/unix_socket.h"
 #include "tests/testing/status_matchers.h"
 
@@ -39,29 +40,7 @@ std::pair<UniqueFd, UniqueFd> SocketPair() {
   return pair.ok() ? *std::move(pair) : std::pair<UniqueFd, UniqueFd>();
 }
 
-// The helpers below synchronize with std::mutex rather than absl::Mutex:
-// Debian's abseil is not built with TSan, which therefore cannot see the
-// happens-before edges of absl::Mutex and absl::Notification.
-
-// A one-shot event, like absl::Notification.
-class Event {
- public:
-  void Notify() {
-    std::lock_guard<std::mutex> lock(mu_);
-    notified_ = true;
-    cv_.notify_all();
-  }
-  // True once notified (false after kPatience).
-  bool Wait() {
-    std::unique_lock<std::mutex> lock(mu_);
-    return cv_.wait_for(lock, absl::ToChronoSeconds(kPatience), [&] { return notified_; });
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool notified_ = false;
-};
+// DeathLog synchronizes with std::mutex, which TSan sees (see ipc/base/mutex.h).
 
 // Records which callbacks ran and lets a test wait for a given total.
 class DeathLog {
@@ -102,12 +81,12 @@ class Barrier {
   ~Barrier() { watcher_.Unwatch(id_); }
   bool Pass() {
     pair_.second.reset();
-    return fired_.Wait();
+    return fired_.WaitForNotificationWithTimeout(kPatience);
   }
 
  private:
   PeerWatcher& watcher_;
-  Event fired_;
+  Notification fired_;
   std::pair<UniqueFd, UniqueFd> pair_;
   PeerWatcher::WatchId id_ = 0;
 };
@@ -266,15 +245,15 @@ TEST_F(PeerWatcherTest, UnwatchOfAnUnknownIdIsHarmless) {
 
 TEST_F(PeerWatcherTest, UnwatchWaitsForARunningCallback) {
   auto [mine, theirs] = SocketPair();
-  Event entered, release;
+  Notification entered, release;
   std::atomic<bool> finished{false};
   ASSERT_OK_AND_ASSIGN(PeerWatcher::WatchId id, watcher_->Watch(mine.get(), Kind::kSocket, [&] {
     entered.Notify();
-    release.Wait();
+    release.WaitForNotification();
     finished = true;
   }));
   theirs.reset();
-  ASSERT_TRUE(entered.Wait());
+  ASSERT_TRUE(entered.WaitForNotificationWithTimeout(kPatience));
   std::atomic<bool> finished_when_unwatch_returned{false};
   std::thread unwatcher([&] {
     watcher_->Unwatch(id);
@@ -293,7 +272,7 @@ TEST_F(PeerWatcherTest, CallbackMayUnwatchItselfAndWatchAgain) {
   auto next_pair = SocketPair();
   UniqueFd& next = next_pair.first;
   UniqueFd& next_peer = next_pair.second;
-  Event done;
+  Notification done;
   std::atomic<PeerWatcher::WatchId> self{0};
   std::atomic<bool> rewatched{false};
   ASSERT_OK_AND_ASSIGN(PeerWatcher::WatchId id, watcher_->Watch(mine.get(), Kind::kSocket, [&] {
@@ -305,7 +284,7 @@ TEST_F(PeerWatcherTest, CallbackMayUnwatchItselfAndWatchAgain) {
   theirs.reset();
   // The second watch fires too: the watcher thread came back from the first.
   next_peer.reset();
-  ASSERT_TRUE(done.Wait());
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(kPatience));
   EXPECT_TRUE(rewatched);
 }
 
@@ -383,11 +362,11 @@ TEST(PeerWatcherLifetimeTest, DestructorJoinsCleanlyAndDropsPendingCallbacks) {
 
 TEST(PeerWatcherLifetimeTest, DestructorJoinsCleanlyAfterCallbacksRan) {
   auto [mine, theirs] = SocketPair();
-  Event fired;
+  Notification fired;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<PeerWatcher> watcher, PeerWatcher::Create());
   ASSERT_OK(watcher->Watch(mine.get(), Kind::kSocket, [&] { fired.Notify(); }));
   theirs.reset();
-  ASSERT_TRUE(fired.Wait());
+  ASSERT_TRUE(fired.WaitForNotificationWithTimeout(kPatience));
   watcher.reset();
 }
 

@@ -14,11 +14,11 @@
 #include <type_traits>
 #include <utility>
 
-#include "absl/synchronization/notification.h"
 #include "attachments_sluice.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/base/mutex.h"
+#include "ipc/base/notification.h"
 #include "ipc/rpc/object.h"
 #include "ipc/rpc/server_pool.h"
 #include "tests/testing/channel_pair.h"
@@ -132,7 +132,7 @@ class RecordingFeed : public FeedStub {
   }
 
  private:
-  absl::Notification posted_;
+  Notification posted_;
   Mutex mu_;
   uint64_t post_field_ ABSL_GUARDED_BY(mu_) = 0;
   std::string post_text_ ABSL_GUARDED_BY(mu_);

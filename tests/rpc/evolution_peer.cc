@@ -7,8 +7,8 @@
 #include <memory>
 #include <string>
 
-#include "absl/synchronization/notification.h"
 #include "ipc/base/errors.h"
+#include "ipc/base/notification.h"
 #include "ipc/rpc/server_pool.h"
 #include "tests/testing/channel_pair.h"
 #if SLUICE_EVOLUTION_VERSION == 1
@@ -90,7 +90,7 @@ int Main(int argc, char** argv) {
   if (!channel.ok()) return 2;
   // Served as ServiceHost serves: by a pool, until the client hangs up.
   absl::Status ended_why;
-  absl::Notification ended;
+  Notification ended;
   rpc::ServerPool pool;
   absl::Status added =
       pool.Add(*std::move(channel), std::make_shared<Inventory>(), [&](absl::Status why) {

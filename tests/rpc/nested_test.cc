@@ -24,9 +24,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "ipc/base/notification.h"
 #include "ipc/base/unique_fd.h"
 #include "ipc/host/service_host.h"
 #include "ipc/rpc/call_router.h"
@@ -281,7 +281,7 @@ TEST_F(NestedCallTest, ThroughAThirdProcess) {
 // processes is served by the other threads of B's pool and by its own
 // waiting thread in A.
 TEST_F(NestedCallTest, UnrelatedChainsProceedWhileOneIsBlocked) {
-  absl::Notification held, release;
+  Notification held, release;
   std::atomic<int> hold_tid{0};
   HostA(/*max_threads=*/2, [&](absl::Span<const std::string>) {
     if (::gettid() != hold_tid.load()) return;
@@ -329,7 +329,7 @@ TEST_F(NestedCallTest, PoolServesOtherCallersWhileAThreadIsBlocked) {
   // Shared with the hook, which a pool thread may still run when a failed
   // assertion leaves the test early.
   struct Hold {
-    absl::Notification held, release;
+    Notification held, release;
     std::atomic<bool> armed{true};
   };
   auto hold = std::make_shared<Hold>();

@@ -9,10 +9,10 @@
 #include <thread>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
+#include "ipc/base/notification.h"
 #include "ipc/rpc/server_pool.h"
 #include "tests/rpc/kitchen_sink_service.h"
 #include "tests/testing/channel_pair.h"
@@ -85,7 +85,7 @@ class Server {
   Server() = default;
   // Written by the pool before ended_ is notified; outlives the pool.
   absl::Status ended_why_;
-  absl::Notification ended_;
+  Notification ended_;
   rpc::ServerPool pool_;
   std::unique_ptr<ClientChannel> client_;
   std::optional<Subprocess> child_;
@@ -516,7 +516,7 @@ TEST_P(HostileRequestTest, MalformedRequestIsRefusedAndTheServerSurvives) {
   rpc::ServerPool pool;
   auto painter = std::make_shared<PainterService>();
   absl::Status ended_why;
-  absl::Notification ended;
+  Notification ended;
   ASSERT_OK(pool.Add(std::move(channel), painter, [&](absl::Status why) {
     ended_why = std::move(why);
     ended.Notify();

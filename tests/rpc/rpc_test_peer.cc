@@ -16,8 +16,8 @@
 #include <random>
 #include <string>
 
-#include "absl/synchronization/notification.h"
 #include "ipc/base/errors.h"
+#include "ipc/base/notification.h"
 #include "ipc/host/service_host.h"
 #include "ipc/rpc/server_pool.h"
 #include "tests/rpc/kitchen_sink_service.h"
@@ -84,7 +84,7 @@ int RunHostile(const std::string& variant) {
     return 1;
   }
   // A malformed request closes the connection: the server hangs up.
-  absl::Notification hung_up;
+  Notification hung_up;
   absl::StatusOr<uint64_t> link = (*channel)->LinkToDeath([&] { hung_up.Notify(); });
   if (!link.ok() && !IsPeerDead(link.status())) return Fail("link", link.status());
   if (link.ok() && !hung_up.WaitForNotificationWithTimeout(absl::Seconds(10))) {
@@ -166,7 +166,7 @@ int Main(int argc, char** argv) {
   }
   // Served as ServiceHost serves: by a pool, until the client hangs up.
   absl::Status ended_why;
-  absl::Notification ended;
+  Notification ended;
   rpc::ServerPool pool;
   absl::Status added = pool.Add(*std::move(channel), std::move(stub), [&](absl::Status why) {
     ended_why = std::move(why);

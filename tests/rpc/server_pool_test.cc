@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
+#include "ipc/base/notification.h"
 #include "tests/rpc/kitchen_sink_service.h"
 #include "tests/testing/channel_pair.h"
 #include "tests/testing/status_matchers.h"
@@ -170,7 +170,7 @@ TEST(ServerPool, OnEndTellsOnceWhyEachChannelEnded) {
   struct Ending {
     std::atomic<int> calls{0};
     absl::Status why;
-    absl::Notification told;
+    Notification told;
   };
   Ending hung_up;
   Ending open;
@@ -214,10 +214,10 @@ TEST(ServerPool, ShutdownWakesAWorkerThatHasJustSeenThePoolRunning) {
   ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
   rpc::ServerPool* pool = nullptr;
   std::atomic<bool> armed{false};
-  absl::Notification stop_now;
+  Notification stop_now;
   std::atomic<pid_t> stopper_tid{0};
   std::atomic<bool> in_shutdown{false};
-  absl::Notification stopped;
+  Notification stopped;
   rpc::ServerPool::Options options{.max_threads = 1};
   options.after_stop_check_for_testing = [&] {
     // Once, when the worker has dropped the last channel: then nothing but

@@ -10,10 +10,10 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "flatbuffers/idl.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "ipc/base/notification.h"
 #include "ipc/service/service_manager.h"
 #include "ipc/service/wire.h"
 #include "tests/servicemanager/echo.h"
@@ -374,7 +374,7 @@ TEST_F(ServiceManagerTest, SubscribersSeeNamesAppearAndDisappear) {
 }
 
 TEST_F(ServiceManagerTest, ServerIsToldWhenAClientDisconnects) {
-  absl::Notification gone;  // Outlives the reader thread that notifies it.
+  Notification gone;  // Outlives the reader thread that notifies it.
   uint64_t gone_id = 0;
   ASSERT_OK_AND_ASSIGN(auto server, Connect());
   ASSERT_OK_AND_ASSIGN(auto client, Connect());
@@ -430,7 +430,7 @@ TEST_F(ServiceManagerTest, BusyClientsExitNeverCostsTheServerItsNames) {
 }
 
 TEST_F(ServiceManagerTest, HandlersCannotCallBackIntoTheManager) {
-  absl::Notification done;
+  Notification done;
   absl::Status inner;
   ASSERT_OK_AND_ASSIGN(auto server, Connect());
   ServiceManager* raw = server.get();

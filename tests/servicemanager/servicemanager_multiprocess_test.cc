@@ -12,10 +12,10 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
+#include "ipc/base/notification.h"
 #include "ipc/service/service_manager.h"
 #include "tests/servicemanager/echo.h"
 #include "tests/servicemanager/test_util.h"
@@ -144,7 +144,7 @@ TEST_F(MultiProcessTest, RequestsWithoutABodyNeverStopTheDaemon) {
 
 TEST_F(MultiProcessTest, NameIsFreedWhenOwnerIsKilledAndANewServerTakesIt) {
   // Declared before the client, whose reader thread runs the handler.
-  absl::Notification disappeared;
+  Notification disappeared;
   std::atomic<int> disappearances{0};
   ASSERT_OK_AND_ASSIGN(auto client, Connect());
   ASSERT_OK(client
@@ -177,7 +177,7 @@ TEST_F(MultiProcessTest, BlockedCallerGetsPeerDeadWhenServerIsKilled) {
   ASSERT_OK_AND_ASSIGN(Subprocess server, Server("mp.hang", report, "hang"));
   ASSERT_OK_AND_ASSIGN(ServiceConnection connection, client->Lookup("mp.hang"));
   absl::Time killed_at;
-  absl::Notification killed;
+  Notification killed;
   std::thread killer([&] {
     absl::SleepFor(absl::Milliseconds(200));  // Let the call block first.
     killed_at = absl::Now();
@@ -195,11 +195,11 @@ TEST_F(MultiProcessTest, BlockedCallerGetsPeerDeadWhenServerIsKilled) {
 }
 
 TEST_F(MultiProcessTest, ServerLearnsOfClientDeath) {
-  absl::Notification client_gone, channel_dead;
+  Notification client_gone, channel_dead;
   absl::Time gone_at, dead_at;
   ASSERT_OK_AND_ASSIGN(auto server, Connect());
   std::unique_ptr<ServerChannel> channel;
-  absl::Notification connected;
+  Notification connected;
   RegisterOptions options;
   options.geometry = SmallGeometry();
   options.on_client_gone = [&](absl::string_view, uint64_t, const PeerCredentials&) {
