@@ -10,7 +10,9 @@
 #include <fstream>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "ipc/base/errno_status.h"
 #include "ipc/base/unique_fd.h"
 
@@ -118,15 +120,45 @@ std::string SelfExecutable() {
   return std::string(path, static_cast<size_t>(n));
 }
 
-int CountOpenFds() {
-  int count = 0;
-  DIR* dir = ::opendir("/proc/self/fd");
+namespace {
+
+// Entries of a /proc directory, but "." and ".."; -1 if it cannot be read.
+int CountEntries(const std::string& path) {
+  DIR* dir = ::opendir(path.c_str());
   if (dir == nullptr) return -1;
+  int count = 0;
   while (dirent* entry = ::readdir(dir)) {
     if (entry->d_name[0] != '.') ++count;
   }
   ::closedir(dir);
-  return count - 1;  // The directory stream's own descriptor.
+  return count;
+}
+
+}  // namespace
+
+int CountOpenFds() {
+  const int count = CountEntries("/proc/self/fd");
+  return count < 0 ? -1 : count - 1;  // The directory stream's own descriptor.
+}
+
+int CountFdsOf(pid_t pid) { return CountEntries(absl::StrCat("/proc/", pid, "/fd")); }
+
+int CountThreads(pid_t pid) {
+  return CountEntries(pid == 0 ? std::string("/proc/self/task")
+                               : absl::StrCat("/proc/", pid, "/task"));
+}
+
+int64_t RssKibOf(pid_t pid) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  for (std::string line; std::getline(status, line);) {
+    absl::string_view rest = line;
+    if (!absl::ConsumePrefix(&rest, "VmRSS:")) continue;
+    rest = absl::StripAsciiWhitespace(rest);
+    absl::ConsumeSuffix(&rest, "kB");
+    int64_t kib = 0;
+    return absl::SimpleAtoi(absl::StripAsciiWhitespace(rest), &kib) ? kib : -1;
+  }
+  return -1;
 }
 
 int CountMappings(absl::string_view filter) {

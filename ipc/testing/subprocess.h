@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -55,6 +56,12 @@ std::string SelfExecutable();
 
 // Number of open descriptors in this process, for leak checks.
 int CountOpenFds();
+// Descriptors process `pid` has open now (-1 if /proc does not show it).
+int CountFdsOf(pid_t pid);
+// Threads of process `pid` now; of this process when 0.
+int CountThreads(pid_t pid = 0);
+// Resident set of process `pid` (VmRSS) in KiB, -1 if unknown.
+int64_t RssKibOf(pid_t pid);
 // Number of mappings in this process whose /proc/self/maps line contains
 // `filter` (all when empty). Leak checks filter on "memfd:" because malloc and
 // thread stacks map and unmap at will.

@@ -2,7 +2,6 @@
 // kv_server, and this process holding thousands of connections to the
 // service at once, every one of them answered. It also reports what a
 // connection costs the manager and the server in descriptors and memory.
-#include <dirent.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -10,11 +9,9 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <string>
 #include <vector>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "ipc/host/service_host.h"
@@ -44,32 +41,6 @@ constexpr int kWantedConnections = 10'000;
 #endif
 // Descriptors a connection may take in the busiest process, with room.
 constexpr rlim_t kFdsPerConnection = 4;
-
-size_t OpenFds(pid_t pid) {
-  size_t count = 0;
-  const std::string path = absl::StrCat("/proc/", pid, "/fd");
-  DIR* dir = opendir(path.c_str());
-  if (dir == nullptr) return 0;
-  while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
-  closedir(dir);
-  return count;
-}
-
-// VmRSS in KiB.
-int64_t RssKib(pid_t pid) {
-  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) != 0) continue;
-    int64_t kib = 0;
-    std::string digits;
-    for (char c : line) {
-      if (c >= '0' && c <= '9') digits += c;
-    }
-    return absl::SimpleAtoi(digits, &kib) ? kib : -1;
-  }
-  return -1;
-}
 
 class KvScaleTest : public ::testing::Test {
  protected:
@@ -135,8 +106,8 @@ TEST_F(KvScaleTest, EveryOneOfThousandsOfConnectionsIsAnswered) {
   ASSERT_OK_AND_ASSIGN(auto manager, ServiceManager::Connect({.socket_path = dir_ + "/sm.sock"}));
   const pid_t manager_pid = manager_->pid();
   const pid_t server_pid = server_->pid();
-  const size_t manager_fds = OpenFds(manager_pid), server_fds = OpenFds(server_pid);
-  const int64_t manager_rss = RssKib(manager_pid), server_rss = RssKib(server_pid);
+  const int manager_fds = CountFdsOf(manager_pid), server_fds = CountFdsOf(server_pid);
+  const int64_t manager_rss = RssKibOf(manager_pid), server_rss = RssKibOf(server_pid);
 
   using Proxy = example::kv::KeyValueStoreProxy;
   std::vector<Connection<Proxy>> connections;
@@ -161,10 +132,10 @@ TEST_F(KvScaleTest, EveryOneOfThousandsOfConnectionsIsAnswered) {
   }
 
   const double n = kConnections;
-  const double manager_fds_each = (OpenFds(manager_pid) - static_cast<double>(manager_fds)) / n;
-  const double server_fds_each = (OpenFds(server_pid) - static_cast<double>(server_fds)) / n;
-  const double manager_kib_each = (RssKib(manager_pid) - manager_rss) / n;
-  const double server_kib_each = (RssKib(server_pid) - server_rss) / n;
+  const double manager_fds_each = (CountFdsOf(manager_pid) - static_cast<double>(manager_fds)) / n;
+  const double server_fds_each = (CountFdsOf(server_pid) - static_cast<double>(server_fds)) / n;
+  const double manager_kib_each = (RssKibOf(manager_pid) - manager_rss) / n;
+  const double server_kib_each = (RssKibOf(server_pid) - server_rss) / n;
   std::printf(
       "%d connections: per connection the manager holds %.2f descriptors and %.1f KiB RSS, "
       "kv_server %.2f descriptors and %.1f KiB RSS\n",
@@ -177,10 +148,10 @@ TEST_F(KvScaleTest, EveryOneOfThousandsOfConnectionsIsAnswered) {
   // Every connection ends with its client: the server lets them all go.
   connections.clear();
   const absl::Time give_up = absl::Now() + absl::Seconds(60);
-  while (OpenFds(server_pid) > server_fds + 8 && absl::Now() < give_up) {
+  while (CountFdsOf(server_pid) > server_fds + 8 && absl::Now() < give_up) {
     absl::SleepFor(absl::Milliseconds(20));
   }
-  EXPECT_LE(OpenFds(server_pid), server_fds + 8) << "descriptors the server kept";
+  EXPECT_LE(CountFdsOf(server_pid), server_fds + 8) << "descriptors the server kept";
 }
 
 }  // namespace

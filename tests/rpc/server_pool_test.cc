@@ -5,7 +5,6 @@
 // handlers, caps, abandoned calls) is in serving_test.cc, across processes.
 #include "ipc/rpc/server_pool.h"
 
-#include <dirent.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -19,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
 #include "ipc/base/notification.h"
+#include "ipc/testing/subprocess.h"
 #include "tests/rpc/kitchen_sink_service.h"
 #include "tests/testing/channel_pair.h"
 #include "tests/testing/status_matchers.h"
@@ -27,14 +27,6 @@ namespace sluice::testing {
 namespace {
 
 namespace sink = ::sluice::test::sink;
-
-int CountThreads() {
-  int count = 0;
-  DIR* dir = opendir("/proc/self/task");
-  while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
-  closedir(dir);
-  return count;
-}
 
 // True while thread `tid` of this process sleeps in the kernel (state S).
 bool SleepsInTheKernel(pid_t tid) {

@@ -2,7 +2,6 @@
 // a Painter published by rpc_test_peer, and this process as its clients.
 // Busy or hung handlers do not starve other clients, the pool's hard cap
 // holds, and slots held by calls the caller gave up on are visible.
-#include <dirent.h>
 #include <signal.h>
 
 #include <algorithm>
@@ -24,16 +23,6 @@ namespace {
 
 namespace sink = ::sluice::test::sink;
 using PainterConnection = Connection<sink::PainterProxy>;
-
-int CountThreads(pid_t pid) {
-  int count = 0;
-  const std::string path = absl::StrCat("/proc/", pid, "/task");
-  DIR* dir = opendir(path.c_str());
-  if (dir == nullptr) return -1;
-  while (dirent* entry = readdir(dir)) count += entry->d_name[0] != '.' ? 1 : 0;
-  closedir(dir);
-  return count;
-}
 
 rpc::CallOptions Within(absl::Duration timeout) {
   return rpc::CallOptions{.deadline = absl::Now() + timeout};

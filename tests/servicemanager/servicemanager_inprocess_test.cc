@@ -5,6 +5,7 @@
 #include <sys/un.h>
 
 #include <cstring>
+#include <fstream>
 #include <random>
 #include <thread>
 

@@ -14,7 +14,6 @@
 
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,7 +21,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -189,32 +187,6 @@ inline std::vector<std::byte> RequestWithoutBody(servicemanager::wire::Body kind
   builder.Finish(envelope.Finish(), wire::EnvelopeIdentifier());
   auto bytes = service_wire::Bytes(builder);
   return {bytes.begin(), bytes.end()};
-}
-
-inline int CountFdsOf(pid_t pid) {
-  int count = 0;
-  for ([[maybe_unused]] const auto& entry :
-       std::filesystem::directory_iterator(absl::StrCat("/proc/", pid, "/fd"))) {
-    ++count;
-  }
-  return count;
-}
-
-// VmRSS of `pid` in KiB.
-inline int64_t RssKibOf(pid_t pid) {
-  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) {
-      int64_t kib = 0;
-      std::string digits;
-      for (char c : line) {
-        if (c >= '0' && c <= '9') digits += c;
-      }
-      if (absl::SimpleAtoi(digits, &kib)) return kib;
-    }
-  }
-  return -1;
 }
 
 }  // namespace sluice::testing
