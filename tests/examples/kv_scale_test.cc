@@ -17,6 +17,7 @@
 #include "ipc/host/service_host.h"
 #include "ipc/testing/subprocess.h"
 #include "key_value_sluice.h"
+#include "tests/examples/example_deployment.h"
 #include "tests/testing/status_matchers.h"
 
 namespace sluice::testing {
@@ -67,45 +68,20 @@ class KvScaleTest : public ::testing::Test {
     }
     // Still past 4 threads x 125 doorbells, where calls used to hang.
     ASSERT_GT(connections_, 520) << "RLIMIT_NOFILE is too low for this test";
-    char dir[] = "/tmp/sluice-kv-scale-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    dir_ = dir;
-    socket_flag_ = "--socket=" + dir_ + "/sm.sock";
-    ASSERT_OK_AND_ASSIGN(Subprocess manager,
-                         Subprocess::SpawnAndWaitReady(
-                             {SLUICE_SERVICEMANAGER_BIN, socket_flag_, "--log_level=error"}));
-    manager_.emplace(std::move(manager));
-    ASSERT_OK_AND_ASSIGN(Subprocess server,
-                         Subprocess::SpawnAndWaitReady({SLUICE_KV_SERVER_BIN, socket_flag_}));
-    server_.emplace(std::move(server));
-  }
-  void TearDown() override {
-    if (server_) {
-      EXPECT_OK(server_->Kill(SIGTERM));
-      EXPECT_OK(server_->Wait());
-    }
-    if (manager_) {
-      EXPECT_OK(manager_->Kill(SIGTERM));
-      EXPECT_OK(manager_->Wait());
-    }
-    if (!dir_.empty()) {
-      std::string command = "rm -rf " + dir_;
-      (void)!std::system(command.c_str());
-    }
+    ASSERT_OK_AND_ASSIGN(deployment_,
+                         ExampleDeployment::Start(SLUICE_SERVICEMANAGER_BIN, SLUICE_KV_SERVER_BIN));
   }
 
   int connections_ = 0;
-  std::string dir_;
-  std::string socket_flag_;
-  std::optional<Subprocess> manager_;
-  std::optional<Subprocess> server_;
+  std::unique_ptr<ExampleDeployment> deployment_;
 };
 
 TEST_F(KvScaleTest, EveryOneOfThousandsOfConnectionsIsAnswered) {
   const int kConnections = connections_;
-  ASSERT_OK_AND_ASSIGN(auto manager, ServiceManager::Connect({.socket_path = dir_ + "/sm.sock"}));
-  const pid_t manager_pid = manager_->pid();
-  const pid_t server_pid = server_->pid();
+  ASSERT_OK_AND_ASSIGN(auto manager,
+                       ServiceManager::Connect({.socket_path = deployment_->socket()}));
+  const pid_t manager_pid = deployment_->manager().pid();
+  const pid_t server_pid = deployment_->server().pid();
   const int manager_fds = CountFdsOf(manager_pid), server_fds = CountFdsOf(server_pid);
   const int64_t manager_rss = RssKibOf(manager_pid), server_rss = RssKibOf(server_pid);
 

@@ -17,6 +17,7 @@
 #include "ipc/host/service_host.h"
 #include "ipc/testing/subprocess.h"
 #include "listener_sluice.h"
+#include "tests/examples/example_deployment.h"
 #include "tests/testing/status_matchers.h"
 
 namespace sluice::testing {
@@ -55,42 +56,26 @@ std::vector<uint64_t> Seqs(const std::vector<Received>& events) {
 class ListenerExampleTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir[] = "/tmp/sluice-listener-test-XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    dir_ = dir;
-    socket_ = dir_ + "/sm.sock";
-    ASSERT_OK_AND_ASSIGN(Subprocess manager, Subprocess::SpawnAndWaitReady(
-                                                 {SLUICE_SERVICEMANAGER_BIN, "--socket=" + socket_,
-                                                  "--log_level=error"}));
-    manager_.emplace(std::move(manager));
-    ASSERT_OK_AND_ASSIGN(Subprocess server, Subprocess::SpawnAndWaitReady(
-                                                {SLUICE_FEED_SERVER_BIN, "--socket=" + socket_}));
-    server_.emplace(std::move(server));
-    ASSERT_OK_AND_ASSIGN(sm_, ServiceManager::Connect({.socket_path = socket_}));
+    ASSERT_OK_AND_ASSIGN(
+        deployment_, ExampleDeployment::Start(SLUICE_SERVICEMANAGER_BIN, SLUICE_FEED_SERVER_BIN));
+    ASSERT_OK_AND_ASSIGN(sm_, ServiceManager::Connect({.socket_path = deployment_->socket()}));
     ASSERT_OK_AND_ASSIGN(Connection<FeedProxy> feed, Connect<FeedProxy>(*sm_));
     feed_.emplace(std::move(feed));
   }
   void TearDown() override {
     feed_.reset();
     sm_.reset();
-    if (server_) {
-      ASSERT_OK(server_->Kill(SIGTERM));
-      ASSERT_OK_AND_ASSIGN(int status, server_->Wait());
+    if (deployment_ != nullptr && deployment_->server_running()) {
+      ASSERT_OK_AND_ASSIGN(int status, deployment_->StopServer());
       EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "feed_server status " << status;
     }
-    if (manager_) {
-      ASSERT_OK(manager_->Kill(SIGTERM));
-      EXPECT_OK(manager_->Wait());
-    }
-    std::string command = "rm -rf " + dir_;
-    (void)!std::system(command.c_str());
   }
 
   // A feed_listener on topic news, ready once subscribed, writing what it
   // receives to `events_file`.
   absl::StatusOr<Subprocess> StartListener(const std::string& events_file,
                                            std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {SLUICE_FEED_LISTENER_BIN, "--socket=" + socket_,
+    std::vector<std::string> argv = {SLUICE_FEED_LISTENER_BIN, deployment_->socket_flag(),
                                      "--topic=news", "--events_file=" + events_file};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return Subprocess::SpawnAndWaitReady(argv);
@@ -113,17 +98,14 @@ class ListenerExampleTest : public ::testing::Test {
     }
   }
 
-  std::string dir_;
-  std::string socket_;
-  std::optional<Subprocess> manager_;
-  std::optional<Subprocess> server_;
+  std::unique_ptr<ExampleDeployment> deployment_;
   std::unique_ptr<ServiceManager> sm_;
   std::optional<Connection<FeedProxy>> feed_;
 };
 
 TEST_F(ListenerExampleTest, AKilledListenerIsDroppedOnItsDeathAndTheOtherKeepsReceiving) {
-  const std::string doomed_events = dir_ + "/doomed.events";
-  const std::string survivor_events = dir_ + "/survivor.events";
+  const std::string doomed_events = deployment_->dir() + "/doomed.events";
+  const std::string survivor_events = deployment_->dir() + "/survivor.events";
   ASSERT_OK_AND_ASSIGN(Subprocess doomed, StartListener(doomed_events));
   // 2 events before the kill, 1 from here and 2 from feed_publisher after it.
   ASSERT_OK_AND_ASSIGN(Subprocess survivor, StartListener(survivor_events, {"--count=5"}));
@@ -143,7 +125,7 @@ TEST_F(ListenerExampleTest, AKilledListenerIsDroppedOnItsDeathAndTheOtherKeepsRe
   ASSERT_EQ(before.size(), 2u);
   EXPECT_EQ(before[0].topic, "news");
   EXPECT_EQ(before[0].text, "before 1");
-  EXPECT_EQ(before[1].caller_pid, server_->pid());
+  EXPECT_EQ(before[1].caller_pid, deployment_->server().pid());
   EXPECT_EQ(Seqs(ReadEvents(survivor_events)), (std::vector<uint64_t>{1, 2}));
 
   // No Publish in between: only the death notification can tell the feed.
@@ -161,7 +143,7 @@ TEST_F(ListenerExampleTest, AKilledListenerIsDroppedOnItsDeathAndTheOtherKeepsRe
   // The publisher binary checks its own delivered counts.
   ASSERT_OK_AND_ASSIGN(
       Subprocess publisher,
-      Subprocess::Spawn({SLUICE_FEED_PUBLISHER_BIN, "--socket=" + socket_, "--topic=news",
+      Subprocess::Spawn({SLUICE_FEED_PUBLISHER_BIN, deployment_->socket_flag(), "--topic=news",
                          "--count=2", "--text=after", "--expect_delivered=1"}));
   ASSERT_OK_AND_ASSIGN(int publisher_status, publisher.Wait(absl::Seconds(60)));
   EXPECT_TRUE(WIFEXITED(publisher_status) && WEXITSTATUS(publisher_status) == 0)
@@ -176,7 +158,7 @@ TEST_F(ListenerExampleTest, AKilledListenerIsDroppedOnItsDeathAndTheOtherKeepsRe
   for (const Received& event : all) {
     EXPECT_EQ(event.topic, "news");
     // The caller of OnEvent, vouched for by the kernel: the feed server.
-    EXPECT_EQ(event.caller_pid, server_->pid()) << "seq " << event.seq;
+    EXPECT_EQ(event.caller_pid, deployment_->server().pid()) << "seq " << event.seq;
   }
   ASSERT_EQ(all.size(), 5u);
   EXPECT_EQ(all[2].text, "after 1");
@@ -187,12 +169,12 @@ TEST_F(ListenerExampleTest, AKilledListenerIsDroppedOnItsDeathAndTheOtherKeepsRe
 }
 
 TEST_F(ListenerExampleTest, TopicsAreSeparateAndAnotherProcessCannotUnsubscribe) {
-  const std::string news_events = dir_ + "/news.events";
-  const std::string sport_events = dir_ + "/sport.events";
+  const std::string news_events = deployment_->dir() + "/news.events";
+  const std::string sport_events = deployment_->dir() + "/sport.events";
   ASSERT_OK_AND_ASSIGN(Subprocess news, StartListener(news_events, {"--count=1"}));
   ASSERT_OK_AND_ASSIGN(Subprocess sport,
                        Subprocess::SpawnAndWaitReady(
-                           {SLUICE_FEED_LISTENER_BIN, "--socket=" + socket_, "--topic=sport",
+                           {SLUICE_FEED_LISTENER_BIN, deployment_->socket_flag(), "--topic=sport",
                             "--events_file=" + sport_events, "--count=1"}));
   EXPECT_EQ(Subscribers("news").value_or(0), 1u);
   EXPECT_EQ(Subscribers("").value_or(0), 2u);
@@ -224,8 +206,8 @@ TEST_F(ListenerExampleTest, TopicsAreSeparateAndAnotherProcessCannotUnsubscribe)
 }
 
 TEST_F(ListenerExampleTest, TheServerStopsWithOneListenerSubscribedAndAnotherDying) {
-  const std::string live_events = dir_ + "/live.events";
-  const std::string doomed_events = dir_ + "/doomed.events";
+  const std::string live_events = deployment_->dir() + "/live.events";
+  const std::string doomed_events = deployment_->dir() + "/doomed.events";
   // Without --count it stays subscribed until the feed goes.
   ASSERT_OK_AND_ASSIGN(Subprocess live, StartListener(live_events));
   ASSERT_OK_AND_ASSIGN(Subprocess doomed, StartListener(doomed_events));
@@ -233,9 +215,7 @@ TEST_F(ListenerExampleTest, TheServerStopsWithOneListenerSubscribedAndAnotherDyi
   feed_.reset();
   // Not waited for: its death reaches the feed before, during or after the stop.
   ASSERT_OK(doomed.Kill(SIGKILL));
-  ASSERT_OK(server_->Kill(SIGTERM));
-  ASSERT_OK_AND_ASSIGN(int status, server_->Wait());
-  server_.reset();
+  ASSERT_OK_AND_ASSIGN(int status, deployment_->StopServer());
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "feed_server status " << status;
   ASSERT_OK(doomed.Wait().status());
   // The subscribed one sees its feed die and leaves with 1, as documented.
