@@ -7,6 +7,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "codegen/schema_generator.h"
 
 namespace sluice::idlc {
 namespace {
@@ -61,12 +62,17 @@ std::string FullMethodName(const Service& s, const Method& m) {
   return absl::StrCat(s.fqn, ".", m.name);
 }
 
-void GenerateInterface(Writer& w, const Service& s) {
+void GenerateInterface(Writer& w, const Schema& schema, const Service& s) {
   w.Line(absl::StrCat("// Identity of ", s.fqn, " on the wire (ipc/rpc/wire.h)."));
   w.Line(absl::StrCat("struct ", Namer::Interface(s), " {"));
   w.Indent();
   w.Line(absl::StrCat("static constexpr absl::string_view kName = \"", s.fqn, "\";"));
   w.Line(absl::StrFormat("static constexpr uint64_t kInterfaceId = 0x%016xull;", s.interface_id));
+  w.Line("// The schema it was generated from: registration and Lookup carry it, so the");
+  w.Line("// service manager can describe the service and check clients at connect.");
+  w.Line("static constexpr ::sluice::rpc::InterfaceSchema kSchema{");
+  w.Line(absl::StrCat("    ::", SchemaNamespace(schema),
+                      "::kBinarySchema, ::", SchemaNamespace(schema), "::kStructuralHash};"));
   w.Line(absl::StrCat("static constexpr size_t kMethodCount = ", s.methods.size(), ";"));
   for (const Method& m : s.methods) {
     w.Line(absl::StrFormat("// %s(%s) -> %s%s", m.name, m.request_fqn, m.response_fqn,
@@ -249,6 +255,7 @@ void GenerateStub(Writer& w, const Service& s) {
   w.Line();
   w.Line("absl::string_view service_name() const override { return Interface::kName; }");
   w.Line("uint64_t interface_id() const override { return Interface::kInterfaceId; }");
+  w.Line("::sluice::rpc::InterfaceSchema schema() const override { return Interface::kSchema; }");
   for (const Method& m : s.methods) {
     w.Line();
     Doc(w, m.doc);
@@ -340,11 +347,12 @@ std::string GenerateCppHeader(const Schema& schema) {
   w.Line("#include \"ipc/rpc/proxy.h\"");
   w.Line("#include \"ipc/rpc/stub.h\"");
   w.Line(absl::StrCat("#include \"", schema.flatc_header, "\""));
+  w.Line(absl::StrCat("#include \"", SchemaHeaderName(schema), "\""));
   for (const Service& s : schema.services) {
     w.Line();
     for (const std::string& ns : s.namespaces) w.Line(absl::StrCat("namespace ", ns, " {"));
     w.Line();
-    GenerateInterface(w, s);
+    GenerateInterface(w, schema, s);
     GenerateProxy(w, s);
     GenerateStub(w, s);
     for (auto it = s.namespaces.rbegin(); it != s.namespaces.rend(); ++it) {

@@ -9,8 +9,9 @@
 //   inline constexpr uint64_t kStructuralHash = 0x...;
 //   }
 //
-// Kept apart from cpp_generator.h: the proxies and stubs do not depend on
-// it, and it changes on its own.
+// A header of its own, beside <stem>_sluice.h (which includes it: each
+// Interface's kSchema points at these constants), so a tool can embed the
+// schema without the proxies and stubs.
 #ifndef SLUICE_CODEGEN_SCHEMA_GENERATOR_H_
 #define SLUICE_CODEGEN_SCHEMA_GENERATOR_H_
 

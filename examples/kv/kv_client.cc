@@ -11,7 +11,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "ipc/host/service_host.h"
-#include "key_value_schema.h"
 #include "key_value_sluice.h"
 
 ABSL_FLAG(std::string, socket, "", "Service manager socket (default: the usual path rules)");
@@ -44,12 +43,9 @@ int Run() {
     std::fprintf(stderr, "kv_client: %s\n", up.ToString().c_str());
     return 1;
   }
-  // Say what this client was built from: the manager refuses a server whose
-  // schema is incompatible at connect, naming the method and field.
-  sluice::LookupOptions options;
-  options.interface = std::string(KeyValueStoreProxy::Interface::kName);
-  options.schema = sluice_schema::key_value::kBinarySchema;
-  auto kv = sluice::Connect<KeyValueStoreProxy>(**manager, name, std::move(options));
+  // Connect says what this client was built from: the manager refuses a
+  // server whose schema is incompatible, naming the method and field.
+  auto kv = sluice::Connect<KeyValueStoreProxy>(**manager, name);
   if (!kv.ok()) {
     std::fprintf(stderr, "kv_client: %s\n", kv.status().ToString().c_str());
     return 1;

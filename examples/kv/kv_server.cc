@@ -14,7 +14,6 @@
 #include "absl/flags/parse.h"
 #include "examples/kv/key_value_store.h"
 #include "ipc/host/service_host.h"
-#include "key_value_schema.h"  // generated: the embedded .bfbs
 
 ABSL_FLAG(std::string, socket, "", "Service manager socket (default: the usual path rules)");
 ABSL_FLAG(std::string, name, "", "Name to publish (default: example.kv.KeyValueStore)");
@@ -39,12 +38,9 @@ int main(int argc, char** argv) {
   }
   auto store = std::make_shared<example::kv::KeyValueStore>();
   sluice::ServiceHost host(**manager);
-  // The schema goes with the name, so `sluicectl describe` and `call` work
-  // against this server with no .fbs of their own.
+  // Publish sends the stub's schema with the name, so `sluicectl describe`
+  // and `call` work against this server with no .fbs of their own.
   sluice::RegisterOptions options;
-  options.interface = std::string(example::kv::KeyValueStoreInterface::kName);
-  options.schema = sluice_schema::key_value::kBinarySchema;
-  options.schema_hash = sluice_schema::key_value::kStructuralHash;
   options.trust = absl::GetFlag(FLAGS_trust_same_user) ? sluice::TrustPolicy::kSameUser
                                                        : sluice::TrustPolicy::kNobody;
   if (absl::Status published = host.Publish(store, absl::GetFlag(FLAGS_name), std::move(options));

@@ -14,6 +14,14 @@ absl::Status ServiceHost::Publish(std::shared_ptr<rpc::ServiceStub> stub, absl::
                                   RegisterOptions options) {
   if (stub == nullptr) return absl::InvalidArgumentError("Publish: null stub");
   const std::string service(name.empty() ? stub->service_name() : name);
+  if (options.schema.empty()) {
+    const rpc::InterfaceSchema own = stub->schema();
+    options.schema = own.binary;
+    options.schema_hash = own.structural_hash;
+    if (options.interface.empty() && !own.binary.empty()) {
+      options.interface = std::string(stub->service_name());
+    }
+  }
   {
     MutexLock lock(&mu_);
     if (shut_down_) return absl::FailedPreconditionError("ServiceHost is shut down");

@@ -49,6 +49,8 @@ class ServiceHost {
 
   // Registers `stub` under `name` (empty: the interface's full name, e.g.
   // "example.kv.KeyValueStore") and serves every client that looks it up.
+  // The stub's schema goes with the name unless `options` has one, so
+  // `sluicectl describe` and `call` need no local .fbs.
   // Errors are the service manager's (ALREADY_EXISTS, PERMISSION_DENIED, ...).
   [[nodiscard]] absl::Status Publish(std::shared_ptr<rpc::ServiceStub> stub,
                                      absl::string_view name = {}, RegisterOptions options = {});
@@ -100,10 +102,16 @@ class Connection {
 };
 
 // Looks up `name` (empty: the interface's full name) and returns a typed
-// proxy to it. NOT_FOUND if nobody serves the name.
+// proxy to it. NOT_FOUND if nobody serves the name; FAILED_PRECONDITION,
+// naming the method and field, if the server's schema is incompatible with
+// the one this proxy was generated from (sent unless `options` has one).
 template <typename Proxy>
 absl::StatusOr<Connection<Proxy>> Connect(ServiceManager& manager, absl::string_view name = {},
                                           LookupOptions options = {}) {
+  if (options.schema.empty()) {
+    options.schema = Proxy::Interface::kSchema.binary;
+    if (options.interface.empty()) options.interface = std::string(Proxy::Interface::kName);
+  }
   absl::StatusOr<ServiceConnection> connection =
       manager.Lookup(name.empty() ? Proxy::Interface::kName : name, std::move(options));
   if (!connection.ok()) return connection.status();

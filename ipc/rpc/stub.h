@@ -99,11 +99,21 @@ struct MethodStats {
   std::atomic<size_t> reply_hint{512};
 };
 
+// The schema an interface was generated from (sluice-idlc's
+// <stem>_schema.h), which the service manager describes the service with
+// and checks clients against at connect.
+struct InterfaceSchema {
+  std::span<const uint8_t> binary;  // A .bfbs; empty when unknown.
+  uint64_t structural_hash = 0;
+};
+
 class ServiceStub {
  public:
   virtual ~ServiceStub() = default;
   virtual absl::string_view service_name() const = 0;
   virtual uint64_t interface_id() const = 0;
+  // Generated stubs return their interface's; hand-written ones have none.
+  virtual InterfaceSchema schema() const { return {}; }
   // Answers `call`. Returns DATA_LOSS when the request was malformed, after
   // failing the call; the server then closes the channel (ServeRouted).
   virtual absl::Status Dispatch(IncomingCall& call, const CallContext& context) = 0;

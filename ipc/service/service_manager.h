@@ -113,8 +113,9 @@ struct RegisterOptions {
   uint64_t max_request_size = ChannelOptions{}.max_message_size;
   // What the service serves, so `sluicectl describe`/`call` need no local
   // schema: the full interface name and sluice-idlc's embedded schema
-  // (<stem>_schema.h: kBinarySchema, kStructuralHash). Optional; the bytes
-  // are copied.
+  // (<stem>_schema.h: kBinarySchema, kStructuralHash; a generated
+  // Interface's kSchema). ServiceHost::Publish fills them from the stub when
+  // empty. Optional; the bytes are copied.
   std::string interface;
   std::span<const uint8_t> schema;
   uint64_t schema_hash = 0;
@@ -131,7 +132,9 @@ struct LookupOptions {
   // What this client was built from (sluice-idlc's <stem>_schema.h). When
   // both sides registered one, the manager checks them against each other
   // and refuses an incompatible connection with FAILED_PRECONDITION naming
-  // the method and field. Optional; `interface` defaults to the server's.
+  // the method and field. Optional (Connect<Proxy> fills them from the
+  // proxy's Interface::kSchema when empty); `interface` defaults to the
+  // server's.
   std::string interface;
   std::span<const uint8_t> schema;
 };

@@ -79,6 +79,23 @@ class ServingTest : public ::testing::Test {
   std::unique_ptr<ServiceManager> sm_;
 };
 
+// Nobody passes a schema by hand: Publish registers the generated stub's,
+// so the service can be described, and Connect<Proxy> sends the proxy's, so
+// a proxy of another interface is refused at connect, not at its first call.
+TEST_F(ServingTest, ThePublishedStubsSchemaGoesWithItsNameAndAProxySendsItsOwn) {
+  ASSERT_NO_FATAL_FAILURE(Start(/*max_threads=*/1, /*thread_cap=*/2));
+  ASSERT_OK_AND_ASSIGN(ServiceDescription described, sm_->Describe(sink::PainterInterface::kName));
+  EXPECT_EQ(described.interface, sink::PainterInterface::kName);
+  EXPECT_EQ(described.schema_hash, sink::PainterInterface::kSchema.structural_hash);
+  EXPECT_EQ(described.schema.size(), sink::PainterInterface::kSchema.binary.size());
+  EXPECT_THAT(Connect<sink::CalculatorProxy>(*sm_, sink::PainterInterface::kName).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       ::testing::AllOf(::testing::HasSubstr("serves sluice.test.sink.Painter"),
+                                        ::testing::HasSubstr("not sluice.test.sink.Calculator"))));
+  ASSERT_OK_AND_ASSIGN(PainterConnection painter, Connect<sink::PainterProxy>(*sm_));
+  EXPECT_OK(painter->Total(Within(absl::Seconds(10))));
+}
+
 // Regression: four handlers that did not return blocked every other client
 // of a four-thread server (DEADLINE_EXCEEDED after 2 s).
 TEST_F(ServingTest, BusyHandlersDoNotStarveOtherClients) {

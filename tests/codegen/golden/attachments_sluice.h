@@ -16,6 +16,7 @@
 #include "ipc/rpc/proxy.h"
 #include "ipc/rpc/stub.h"
 #include "attachments_generated.h"
+#include "attachments_schema.h"
 
 namespace sluice {
 namespace test {
@@ -25,6 +26,10 @@ namespace attach {
 struct ListenerInterface {
   static constexpr absl::string_view kName = "sluice.test.attach.Listener";
   static constexpr uint64_t kInterfaceId = 0x0b5d47e36250ac01ull;
+  // The schema it was generated from: registration and Lookup carry it, so the
+  // service manager can describe the service and check clients at connect.
+  static constexpr ::sluice::rpc::InterfaceSchema kSchema{
+      ::sluice_schema::attachments::kBinarySchema, ::sluice_schema::attachments::kStructuralHash};
   static constexpr size_t kMethodCount = 1;
   // OnEvent(sluice.test.attach.Event) -> sluice.test.attach.Ack
   static constexpr uint64_t kOnEvent = 0x45dbf538ull << 32 | 0x3f39310bu;
@@ -71,6 +76,7 @@ class ListenerStub : public ::sluice::rpc::ServiceStub {
 
   absl::string_view service_name() const override { return Interface::kName; }
   uint64_t interface_id() const override { return Interface::kInterfaceId; }
+  ::sluice::rpc::InterfaceSchema schema() const override { return Interface::kSchema; }
 
   // Build the response in `reply` (region memory) and return its root, or an error.
   virtual absl::StatusOr<::flatbuffers::Offset<::sluice::test::attach::Ack>> OnEvent(
@@ -111,6 +117,10 @@ namespace attach {
 struct FeedInterface {
   static constexpr absl::string_view kName = "sluice.test.attach.Feed";
   static constexpr uint64_t kInterfaceId = 0x168b7434b14d5075ull;
+  // The schema it was generated from: registration and Lookup carry it, so the
+  // service manager can describe the service and check clients at connect.
+  static constexpr ::sluice::rpc::InterfaceSchema kSchema{
+      ::sluice_schema::attachments::kBinarySchema, ::sluice_schema::attachments::kStructuralHash};
   static constexpr size_t kMethodCount = 3;
   // Subscribe(sluice.test.attach.SubscribeRequest) -> sluice.test.attach.SubscribeResponse
   static constexpr uint64_t kSubscribe = 0x006ab0a3ull << 32 | 0x3aa80ac2u;
@@ -230,6 +240,7 @@ class FeedStub : public ::sluice::rpc::ServiceStub {
 
   absl::string_view service_name() const override { return Interface::kName; }
   uint64_t interface_id() const override { return Interface::kInterfaceId; }
+  ::sluice::rpc::InterfaceSchema schema() const override { return Interface::kSchema; }
 
   // Build the response in `reply` (region memory) and return its root, or an error.
   virtual absl::StatusOr<::flatbuffers::Offset<::sluice::test::attach::SubscribeResponse>> Subscribe(
@@ -288,6 +299,10 @@ namespace attach {
 struct ShadowedInterface {
   static constexpr absl::string_view kName = "sluice.test.attach.Shadowed";
   static constexpr uint64_t kInterfaceId = 0x27b9bd6b2eb6ab48ull;
+  // The schema it was generated from: registration and Lookup carry it, so the
+  // service manager can describe the service and check clients at connect.
+  static constexpr ::sluice::rpc::InterfaceSchema kSchema{
+      ::sluice_schema::attachments::kBinarySchema, ::sluice_schema::attachments::kStructuralHash};
   static constexpr size_t kMethodCount = 2;
   // Shadow(sluice.test.attach.ShadowRequest) -> sluice.test.attach.Ack
   static constexpr uint64_t kShadow = 0x82d1a881ull << 32 | 0x97dcd51au;
@@ -357,6 +372,7 @@ class ShadowedStub : public ::sluice::rpc::ServiceStub {
 
   absl::string_view service_name() const override { return Interface::kName; }
   uint64_t interface_id() const override { return Interface::kInterfaceId; }
+  ::sluice::rpc::InterfaceSchema schema() const override { return Interface::kSchema; }
 
   // Build the response in `reply` (region memory) and return its root, or an error.
   virtual absl::StatusOr<::flatbuffers::Offset<::sluice::test::attach::Ack>> Shadow(

@@ -16,6 +16,7 @@
 #include "ipc/rpc/proxy.h"
 #include "ipc/rpc/stub.h"
 #include "defaults_generated.h"
+#include "defaults_schema.h"
 
 namespace sluice {
 namespace test {
@@ -25,6 +26,10 @@ namespace defaults {
 struct TelemetryInterface {
   static constexpr absl::string_view kName = "sluice.test.defaults.Telemetry";
   static constexpr uint64_t kInterfaceId = 0xd5df7ce22baf8e6full;
+  // The schema it was generated from: registration and Lookup carry it, so the
+  // service manager can describe the service and check clients at connect.
+  static constexpr ::sluice::rpc::InterfaceSchema kSchema{
+      ::sluice_schema::defaults::kBinarySchema, ::sluice_schema::defaults::kStructuralHash};
   static constexpr size_t kMethodCount = 3;
   // Count(sluice.test.defaults.CountRequest) -> sluice.test.defaults.CountEcho
   static constexpr uint64_t kCount = 0xe1e7b894ull << 32 | 0x12216cf0u;
@@ -134,6 +139,7 @@ class TelemetryStub : public ::sluice::rpc::ServiceStub {
 
   absl::string_view service_name() const override { return Interface::kName; }
   uint64_t interface_id() const override { return Interface::kInterfaceId; }
+  ::sluice::rpc::InterfaceSchema schema() const override { return Interface::kSchema; }
 
   // Build the response in `reply` (region memory) and return its root, or an error.
   virtual absl::StatusOr<::flatbuffers::Offset<::sluice::test::defaults::CountEcho>> Count(

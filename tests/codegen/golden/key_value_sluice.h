@@ -16,6 +16,7 @@
 #include "ipc/rpc/proxy.h"
 #include "ipc/rpc/stub.h"
 #include "key_value_generated.h"
+#include "key_value_schema.h"
 
 namespace example {
 namespace kv {
@@ -24,6 +25,10 @@ namespace kv {
 struct KeyValueStoreInterface {
   static constexpr absl::string_view kName = "example.kv.KeyValueStore";
   static constexpr uint64_t kInterfaceId = 0x020d5f6e63fe7a93ull;
+  // The schema it was generated from: registration and Lookup carry it, so the
+  // service manager can describe the service and check clients at connect.
+  static constexpr ::sluice::rpc::InterfaceSchema kSchema{
+      ::sluice_schema::key_value::kBinarySchema, ::sluice_schema::key_value::kStructuralHash};
   static constexpr size_t kMethodCount = 5;
   // Put(example.kv.PutRequest) -> example.kv.PutResponse
   static constexpr uint64_t kPut = 0xce792d8eull << 32 | 0xab1074eeu;
@@ -177,6 +182,7 @@ class KeyValueStoreStub : public ::sluice::rpc::ServiceStub {
 
   absl::string_view service_name() const override { return Interface::kName; }
   uint64_t interface_id() const override { return Interface::kInterfaceId; }
+  ::sluice::rpc::InterfaceSchema schema() const override { return Interface::kSchema; }
 
   // Sets `key` to `value`.
   // Build the response in `reply` (region memory) and return its root, or an error.

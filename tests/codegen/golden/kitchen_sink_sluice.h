@@ -16,6 +16,7 @@
 #include "ipc/rpc/proxy.h"
 #include "ipc/rpc/stub.h"
 #include "kitchen_sink_generated.h"
+#include "kitchen_sink_schema.h"
 
 namespace sluice {
 namespace test {
@@ -25,6 +26,10 @@ namespace sink {
 struct PainterInterface {
   static constexpr absl::string_view kName = "sluice.test.sink.Painter";
   static constexpr uint64_t kInterfaceId = 0xccebabef9c8ad622ull;
+  // The schema it was generated from: registration and Lookup carry it, so the
+  // service manager can describe the service and check clients at connect.
+  static constexpr ::sluice::rpc::InterfaceSchema kSchema{
+      ::sluice_schema::kitchen_sink::kBinarySchema, ::sluice_schema::kitchen_sink::kStructuralHash};
   static constexpr size_t kMethodCount = 11;
   // Summarize(sluice.test.sink.Drawing) -> sluice.test.sink.DrawingSummary
   static constexpr uint64_t kSummarize = 0x1df9791aull << 32 | 0x76b6985eu;
@@ -311,6 +316,7 @@ class PainterStub : public ::sluice::rpc::ServiceStub {
 
   absl::string_view service_name() const override { return Interface::kName; }
   uint64_t interface_id() const override { return Interface::kInterfaceId; }
+  ::sluice::rpc::InterfaceSchema schema() const override { return Interface::kSchema; }
 
   // Walks a nested drawing.
   // Build the response in `reply` (region memory) and return its root, or an error.
@@ -450,6 +456,10 @@ namespace sink {
 struct CalculatorInterface {
   static constexpr absl::string_view kName = "sluice.test.sink.Calculator";
   static constexpr uint64_t kInterfaceId = 0x66ebebf63eb2ab6bull;
+  // The schema it was generated from: registration and Lookup carry it, so the
+  // service manager can describe the service and check clients at connect.
+  static constexpr ::sluice::rpc::InterfaceSchema kSchema{
+      ::sluice_schema::kitchen_sink::kBinarySchema, ::sluice_schema::kitchen_sink::kStructuralHash};
   static constexpr size_t kMethodCount = 2;
   // Add(sluice.test.sink.AddRequest) -> sluice.test.sink.AddResponse
   static constexpr uint64_t kAdd = 0x9dc3aa14ull << 32 | 0xeec6d370u;
@@ -519,6 +529,7 @@ class CalculatorStub : public ::sluice::rpc::ServiceStub {
 
   absl::string_view service_name() const override { return Interface::kName; }
   uint64_t interface_id() const override { return Interface::kInterfaceId; }
+  ::sluice::rpc::InterfaceSchema schema() const override { return Interface::kSchema; }
 
   // Build the response in `reply` (region memory) and return its root, or an error.
   virtual absl::StatusOr<::flatbuffers::Offset<::sluice::test::sink::AddResponse>> Add(
