@@ -1083,6 +1083,7 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
   if (shared.reply_waiters.load(std::memory_order_seq_cst) > 0) {
     FutexWake(shared.reply_seq, INT_MAX);
   }
+  if (reply_published_for_testing_) reply_published_for_testing_();
   auto& server_words = endpoint_->server_words();
   if (endpoint_->client_words().resource_waiters.load(std::memory_order_seq_cst) > 0) {
     server_words.completions.fetch_add(1, std::memory_order_seq_cst);
@@ -1115,10 +1116,17 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
       wake_deferred = std::exchange(oneway_deferred_, false);
     }
   }
+  // The client may have read the reply and published its next request on
+  // this slot before the slot stopped being busy above; whoever was woken
+  // for that request then passed it over. Only this thread knows: it hands
+  // the wake-up on. (A thread serving many channels on bells goes back to
+  // waiting without looking at this one again: the request would wait for
+  // the client's next ring, which never comes.)
+  const bool republished = shared.request_seq.load(std::memory_order_seq_cst) != call.seq_;
   call.channel_ = nullptr;
   call.has_reservation_ = false;
   last_completion_ns_.store(internal::MonotonicNanos(), std::memory_order_relaxed);
-  if (wake_deferred) WakeAnotherServerThread();
+  if (wake_deferred || republished) WakeAnotherServerThread();
   return endpoint_->health();
 }
 

@@ -428,6 +428,12 @@ class ServerChannel {
   // is always right).
   const PeerCredentials& peer() const { return peer_; }
 
+  // Runs `hook` in every answer, after the reply is visible to the client
+  // and before its slot is free here: a test stops a thread in that window.
+  void SetReplyPublishedHookForTesting(absl::AnyInvocable<void()> hook) {
+    reply_published_for_testing_ = std::move(hook);
+  }
+
  private:
   friend class IncomingCall;
   struct SlotState {
@@ -483,6 +489,7 @@ class ServerChannel {
   // slot whose request_seq differs holds a request nobody has taken yet.
   std::atomic<uint32_t> claimed_seq_[channel_layout::kMaxSlots] = {};
   std::atomic<bool> oneway_busy_{false};  // Mirror of oneway_in_service_.
+  absl::AnyInvocable<void()> reply_published_for_testing_;
 };
 
 }  // namespace sluice

@@ -4,6 +4,7 @@
 #include "ipc/channel/channel.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -21,6 +22,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
+#include "ipc/base/notification.h"
 #include "ipc/socket/unix_socket.h"
 #include "ipc/testing/subprocess.h"
 #include "tests/channel/echo_protocol.h"
@@ -387,6 +389,53 @@ TEST(ChannelLifecycle, ReceiveTimesOutWithDeadlineExceeded) {
   EXPECT_THAT(server->Receive(absl::Now() + absl::Milliseconds(30)),
               StatusIs(absl::StatusCode::kDeadlineExceeded));
   EXPECT_OK(server->health());
+}
+
+// Regression: kv_server with thousands of connections (its pool on bells)
+// sometimes left a call unanswered for good. The client read a reply and
+// published its next request on the same slot before the answering thread
+// had marked the slot free; the thread woken by the bell passed the busy
+// slot over, and the answering thread went back to waiting without looking.
+TEST(ChannelLifecycle, ARequestOnASlotStillBeingFreedIsHandedOnByItsLastAnswer) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  auto& client = pair.client;
+  auto& server = pair.server;
+  server->ListenOnBell();
+  auto rang = [&] {
+    pollfd bell = {.fd = server->bell(), .events = POLLIN, .revents = 0};
+    return ::poll(&bell, 1, 5000) == 1;
+  };
+  Notification published, proceed;
+  server->SetReplyPublishedHookForTesting([&] {
+    if (published.HasBeenNotified()) return;
+    published.Notify();
+    EXPECT_TRUE(proceed.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  });
+  std::thread answerer([&] {
+    ASSERT_OK_AND_ASSIGN(IncomingCall call, server->Receive());
+    ASSERT_OK(call.Reply({}));
+  });
+  ASSERT_OK_AND_ASSIGN(OutgoingCall first, client->BeginCall(8));
+  ASSERT_OK(client->Call(std::move(first), {}).status());
+  ASSERT_TRUE(published.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  // The answerer is between publishing its reply and freeing the slot.
+  server->DrainBell();
+  std::thread caller([&] {
+    ASSERT_OK_AND_ASSIGN(OutgoingCall second, client->BeginCall(8));
+    EXPECT_OK(client->Call(std::move(second), {}, absl::Now() + absl::Seconds(10)).status());
+  });
+  ASSERT_TRUE(rang()) << "the client did not ring for its second request";
+  server->DrainBell();
+  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> passed_over, server->TryReceive());
+  EXPECT_FALSE(passed_over.has_value()) << "the slot was free already: the window was missed";
+  proceed.Notify();
+  answerer.join();
+  EXPECT_TRUE(rang()) << "nobody was told of the request passed over";
+  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> second, server->TryReceive());
+  ASSERT_TRUE(second.has_value());
+  ASSERT_OK(second->Reply({}));
+  caller.join();
 }
 
 // ---------------------------------------------------------------------------
