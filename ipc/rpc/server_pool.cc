@@ -481,6 +481,10 @@ void ServerPool::Worker(Thread* self) {
       woke = WaitOnBells(sleep_deadline());
     } else {
       Refresh(local, &generation);
+      // Sized with the channel set rather than at the first poll: a warm
+      // thread may start polling only later (once its client runs on
+      // another CPU), and a call must not allocate then.
+      if (polled.capacity() < local.size()) polled.reserve(local.size());
       // Only a call served here starts a spin: after routing one to a
       // waiting thread, that thread polls for the next request of its chain
       // itself (NestedSource), and a spinning router would only take a CPU
