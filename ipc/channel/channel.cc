@@ -934,10 +934,15 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,
   for (uint32_t k = 0; k < n; ++k) {
     const uint32_t i = (scan_start_ + k) % n;
     SlotState& state = slots_[i];
-    if (state.busy) continue;
     channel_layout::Slot& shared = endpoint_->slot(i);
     const uint32_t seq = shared.request_seq.load(std::memory_order_acquire);
     if (seq == state.served_seq) continue;
+    if (state.busy) {
+      // The client read the answer and asked again before the answering
+      // thread freed the slot: that thread must hand this request on.
+      state.passed_over = true;
+      continue;
+    }
     const uint32_t flags = shared.flags.load(std::memory_order_relaxed);
     if ((flags & ~channel_layout::kKnownSlotFlags) != 0) {
       absl::Status bad = absl::DataLossError(
@@ -1090,10 +1095,12 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
     FutexWake(server_words.completions, INT_MAX);
   }
   bool wake_deferred = false;
+  bool passed_over = false;
   {
     MutexLock lock(&mu_);
     SlotState& state = slots_[i];
     state.busy = false;
+    passed_over = std::exchange(state.passed_over, false);
     if (call.has_reservation_) {
       if (length == 0) {
         // Nothing of the block was sent.
@@ -1116,17 +1123,14 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
       wake_deferred = std::exchange(oneway_deferred_, false);
     }
   }
-  // The client may have read the reply and published its next request on
-  // this slot before the slot stopped being busy above; whoever was woken
-  // for that request then passed it over. Only this thread knows: it hands
-  // the wake-up on. (A thread serving many channels on bells goes back to
-  // waiting without looking at this one again: the request would wait for
-  // the client's next ring, which never comes.)
-  const bool republished = shared.request_seq.load(std::memory_order_seq_cst) != call.seq_;
   call.channel_ = nullptr;
   call.has_reservation_ = false;
   last_completion_ns_.store(internal::MonotonicNanos(), std::memory_order_relaxed);
-  if (wake_deferred || republished) WakeAnotherServerThread();
+  // A request passed over because its slot was still busy here was woken
+  // for already: another thread must look again. (A pool thread on bells
+  // goes back to waiting without looking at this channel again, so the
+  // request would wait for a ring that never comes.)
+  if (wake_deferred || passed_over) WakeAnotherServerThread();
   return endpoint_->health();
 }
 

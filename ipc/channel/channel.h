@@ -437,7 +437,10 @@ class ServerChannel {
  private:
   friend class IncomingCall;
   struct SlotState {
-    bool busy = false;        // Claimed by a server thread.
+    bool busy = false;  // Claimed by a server thread.
+    // A scan found a new request here while busy and left it: Complete
+    // wakes another thread for it.
+    bool passed_over = false;
     uint32_t served_seq = 0;  // Last request_seq claimed.
     bool has_reply_block = false;
     uint32_t reply_seq = 0;  // Seq the reply block answers.
