@@ -17,9 +17,9 @@
 // in rounds, interleaved and rotated, so machine drift hits them alike;
 // compare ratios within a run, never against remembered numbers
 // (MACHINE-NOTES.md). It prints per case: calls/s, the slowest and fastest
-// client, p50/p99 per call, the CPU the server and the clients used and how
-// often they slept; then rpc / raw-spin-futex per client count, and issue
-// 11's target (informational: only errors make the exit status non-zero).
+// round, how evenly the clients were served, p50/p99 per call, the CPU the server and the clients
+// used and how often they slept; then rpc / raw-spin-futex per client count, and issue 11's target
+// (informational: only errors make the exit status non-zero).
 //
 // Usage:
 //   sluice_throughput_bench [--quick] [--cases=rpc,raw-spin-futex,unix-socket]
@@ -176,8 +176,8 @@ struct Window {
 struct Point {
   int64_t nanos = 0;
   uint64_t calls = 0;
-  double slowest_client = 0;  // calls/s, over every round.
-  double fastest_client = 0;
+  double slowest_round = 0;  // calls/s
+  double fastest_round = 0;
   double fairness = 1;  // The worst round's slowest / fastest client.
   int64_t cpu_span_nanos = 0;
   int64_t server_cpu_nanos = 0;
@@ -192,13 +192,13 @@ struct Point {
   void Add(const Window& w) {
     const bool first = nanos == 0;
     nanos += w.nanos;
-    const double seconds = static_cast<double>(w.nanos) / 1e9;
     const auto [low, high] = std::minmax_element(w.calls.begin(), w.calls.end());
-    for (uint64_t c : w.calls) calls += c;
-    const double slow = static_cast<double>(*low) / seconds;
-    const double fast = static_cast<double>(*high) / seconds;
-    slowest_client = first ? slow : std::min(slowest_client, slow);
-    fastest_client = first ? fast : std::max(fastest_client, fast);
+    uint64_t window_calls = 0;
+    for (uint64_t c : w.calls) window_calls += c;
+    calls += window_calls;
+    const double round = static_cast<double>(window_calls) * 1e9 / static_cast<double>(w.nanos);
+    slowest_round = first ? round : std::min(slowest_round, round);
+    fastest_round = first ? round : std::max(fastest_round, round);
     if (*high > 0) fairness = std::min(fairness, static_cast<double>(*low) / *high);
     cpu_span_nanos += w.cpu_span_nanos;
     server_cpu_nanos += w.server_cpu_nanos;
@@ -360,7 +360,7 @@ void PrintPayload(const Flags& flags, const Results& results, size_t payload) {
     std::printf("\n");
   }
   std::printf("\n%-8s %-15s %9s %17s %7s %7s %7s %8s %8s %13s\n", "clients", "case", "calls/s",
-              "per client", "min/max", "p50 us", "p99 us", "CPU srv", "CPU cli", "sleeps/call");
+              "rounds", "min/max", "p50 us", "p99 us", "CPU srv", "CPU cli", "sleeps/call");
   std::printf("%-8s %-15s %9s %17s %7s %7s %7s %8s %8s %13s\n", "", "", "", "slowest..fastest", "",
               "", "", "", "(sum)", "srv,cli(sum)");
   for (int clients : flags.clients) {
@@ -376,7 +376,7 @@ void PrintPayload(const Flags& flags, const Results& results, size_t payload) {
       std::printf(
           "%-8d %-15s %9s %17s %7.2f %7s %7s %8s %8s %13s\n", clients, name.c_str(),
           Rate(p.rate()).c_str(),
-          absl::StrCat(Rate(p.slowest_client), "..", Rate(p.fastest_client)).c_str(), p.fairness,
+          absl::StrCat(Rate(p.slowest_round), "..", Rate(p.fastest_round)).c_str(), p.fairness,
           Us(p.latency.PercentileUs(0.50)).c_str(), Us(p.latency.PercentileUs(0.99)).c_str(),
           Percent(p.server_cpu_nanos, p.cpu_span_nanos).c_str(),
           Percent(p.clients_cpu_nanos, p.cpu_span_nanos).c_str(),
@@ -452,9 +452,9 @@ int RunBenchmark(const Flags& flags) {
   for (const auto& [key, point] : results) any_error = any_error || !point.error.empty();
   for (size_t payload : flags.payloads) PrintPayload(flags, results, payload);
   std::printf(
-      "\n  per client: the slowest and fastest client's calls/s; min/max: the worst round's "
-      "slowest / fastest\n  client's calls; CPU: of one CPU, over the window; sleeps: voluntary "
-      "context switches\n");
+      "\n  rounds: calls/s of the slowest and the fastest round; min/max: the worst round's "
+      "slowest client's\n  calls / its fastest client's; CPU: of one CPU, over the windows; "
+      "sleeps: voluntary context switches\n");
   std::printf("\nOther work on the machine during these runs: %.0f%% of one CPU%s\n",
               std::max(others, 0.0),
               others > 10 ? " -- busy: the ratios above are unreliable" : "");
