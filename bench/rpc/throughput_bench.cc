@@ -296,8 +296,10 @@ absl::StatusOr<Window> MeasureWindow(Case c, int clients, size_t payload, const 
         run.clients[i].calls.load(std::memory_order_relaxed) - w.calls[static_cast<size_t>(i)];
   }
   w.nanos = NowNanos() - start;
-  SetPhase(run, kStop);
+  // Before the stop: a stopping server's threads exit, and their counts
+  // would leave the sums.
   const Usage after = ReadUsage(p);
+  SetPhase(run, kStop);
   w.cpu_span_nanos = after.at - before.at;
   w.server_cpu_nanos = after.server_cpu - before.server_cpu;
   w.clients_cpu_nanos = after.clients_cpu - before.clients_cpu;
