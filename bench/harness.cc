@@ -1,6 +1,7 @@
 #include "bench/harness.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -93,6 +94,27 @@ absl::StatusOr<int64_t> MainThreadSleeps(pid_t pid) {
   return absl::NotFoundError(absl::StrCat("no voluntary_ctxt_switches for pid ", pid));
 }
 
+absl::StatusOr<int64_t> ProcessSleeps(pid_t pid) {
+  const std::string dir = absl::StrCat("/proc/", pid, "/task");
+  DIR* tasks = ::opendir(dir.c_str());
+  if (tasks == nullptr) return absl::NotFoundError(absl::StrCat("cannot open ", dir));
+  int64_t total = 0;
+  while (dirent* entry = ::readdir(tasks)) {
+    if (entry->d_name[0] == '.') continue;
+    std::ifstream status(absl::StrCat(dir, "/", entry->d_name, "/status"));
+    for (std::string line; std::getline(status, line);) {
+      absl::string_view rest = line;
+      if (!absl::ConsumePrefix(&rest, "voluntary_ctxt_switches:")) continue;
+      int64_t value = 0;
+      // A thread that exited between readdir and open contributes 0.
+      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(rest), &value)) total += value;
+      break;
+    }
+  }
+  ::closedir(tasks);
+  return total;
+}
+
 int64_t ThisThreadSleeps() {
   rusage usage{};
   ::getrusage(RUSAGE_THREAD, &usage);
@@ -157,8 +179,9 @@ int UsableCpus() {
 }
 
 void Die(const absl::Status& status, const char* what) {
-  std::fprintf(stderr, "sluice_channel_bench[%d]: %s: %s\n", static_cast<int>(::getpid()), what,
-               status.ToString().c_str());
+  // Every benchmark's children die through here: name the one that did.
+  std::fprintf(stderr, "%s[%d]: %s: %s\n", program_invocation_short_name,
+               static_cast<int>(::getpid()), what, status.ToString().c_str());
   std::exit(1);
 }
 

@@ -62,6 +62,9 @@ absl::StatusOr<int64_t> ProcessCpuNanos(pid_t pid);
 // Voluntary context switches of `pid`'s main thread: how many times it went
 // to sleep. One per call means a futex/socket wait; zero means it spun.
 absl::StatusOr<int64_t> MainThreadSleeps(pid_t pid);
+// The same summed over every thread of `pid`: a server whose calls are
+// served by a pool thread, not by its main thread.
+absl::StatusOr<int64_t> ProcessSleeps(pid_t pid);
 // The same for the calling thread.
 int64_t ThisThreadSleeps();
 

@@ -57,36 +57,6 @@ RawControl& ControlOf(const Region& region) {
   return *reinterpret_cast<RawControl*>(region.data());
 }
 
-// Waits until `word` != `old`: spins for `spin_ns` (forever if negative), then
-// sleeps. `sleeping` is raised before the last look at `word` and the other
-// side checks it after storing `word`, so either we see the new value or it
-// sees the flag and wakes us (both accesses seq_cst).
-void AwaitChange(const FutexWord& word, uint32_t old, std::atomic<uint32_t>& sleeping,
-                 int64_t spin_ns) {
-  if (spin_ns != 0) {
-    const int64_t end = spin_ns < 0 ? INT64_MAX : NowNanos() + spin_ns;
-    for (uint32_t i = 1;; ++i) {
-      if (word.load(std::memory_order_acquire) != old) return;
-      CpuRelax();
-      if ((i & 63) == 0 && NowNanos() > end) break;
-    }
-  }
-  for (;;) {
-    sleeping.store(1, std::memory_order_seq_cst);
-    if (word.load(std::memory_order_seq_cst) != old) break;
-    if (absl::Status s = FutexWait(word, old, absl::InfiniteFuture()); !s.ok()) {
-      Die(s, "FutexWait");
-    }
-    if (word.load(std::memory_order_acquire) != old) break;
-  }
-  sleeping.store(0, std::memory_order_relaxed);
-}
-
-void Publish(FutexWord& word, uint32_t value, const std::atomic<uint32_t>& peer_sleeping) {
-  word.store(value, std::memory_order_seq_cst);
-  if (peer_sleeping.load(std::memory_order_seq_cst) != 0) FutexWake(word, 1);
-}
-
 absl::Status CheckExit(Subprocess& child) {
   absl::StatusOr<int> status = child.Wait(absl::Seconds(10));
   if (!status.ok()) return status.status();
@@ -130,32 +100,6 @@ class RawShmClient final : public PingPongClient {
   uint32_t seq_ = 0;
 };
 
-absl::Status WriteAll(int fd, std::span<const std::byte> bytes) {
-  while (!bytes.empty()) {
-    const ssize_t n = RetryOnEintr([&] { return ::write(fd, bytes.data(), bytes.size()); });
-    if (n < 0) return ErrnoStatus("write", errno);
-    bytes = bytes.subspan(static_cast<size_t>(n));
-  }
-  return absl::OkStatus();
-}
-
-// Reads exactly bytes.size() bytes. Returns false on end of stream before
-// the first byte (a clean stop); end of stream mid-message is an error.
-absl::StatusOr<bool> ReadAll(int fd, std::span<std::byte> bytes) {
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n =
-        RetryOnEintr([&] { return ::read(fd, bytes.data() + done, bytes.size() - done); });
-    if (n < 0) return ErrnoStatus("read", errno);
-    if (n == 0) {
-      if (done == 0) return false;
-      return absl::DataLossError("stream ended mid-message");
-    }
-    done += static_cast<size_t>(n);
-  }
-  return true;
-}
-
 class StreamClient final : public PingPongClient {
  public:
   StreamClient(Subprocess child, UniqueFd to_server, UniqueFd from_server)
@@ -192,6 +136,59 @@ class StreamClient final : public PingPongClient {
 };
 
 }  // namespace
+
+// `sleeping` is raised before the last look at `word` and the other side
+// checks it after storing `word` (Publish), so either we see the new value or
+// it sees the flag and wakes us (both accesses seq_cst).
+void AwaitChange(const FutexWord& word, uint32_t old, std::atomic<uint32_t>& sleeping,
+                 int64_t spin_ns) {
+  if (spin_ns != 0) {
+    const int64_t end = spin_ns < 0 ? INT64_MAX : NowNanos() + spin_ns;
+    for (uint32_t i = 1;; ++i) {
+      if (word.load(std::memory_order_acquire) != old) return;
+      CpuRelax();
+      if ((i & 63) == 0 && NowNanos() > end) break;
+    }
+  }
+  for (;;) {
+    sleeping.store(1, std::memory_order_seq_cst);
+    if (word.load(std::memory_order_seq_cst) != old) break;
+    if (absl::Status s = FutexWait(word, old, absl::InfiniteFuture()); !s.ok()) {
+      Die(s, "FutexWait");
+    }
+    if (word.load(std::memory_order_acquire) != old) break;
+  }
+  sleeping.store(0, std::memory_order_relaxed);
+}
+
+void Publish(FutexWord& word, uint32_t value, const std::atomic<uint32_t>& peer_sleeping) {
+  word.store(value, std::memory_order_seq_cst);
+  if (peer_sleeping.load(std::memory_order_seq_cst) != 0) FutexWake(word, 1);
+}
+
+absl::Status WriteAll(int fd, std::span<const std::byte> bytes) {
+  while (!bytes.empty()) {
+    const ssize_t n = RetryOnEintr([&] { return ::write(fd, bytes.data(), bytes.size()); });
+    if (n < 0) return ErrnoStatus("write", errno);
+    bytes = bytes.subspan(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> ReadAll(int fd, std::span<std::byte> bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n =
+        RetryOnEintr([&] { return ::read(fd, bytes.data() + done, bytes.size() - done); });
+    if (n < 0) return ErrnoStatus("read", errno);
+    if (n == 0) {
+      if (done == 0) return false;
+      return absl::DataLossError("stream ended mid-message");
+    }
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
 
 absl::StatusOr<std::unique_ptr<PingPongClient>> StartRawShm(Transport transport, int64_t spin_ns,
                                                             const CaseSetup& setup) {

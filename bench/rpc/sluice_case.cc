@@ -11,6 +11,7 @@
 #include "absl/types/span.h"
 #include "bench/channel_transport.h"
 #include "bench/harness.h"
+#include "bench/rpc/bench_service.h"
 #include "bench/rpc/rpc_cases.h"
 #include "bench_sluice.h"
 #include "ipc/base/errors.h"
@@ -24,15 +25,6 @@
 
 namespace sluice::bench {
 namespace {
-
-// Both ends are this benchmark's processes, one user: the trust ServiceHost
-// gives same-user peers by default, so large messages stay in place (the
-// sealed path is measured by sluice_large_bench).
-ChannelOptions SameUserTrust() {
-  ChannelOptions options;
-  options.trust_peer = true;
-  return options;
-}
 
 using testing::Subprocess;
 
@@ -103,30 +95,6 @@ class SluiceRpcClient final : public PingPongClient {
   Subprocess child_;
   std::unique_ptr<ClientChannel> channel_;
   BenchServiceProxy proxy_;
-};
-
-class BenchServer final : public BenchServiceStub {
- public:
-  absl::StatusOr<flatbuffers::Offset<Timing>> Probe(
-      const rpc::CallContext&, const Payload& request,
-      flatbuffers::FlatBufferBuilder& reply) override {
-    const int64_t entered = NowNanos();
-    std::span<const std::byte> data;
-    if (request.data() != nullptr) {
-      data = std::as_bytes(std::span(request.data()->data(), request.data()->size()));
-    }
-    const uint64_t sum = SumWords(data);
-    return CreateTiming(reply, sum, data.size(), entered, NowNanos());
-  }
-
-  absl::StatusOr<flatbuffers::Offset<Ack>> Send(const rpc::CallContext&, const Payload& request,
-                                                flatbuffers::FlatBufferBuilder& reply) override {
-    std::span<const std::byte> data;
-    if (request.data() != nullptr) {
-      data = std::as_bytes(std::span(request.data()->data(), request.data()->size()));
-    }
-    return CreateAck(reply, SumWords(data), data.size());
-  }
 };
 
 struct RpcConnection {
