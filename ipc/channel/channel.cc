@@ -856,6 +856,17 @@ bool ServerChannel::AnyRequestPending() const {
   return false;
 }
 
+bool ServerChannel::Unclaimed() const {
+  const uint32_t n = endpoint_->header().slot_count;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (endpoint_->slot(i).request_seq.load(std::memory_order_acquire) !=
+        claimed_seq_[i].load(std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
 bool ServerChannel::NestedRequestPending(absl::FunctionRef<bool(uint64_t chain_id)> accept) const {
   // An ended channel's slots may still look pending; nobody can take them.
   if (endpoint_->terminated()) return false;
@@ -912,7 +923,15 @@ void ServerChannel::EndPoll() {
   server_words.pollers.fetch_sub(1, std::memory_order_seq_cst);
   // A client that saw this poller skipped its wake-up: if its request is
   // still pending, wake a sleeper for it (the announce-recheck pattern of
-  // the sleepers, with the roles turned).
+  // the sleepers, with the roles turned). With no thread waiting there is
+  // nobody to wake, and the slots need no look: a thread that starts waiting
+  // after this announces itself first and then looks at them itself. That
+  // is every call of a one-thread pool, which ends its poll on each channel
+  // whenever it takes a call.
+  if (server_words.sleepers.load(std::memory_order_seq_cst) == 0 &&
+      server_words.bell_listeners.load(std::memory_order_seq_cst) == 0) {
+    return;
+  }
   if (AnyRequestPending()) WakeAnotherServerThread();
 }
 

@@ -414,6 +414,10 @@ class ServerChannel {
   int64_t PollUntilNanos() const;
   // True if a request nobody has taken is pending (lock-free).
   bool RequestPending() const { return AnyRequestPending(); }
+  // True if some slot holds a request nobody has claimed, even one that
+  // cannot be taken yet (a oneway queued behind the one in service): false
+  // means TryReceive would find nothing and note nothing (lock-free).
+  bool Unclaimed() const;
   // As ClientChannel::LinkToDeath, for the client process.
   absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) {
     return endpoint_->LinkToDeath(std::move(recipient));

@@ -325,14 +325,11 @@ void ServerPool::EndPolling(Snapshot& polled) {
   polled.clear();
 }
 
-int64_t ServerPool::PollUntil(const Snapshot& local) {
-  if (local.size() > kMaxChannelsPolled) return 0;
-  int64_t until = 0;
-  for (const auto& entry : local) until = std::max(until, entry->channel->PollUntilNanos());
-  return until;
-}
-
 ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snapshot& polled) {
+  // Most looks find nothing (a polling thread makes them all the time):
+  // those cost a few loads instead of the channel's lock. An ended channel
+  // is still taken below, to be dropped.
+  if (!entry->channel->Unclaimed() && entry->channel->health().ok()) return Took::kNothing;
   absl::StatusOr<std::optional<IncomingCall>> call = entry->channel->TryReceive();
   if (!call.ok()) {
     Remove(entry);
@@ -368,10 +365,16 @@ ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snap
   return Took::kServed;
 }
 
-ServerPool::Took ServerPool::ServeOne(const Snapshot& local, Snapshot& polled) {
-  for (const std::shared_ptr<Entry>& entry : local) {
-    const Took took = ServeFrom(entry, polled);
-    if (took != Took::kNothing) return took;
+ServerPool::Took ServerPool::ServeOne(const Snapshot& local, Snapshot& polled, size_t* next) {
+  const size_t n = local.size();
+  size_t i = n == 0 ? 0 : *next % n;
+  for (size_t looked = 0; looked < n; ++looked) {
+    const Took took = ServeFrom(local[i], polled);
+    if (++i == n) i = 0;
+    if (took != Took::kNothing) {
+      *next = i;
+      return took;
+    }
   }
   return Took::kNothing;
 }
@@ -408,7 +411,7 @@ void ServerPool::Watchdog() {
   }
 }
 
-bool ServerPool::SleepOnDoorbells(const Snapshot& local, Snapshot& polled,
+bool ServerPool::SleepOnDoorbells(const Snapshot& local, Snapshot& polled, size_t* next,
                                   std::vector<FutexWaitEntry>& waits, uint32_t changed,
                                   absl::Time deadline) {
   waits.clear();  // The caller's vector keeps its capacity: no allocation per sleep.
@@ -418,7 +421,7 @@ bool ServerPool::SleepOnDoorbells(const Snapshot& local, Snapshot& polled,
   }
   // Requests published before the announcements are found by this scan;
   // later ones change a doorbell (or wake us).
-  const Took found = ServeOne(local, polled);
+  const Took found = ServeOne(local, polled, next);
   bool timed_out = false;
   if (found == Took::kNothing) {
     waits.push_back({&changed_, changed, FutexScope::kPrivate});
@@ -456,6 +459,7 @@ void ServerPool::Worker(Thread* self) {
   // The channels this thread announced it polls (BeginPoll), while it spins.
   Snapshot polled;
   std::vector<FutexWaitEntry> waits;
+  size_t next = 0;  // Where the next scan of `local` starts (ServeOne).
   int64_t poll_until = 0;
   // Threads beyond max_threads wait for a while only (then may retire).
   const auto sleep_deadline = [this] {
@@ -489,8 +493,19 @@ void ServerPool::Worker(Thread* self) {
       // waiting thread, that thread polls for the next request of its chain
       // itself (NestedSource), and a spinning router would only take a CPU
       // from it.
-      const Took took = ServeOne(local, polled);
-      if (took == Took::kServed) poll_until = PollUntil(local);
+      const Took took = ServeOne(local, polled, &next);
+      // Only the channel just answered can have moved the window (each
+      // channel's lasts serve_spin from its own last answer), so it is the
+      // only one asked, once per call; the rest of the window is what
+      // earlier answers left. Its client on this CPU ends the window: that
+      // client needs this CPU to read the reply and ask again.
+      if (took == Took::kServed) {
+        const int64_t until =
+            local.size() <= kMaxChannelsPolled
+                ? local[(next + local.size() - 1) % local.size()]->channel->PollUntilNanos()
+                : 0;
+        poll_until = until == 0 ? 0 : std::max(poll_until, until);
+      }
       if (took != Took::kNothing) continue;
       if (internal::MonotonicNanos() < poll_until) {
         // Announced, so that clients do not wake idle threads for requests
@@ -505,7 +520,7 @@ void ServerPool::Worker(Thread* self) {
       }
       EndPolling(polled);
       poll_until = 0;
-      woke = SleepOnDoorbells(local, polled, waits, changed, sleep_deadline());
+      woke = SleepOnDoorbells(local, polled, &next, waits, changed, sleep_deadline());
     }
     if (!woke) {
       MutexLock lock(&mu_);

@@ -13,12 +13,16 @@
 // without a thread that will wake for it. The switch is one way: a pool that
 // once held that many channels keeps waiting on bells.
 //
+// Looking. A thread looks at its channels in turn, each look starting past
+// the channel it last took a call from, so that busy channels are served
+// one call each in turn and none waits behind another's stream of calls.
+//
 // Polling. After answering a call a thread polls its channels instead of
-// sleeping only while the pool has a few channels and one of them is
-// WorthPolling(): it answered a call within its SpinPolicy::serve_spin
-// (ChannelOptions, set per service through RegisterOptions) and its client
-// last ran on another CPU. On one CPU, polling would only keep the client
-// from running.
+// sleeping only while the pool has a few channels, within
+// SpinPolicy::serve_spin (ChannelOptions, set per service through
+// RegisterOptions) of an answer, and while the client it just answered last
+// ran on another CPU. On that client's CPU, polling would only keep the
+// client from running.
 //
 // Threads. A thread starts whenever every running thread is busy with a call,
 // up to Options::max_threads. Past that, busy or hung handlers must not stop
@@ -138,8 +142,8 @@ class ServerPool final : private NestedSource {
   void Watchdog();
   // One futex_waitv on every doorbell (plus the pool's word), after one more
   // look. False when it timed out (`deadline`).
-  bool SleepOnDoorbells(const Snapshot& local, Snapshot& polled, std::vector<FutexWaitEntry>& waits,
-                        uint32_t changed, absl::Time deadline);
+  bool SleepOnDoorbells(const Snapshot& local, Snapshot& polled, size_t* next,
+                        std::vector<FutexWaitEntry>& waits, uint32_t changed, absl::Time deadline);
   // One epoll_wait on the bells; serves what it finds. False on timeout.
   bool WaitOnBells(absl::Time deadline);
   // Refreshes `local` if the channel set changed since `*generation`. Empty
@@ -150,10 +154,10 @@ class ServerPool final : private NestedSource {
   // any) once it claims a call.
   enum class Took : uint8_t { kNothing, kServed, kRouted };
   Took ServeFrom(const std::shared_ptr<Entry>& entry, Snapshot& polled);
-  Took ServeOne(const Snapshot& local, Snapshot& polled);
-  // When polling after a call pays off (see the file comment): until then,
-  // or 0 for not at all.
-  static int64_t PollUntil(const Snapshot& local);
+  // Looks at the channels in turn from `*next` (this thread's cursor), and
+  // leaves it just past the one it took a call from: each scan starts where
+  // the last one found work, so no channel is always looked at last.
+  Took ServeOne(const Snapshot& local, Snapshot& polled, size_t* next);
   static void EndPolling(Snapshot& polled);
   // NestedSource: a thread waiting in `chain` claims its requests itself.
   bool PendingFor(uint64_t chain) override;

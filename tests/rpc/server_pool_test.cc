@@ -8,6 +8,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <string>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
+#include "ipc/base/mutex.h"
 #include "ipc/base/notification.h"
 #include "ipc/testing/subprocess.h"
 #include "tests/rpc/kitchen_sink_service.h"
@@ -131,6 +133,78 @@ TEST(ServerPool, ALongCallDoesNotStallOtherChannels) {
   for (int i = 0; i < 100; ++i) ASSERT_OK(proxy.Total());
   EXPECT_FALSE(slow_done.load()) << "the other channel waited for the long call";
   slow_caller.join();
+}
+
+// Records which channel each oneway Note came in on; the one tagged
+// kGateTag holds its thread until the gate opens.
+class NoteLog : public PainterService {
+ public:
+  static constexpr char kGateTag = 'G';
+  struct Shared {
+    Mutex mu;
+    std::string order ABSL_GUARDED_BY(mu);
+    Notification gate;
+    Notification at_gate;
+  };
+  NoteLog(char tag, Shared& shared) : tag_(tag), shared_(shared) {}
+  absl::Status Note(const rpc::CallContext&, const sink::Counter&) override {
+    if (tag_ == kGateTag) {
+      shared_.at_gate.Notify();
+      shared_.gate.WaitForNotification();
+      return absl::OkStatus();
+    }
+    MutexLock lock(&shared_.mu);
+    shared_.order.push_back(tag_);
+    return absl::OkStatus();
+  }
+
+ private:
+  const char tag_;
+  Shared& shared_;
+};
+
+// Regression: every look started at the pool's first channel, so one whose
+// client kept it busy was served again and again while the others waited
+// (a one-thread pool served 8 clients with the slowest getting none of the
+// calls in a measured window). Each look now starts past the channel last
+// served.
+TEST(ServerPool, ChannelsWithWorkAreServedInTurn) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  rpc::ServerPool pool({.max_threads = 1, .thread_cap = 1});
+  NoteLog::Shared shared;
+  ASSERT_OK_AND_ASSIGN(LocalPair gate, MakeLocalPair(*watcher));
+  ASSERT_OK(pool.Add(std::move(gate.server), std::make_shared<NoteLog>(NoteLog::kGateTag, shared)));
+  const std::string tags = "abc";
+  std::vector<std::unique_ptr<ClientChannel>> clients;
+  for (char tag : tags) {
+    ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+    ASSERT_OK(pool.Add(std::move(pair.server), std::make_shared<NoteLog>(tag, shared)));
+    clients.push_back(std::move(pair.client));
+  }
+  // The pool's one thread is held in a call while every channel queues
+  // work: oneways, which the pool thread serves itself, in order per channel.
+  sink::PainterProxy gate_proxy(*gate.client);
+  ASSERT_OK(gate_proxy.Note(0));
+  shared.at_gate.WaitForNotification();
+  constexpr int kNotesEach = 4;
+  for (int i = 1; i <= kNotesEach; ++i) {
+    for (auto& client : clients) ASSERT_OK(sink::PainterProxy(*client).Note(i));
+  }
+  shared.gate.Notify();
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  std::string order;
+  while (order.size() < tags.size() * kNotesEach && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+    MutexLock lock(&shared.mu);
+    order = shared.order;
+  }
+  ASSERT_EQ(order.size(), tags.size() * kNotesEach) << order;
+  // In turns of one call per channel: every window of three has each channel once.
+  for (size_t i = 0; i + tags.size() <= order.size(); ++i) {
+    std::string window = order.substr(i, tags.size());
+    std::sort(window.begin(), window.end());
+    EXPECT_EQ(window, tags) << "served in this order: " << order;
+  }
 }
 
 TEST(ServerPool, ChannelIsDroppedWhenItsClientGoes) {
