@@ -51,7 +51,6 @@
 // Child role (re-exec of this binary; not for direct use):
 //   --role=peer --socket=PATH [--pool_threads=N] --ready_fd=3
 
-#include <dirent.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/utsname.h>
@@ -59,7 +58,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
@@ -73,7 +71,6 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
-#include "absl/strings/strip.h"
 #include "absl/types/span.h"
 #include "bench/harness.h"
 #include "callback_sluice.h"
@@ -269,16 +266,6 @@ int ServePeer(const std::string& socket, std::optional<int> pool_threads) {
   for (;;) ::pause();
 }
 
-// Threads of `pid` now (from /proc/PID/task).
-int ThreadCount(pid_t pid) {
-  DIR* tasks = ::opendir(absl::StrCat("/proc/", pid, "/task").c_str());
-  if (tasks == nullptr) return 0;
-  int count = 0;
-  while (dirent* entry = ::readdir(tasks)) count += entry->d_name[0] != '.';
-  ::closedir(tasks);
-  return count;
-}
-
 // ---------------------------------------------------------------------------
 // The benchmark (A).
 
@@ -414,29 +401,6 @@ RoundPlan PlanRound(const Flags& flags) {
   return plan;
 }
 
-// Voluntary context switches of every thread of `pid`: how often any of its
-// threads went to sleep (a futex wait on the call path, or an idle pool
-// thread parking).
-int64_t ProcessSleeps(pid_t pid) {
-  const std::string dir = absl::StrCat("/proc/", pid, "/task");
-  DIR* tasks = ::opendir(dir.c_str());
-  if (tasks == nullptr) return 0;
-  int64_t total = 0;
-  while (dirent* entry = ::readdir(tasks)) {
-    if (entry->d_name[0] == '.') continue;
-    std::ifstream status(absl::StrCat(dir, "/", entry->d_name, "/status"));
-    for (std::string line; std::getline(status, line);) {
-      absl::string_view rest = line;
-      if (!absl::ConsumePrefix(&rest, "voluntary_ctxt_switches:")) continue;
-      int64_t value = 0;
-      if (absl::SimpleAtoi(absl::StripAsciiWhitespace(rest), &value)) total += value;
-      break;
-    }
-  }
-  ::closedir(tasks);
-  return total;
-}
-
 struct CaseResult {
   std::vector<int64_t> samples;  // Round trips of every round, ns.
   int64_t sleeps_a = 0;          // Voluntary context switches, all threads.
@@ -553,8 +517,8 @@ class Bench {
   // One round of `c`, appended to `result`.
   absl::Status RunRound(Case c, std::span<const std::byte> payload, uint64_t expected,
                         const RoundPlan& plan, CaseResult& result) {
-    const int64_t a_before = ProcessSleeps(::getpid());
-    const int64_t b_before = ProcessSleeps(peer_pid());
+    const int64_t a_before = ProcessSleeps(::getpid()).value_or(0);
+    const int64_t b_before = ProcessSleeps(peer_pid()).value_or(0);
     if (c == Case::kCallback) {
       // The samples come back in one reply: 8 bytes each, within the
       // service channel's 1 MiB reply arena.
@@ -590,8 +554,8 @@ class Bench {
       }
       result.calls += static_cast<int64_t>(plan.warmup_calls + result.samples.size() - first);
     }
-    result.sleeps_a += ProcessSleeps(::getpid()) - a_before;
-    result.sleeps_b += ProcessSleeps(peer_pid()) - b_before;
+    result.sleeps_a += ProcessSleeps(::getpid()).value_or(0) - a_before;
+    result.sleeps_b += ProcessSleeps(peer_pid()).value_or(0) - b_before;
     return absl::OkStatus();
   }
 
@@ -735,8 +699,8 @@ int RunBenchmark(const Flags& flags) {
   }
   Results results;
   const RoundPlan plan = PlanRound(flags);
-  const int threads_a = ThreadCount(::getpid());
-  const int threads_b = ThreadCount(bench.peer_pid());
+  const int threads_a = testing::CountThreads(::getpid());
+  const int threads_b = testing::CountThreads(bench.peer_pid());
   const size_t pool_a = rpc::ObjectHost::Get().thread_count();
   // B and the manager are not reaped until the end: their CPU is counted
   // from /proc, so the figure below is other work only.
@@ -770,8 +734,8 @@ int RunBenchmark(const Flags& flags) {
   // Pools start threads on demand: the cases met pools of this size.
   const std::string threads = absl::StrFormat(
       "threads before -> after the rounds: A %d -> %d (its ObjectHost pool %zu -> %zu), B %d -> %d",
-      threads_a, ThreadCount(::getpid()), pool_a, rpc::ObjectHost::Get().thread_count(), threads_b,
-      ThreadCount(bench.peer_pid()));
+      threads_a, testing::CountThreads(::getpid()), pool_a, rpc::ObjectHost::Get().thread_count(),
+      threads_b, testing::CountThreads(bench.peer_pid()));
   const double others =
       static_cast<double>((cpu_after.machine_busy_ns - cpu_before.machine_busy_ns) -
                           (cpu_after.ours_ns - cpu_before.ours_ns) -

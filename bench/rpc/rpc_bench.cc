@@ -207,7 +207,7 @@ RoundPlan PlanRound(const Flags& flags, size_t payload) {
 struct CaseResult {
   std::vector<int64_t> samples;  // Round trips of every round, ns.
   int64_t client_sleeps = 0;
-  int64_t server_sleeps = 0;  // Of the server's main thread; -1 if unknown.
+  int64_t server_sleeps = 0;  // Of all the server's threads; -1 if unknown.
   LatencySummary latency;     // Filled once all rounds ran.
   std::string error;          // Empty while every round ran.
 };
@@ -251,9 +251,9 @@ absl::Status RunRound(Case c, std::span<const std::byte> payload, uint64_t expec
   for (size_t i = 0; i < plan.warmup_calls && (i == 0 || NowNanos() < warmup_end); ++i) {
     if (absl::Status s = round_trip(); !s.ok()) return s;
   }
-  // gRPC serves on pool threads, so its main thread's sleeps say nothing.
-  const bool server_sleeps_known = c != Case::kGrpc;
-  const absl::StatusOr<int64_t> server_before = MainThreadSleeps((*client)->server_pid());
+  // Every thread of the server: the rpc cases (and gRPC) serve on pool
+  // threads, whose sleeps the main thread's count would miss.
+  const absl::StatusOr<int64_t> server_before = ProcessSleeps((*client)->server_pid());
   const int64_t client_before = ThisThreadSleeps();
   const size_t first = result.samples.size();
   const int64_t start = NowNanos();
@@ -267,8 +267,8 @@ absl::Status RunRound(Case c, std::span<const std::byte> payload, uint64_t expec
     if (result.samples.size() - first >= plan.min_calls && after - start > plan.budget_ns) break;
   }
   result.client_sleeps += ThisThreadSleeps() - client_before;
-  const absl::StatusOr<int64_t> server_after = MainThreadSleeps((*client)->server_pid());
-  if (server_sleeps_known && server_before.ok() && server_after.ok() && result.server_sleeps >= 0) {
+  const absl::StatusOr<int64_t> server_after = ProcessSleeps((*client)->server_pid());
+  if (server_before.ok() && server_after.ok() && result.server_sleeps >= 0) {
     result.server_sleeps += *server_after - *server_before;
   } else {
     result.server_sleeps = -1;
