@@ -129,6 +129,28 @@ absl::StatusOr<flatbuffers::Offset<sink::Blob>> PainterService::Download(
   return sink::CreateBlob(reply, data);
 }
 
+absl::StatusOr<flatbuffers::Offset<sink::Digest>> PainterService::Inspect(
+    const rpc::CallContext& context, const sink::SealedBlob& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<rpc::Blob> blob = rpc::TakeBlob(context, request.bytes());
+  if (!blob.ok()) return blob.status();
+  return sink::CreateDigest(reply, blob->size(), Fnv64(blob->data()));
+}
+
+absl::StatusOr<flatbuffers::Offset<sink::SealedBlob>> PainterService::Produce(
+    const rpc::CallContext& context, const sink::Counter& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<rpc::BlobWriter> writer = rpc::BlobWriter::Create(request.value());
+  if (!writer.ok()) return writer.status();
+  uint8_t* out = writer->data();
+  for (uint64_t i = 0; i < request.value(); ++i) out[i] = static_cast<uint8_t>(i);
+  absl::StatusOr<rpc::Blob> blob = std::move(*writer).Seal();
+  if (!blob.ok()) return blob.status();
+  absl::StatusOr<uint32_t> field = rpc::AttachBlob(context, *blob);
+  if (!field.ok()) return field.status();
+  return sink::CreateSealedBlob(reply, *field);
+}
+
 absl::StatusOr<flatbuffers::Offset<sink::Empty>> PainterService::Hang(
     const rpc::CallContext&, const sink::Empty&, flatbuffers::FlatBufferBuilder&) {
   for (;;) ::pause();

@@ -35,6 +35,12 @@ class PainterService : public ::sluice::test::sink::PainterStub {
   absl::StatusOr<flatbuffers::Offset<::sluice::test::sink::Blob>> Download(
       const rpc::CallContext& context, const ::sluice::test::sink::Counter& request,
       flatbuffers::FlatBufferBuilder& reply) override;
+  absl::StatusOr<flatbuffers::Offset<::sluice::test::sink::Digest>> Inspect(
+      const rpc::CallContext& context, const ::sluice::test::sink::SealedBlob& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
+  absl::StatusOr<flatbuffers::Offset<::sluice::test::sink::SealedBlob>> Produce(
+      const rpc::CallContext& context, const ::sluice::test::sink::Counter& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
   absl::StatusOr<flatbuffers::Offset<::sluice::test::sink::Empty>> Hang(
       const rpc::CallContext& context, const ::sluice::test::sink::Empty& request,
       flatbuffers::FlatBufferBuilder& reply) override;

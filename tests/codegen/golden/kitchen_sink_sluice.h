@@ -30,7 +30,7 @@ struct PainterInterface {
   // service manager can describe the service and check clients at connect.
   static constexpr ::sluice::rpc::InterfaceSchema kSchema{
       ::sluice_schema::kitchen_sink::kBinarySchema, ::sluice_schema::kitchen_sink::kStructuralHash};
-  static constexpr size_t kMethodCount = 11;
+  static constexpr size_t kMethodCount = 13;
   // Summarize(sluice.test.sink.Drawing) -> sluice.test.sink.DrawingSummary
   static constexpr uint64_t kSummarize = 0x1df9791aull << 32 | 0x76b6985eu;
   // Echo(sluice.test.sink.EchoRequest) -> sluice.test.sink.EchoResponse
@@ -47,6 +47,10 @@ struct PainterInterface {
   static constexpr uint64_t kDownload = 0x6964bb19ull << 32 | 0x4d11fbe5u;
   // Hang(sluice.test.sink.Empty) -> sluice.test.sink.Empty
   static constexpr uint64_t kHang = 0x47e67ff9ull << 32 | 0xdadb425au;
+  // Inspect(sluice.test.sink.SealedBlob) -> sluice.test.sink.Digest
+  static constexpr uint64_t kInspect = 0x3d427db7ull << 32 | 0x32ab43cdu;
+  // Produce(sluice.test.sink.Counter) -> sluice.test.sink.SealedBlob
+  static constexpr uint64_t kProduce = 0x639c7b8full << 32 | 0x11dad8a1u;
   // Sleep(sluice.test.sink.Counter) -> sluice.test.sink.Counter
   static constexpr uint64_t kSleep = 0x2fa62ca8ull << 32 | 0xbfef726eu;
   // WhoAmI(sluice.test.sink.Empty) -> sluice.test.sink.Caller
@@ -239,6 +243,54 @@ class PainterProxy : public ::sluice::rpc::ProxyBase {
     return Invoke<::sluice::test::sink::Empty>(::sluice::CallHeader{Interface::kInterfaceId, Interface::kHang}, "sluice.test.sink.Painter.Hang", 0, build, options);
   }
 
+  // Checksums a sealed blob, read where it lies.
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Digest>> Inspect(const ::sluice::rpc::Blob& bytes = {}, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint_ = 64 + 8;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
+    ::sluice::rpc::Attachments attachments_(*this, options.fds);
+    auto bytes_offset_ = attachments_.AddBlob(bytes);
+    if (!bytes_offset_.ok()) return bytes_offset_.status();
+    sized_.fds = attachments_.fds();
+    return Inspect(
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::sluice::test::sink::SealedBlobBuilder builder_(fbb_);
+        builder_.add_bytes(*bytes_offset_);
+        return builder_.Finish();
+      },
+      sized_);
+  }
+  // Inspect, with the request built by `build(fbb) -> Offset<sluice.test.sink.SealedBlob>`
+  // directly in region memory (e.g. CreateUninitializedVector for large fields).
+  // `build` may run more than once if options.size_hint is too small.
+  template <typename Build>
+    requires std::is_invocable_v<Build&, ::flatbuffers::FlatBufferBuilder&>
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Digest>> Inspect(Build&& build, const ::sluice::rpc::CallOptions& options = {}) {
+    return Invoke<::sluice::test::sink::Digest>(::sluice::CallHeader{Interface::kInterfaceId, Interface::kInspect}, "sluice.test.sink.Painter.Inspect", 0, build, options);
+  }
+
+  // A sealed blob of `value` bytes, each byte = index & 0xff.
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::SealedBlob>> Produce(uint64_t value = 0ull, const ::sluice::rpc::CallOptions& options = {}) {
+    size_t hint_ = 64 + 8;
+    ::sluice::rpc::CallOptions sized_ = options;
+    if (sized_.size_hint < hint_) sized_.size_hint = hint_;
+    return Produce(
+      [&](::flatbuffers::FlatBufferBuilder& fbb_) {
+        ::sluice::test::sink::CounterBuilder builder_(fbb_);
+        builder_.add_value(value);
+        return builder_.Finish();
+      },
+      sized_);
+  }
+  // Produce, with the request built by `build(fbb) -> Offset<sluice.test.sink.Counter>`
+  // directly in region memory (e.g. CreateUninitializedVector for large fields).
+  // `build` may run more than once if options.size_hint is too small.
+  template <typename Build>
+    requires std::is_invocable_v<Build&, ::flatbuffers::FlatBufferBuilder&>
+  absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::SealedBlob>> Produce(Build&& build, const ::sluice::rpc::CallOptions& options = {}) {
+    return Invoke<::sluice::test::sink::SealedBlob>(::sluice::CallHeader{Interface::kInterfaceId, Interface::kProduce}, "sluice.test.sink.Painter.Produce", 0, build, options);
+  }
+
   // Answers after `value` milliseconds.
   absl::StatusOr<::sluice::rpc::Response<::sluice::test::sink::Counter>> Sleep(uint64_t value = 0ull, const ::sluice::rpc::CallOptions& options = {}) {
     size_t hint_ = 64 + 8;
@@ -363,6 +415,18 @@ class PainterStub : public ::sluice::rpc::ServiceStub {
       const ::sluice::rpc::CallContext& context, const ::sluice::test::sink::Empty& request,
       ::flatbuffers::FlatBufferBuilder& reply) = 0;
 
+  // Checksums a sealed blob, read where it lies.
+  // Build the response in `reply` (region memory) and return its root, or an error.
+  virtual absl::StatusOr<::flatbuffers::Offset<::sluice::test::sink::Digest>> Inspect(
+      const ::sluice::rpc::CallContext& context, const ::sluice::test::sink::SealedBlob& request,
+      ::flatbuffers::FlatBufferBuilder& reply) = 0;
+
+  // A sealed blob of `value` bytes, each byte = index & 0xff.
+  // Build the response in `reply` (region memory) and return its root, or an error.
+  virtual absl::StatusOr<::flatbuffers::Offset<::sluice::test::sink::SealedBlob>> Produce(
+      const ::sluice::rpc::CallContext& context, const ::sluice::test::sink::Counter& request,
+      ::flatbuffers::FlatBufferBuilder& reply) = 0;
+
   // Answers after `value` milliseconds.
   // Build the response in `reply` (region memory) and return its root, or an error.
   virtual absl::StatusOr<::flatbuffers::Offset<::sluice::test::sink::Counter>> Sleep(
@@ -420,17 +484,25 @@ class PainterStub : public ::sluice::rpc::ServiceStub {
         return ::sluice::rpc::HandleCall<::sluice::test::sink::Empty, ::sluice::test::sink::Empty>(
             call, context, Interface::kHang, "sluice.test.sink.Painter.Hang", stats_[7],
             [this](const auto& c, const auto& r, auto& b) { return Hang(c, r, b); });
+      case ::sluice::rpc::MethodIdOf(Interface::kInspect):
+        return ::sluice::rpc::HandleCall<::sluice::test::sink::SealedBlob, ::sluice::test::sink::Digest>(
+            call, context, Interface::kInspect, "sluice.test.sink.Painter.Inspect", stats_[8],
+            [this](const auto& c, const auto& r, auto& b) { return Inspect(c, r, b); });
+      case ::sluice::rpc::MethodIdOf(Interface::kProduce):
+        return ::sluice::rpc::HandleCall<::sluice::test::sink::Counter, ::sluice::test::sink::SealedBlob>(
+            call, context, Interface::kProduce, "sluice.test.sink.Painter.Produce", stats_[9],
+            [this](const auto& c, const auto& r, auto& b) { return Produce(c, r, b); });
       case ::sluice::rpc::MethodIdOf(Interface::kSleep):
         return ::sluice::rpc::HandleCall<::sluice::test::sink::Counter, ::sluice::test::sink::Counter>(
-            call, context, Interface::kSleep, "sluice.test.sink.Painter.Sleep", stats_[8],
+            call, context, Interface::kSleep, "sluice.test.sink.Painter.Sleep", stats_[10],
             [this](const auto& c, const auto& r, auto& b) { return Sleep(c, r, b); });
       case ::sluice::rpc::MethodIdOf(Interface::kWhoAmI):
         return ::sluice::rpc::HandleCall<::sluice::test::sink::Empty, ::sluice::test::sink::Caller>(
-            call, context, Interface::kWhoAmI, "sluice.test.sink.Painter.WhoAmI", stats_[9],
+            call, context, Interface::kWhoAmI, "sluice.test.sink.Painter.WhoAmI", stats_[11],
             [this](const auto& c, const auto& r, auto& b) { return WhoAmI(c, r, b); });
       case ::sluice::rpc::MethodIdOf(Interface::kReadFd):
         return ::sluice::rpc::HandleCall<::sluice::test::sink::Empty, ::sluice::test::sink::Blob>(
-            call, context, Interface::kReadFd, "sluice.test.sink.Painter.ReadFd", stats_[10],
+            call, context, Interface::kReadFd, "sluice.test.sink.Painter.ReadFd", stats_[12],
             [this](const auto& c, const auto& r, auto& b) { return ReadFd(c, r, b); });
       default:
         return ::sluice::rpc::RejectMethod(call, Interface::kName);
@@ -441,7 +513,7 @@ class PainterStub : public ::sluice::rpc::ServiceStub {
   const ::sluice::rpc::MethodStats& stats(size_t index) const { return stats_[index]; }
 
  private:
-  ::sluice::rpc::MethodStats stats_[11];
+  ::sluice::rpc::MethodStats stats_[13];
 };
 
 }  // namespace sink
