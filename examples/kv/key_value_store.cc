@@ -9,9 +9,9 @@ absl::StatusOr<flatbuffers::Offset<PutResponse>> KeyValueStore::Put(
     flatbuffers::FlatBufferBuilder& reply) {
   if (request.key()->size() == 0) return absl::InvalidArgumentError("Put: empty key");
   const size_t size = request.value() != nullptr ? request.value()->size() : 0;
-  if (size > kMaxValue) {
+  if (size > max_value_) {
     return absl::InvalidArgumentError(
-        absl::StrCat("Put: value of ", size, " bytes exceeds ", kMaxValue));
+        absl::StrCat("Put: value of ", size, " bytes exceeds ", max_value_));
   }
   std::vector<uint8_t> value;
   if (size > 0) value.assign(request.value()->begin(), request.value()->end());

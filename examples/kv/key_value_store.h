@@ -15,8 +15,10 @@ namespace example::kv {
 
 class KeyValueStore : public KeyValueStoreStub {
  public:
-  // Largest value accepted; bigger Puts fail with INVALID_ARGUMENT.
-  static constexpr size_t kMaxValue = 1 << 20;
+  static constexpr size_t kDefaultMaxValue = 1 << 20;
+
+  // Puts of values over `max_value` bytes fail with INVALID_ARGUMENT.
+  explicit KeyValueStore(size_t max_value = kDefaultMaxValue) : max_value_(max_value) {}
 
   absl::StatusOr<flatbuffers::Offset<PutResponse>> Put(
       const sluice::rpc::CallContext& context, const PutRequest& request,
@@ -36,6 +38,7 @@ class KeyValueStore : public KeyValueStoreStub {
   std::vector<std::string> audit_log();
 
  private:
+  const size_t max_value_;
   sluice::Mutex mu_;
   std::map<std::string, std::vector<uint8_t>, std::less<>> values_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> audit_ ABSL_GUARDED_BY(mu_);

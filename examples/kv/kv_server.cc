@@ -20,6 +20,8 @@ ABSL_FLAG(std::string, name, "", "Name to publish (default: example.kv.KeyValueS
 ABSL_FLAG(bool, trust_same_user, true,
           "Read large requests of same-uid clients in place; false: every client sends them "
           "sealed (docs/memory.md, \"Trust\")");
+ABSL_FLAG(uint64_t, max_value_bytes, example::kv::KeyValueStore::kDefaultMaxValue,
+          "Largest value a Put may store");
 ABSL_FLAG(int, ready_fd, -1, "Write \"ready\\n\" here once published, then close it");
 
 int main(int argc, char** argv) {
@@ -36,7 +38,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kv_server: %s\n", manager.status().ToString().c_str());
     return 1;
   }
-  auto store = std::make_shared<example::kv::KeyValueStore>();
+  auto store = std::make_shared<example::kv::KeyValueStore>(absl::GetFlag(FLAGS_max_value_bytes));
   sluice::ServiceHost host(**manager);
   // Publish sends the stub's schema with the name, so `sluicectl describe`
   // and `call` work against this server with no .fbs of their own.

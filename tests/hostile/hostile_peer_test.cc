@@ -79,16 +79,21 @@ class HostilePeerTest : public ::testing::Test {
 };
 
 TEST_F(HostilePeerTest, ScribblingClientNeverCrashesTheServerAndOthersKeepBeingServed) {
-  ASSERT_OK_AND_ASSIGN(Subprocess server,
-                       Subprocess::SpawnAndWaitReady({SLUICE_KV_SERVER_BIN, "--socket=" + socket_,
-                                                      "--trust_same_user=false"}));
+  ASSERT_OK_AND_ASSIGN(
+      Subprocess server,
+      Subprocess::SpawnAndWaitReady({SLUICE_KV_SERVER_BIN, "--socket=" + socket_,
+                                     "--trust_same_user=false", "--max_value_bytes=67108864"}));
   ASSERT_OK_AND_ASSIGN(Subprocess scribbler, SpawnScribbler("client", "example.kv.KeyValueStore"));
   ASSERT_OK_AND_ASSIGN(auto kv, Connect<KeyValueStoreProxy>(*manager_client_));
   const absl::Time end = absl::Now() + absl::Seconds(HostileSeconds());
   int calls = 0;
   for (uint32_t i = 0; absl::Now() < end; ++i) {
-    // Small (copied), large (sealed) and arena-overflowing values.
-    const size_t size = i % 3 == 0 ? 200 : i % 3 == 1 ? 100'000 : 1 << 20;
+    // Small (copied), large (sealed) and arena-overflowing values, and now
+    // and then one of 64 MiB.
+    const size_t size = i % 16 == 15 ? size_t{64} << 20
+                        : i % 3 == 0 ? 200
+                        : i % 3 == 1 ? 100'000
+                                     : 1 << 20;
     std::vector<uint8_t> value(size);
     for (size_t k = 0; k < size; k += 4096) value[k] = static_cast<uint8_t>(i + k);
     const std::string key = absl::StrCat("good/", i % 8);
@@ -115,7 +120,7 @@ TEST_F(HostilePeerTest, ScribblingServerNeverCrashesOrHangsItsClient) {
   ASSERT_OK_AND_ASSIGN(Subprocess scribbler, SpawnScribbler("server", "hostile.kv"));
   const int fds_before = CountOpenFds();
   const absl::Time end = absl::Now() + absl::Seconds(HostileSeconds());
-  const size_t sizes[] = {10, 5'000, 70'000, 1 << 20, 3 << 20};
+  const size_t sizes[] = {10, 5'000, 70'000, 1 << 20, 3 << 20, 64 << 20};
   int calls = 0;
   int ok = 0;
   int refused = 0;

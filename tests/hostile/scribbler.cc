@@ -3,7 +3,7 @@
 // map writable, and tries to get write access to what it may only read.
 //
 //   scribbler --mode=client --socket=S --name=N --seconds=T
-//       calls N (a KeyValueStore) with values from 100 B to 1 MiB
+//       calls N (a KeyValueStore) with values from 100 B to 64 MiB
 //   scribbler --mode=server --socket=S --name=N --seconds=T
 //       serves N (a KeyValueStore that answers with values of any size)
 //
@@ -120,8 +120,8 @@ void Scribble(std::atomic<bool>& stop) {
 
 int RunClient(sluice::ServiceManager& manager, absl::Time end) {
   const std::string name = absl::GetFlag(FLAGS_name);
-  const size_t sizes[] = {100, 10'000, 100'000, 1 << 20};
-  std::vector<uint8_t> value(1 << 20, 0x5a);
+  const size_t sizes[] = {100, 10'000, 100'000, 1 << 20, 64 << 20};
+  std::vector<uint8_t> value(64 << 20, 0x5a);
   uint64_t i = 0;
   while (absl::Now() < end) {
     auto kv = sluice::Connect<example::kv::KeyValueStoreProxy>(manager, name);
@@ -148,7 +148,7 @@ class SizedStore : public example::kv::KeyValueStore {
     size_t size = 0;
     const std::string key = request.key()->str();
     if (key.rfind("size:", 0) != 0 || !absl::SimpleAtoi(key.substr(5), &size) ||
-        size > (size_t{8} << 20)) {
+        size > (size_t{64} << 20)) {
       return absl::InvalidArgumentError("key must be size:N");
     }
     uint8_t* out = nullptr;
