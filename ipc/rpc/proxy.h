@@ -20,6 +20,7 @@
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "flatbuffers/flatbuffers.h"
@@ -116,7 +117,7 @@ class ProxyBase {
     if (!request.ok()) return request.status();
     absl::StatusOr<Reply> reply =
         channel_->Call(std::move(request->first), request->second, options.deadline);
-    if (!reply.ok()) return reply.status();
+    if (!reply.ok()) return NameTheMethod(reply.status(), what);
     return rpc::Response<Response>::Make(*std::move(reply), what, owner_);
   }
 
@@ -130,6 +131,15 @@ class ProxyBase {
   }
 
  private:
+  // The server answers a method it lacks, or a call for another interface,
+  // with ids only (it cannot name what it does not know); the proxy knows
+  // what it asked for and says so.
+  static absl::Status NameTheMethod(const absl::Status& status, absl::string_view what) {
+    if (!absl::IsUnimplemented(status) && !absl::IsFailedPrecondition(status)) return status;
+    if (absl::StartsWith(status.message(), what)) return status;
+    return absl::Status(status.code(), absl::StrCat(what, ": ", status.message()));
+  }
+
   // `header` as it goes on the wire: addressed to this proxy's handle.
   CallHeader Addressed(const CallHeader& header) const {
     if (handle_ == 0) return header;

@@ -23,7 +23,9 @@ namespace sluice::testing {
 namespace {
 
 namespace sink = ::sluice::test::sink;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
+using ::testing::StartsWith;
 
 enum class Mode { kThread, kProcess };
 
@@ -425,8 +427,10 @@ TEST_P(RpcTest, RequestAndReplyLargerThanTheArenasSpillAndArriveIntact) {
 TEST_P(RpcTest, WrongInterfaceIsFailedPrecondition) {
   ASSERT_OK_AND_ASSIGN(auto server, Server::Start(GetParam(), *watcher_));
   sink::CalculatorProxy calculator(server->channel());  // But the server is a Painter.
+  // The server names what it serves; the proxy names what was asked of it.
   EXPECT_THAT(calculator.Add(1, 2), StatusIs(absl::StatusCode::kFailedPrecondition,
-                                             HasSubstr("sluice.test.sink.Painter")));
+                                             AllOf(StartsWith("sluice.test.sink.Calculator.Add: "),
+                                                   HasSubstr("serves sluice.test.sink.Painter"))));
 }
 
 TEST_P(RpcTest, UnknownMethodIsUnimplementedAndMismatchedSignatureIsRejected) {
