@@ -262,8 +262,8 @@ void ServerPool::StartThreadLocked() {
   Thread* self = thread.get();
   self->thread = std::thread([this, self] { Worker(self); });
   threads_.push_back(std::move(thread));
-  ++live_;
-  peak_ = std::max(peak_, live_);
+  const size_t live = live_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  peak_ = std::max(peak_, live);
 }
 
 void ServerPool::MaybeAddThreadLocked() {
@@ -347,9 +347,8 @@ ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snap
   if (!routed.call.oneway() && CallRouter::Get().Deliver(routed.call.header().chain_id, routed)) {
     return Took::kRouted;
   }
-  {
+  if (busy_.fetch_add(1, std::memory_order_acq_rel) + 1 >= live_.load(std::memory_order_acquire)) {
     MutexLock lock(&mu_);
-    ++busy_;
     MaybeAddThreadLocked();
   }
   if (watchdog_idle_.load(std::memory_order_relaxed)) {
@@ -360,8 +359,7 @@ ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snap
   ServeRouted(routed);
   if (!entry->channel->health().ok()) Remove(entry);
   progress_.fetch_add(1, std::memory_order_relaxed);
-  MutexLock lock(&mu_);
-  --busy_;
+  busy_.fetch_sub(1, std::memory_order_acq_rel);
   return Took::kServed;
 }
 

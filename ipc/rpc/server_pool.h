@@ -180,8 +180,11 @@ class ServerPool final : private NestedSource {
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int max_threads_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Thread>> threads_ ABSL_GUARDED_BY(mu_);
-  size_t live_ ABSL_GUARDED_BY(mu_) = 0;  // Threads not ended.
-  size_t busy_ ABSL_GUARDED_BY(mu_) = 0;
+  // Threads not ended: changed under mu_, read without it too.
+  std::atomic<size_t> live_{0};
+  // Threads serving a call. Counted without mu_: a call takes the lock only
+  // when it makes every thread busy (then a thread may have to start).
+  std::atomic<size_t> busy_{0};
   size_t peak_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t stalls_ ABSL_GUARDED_BY(mu_) = 0;
   // Calls taken (served here or routed to a waiting thread, nested ones
