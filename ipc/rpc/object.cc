@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "ipc/base/errno_status.h"
+#include "ipc/channel/channel_region.h"
 #include "ipc/rpc/wire.h"
 #include "ipc/socket/unix_socket.h"
 

@@ -23,7 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "flatbuffers/flatbuffers.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/client_channel.h"
 #include "ipc/rpc/call_router.h"
 #include "ipc/rpc/message.h"
 #include "ipc/rpc/object_wire.h"

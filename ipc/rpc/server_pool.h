@@ -7,7 +7,7 @@
 // Waiting. Idle threads sleep in one futex_waitv on every channel's doorbell
 // while the pool has at most kChannelsPerWait channels (the fast path: a
 // client's FUTEX_WAKE reaches a sleeping thread directly). With more, the
-// pool switches to the channels' bells (channel.h): every channel's bell
+// pool switches to the channels' bells (server_waiting.h): every channel's bell
 // socket joins one epoll set that all idle threads wait in, so any number of
 // channels is watched by a bounded number of threads, and no channel is ever
 // without a thread that will wake for it. The switch is one way: a pool that
@@ -56,7 +56,7 @@
 #include "absl/time/time.h"
 #include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/server_channel.h"
 #include "ipc/rpc/call_router.h"
 #include "ipc/rpc/stub.h"
 #include "ipc/sync/futex.h"
