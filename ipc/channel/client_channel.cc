@@ -360,11 +360,11 @@ absl::Status ClientChannel::Send(OutgoingCall call, std::span<const std::byte> m
 }
 
 absl::StatusOr<Reply> ClientChannel::Call(OutgoingCall call, std::span<const std::byte> message,
-                                          absl::Time deadline) {
+                                          absl::Time deadline, ReplyWaiter* waiter) {
   const uint32_t slot = call.slot_;
   absl::StatusOr<uint32_t> seq = Publish(call, message, /*oneway=*/false);
   if (!seq.ok()) return seq.status();
-  if (absl::Status waited = WaitForReply(slot, *seq, deadline); !waited.ok()) {
+  if (absl::Status waited = WaitForReply(slot, *seq, deadline, waiter); !waited.ok()) {
     // The server may still be reading the request: leave the slot to be
     // reclaimed once it answers.
     MutexLock lock(&mu_);
@@ -376,14 +376,8 @@ absl::StatusOr<Reply> ClientChannel::Call(OutgoingCall call, std::span<const std
   return TakeReply(slot);
 }
 
-namespace {
-thread_local ReplyWaiter* t_reply_waiter = nullptr;
-}  // namespace
-
-ReplyWaiter* ThreadReplyWaiter() { return t_reply_waiter; }
-void SetThreadReplyWaiter(ReplyWaiter* waiter) { t_reply_waiter = waiter; }
-
-absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline) {
+absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline,
+                                         ReplyWaiter* waiter) {
   channel_layout::Slot& shared = endpoint_->slot(slot);
   // When the channel ends, Endpoint::Terminate moves reply_seq by 2^31 to
   // wake us; a reply that had arrived by then reads as seq ^ 2^31 and still
@@ -395,7 +389,6 @@ absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time
   };
   // Nested calls (the server calling back into this process within this
   // call) arrive as work for the waiter while we wait.
-  ReplyWaiter* const waiter = t_reply_waiter;
   auto ready = [&] { return answered() || (waiter != nullptr && waiter->HasWork()); };
   const auto& spin = endpoint_->options().spin;
   absl::Status result = absl::OkStatus();

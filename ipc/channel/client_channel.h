@@ -166,9 +166,11 @@ class ClientChannel {
                                          uint64_t chain_id = 0);
 
   // Sends `message` (a span inside call.buffer()) and waits for the reply.
-  // A server-side error arrives as that status (code and message).
+  // A server-side error arrives as that status (code and message). While
+  // it waits, the thread runs the work `waiter` has (null: it only waits).
   absl::StatusOr<Reply> Call(OutgoingCall call, std::span<const std::byte> message,
-                             absl::Time deadline = absl::InfiniteFuture());
+                             absl::Time deadline = absl::InfiniteFuture(),
+                             ReplyWaiter* waiter = nullptr);
 
   // Sends `message` oneway: returns once it is published; the server runs
   // oneway messages one at a time in the order they were sent.
@@ -223,7 +225,7 @@ class ClientChannel {
   // Publishes the request; returns its seq.
   absl::StatusOr<uint32_t> Publish(OutgoingCall& call, std::span<const std::byte> message,
                                    bool oneway);
-  absl::Status WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline);
+  absl::Status WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline, ReplyWaiter* waiter);
   absl::StatusOr<Reply> TakeReply(uint32_t slot);
   // Takes a free slot, and `capacity` bytes of arena for it when `in_arena`
   // and there is room (*block then set). False when no slot is free.

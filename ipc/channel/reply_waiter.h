@@ -1,7 +1,8 @@
 // ReplyWaiter: what a thread blocked in ClientChannel::Call does while it
-// waits, besides sleeping: the RPC layer installs one per thread so that calls nested inside the
-// one being waited for (A calls B, B calls back into A) are served by the waiting thread, as Binder
-// does.
+// waits, besides sleeping. The caller passes one to Call; the channel only
+// polls it between looks at the reply and sleeps through it. The RPC layer
+// passes one so that calls nested inside the one being waited for (A calls
+// B, B calls back into A) are served by the waiting thread, as Binder does.
 //
 // Thread safety: used only by the thread waiting in the call it was passed
 // to; what else may touch it is the implementation's business.
@@ -28,10 +29,6 @@ class ReplyWaiter {
   virtual absl::Status Sleep(const FutexWord& reply_word, uint32_t unanswered,
                              absl::Time deadline) = 0;
 };
-// The calling thread's waiter (null: plain sleep). Set and restored by the
-// RPC layer around a call.
-ReplyWaiter* ThreadReplyWaiter();
-void SetThreadReplyWaiter(ReplyWaiter* waiter);
 
 }  // namespace sluice
 

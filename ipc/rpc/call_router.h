@@ -193,20 +193,22 @@ class CallRouter {
   bool Deliver(uint64_t chain, RoutedCall& routed);
 
   // Around one outgoing synchronous call: registers the calling thread
-  // under its chain and installs it as the channel's ReplyWaiter.
+  // under its chain, and gives what the call needs to be part of it.
   class Outgoing {
    public:
     Outgoing();
     ~Outgoing();
     Outgoing(const Outgoing&) = delete;
     Outgoing& operator=(const Outgoing&) = delete;
-    // The chain id for the call's header; 0 when routing is off.
-    uint64_t context() const { return chain_; }
+    // The chain id for BeginCall and the call's header; 0 when routing is off.
+    uint64_t chain_id() const { return chain_; }
+    // The waiter for ClientChannel::Call: the calling thread, which serves
+    // the calls nested in this one while it waits; null when routing is off.
+    ReplyWaiter* waiter() const { return thread_; }
 
    private:
     ThreadCalls* thread_ = nullptr;
     uint64_t chain_ = 0;
-    ReplyWaiter* saved_waiter_ = nullptr;
   };
 
  private:

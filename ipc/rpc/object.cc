@@ -425,12 +425,12 @@ absl::StatusOr<std::shared_ptr<ReverseExports>> ExportLink::OpenReverse(ClientCh
   // Hand the client ends over on the connection itself. Part of the
   // caller's chain, like any call it makes.
   CallRouter::Outgoing chain;
-  absl::StatusOr<OutgoingCall> call = primary.BeginCall(0, deadline, chain.context());
+  absl::StatusOr<OutgoingCall> call = primary.BeginCall(0, deadline, chain.chain_id());
   if (!call.ok()) return call.status();
   const int raw[] = {made->second.region.get(), made->second.liveness.get()};
   if (absl::Status attached = call->AttachFds(raw); !attached.ok()) return attached;
-  call->header() = CallHeader{kControlInterfaceId, kOpenReverseMethod, chain.context()};
-  absl::StatusOr<Reply> reply = primary.Call(*std::move(call), {}, deadline);
+  call->header() = CallHeader{kControlInterfaceId, kOpenReverseMethod, chain.chain_id()};
+  absl::StatusOr<Reply> reply = primary.Call(*std::move(call), {}, deadline, chain.waiter());
   // Our copies of the client ends close here: if the peer did not adopt
   // them, the pool sees the channel hang up and drops it.
   if (!reply.ok()) {
@@ -495,12 +495,12 @@ absl::Status ImportLink::Acquire(uint32_t handle) {
   // waits in it and answers on the waiting thread.
   CallRouter::Outgoing chain;
   absl::StatusOr<OutgoingCall> call =
-      channel_->BeginCall(sizeof(handle), absl::InfiniteFuture(), chain.context());
+      channel_->BeginCall(sizeof(handle), absl::InfiniteFuture(), chain.chain_id());
   if (!call.ok()) return call.status();
   std::memcpy(call->buffer().data(), &handle, sizeof(handle));
   const std::span<const std::byte> message = call->buffer().first(sizeof(handle));
-  call->header() = CallHeader{kControlInterfaceId, kAcquireMethod, chain.context()};
-  return channel_->Call(*std::move(call), message).status();
+  call->header() = CallHeader{kControlInterfaceId, kAcquireMethod, chain.chain_id()};
+  return channel_->Call(*std::move(call), message, absl::InfiniteFuture(), chain.waiter()).status();
 }
 
 void ImportLink::Release(uint32_t handle) {
@@ -621,13 +621,13 @@ absl::StatusOr<ObjectFds> ObjectRef::MakeReference(absl::Time deadline) const {
   if (remote_ == nullptr) return absl::InvalidArgumentError("null object reference");
   // Part of the caller's chain: the host may be blocked in a call to us.
   CallRouter::Outgoing chain;
-  absl::StatusOr<OutgoingCall> call = remote_->BeginCall(0, deadline, chain.context());
+  absl::StatusOr<OutgoingCall> call = remote_->BeginCall(0, deadline, chain.chain_id());
   if (!call.ok()) return call.status();
   const uint64_t target = remote_handle_ == 0
                               ? kControlInterfaceId
                               : object_wire::ObjectWord(remote_handle_, kControlInterfaceId);
-  call->header() = CallHeader{target, kCloneMethod, chain.context()};
-  absl::StatusOr<Reply> reply = remote_->Call(*std::move(call), {}, deadline);
+  call->header() = CallHeader{target, kCloneMethod, chain.chain_id()};
+  absl::StatusOr<Reply> reply = remote_->Call(*std::move(call), {}, deadline, chain.waiter());
   if (!reply.ok()) {
     return absl::Status(
         reply.status().code(),
