@@ -155,7 +155,7 @@ bool ServerPool::PendingFor(uint64_t chain) {
 }
 
 void ServerPool::TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) {
-  absl::InlinedVector<std::shared_ptr<Entry>, kMaxChannelsPolled> entries;
+  absl::InlinedVector<std::shared_ptr<ServedChannel>, kMaxChannelsPolled> entries;
   {
     MutexLock lock(&mu_);
     if (entries_.size() > kMaxChannelsPolled) return;
@@ -178,7 +178,7 @@ absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
   if (channel == nullptr || stub == nullptr) {
     return absl::InvalidArgumentError("ServerPool::Add needs a channel and a stub");
   }
-  auto entry = std::make_shared<Entry>();
+  auto entry = std::make_shared<ServedChannel>();
   entry->channel = std::move(channel);
   entry->stub = std::move(stub);
   entry->on_end = std::move(on_end);
@@ -240,7 +240,7 @@ absl::Status ServerPool::SwitchToBellsLocked() {
   return absl::OkStatus();
 }
 
-absl::Status ServerPool::WatchBellLocked(Entry& entry) {
+absl::Status ServerPool::WatchBellLocked(ServedChannel& entry) {
   // Listening first: a request published from here on rings the bell.
   entry.waiting().ListenOnBell();
   epoll_event event = {.events = EPOLLIN | EPOLLET, .data = {.u64 = entry.id}};
@@ -301,7 +301,7 @@ void ServerPool::Refresh(Snapshot& local, uint64_t* generation) {
   *generation = generation_.load(std::memory_order_relaxed);
 }
 
-void ServerPool::Remove(const std::shared_ptr<Entry>& entry) {
+void ServerPool::Remove(const std::shared_ptr<ServedChannel>& entry) {
   {
     MutexLock lock(&mu_);
     auto it = entries_.find(entry->id);
@@ -316,7 +316,7 @@ void ServerPool::Remove(const std::shared_ptr<Entry>& entry) {
   TellEnded(*entry);
 }
 
-void ServerPool::TellEnded(Entry& entry) {
+void ServerPool::TellEnded(ServedChannel& entry) {
   absl::AnyInvocable<void(absl::Status)> on_end = std::move(entry.on_end);
   if (on_end) on_end(entry.channel->health());
 }
@@ -333,7 +333,8 @@ int64_t ServerPool::PollUntil(const Snapshot& local) {
   return until;
 }
 
-ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snapshot& polled) {
+ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<ServedChannel>& entry,
+                                       Snapshot& polled) {
   absl::StatusOr<std::optional<IncomingCall>> call = entry->waiting().TryReceive();
   if (!call.ok()) {
     Remove(entry);
@@ -370,7 +371,7 @@ ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snap
 }
 
 ServerPool::Took ServerPool::ServeOne(const Snapshot& local, Snapshot& polled) {
-  for (const std::shared_ptr<Entry>& entry : local) {
+  for (const std::shared_ptr<ServedChannel>& entry : local) {
     const Took took = ServeFrom(entry, polled);
     if (took != Took::kNothing) return took;
   }
@@ -435,7 +436,7 @@ bool ServerPool::WaitOnBells(absl::Time deadline) {
   const int n = ::epoll_wait(epoll_.get(), &event, 1, EpollTimeoutMs(deadline));
   if (n == 0) return absl::Now() < deadline;
   if (n < 0 || event.data.u64 == kStopKey) return true;  // EINTR, or Shutdown.
-  std::shared_ptr<Entry> entry;
+  std::shared_ptr<ServedChannel> entry;
   {
     MutexLock lock(&mu_);
     auto it = entries_.find(event.data.u64);
@@ -556,7 +557,7 @@ void ServerPool::Shutdown() {
   for (auto& thread : threads) thread->thread.join();
   // The threads are gone: no Remove runs now, so each entry is told here or
   // was told there.
-  absl::flat_hash_map<uint64_t, std::shared_ptr<Entry>> ended;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<ServedChannel>> ended;
   {
     MutexLock lock(&mu_);
     ended.swap(entries_);

@@ -123,8 +123,7 @@ class ServerPool final : private NestedSource {
   void SetMaxThreads(int max_threads);
 
  private:
-  using Entry = ServedChannel;
-  using Snapshot = std::vector<std::shared_ptr<Entry>>;
+  using Snapshot = std::vector<std::shared_ptr<ServedChannel>>;
   class WorkerSleeper;
   struct Thread {
     std::thread thread;
@@ -149,7 +148,7 @@ class ServerPool final : private NestedSource {
   // thread waiting in its chain. Ends the spell of polling on `polled` (if
   // any) once it claims a call.
   enum class Took : uint8_t { kNothing, kServed, kRouted };
-  Took ServeFrom(const std::shared_ptr<Entry>& entry, Snapshot& polled);
+  Took ServeFrom(const std::shared_ptr<ServedChannel>& entry, Snapshot& polled);
   Took ServeOne(const Snapshot& local, Snapshot& polled);
   // When polling after a call pays off (see the file comment): until then,
   // or 0 for not at all.
@@ -158,11 +157,11 @@ class ServerPool final : private NestedSource {
   // NestedSource: a thread waiting in `chain` claims its requests itself.
   bool PendingFor(uint64_t chain) override;
   void TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) override;
-  void Remove(const std::shared_ptr<Entry>& entry);
+  void Remove(const std::shared_ptr<ServedChannel>& entry);
   // Calls the entry's on_end, once.
-  static void TellEnded(Entry& entry);
+  static void TellEnded(ServedChannel& entry);
   void Changed();
-  absl::Status WatchBellLocked(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WatchBellLocked(ServedChannel& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SwitchToBellsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeAddThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -172,7 +171,7 @@ class ServerPool final : private NestedSource {
 
   const Options options_;
   Mutex mu_;
-  absl::flat_hash_map<uint64_t, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::shared_ptr<ServedChannel>> entries_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int max_threads_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Thread>> threads_ ABSL_GUARDED_BY(mu_);
