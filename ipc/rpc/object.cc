@@ -22,11 +22,12 @@ using object_wire::kReleaseMethod;
 
 namespace {
 
-// Dedicated object channels carry callbacks, not bulk data: smaller than a
-// service's.
-constexpr channel_layout::Geometry kObjectGeometry{.slot_count = 16,
-                                                   .request_arena_size = uint64_t{1} << 20,
-                                                   .reply_arena_size = uint64_t{1} << 20};
+// Dedicated object channels carry callbacks, not bulk data: a service's
+// slots, smaller arenas.
+constexpr channel_layout::Geometry kObjectGeometry{
+    .slot_count = channel_layout::Geometry{}.slot_count,
+    .request_arena_size = uint64_t{1} << 20,
+    .reply_arena_size = uint64_t{1} << 20};
 // A reverse channel carries the calls on every object lent to one peer:
 // every slot there is, so that many holders' threads seldom wait for one.
 constexpr channel_layout::Geometry kReverseGeometry{.slot_count = channel_layout::kMaxSlots,

@@ -65,9 +65,9 @@ namespace sluice::rpc {
 
 class ServerPool final : private NestedSource {
  public:
-  // futex_waitv takes 128 words: a thread blocked in a call waits on its
-  // reply, its mailbox and the pool's own word besides the doorbells.
-  static constexpr size_t kChannelsPerWait = 125;
+  // A thread blocked in a call waits on its reply, its mailbox and the
+  // pool's own word besides the doorbells, all in one futex_waitv.
+  static constexpr size_t kChannelsPerWait = kMaxFutexWaitEntries - 3;
 
   struct Options {
     // Threads the pool runs for calls (Binder's setMaxThreads). At least 1.
