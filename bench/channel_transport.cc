@@ -7,7 +7,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench/harness.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/channel_region.h"
+#include "ipc/channel/client_channel.h"
+#include "ipc/channel/server_channel.h"
 #include "ipc/socket/unix_socket.h"
 
 namespace sluice::bench {

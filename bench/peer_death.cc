@@ -16,7 +16,8 @@
 #include "bench/channel_transport.h"
 #include "bench/harness.h"
 #include "ipc/base/errors.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/client_channel.h"
+#include "ipc/channel/server_channel.h"
 #include "ipc/testing/subprocess.h"
 
 namespace sluice::bench {

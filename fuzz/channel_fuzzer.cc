@@ -23,8 +23,11 @@
 #include <memory>
 #include <vector>
 
-#include "ipc/channel/channel.h"
+#include "ipc/channel/channel_region.h"
+#include "ipc/channel/client_channel.h"
 #include "ipc/channel/layout.h"
+#include "ipc/channel/server_channel.h"
+#include "ipc/channel/server_waiting.h"
 #include "ipc/rpc/message.h"
 #include "ipc/socket/unix_socket.h"
 #include "ipc/sync/futex.h"
@@ -165,7 +168,7 @@ void FuzzServer(Input& in) {
               channel_layout::PlanRegion({})->request_arena_size);
   rpc::MessageBuffer copy;
   for (int i = 0; i < 4; ++i) {
-    auto call = (*server)->TryReceive();
+    auto call = ServerWaiting(**server).TryReceive();
     if (!call.ok() || !call->has_value()) break;
     IncomingCall& c = **call;
     auto request = rpc::VerifyMessage<sink::EchoRequest>(

@@ -32,7 +32,8 @@
 #include <utility>
 #include <vector>
 
-#include "ipc/channel/channel.h"
+#include "ipc/channel/channel_region.h"
+#include "ipc/channel/client_channel.h"
 #include "ipc/rpc/object.h"
 #include "ipc/rpc/object_wire.h"
 #include "ipc/rpc/server_pool.h"

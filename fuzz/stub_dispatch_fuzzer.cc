@@ -10,7 +10,7 @@
 #include <cstring>
 #include <thread>
 
-#include "ipc/channel/channel.h"
+#include "ipc/channel/client_channel.h"
 #include "tests/rpc/kitchen_sink_service.h"
 #include "tests/testing/channel_pair.h"
 

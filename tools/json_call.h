@@ -10,7 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/client_channel.h"
 
 namespace sluice::tools {
 

@@ -6,12 +6,14 @@
 // owns the request arena, the server the reply arena); the owner serializes
 // its own threads with its own mutex.
 //
-// A channel has at most one block per call slot, so the live-block table has
-// a fixed capacity and the allocator never touches the heap after
-// construction: calls allocate nothing.
+// A channel has at most a block or two per call slot (a client one per
+// request; a server one per reply kept plus one per reservation), so the
+// live-block table has a fixed capacity and the allocator never touches the
+// heap after construction: calls allocate nothing.
 //
 // First fit over the gaps between live blocks, kept sorted by offset; O(live
-// blocks) per operation with at most 64 live blocks.
+// blocks) per operation with at most max_blocks live blocks (2 *
+// channel_layout::kMaxSlots on a server).
 #ifndef SLUICE_IPC_CHANNEL_ARENA_ALLOCATOR_H_
 #define SLUICE_IPC_CHANNEL_ARENA_ALLOCATOR_H_
 

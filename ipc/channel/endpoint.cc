@@ -1,10 +1,12 @@
 #include "ipc/channel/endpoint.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 
@@ -35,6 +37,11 @@ using channel_layout::ActivityState;
 using channel_layout::ChannelHeader;
 
 namespace {
+
+bool RangeInArena(uint64_t offset, uint64_t length, uint64_t arena_size) {
+  return offset <= arena_size && length <= arena_size - offset;
+}
+
 // Never an FdTag (slots are numbered below kMaxSlots) nor kArenaTag.
 constexpr uint64_t kHelloTag = ~uint64_t{0};
 
@@ -45,6 +52,50 @@ absl::Status SendTagged(int socket, uint64_t tag, std::span<const int> fds) {
   return SendMessage(socket, bytes, fds);
 }
 }  // namespace
+
+bool Contains(std::span<const std::byte> outer, std::span<const std::byte> inner) {
+  if (inner.empty()) return true;
+  const auto* begin = outer.data();
+  const auto* end = outer.data() + outer.size();
+  return inner.data() >= begin && inner.data() <= end &&
+         inner.size() <= static_cast<size_t>(end - inner.data());
+}
+
+absl::StatusOr<Region> CreateSpill(uint64_t capacity) {
+  return Region::Create("sluice-message", std::max<uint64_t>(capacity, 1), /*prefault=*/true);
+}
+
+absl::StatusOr<Region> MapSpill(UniqueFd fd, uint64_t offset, uint64_t length,
+                                absl::string_view what) {
+  absl::StatusOr<Region> spill = Region::Adopt(std::move(fd), 1, Region::kMaxSize,
+                                               Region::Access::kReadOnly, Region::kImmutableSeals);
+  if (!spill.ok()) {
+    return absl::DataLossError(absl::StrCat(what, ": ", spill.status().message()));
+  }
+  if (!RangeInArena(offset, length, spill->size())) {
+    return absl::DataLossError(absl::StrCat(what, " [", offset, ", +", length,
+                                            ") lies outside its ", spill->size(), "-byte memfd"));
+  }
+  spill->CloseFd();
+  return spill;
+}
+
+absl::Status AppendFds(std::span<const int> fds, std::vector<int>& out) {
+  // The limit is one SCM_RIGHTS message's, less the spilled message's memfd.
+  if (out.size() + fds.size() > kMaxFdsPerCall) {
+    return absl::InvalidArgumentError(absl::StrCat("a call carries at most ", kMaxFdsPerCall,
+                                                   " file descriptors, not ",
+                                                   out.size() + fds.size()));
+  }
+  for (int fd : fds) {
+    if (fd < 0 || ::fcntl(fd, F_GETFD) < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("file descriptor ", fd, " is not open; nothing was sent"));
+    }
+  }
+  out.insert(out.end(), fds.begin(), fds.end());
+  return absl::OkStatus();
+}
 
 absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region region,
                                                          UniqueFd liveness, PeerWatcher& watcher,

@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
+#include "ipc/channel/call_header.h"
 #include "ipc/channel/channel_options.h"
 #include "ipc/channel/layout.h"
 #include "ipc/channel/peer_watcher.h"
@@ -37,6 +38,28 @@
 #include "ipc/sync/spin.h"
 
 namespace sluice::internal {
+
+// --- A call's message and descriptors, as both sides handle them ---
+
+// Longest error message carried back from a server; longer ones are cut.
+inline constexpr uint64_t kMaxErrorMessage = 4096;
+
+// True if `inner` lies within `outer` (an empty `inner` anywhere).
+bool Contains(std::span<const std::byte> outer, std::span<const std::byte> inner);
+
+// A memfd for one message too large for an arena (or for the peer's trust):
+// filled here, then sealed immutable before the peer gets it.
+absl::StatusOr<Region> CreateSpill(uint64_t capacity);
+
+// Maps a spilled message received from the peer: it must be sealed so that
+// nobody can write it, and hold [offset, offset + length). DATA_LOSS,
+// naming `what`, otherwise.
+absl::StatusOr<Region> MapSpill(UniqueFd fd, uint64_t offset, uint64_t length,
+                                absl::string_view what);
+
+// Appends `fds` to `out` after checking each is open. INVALID_ARGUMENT for
+// one that is not, or for more than kMaxFdsPerCall in all.
+absl::Status AppendFds(std::span<const int> fds, std::vector<int>& out);
 
 class Endpoint {
  public:

@@ -235,14 +235,11 @@ CallRouter::Outgoing::Outgoing() {
   ++thread_->calls_in_progress_;
   chain_ = thread_->chain();
   router.Register(chain_, thread_);
-  saved_waiter_ = ThreadReplyWaiter();
-  SetThreadReplyWaiter(thread_);
 }
 
 CallRouter::Outgoing::~Outgoing() {
   if (thread_ == nullptr) return;
   Get().Unregister(chain_, thread_);
-  SetThreadReplyWaiter(saved_waiter_);
   // A request of this chain that was queued after the reply came (a late
   // or forged one) is still a request: serve it rather than drop it.
   thread_->RunQueued();

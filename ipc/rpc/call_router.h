@@ -2,7 +2,7 @@
 // transaction stack, without a kernel driver).
 //
 // Every synchronous call carries a call-chain id in its slot
-// (CallHeader::context). A thread that starts a call outside of any incoming
+// (CallHeader::chain_id). A thread that starts a call outside of any incoming
 // call uses its own id; a thread serving a call hands that call's id on to
 // every call it makes. While a thread waits for a reply it is registered
 // with this process's CallRouter under its chain id. When a request whose
@@ -38,7 +38,9 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "ipc/base/mutex.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/reply_waiter.h"
+#include "ipc/channel/server_channel.h"
+#include "ipc/channel/server_waiting.h"
 #include "ipc/rpc/stub.h"
 #include "ipc/sync/futex.h"
 
@@ -55,6 +57,9 @@ struct ServedChannel {
   // The owner's: told once why the channel ended, when the owner lets it go
   // (empty: nobody asked).
   absl::AnyInvocable<void(absl::Status why)> on_end;
+
+  // The channel as a server waiting on many channels uses it.
+  ServerWaiting waiting() const { return ServerWaiting(*channel); }
 };
 
 // A request taken off a channel, to be served (perhaps by another thread).
@@ -188,20 +193,22 @@ class CallRouter {
   bool Deliver(uint64_t chain, RoutedCall& routed);
 
   // Around one outgoing synchronous call: registers the calling thread
-  // under its chain and installs it as the channel's ReplyWaiter.
+  // under its chain, and gives what the call needs to be part of it.
   class Outgoing {
    public:
     Outgoing();
     ~Outgoing();
     Outgoing(const Outgoing&) = delete;
     Outgoing& operator=(const Outgoing&) = delete;
-    // The chain id for the call's header; 0 when routing is off.
-    uint64_t context() const { return chain_; }
+    // The chain id for BeginCall and the call's header; 0 when routing is off.
+    uint64_t chain_id() const { return chain_; }
+    // The waiter for ClientChannel::Call: the calling thread, which serves
+    // the calls nested in this one while it waits; null when routing is off.
+    ReplyWaiter* waiter() const { return thread_; }
 
    private:
     ThreadCalls* thread_ = nullptr;
     uint64_t chain_ = 0;
-    ReplyWaiter* saved_waiter_ = nullptr;
   };
 
  private:

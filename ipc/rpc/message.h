@@ -21,7 +21,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "flatbuffers/flatbuffers.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/client_channel.h"
 #include "ipc/rpc/wire.h"
 
 namespace sluice::rpc {

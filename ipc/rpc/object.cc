@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "ipc/base/errno_status.h"
+#include "ipc/channel/channel_region.h"
 #include "ipc/rpc/wire.h"
 #include "ipc/socket/unix_socket.h"
 
@@ -21,11 +22,12 @@ using object_wire::kReleaseMethod;
 
 namespace {
 
-// Dedicated object channels carry callbacks, not bulk data: smaller than a
-// service's.
-constexpr channel_layout::Geometry kObjectGeometry{.slot_count = 16,
-                                                   .request_arena_size = uint64_t{1} << 20,
-                                                   .reply_arena_size = uint64_t{1} << 20};
+// Dedicated object channels carry callbacks, not bulk data: a service's
+// slots, smaller arenas.
+constexpr channel_layout::Geometry kObjectGeometry{
+    .slot_count = channel_layout::Geometry{}.slot_count,
+    .request_arena_size = uint64_t{1} << 20,
+    .reply_arena_size = uint64_t{1} << 20};
 // A reverse channel carries the calls on every object lent to one peer:
 // every slot there is, so that many holders' threads seldom wait for one.
 constexpr channel_layout::Geometry kReverseGeometry{.slot_count = channel_layout::kMaxSlots,
@@ -424,12 +426,12 @@ absl::StatusOr<std::shared_ptr<ReverseExports>> ExportLink::OpenReverse(ClientCh
   // Hand the client ends over on the connection itself. Part of the
   // caller's chain, like any call it makes.
   CallRouter::Outgoing chain;
-  absl::StatusOr<OutgoingCall> call = primary.BeginCall(0, deadline, chain.context());
+  absl::StatusOr<OutgoingCall> call = primary.BeginCall(0, deadline, chain.chain_id());
   if (!call.ok()) return call.status();
   const int raw[] = {made->second.region.get(), made->second.liveness.get()};
   if (absl::Status attached = call->AttachFds(raw); !attached.ok()) return attached;
-  call->header() = CallHeader{kControlInterfaceId, kOpenReverseMethod, chain.context()};
-  absl::StatusOr<Reply> reply = primary.Call(*std::move(call), {}, deadline);
+  call->header() = CallHeader{kControlInterfaceId, kOpenReverseMethod, chain.chain_id()};
+  absl::StatusOr<Reply> reply = primary.Call(*std::move(call), {}, deadline, chain.waiter());
   // Our copies of the client ends close here: if the peer did not adopt
   // them, the pool sees the channel hang up and drops it.
   if (!reply.ok()) {
@@ -494,12 +496,12 @@ absl::Status ImportLink::Acquire(uint32_t handle) {
   // waits in it and answers on the waiting thread.
   CallRouter::Outgoing chain;
   absl::StatusOr<OutgoingCall> call =
-      channel_->BeginCall(sizeof(handle), absl::InfiniteFuture(), chain.context());
+      channel_->BeginCall(sizeof(handle), absl::InfiniteFuture(), chain.chain_id());
   if (!call.ok()) return call.status();
   std::memcpy(call->buffer().data(), &handle, sizeof(handle));
   const std::span<const std::byte> message = call->buffer().first(sizeof(handle));
-  call->header() = CallHeader{kControlInterfaceId, kAcquireMethod, chain.context()};
-  return channel_->Call(*std::move(call), message).status();
+  call->header() = CallHeader{kControlInterfaceId, kAcquireMethod, chain.chain_id()};
+  return channel_->Call(*std::move(call), message, absl::InfiniteFuture(), chain.waiter()).status();
 }
 
 void ImportLink::Release(uint32_t handle) {
@@ -620,13 +622,13 @@ absl::StatusOr<ObjectFds> ObjectRef::MakeReference(absl::Time deadline) const {
   if (remote_ == nullptr) return absl::InvalidArgumentError("null object reference");
   // Part of the caller's chain: the host may be blocked in a call to us.
   CallRouter::Outgoing chain;
-  absl::StatusOr<OutgoingCall> call = remote_->BeginCall(0, deadline, chain.context());
+  absl::StatusOr<OutgoingCall> call = remote_->BeginCall(0, deadline, chain.chain_id());
   if (!call.ok()) return call.status();
   const uint64_t target = remote_handle_ == 0
                               ? kControlInterfaceId
                               : object_wire::ObjectWord(remote_handle_, kControlInterfaceId);
-  call->header() = CallHeader{target, kCloneMethod, chain.context()};
-  absl::StatusOr<Reply> reply = remote_->Call(*std::move(call), {}, deadline);
+  call->header() = CallHeader{target, kCloneMethod, chain.chain_id()};
+  absl::StatusOr<Reply> reply = remote_->Call(*std::move(call), {}, deadline, chain.waiter());
   if (!reply.ok()) {
     return absl::Status(
         reply.status().code(),

@@ -57,7 +57,7 @@
 #include "absl/strings/str_cat.h"
 #include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/client_channel.h"
 #include "ipc/channel/layout.h"
 #include "ipc/channel/peer_watcher.h"
 #include "ipc/rpc/blob.h"

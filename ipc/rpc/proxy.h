@@ -24,7 +24,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "flatbuffers/flatbuffers.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/client_channel.h"
 #include "ipc/rpc/call_router.h"
 #include "ipc/rpc/message.h"
 #include "ipc/rpc/object_wire.h"
@@ -111,12 +111,12 @@ class ProxyBase {
     // into this process within this one is served right here.
     CallRouter::Outgoing chain;
     CallHeader chained = Addressed(header);
-    chained.chain_id = chain.context();
+    chained.chain_id = chain.chain_id();
     absl::StatusOr<std::pair<OutgoingCall, std::span<const std::byte>>> request =
         BuildRequest(chained, what, std::max(size_hint, options.size_hint), build, options);
     if (!request.ok()) return request.status();
-    absl::StatusOr<Reply> reply =
-        channel_->Call(std::move(request->first), request->second, options.deadline);
+    absl::StatusOr<Reply> reply = channel_->Call(std::move(request->first), request->second,
+                                                 options.deadline, chain.waiter());
     if (!reply.ok()) return NameTheMethod(reply.status(), what);
     return rpc::Response<Response>::Make(*std::move(reply), what, owner_);
   }

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "ipc/base/errno_status.h"
 #include "ipc/channel/endpoint.h"
+#include "ipc/channel/server_waiting.h"
 
 namespace sluice::rpc {
 namespace {
@@ -39,7 +40,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
     pool_.Refresh(local_, &generation_);
     if (local_.size() > kMaxChannelsPolled) return false;
     for (const auto& entry : local_) {
-      if (entry->channel->NestedRequestPending(IsWaiting)) return true;
+      if (entry->waiting().NestedRequestPending(IsWaiting)) return true;
     }
     return false;
   }
@@ -52,7 +53,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
     for (const auto& entry : local_) {
       for (;;) {
         absl::StatusOr<std::optional<IncomingCall>> call =
-            entry->channel->TryReceiveNested(IsWaiting);
+            entry->waiting().TryReceiveNested(IsWaiting);
         if (!call.ok() || !call->has_value()) break;  // The free threads drop dead channels.
         taken.push_back(RoutedCall{**std::move(call), entry});
       }
@@ -83,13 +84,13 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
     constexpr size_t kFirstDoorbell = 3;
     for (const auto& entry : group) {
       waits.push_back(
-          {&entry->channel->doorbell(), entry->channel->BeginSleep(), FutexScope::kShared});
+          {&entry->waiting().doorbell(), entry->waiting().BeginSleep(), FutexScope::kShared});
     }
     // Requests published before the announcements are found now; later ones
     // move a doorbell.
     bool pending = false;
     for (const auto& entry : group) {
-      pending = pending || entry->channel->NestedRequestPending(IsWaiting);
+      pending = pending || entry->waiting().NestedRequestPending(IsWaiting);
     }
     absl::Status result = absl::OkStatus();
     const bool sleep = !pending && !thread.HasWork();
@@ -98,7 +99,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
       if (!woken.ok()) result = woken.status();
     }
     for (size_t i = 0; i < group.size(); ++i) {
-      ServerChannel& channel = *group[i]->channel;
+      ServerWaiting channel = group[i]->waiting();
       channel.EndSleep();
       // A client wakes one sleeper per request, and this thread was one of
       // them although it takes only requests of waiting chains. If its
@@ -145,7 +146,7 @@ bool ServerPool::PendingFor(uint64_t chain) {
   MutexLock lock(&mu_);
   if (entries_.size() > kMaxChannelsPolled) return false;
   for (const auto& [id, entry] : entries_) {
-    if (entry->channel->NestedRequestPending(
+    if (entry->waiting().NestedRequestPending(
             [chain](uint64_t chain_id) { return chain_id == chain; })) {
       return true;
     }
@@ -154,7 +155,7 @@ bool ServerPool::PendingFor(uint64_t chain) {
 }
 
 void ServerPool::TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) {
-  absl::InlinedVector<std::shared_ptr<Entry>, kMaxChannelsPolled> entries;
+  absl::InlinedVector<std::shared_ptr<ServedChannel>, kMaxChannelsPolled> entries;
   {
     MutexLock lock(&mu_);
     if (entries_.size() > kMaxChannelsPolled) return;
@@ -162,7 +163,7 @@ void ServerPool::TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out
   }
   for (const auto& entry : entries) {
     for (;;) {
-      absl::StatusOr<std::optional<IncomingCall>> call = entry->channel->TryReceiveNested(
+      absl::StatusOr<std::optional<IncomingCall>> call = entry->waiting().TryReceiveNested(
           [chain](uint64_t chain_id) { return chain_id == chain; });
       if (!call.ok() || !call->has_value()) break;  // The pool threads drop dead channels.
       out.push_back(RoutedCall{**std::move(call), entry});
@@ -177,7 +178,7 @@ absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
   if (channel == nullptr || stub == nullptr) {
     return absl::InvalidArgumentError("ServerPool::Add needs a channel and a stub");
   }
-  auto entry = std::make_shared<Entry>();
+  auto entry = std::make_shared<ServedChannel>();
   entry->channel = std::move(channel);
   entry->stub = std::move(stub);
   entry->on_end = std::move(on_end);
@@ -212,7 +213,7 @@ absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
   // A request published before the channel was watched is found by the
   // next look: a sleeping thread's (woken now) or, on bells, whichever
   // thread takes this ring.
-  if (bells()) entry->channel->RingBell();
+  if (bells()) entry->waiting().RingBell();
   Changed();
   return absl::OkStatus();
 }
@@ -235,15 +236,15 @@ absl::Status ServerPool::SwitchToBellsLocked() {
   // Every channel rings once, so that a request whose client saw neither a
   // doorbell sleeper nor a bell listener is found (sleepers wake through
   // changed_ and no longer wait on doorbells).
-  for (const auto& [id, entry] : entries_) entry->channel->RingBell();
+  for (const auto& [id, entry] : entries_) entry->waiting().RingBell();
   return absl::OkStatus();
 }
 
-absl::Status ServerPool::WatchBellLocked(Entry& entry) {
+absl::Status ServerPool::WatchBellLocked(ServedChannel& entry) {
   // Listening first: a request published from here on rings the bell.
-  entry.channel->ListenOnBell();
+  entry.waiting().ListenOnBell();
   epoll_event event = {.events = EPOLLIN | EPOLLET, .data = {.u64 = entry.id}};
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, entry.channel->bell(), &event) != 0) {
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, entry.waiting().bell(), &event) != 0) {
     const int error = errno;
     return absl::ResourceExhaustedError(
         absl::StrCat("watching one more channel's bell (", entries_.size(),
@@ -300,14 +301,14 @@ void ServerPool::Refresh(Snapshot& local, uint64_t* generation) {
   *generation = generation_.load(std::memory_order_relaxed);
 }
 
-void ServerPool::Remove(const std::shared_ptr<Entry>& entry) {
+void ServerPool::Remove(const std::shared_ptr<ServedChannel>& entry) {
   {
     MutexLock lock(&mu_);
     auto it = entries_.find(entry->id);
     if (it == entries_.end() || it->second != entry) return;
     entries_.erase(it);
     generation_.fetch_add(1, std::memory_order_release);
-    if (bells()) (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, entry->channel->bell(), nullptr);
+    if (bells()) (void)::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, entry->waiting().bell(), nullptr);
   }
   // NOT_FOUND once it fired: nothing left to undo then.
   (void)entry->channel->UnlinkToDeath(entry->death_link);
@@ -315,22 +316,23 @@ void ServerPool::Remove(const std::shared_ptr<Entry>& entry) {
   TellEnded(*entry);
 }
 
-void ServerPool::TellEnded(Entry& entry) {
+void ServerPool::TellEnded(ServedChannel& entry) {
   absl::AnyInvocable<void(absl::Status)> on_end = std::move(entry.on_end);
   if (on_end) on_end(entry.channel->health());
 }
 
 void ServerPool::EndPolling(Snapshot& polled) {
-  for (const auto& entry : polled) entry->channel->EndPoll();
+  for (const auto& entry : polled) entry->waiting().EndPoll();
   polled.clear();
 }
 
-ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snapshot& polled) {
+ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<ServedChannel>& entry,
+                                       Snapshot& polled) {
   // Most looks find nothing (a polling thread makes them all the time):
   // those cost a few loads instead of the channel's lock. An ended channel
   // is still taken below, to be dropped.
-  if (!entry->channel->Unclaimed() && entry->channel->health().ok()) return Took::kNothing;
-  absl::StatusOr<std::optional<IncomingCall>> call = entry->channel->TryReceive();
+  if (!entry->waiting().Unclaimed() && entry->channel->health().ok()) return Took::kNothing;
+  absl::StatusOr<std::optional<IncomingCall>> call = entry->waiting().TryReceive();
   if (!call.ok()) {
     Remove(entry);
     return Took::kNothing;
@@ -340,7 +342,7 @@ ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<Entry>& entry, Snap
   EndPolling(polled);
   // On bells one ring brought this thread; more requests of the channel
   // need another thread each.
-  if (bells() && entry->channel->RequestPending()) entry->channel->RingBell();
+  if (bells() && entry->waiting().RequestPending()) entry->waiting().RingBell();
   progress_.fetch_add(1, std::memory_order_relaxed);
   RoutedCall routed{**std::move(call), entry};
   // A call back into a chain a thread of ours waits in goes to that thread.
@@ -415,7 +417,7 @@ bool ServerPool::SleepOnDoorbells(const Snapshot& local, Snapshot& polled, size_
   waits.clear();  // The caller's vector keeps its capacity: no allocation per sleep.
   for (const auto& entry : local) {
     waits.push_back(
-        {&entry->channel->doorbell(), entry->channel->BeginSleep(), FutexScope::kShared});
+        {&entry->waiting().doorbell(), entry->waiting().BeginSleep(), FutexScope::kShared});
   }
   // Requests published before the announcements are found by this scan;
   // later ones change a doorbell (or wake us).
@@ -426,7 +428,7 @@ bool ServerPool::SleepOnDoorbells(const Snapshot& local, Snapshot& polled, size_
     absl::StatusOr<int> woken = FutexWaitAny(waits, deadline);
     timed_out = absl::IsDeadlineExceeded(woken.status());
   }
-  for (const auto& entry : local) entry->channel->EndSleep();
+  for (const auto& entry : local) entry->waiting().EndSleep();
   return !timed_out;
 }
 
@@ -435,7 +437,7 @@ bool ServerPool::WaitOnBells(absl::Time deadline) {
   const int n = ::epoll_wait(epoll_.get(), &event, 1, EpollTimeoutMs(deadline));
   if (n == 0) return absl::Now() < deadline;
   if (n < 0 || event.data.u64 == kStopKey) return true;  // EINTR, or Shutdown.
-  std::shared_ptr<Entry> entry;
+  std::shared_ptr<ServedChannel> entry;
   {
     MutexLock lock(&mu_);
     auto it = entries_.find(event.data.u64);
@@ -443,7 +445,7 @@ bool ServerPool::WaitOnBells(absl::Time deadline) {
     entry = it->second;
   }
   // Before looking: a request published after the drain rings again.
-  entry->channel->DrainBell();
+  entry->waiting().DrainBell();
   Snapshot polled;
   (void)ServeFrom(entry, polled);
   return true;
@@ -500,7 +502,7 @@ void ServerPool::Worker(Thread* self) {
       if (took == Took::kServed) {
         const int64_t until =
             local.size() <= kMaxChannelsPolled
-                ? local[(next + local.size() - 1) % local.size()]->channel->PollUntilNanos()
+                ? local[(next + local.size() - 1) % local.size()]->waiting().PollUntilNanos()
                 : 0;
         poll_until = until == 0 ? 0 : std::max(poll_until, until);
       }
@@ -511,7 +513,7 @@ void ServerPool::Worker(Thread* self) {
         // spinning one.
         if (polled.empty()) {
           polled = local;
-          for (const auto& entry : polled) entry->channel->BeginPoll();
+          for (const auto& entry : polled) entry->waiting().BeginPoll();
         }
         internal::CpuRelax();
         continue;
@@ -568,7 +570,7 @@ void ServerPool::Shutdown() {
   for (auto& thread : threads) thread->thread.join();
   // The threads are gone: no Remove runs now, so each entry is told here or
   // was told there.
-  absl::flat_hash_map<uint64_t, std::shared_ptr<Entry>> ended;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<ServedChannel>> ended;
   {
     MutexLock lock(&mu_);
     ended.swap(entries_);

@@ -7,7 +7,7 @@
 // Waiting. Idle threads sleep in one futex_waitv on every channel's doorbell
 // while the pool has at most kChannelsPerWait channels (the fast path: a
 // client's FUTEX_WAKE reaches a sleeping thread directly). With more, the
-// pool switches to the channels' bells (channel.h): every channel's bell
+// pool switches to the channels' bells (server_waiting.h): every channel's bell
 // socket joins one epoll set that all idle threads wait in, so any number of
 // channels is watched by a bounded number of threads, and no channel is ever
 // without a thread that will wake for it. The switch is one way: a pool that
@@ -60,7 +60,7 @@
 #include "absl/time/time.h"
 #include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/server_channel.h"
 #include "ipc/rpc/call_router.h"
 #include "ipc/rpc/stub.h"
 #include "ipc/sync/futex.h"
@@ -69,9 +69,9 @@ namespace sluice::rpc {
 
 class ServerPool final : private NestedSource {
  public:
-  // futex_waitv takes 128 words: a thread blocked in a call waits on its
-  // reply, its mailbox and the pool's own word besides the doorbells.
-  static constexpr size_t kChannelsPerWait = 125;
+  // A thread blocked in a call waits on its reply, its mailbox and the
+  // pool's own word besides the doorbells, all in one futex_waitv.
+  static constexpr size_t kChannelsPerWait = kMaxFutexWaitEntries - 3;
 
   struct Options {
     // Threads the pool runs for calls (Binder's setMaxThreads). At least 1.
@@ -127,8 +127,7 @@ class ServerPool final : private NestedSource {
   void SetMaxThreads(int max_threads);
 
  private:
-  using Entry = ServedChannel;
-  using Snapshot = std::vector<std::shared_ptr<Entry>>;
+  using Snapshot = std::vector<std::shared_ptr<ServedChannel>>;
   class WorkerSleeper;
   struct Thread {
     std::thread thread;
@@ -153,7 +152,7 @@ class ServerPool final : private NestedSource {
   // thread waiting in its chain. Ends the spell of polling on `polled` (if
   // any) once it claims a call.
   enum class Took : uint8_t { kNothing, kServed, kRouted };
-  Took ServeFrom(const std::shared_ptr<Entry>& entry, Snapshot& polled);
+  Took ServeFrom(const std::shared_ptr<ServedChannel>& entry, Snapshot& polled);
   // Looks at the channels in turn from `*next` (this thread's cursor), and
   // leaves it just past the one it took a call from: each scan starts where
   // the last one found work, so no channel is always looked at last.
@@ -162,11 +161,11 @@ class ServerPool final : private NestedSource {
   // NestedSource: a thread waiting in `chain` claims its requests itself.
   bool PendingFor(uint64_t chain) override;
   void TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) override;
-  void Remove(const std::shared_ptr<Entry>& entry);
+  void Remove(const std::shared_ptr<ServedChannel>& entry);
   // Calls the entry's on_end, once.
-  static void TellEnded(Entry& entry);
+  static void TellEnded(ServedChannel& entry);
   void Changed();
-  absl::Status WatchBellLocked(Entry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status WatchBellLocked(ServedChannel& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SwitchToBellsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void StartThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void MaybeAddThreadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -176,7 +175,7 @@ class ServerPool final : private NestedSource {
 
   const Options options_;
   Mutex mu_;
-  absl::flat_hash_map<uint64_t, std::shared_ptr<Entry>> entries_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::shared_ptr<ServedChannel>> entries_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   int max_threads_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Thread>> threads_ ABSL_GUARDED_BY(mu_);

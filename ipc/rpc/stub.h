@@ -28,7 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "flatbuffers/flatbuffers.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/server_channel.h"
 #include "ipc/rpc/message.h"
 #include "ipc/rpc/region_allocator.h"
 #include "ipc/rpc/wire.h"

@@ -61,10 +61,11 @@
 #include "flatbuffers/flatbuffers.h"
 #include "ipc/base/mutex.h"
 #include "ipc/base/unique_fd.h"
-#include "ipc/channel/channel.h"
 #include "ipc/channel/channel_options.h"
+#include "ipc/channel/client_channel.h"
 #include "ipc/channel/layout.h"
 #include "ipc/channel/peer_watcher.h"
+#include "ipc/channel/server_channel.h"
 #include "ipc/socket/unix_socket.h"
 
 namespace sluice {

@@ -8,6 +8,7 @@
 #include <climits>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "ipc/base/errno_status.h"
 
 namespace sluice {
@@ -64,10 +65,12 @@ int FutexWake(const FutexWord& word, int count, FutexScope scope) {
 }
 
 absl::StatusOr<int> FutexWaitAny(std::span<const FutexWaitEntry> entries, absl::Time deadline) {
-  if (entries.empty() || entries.size() > FUTEX_WAITV_MAX) {
-    return absl::InvalidArgumentError("futex_waitv takes 1 to 128 entries");
+  static_assert(kMaxFutexWaitEntries == FUTEX_WAITV_MAX);
+  if (entries.empty() || entries.size() > kMaxFutexWaitEntries) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("futex_waitv takes 1 to ", kMaxFutexWaitEntries, " entries"));
   }
-  futex_waitv waiters[FUTEX_WAITV_MAX] = {};
+  futex_waitv waiters[kMaxFutexWaitEntries] = {};
   for (size_t i = 0; i < entries.size(); ++i) {
     waiters[i].val = entries[i].expected;
     waiters[i].uaddr = reinterpret_cast<uintptr_t>(Addr(*entries[i].word));

@@ -12,6 +12,7 @@
 #define SLUICE_IPC_SYNC_FUTEX_H_
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <span>
 
@@ -41,10 +42,13 @@ struct FutexWaitEntry {
   FutexScope scope;
 };
 
+// The most entries one futex_waitv takes (the kernel's FUTEX_WAITV_MAX).
+inline constexpr size_t kMaxFutexWaitEntries = 128;
+
 // futex_waitv(2): sleeps until any entry's word differs from its expected
-// value or is woken, or until `deadline`. At most 128 entries. Returns the
-// index of the entry that woke us, -1 if a value already differed (nothing
-// slept), or DEADLINE_EXCEEDED.
+// value or is woken, or until `deadline`. At most kMaxFutexWaitEntries
+// entries. Returns the index of the entry that woke us, -1 if a value
+// already differed (nothing slept), or DEADLINE_EXCEEDED.
 absl::StatusOr<int> FutexWaitAny(std::span<const FutexWaitEntry> entries, absl::Time deadline);
 
 }  // namespace sluice

@@ -233,7 +233,7 @@ TEST(FutexWaitAnyTest, RejectsAnEmptyList) {
 }
 
 TEST(FutexWaitAnyTest, RejectsMoreThan128Entries) {
-  std::vector<FutexWord> words(129);
+  std::vector<FutexWord> words(kMaxFutexWaitEntries + 1);
   std::vector<FutexWaitEntry> entries;
   for (FutexWord& w : words) entries.push_back({&w, 1, FutexScope::kPrivate});
   EXPECT_THAT(FutexWaitAny(entries, absl::Now() + kLongWait),
@@ -241,7 +241,7 @@ TEST(FutexWaitAnyTest, RejectsMoreThan128Entries) {
 }
 
 TEST(FutexWaitAnyTest, AcceptsExactly128Entries) {
-  std::vector<FutexWord> words(128);
+  std::vector<FutexWord> words(kMaxFutexWaitEntries);
   std::vector<FutexWaitEntry> entries;
   for (FutexWord& w : words) entries.push_back({&w, 0, FutexScope::kPrivate});
   // Only the last entry's value differs: the kernel must have seen all 128.

@@ -3,7 +3,7 @@
 #include <utility>
 
 #include "ipc/base/status_macros.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/channel_region.h"
 #include "ipc/socket/unix_socket.h"
 
 namespace sluice {

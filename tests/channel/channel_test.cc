@@ -1,8 +1,6 @@
 // Channel behaviour across a client and a server, each scenario run twice:
 // with the server on a thread of this process (debuggable, TSan-visible) and
 // in a separate process started from channel_test_peer (the real thing).
-#include "ipc/channel/channel.h"
-
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
@@ -23,6 +21,10 @@
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
 #include "ipc/base/notification.h"
+#include "ipc/channel/channel_region.h"
+#include "ipc/channel/client_channel.h"
+#include "ipc/channel/server_channel.h"
+#include "ipc/channel/server_waiting.h"
 #include "ipc/socket/unix_socket.h"
 #include "ipc/testing/subprocess.h"
 #include "tests/channel/echo_protocol.h"
@@ -401,9 +403,10 @@ TEST(ChannelLifecycle, ARequestOnASlotStillBeingFreedIsHandedOnByItsLastAnswer) 
   ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
   auto& client = pair.client;
   auto& server = pair.server;
-  server->ListenOnBell();
+  ServerWaiting waiting(*server);
+  waiting.ListenOnBell();
   auto rang = [&] {
-    pollfd bell = {.fd = server->bell(), .events = POLLIN, .revents = 0};
+    pollfd bell = {.fd = waiting.bell(), .events = POLLIN, .revents = 0};
     return ::poll(&bell, 1, 5000) == 1;
   };
   Notification published, proceed;
@@ -420,19 +423,19 @@ TEST(ChannelLifecycle, ARequestOnASlotStillBeingFreedIsHandedOnByItsLastAnswer) 
   ASSERT_OK(client->Call(std::move(first), {}).status());
   ASSERT_TRUE(published.WaitForNotificationWithTimeout(absl::Seconds(10)));
   // The answerer is between publishing its reply and freeing the slot.
-  server->DrainBell();
+  waiting.DrainBell();
   std::thread caller([&] {
     ASSERT_OK_AND_ASSIGN(OutgoingCall second, client->BeginCall(8));
     EXPECT_OK(client->Call(std::move(second), {}, absl::Now() + absl::Seconds(10)).status());
   });
   ASSERT_TRUE(rang()) << "the client did not ring for its second request";
-  server->DrainBell();
-  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> passed_over, server->TryReceive());
+  waiting.DrainBell();
+  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> passed_over, waiting.TryReceive());
   EXPECT_FALSE(passed_over.has_value()) << "the slot was free already: the window was missed";
   proceed.Notify();
   answerer.join();
   EXPECT_TRUE(rang()) << "nobody was told of the request passed over";
-  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> second, server->TryReceive());
+  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> second, waiting.TryReceive());
   ASSERT_TRUE(second.has_value());
   ASSERT_OK(second->Reply({}));
   caller.join();

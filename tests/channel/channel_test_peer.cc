@@ -37,8 +37,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "ipc/base/errors.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/client_channel.h"
 #include "ipc/channel/layout.h"
+#include "ipc/channel/server_channel.h"
 #include "ipc/sync/futex.h"
 #include "tests/channel/echo_protocol.h"
 

@@ -16,7 +16,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/client_channel.h"
+#include "ipc/channel/server_channel.h"
 #include "ipc/socket/unix_socket.h"
 
 namespace sluice::testing {

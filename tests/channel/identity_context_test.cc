@@ -22,7 +22,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/channel_region.h"
+#include "ipc/channel/client_channel.h"
+#include "ipc/channel/server_channel.h"
+#include "ipc/channel/server_waiting.h"
 #include "ipc/socket/unix_socket.h"
 #include "ipc/testing/subprocess.h"
 #include "tests/channel/echo_protocol.h"
@@ -216,7 +219,7 @@ TEST_P(HelloIdentityTest, ClientWithoutAHelloIsRefusedWithDataLoss) {
   EXPECT_THAT(server->health(), StatusIs(absl::StatusCode::kDataLoss));
   EXPECT_THAT(server->Receive(absl::Now() + absl::Seconds(1)),
               StatusIs(absl::StatusCode::kDataLoss));
-  EXPECT_THAT(server->TryReceive(), StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_THAT(ServerWaiting(*server).TryReceive(), StatusIs(absl::StatusCode::kDataLoss));
   // Nothing the client did replaced the vouched-for identity.
   EXPECT_EQ(server->peer().pid, kVouched.pid);
   server.reset();
@@ -401,7 +404,7 @@ class LocalChannelTest : public ::testing::Test {
   // Waits until the server has a sync request pending that `accept` takes.
   void AwaitPending(absl::FunctionRef<bool(uint64_t)> accept) {
     const absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (!server_->NestedRequestPending(accept)) {
+    while (!ServerWaiting(*server_).NestedRequestPending(accept)) {
       ASSERT_LT(absl::Now(), deadline) << "request never became pending";
       absl::SleepFor(absl::Milliseconds(1));
     }
@@ -447,44 +450,45 @@ TEST_F(LocalChannelTest, ACallWithoutContextDoesNotInheritTheSlotsLastOne) {
 TEST_F(LocalChannelTest, TryReceiveNestedTakesOnlyAcceptedSyncRequests) {
   constexpr uint64_t kMine = 7;
   constexpr uint64_t kOther = 5;
-  auto mine = [](uint64_t context) { return context == kMine; };
-  auto other = [](uint64_t context) { return context == kOther; };
+  auto mine = [](uint64_t chain_id) { return chain_id == kMine; };
+  auto other = [](uint64_t chain_id) { return chain_id == kOther; };
   auto anything = [](uint64_t) { return true; };
+  ServerWaiting waiting(*server_);
   // Nothing pending yet.
-  EXPECT_FALSE(server_->NestedRequestPending(anything));
-  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> none, server_->TryReceiveNested(anything));
+  EXPECT_FALSE(waiting.NestedRequestPending(anything));
+  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> none, waiting.TryReceiveNested(anything));
   EXPECT_FALSE(none.has_value());
 
   // A oneway of the chain: never nested work.
   SendOneway(CallHeader{1, 1, kMine});
-  EXPECT_FALSE(server_->NestedRequestPending(anything));
-  ASSERT_OK_AND_ASSIGN(none, server_->TryReceiveNested(anything));
+  EXPECT_FALSE(waiting.NestedRequestPending(anything));
+  ASSERT_OK_AND_ASSIGN(none, waiting.TryReceiveNested(anything));
   EXPECT_FALSE(none.has_value());
 
   StartCall(CallHeader{1, 2, kOther});
   AwaitPending(other);
-  EXPECT_FALSE(server_->NestedRequestPending(mine));
-  ASSERT_OK_AND_ASSIGN(none, server_->TryReceiveNested(mine));
+  EXPECT_FALSE(waiting.NestedRequestPending(mine));
+  ASSERT_OK_AND_ASSIGN(none, waiting.TryReceiveNested(mine));
   EXPECT_FALSE(none.has_value()) << "took a request of another chain";
 
   StartCall(CallHeader{1, 3, kMine});
   AwaitPending(mine);
-  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> nested, server_->TryReceiveNested(mine));
+  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> nested, waiting.TryReceiveNested(mine));
   ASSERT_TRUE(nested.has_value());
   EXPECT_FALSE(nested->oneway());
   EXPECT_EQ(nested->header().chain_id, kMine);
   EXPECT_EQ(nested->header().method, 3u);
   // Taken: neither pending nor offered again.
-  EXPECT_FALSE(server_->NestedRequestPending(mine));
-  ASSERT_OK_AND_ASSIGN(none, server_->TryReceiveNested(mine));
+  EXPECT_FALSE(waiting.NestedRequestPending(mine));
+  ASSERT_OK_AND_ASSIGN(none, waiting.TryReceiveNested(mine));
   EXPECT_FALSE(none.has_value());
   ASSERT_OK(nested->Reply({}));
 
   // What was skipped is still there for an ordinary receive, exactly once.
-  EXPECT_TRUE(server_->NestedRequestPending(other));
+  EXPECT_TRUE(waiting.NestedRequestPending(other));
   std::vector<uint64_t> methods;
   for (int i = 0; i < 2; ++i) {
-    ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> call, server_->TryReceive());
+    ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> call, waiting.TryReceive());
     ASSERT_TRUE(call.has_value()) << "request " << i << " was lost";
     methods.push_back(call->header().method);
     if (!call->oneway()) {
@@ -493,14 +497,14 @@ TEST_F(LocalChannelTest, TryReceiveNestedTakesOnlyAcceptedSyncRequests) {
     }
   }
   EXPECT_THAT(methods, ::testing::UnorderedElementsAre(1u, 2u));
-  ASSERT_OK_AND_ASSIGN(none, server_->TryReceive());
+  ASSERT_OK_AND_ASSIGN(none, waiting.TryReceive());
   EXPECT_FALSE(none.has_value());
-  EXPECT_FALSE(server_->NestedRequestPending(anything));
+  EXPECT_FALSE(waiting.NestedRequestPending(anything));
 }
 
 TEST_F(LocalChannelTest, TryReceiveNestedReportsTheEndOfTheChannel) {
   server_->Close(absl::CancelledError("closed by the test"));
-  EXPECT_THAT(server_->TryReceiveNested([](uint64_t) { return true; }),
+  EXPECT_THAT(ServerWaiting(*server_).TryReceiveNested([](uint64_t) { return true; }),
               StatusIs(absl::StatusCode::kCancelled, HasSubstr("closed by the test")));
 }
 
@@ -575,7 +579,8 @@ namespace {
 TEST(PollersTest, APollerThatStopsHandsTheWakeUpToASleeper) {
   ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
   ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
-  pair.server->BeginPoll();
+  ServerWaiting poller(*pair.server);
+  poller.BeginPoll();
   absl::Status received = absl::UnknownError("not run");
   std::thread sleeper([&] {
     absl::StatusOr<IncomingCall> call = pair.server->Receive(absl::Now() + absl::Seconds(20));
@@ -588,7 +593,7 @@ TEST(PollersTest, APollerThatStopsHandsTheWakeUpToASleeper) {
   ASSERT_OK_AND_ASSIGN(OutgoingCall call, pair.client->BeginCall(64));
   ASSERT_OK(pair.client->Send(std::move(call), {}));
   absl::SleepFor(absl::Milliseconds(20));
-  pair.server->EndPoll();
+  poller.EndPoll();
   sleeper.join();
   EXPECT_OK(received);
 }

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "ipc/channel/channel_region.h"
 #include "ipc/rpc/object.h"
 #include "ipc/rpc/server_pool.h"
 #include "ipc/socket/unix_socket.h"

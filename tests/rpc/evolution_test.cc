@@ -6,7 +6,7 @@
 #include <string>
 
 #include "gtest/gtest.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/channel_region.h"
 #include "ipc/socket/unix_socket.h"
 #include "ipc/testing/subprocess.h"
 #include "tests/testing/status_matchers.h"

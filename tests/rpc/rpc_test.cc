@@ -14,6 +14,7 @@
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
 #include "ipc/base/notification.h"
+#include "ipc/channel/channel_region.h"
 #include "ipc/rpc/server_pool.h"
 #include "tests/rpc/kitchen_sink_service.h"
 #include "tests/testing/channel_pair.h"

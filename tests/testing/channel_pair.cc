@@ -1,5 +1,6 @@
 #include "tests/testing/channel_pair.h"
 
+#include "ipc/channel/channel_region.h"
 #include "ipc/socket/unix_socket.h"
 
 namespace sluice::testing {

@@ -10,7 +10,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "ipc/channel/channel.h"
+#include "ipc/channel/client_channel.h"
+#include "ipc/channel/server_channel.h"
 #include "ipc/testing/subprocess.h"
 
 namespace sluice::testing {

@@ -1,0 +1,87 @@
+// ServerWaiting: a ServerChannel as a server that waits on many channels at
+// once sees it (rpc::ServerPool). Such a server does not block in one
+// channel's Receive: its threads take requests without waiting, and sleep
+// on every channel's doorbell in one futex_waitv or, past what one
+// futex_waitv holds, on the channels' bells in an epoll set
+// (docs/shared-memory-layout.md, "Many channels: the bell").
+//
+// A view: it holds a pointer to its channel, is cheap to copy, and must not
+// outlive the channel. Thread safe as the channel is.
+#ifndef SLUICE_IPC_CHANNEL_SERVER_WAITING_H_
+#define SLUICE_IPC_CHANNEL_SERVER_WAITING_H_
+
+#include <cstdint>
+#include <optional>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "ipc/channel/server_channel.h"
+#include "ipc/sync/futex.h"
+
+namespace sluice {
+
+class ServerWaiting {
+ public:
+  explicit ServerWaiting(ServerChannel& channel) : channel_(&channel) {}
+
+  // --- Taking requests ---
+  // Takes a pending request without waiting: a call, nullopt when none is
+  // pending, or the reason the channel ended (as Receive).
+  absl::StatusOr<std::optional<IncomingCall>> TryReceive();
+  // As TryReceive, but takes only synchronous requests whose
+  // header().chain_id `accept` approves; others stay pending for the next
+  // caller. For a thread blocked in a call that serves the calls nested in
+  // it.
+  absl::StatusOr<std::optional<IncomingCall>> TryReceiveNested(
+      absl::FunctionRef<bool(uint64_t chain_id)> accept);
+  // True if TryReceiveNested(accept) would likely find a request; lock-free,
+  // for polling while spinning.
+  bool NestedRequestPending(absl::FunctionRef<bool(uint64_t chain_id)> accept) const;
+  // True if a request nobody has taken is pending (lock-free).
+  bool RequestPending() const { return channel_->AnyRequestPending(); }
+  // True if some slot holds a request nobody has claimed, even one that
+  // cannot be taken yet (a oneway queued behind the one in service): false
+  // means TryReceive would find nothing and note nothing (lock-free).
+  bool Unclaimed() const;
+
+  // --- Sleeping on doorbells ---
+  // BeginSleep() on each channel (announces a sleeper, so the client will
+  // FUTEX_WAKE the doorbell, and returns its value), then TryReceive() on
+  // each once more, then futex_waitv on every doorbell() with those values;
+  // EndSleep() on each afterwards.
+  const FutexWord& doorbell() const;
+  uint32_t BeginSleep();
+  void EndSleep();
+
+  // --- Polling ---
+  // Around a spell of polling for requests without sleeping (a thread's
+  // serve spin): clients skip their wake-up meanwhile. EndPoll as soon as
+  // the thread claims a call or stops polling: it hands the wake-up on to a
+  // sleeper if a request is still pending.
+  void BeginPoll() { channel_->BeginPoll(); }
+  void EndPoll() { channel_->EndPoll(); }
+  // Until when polling for this channel's next request pays off
+  // (MonotonicNanos), as Receive decides for its own spin: within
+  // SpinPolicy::serve_spin of the last answer, and only while the client
+  // last ran on another CPU. 0 when it does not.
+  int64_t PollUntilNanos() const { return channel_->PollUntilNanos(); }
+
+  // --- Waiting on the bell, for more channels than a futex_waitv holds ---
+  // ListenOnBell() once makes the client ring bell() (a socket to add to an
+  // epoll set, edge-triggered) for every request it publishes; DrainBell()
+  // after each wake-up, before TryReceive, so the next ring is an edge
+  // again. RingBell() rings it from this side: to pass a wake-up on to
+  // another thread waiting on the bell (more requests are pending than one
+  // thread takes). Closing or the client's death rings it too.
+  void ListenOnBell();
+  int bell() const;
+  void DrainBell() const;
+  void RingBell();
+
+ private:
+  ServerChannel* channel_;
+};
+
+}  // namespace sluice
+
+#endif  // SLUICE_IPC_CHANNEL_SERVER_WAITING_H_
