@@ -1,4 +1,5 @@
-// Hostile peers across real processes: a client, then a server, that write
+// Hostile peers across real processes: a client, a server and an object's
+// host (a subscribed listener), that write
 // random bytes over every byte of Sluice memory they can map while calls
 // run, and try to get write access to the memory their victim builds in or
 // reads back. The victim must never crash or hang, and keeps serving (or
@@ -9,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <optional>
 #include <string>
@@ -17,16 +19,45 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "ipc/base/mutex.h"
 #include "ipc/host/service_host.h"
 #include "ipc/service/service_manager.h"
 #include "ipc/testing/subprocess.h"
 #include "key_value_sluice.h"
+#include "listener_sluice.h"
 #include "tests/testing/status_matchers.h"
 
 namespace sluice::testing {
 namespace {
 
 using example::kv::KeyValueStoreProxy;
+using example::listener::FeedProxy;
+
+// Keeps the text of every event it is called back with.
+class RecordingListener : public example::listener::ListenerStub {
+ public:
+  absl::StatusOr<flatbuffers::Offset<example::listener::Ack>> OnEvent(
+      const rpc::CallContext&, const example::listener::Event& request,
+      flatbuffers::FlatBufferBuilder& reply) override {
+    MutexLock lock(&mu_);
+    texts_.push_back(request.text() != nullptr ? request.text()->str() : "");
+    return example::listener::CreateAck(reply, ::getpid());
+  }
+  // The texts received so far that start with `prefix`.
+  std::vector<std::string> TakeStartingWith(const std::string& prefix) {
+    MutexLock lock(&mu_);
+    std::vector<std::string> out;
+    for (std::string& text : texts_) {
+      if (text.rfind(prefix, 0) == 0) out.push_back(std::move(text));
+    }
+    texts_.clear();
+    return out;
+  }
+
+ private:
+  Mutex mu_;
+  std::vector<std::string> texts_ ABSL_GUARDED_BY(mu_);
+};
 
 int HostileSeconds() {
   const char* value = std::getenv("SLUICE_HOSTILE_SECONDS");
@@ -114,6 +145,61 @@ TEST_F(HostilePeerTest, ScribblingClientNeverCrashesTheServerAndOthersKeepBeingS
   ASSERT_OK(server.Kill(SIGTERM));
   ASSERT_OK_AND_ASSIGN(int status, server.Wait());
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "kv_server status " << status;
+}
+
+// Object channels: the scribbler holds a Listener of its own subscribed to
+// feed_server, which calls it back on the scribbler's reverse channel while
+// the scribbler writes over that channel's memory (its replies, built in
+// its own arena, included) and publishes events of up to 1 MiB. Another
+// subscriber gets every event of its own intact, and the feed stays up.
+TEST_F(HostilePeerTest, ScribblingListenerNeverCrashesTheFeedAndOthersKeepReceiving) {
+  ASSERT_OK_AND_ASSIGN(Subprocess server,
+                       Subprocess::SpawnAndWaitReady({SLUICE_FEED_SERVER_BIN, "--socket=" + socket_,
+                                                      "--call_timeout_ms=2000"}));
+  std::optional<Subprocess> scribbler;
+  {
+    ASSERT_OK_AND_ASSIGN(Subprocess first, SpawnScribbler("listener", "example.listener.Feed"));
+    scribbler.emplace(std::move(first));
+  }
+  ASSERT_OK_AND_ASSIGN(auto feed, Connect<FeedProxy>(*manager_client_));
+  auto listener = std::make_shared<RecordingListener>();
+  ASSERT_OK(feed->Subscribe("t", listener).status());
+  const absl::Time end = absl::Now() + absl::Seconds(HostileSeconds());
+  int published = 0;
+  int scribblers = 1;
+  for (uint32_t i = 0; absl::Now() < end; ++i) {
+    // It soon wrecks itself (its own builders are scribbled on too): a new
+    // one takes its place, so the feed is under attack the whole time.
+    if (absl::StatusOr<int> exited = scribbler->Wait(absl::ZeroDuration()); exited.ok()) {
+      EXPECT_FALSE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 3)
+          << "the kernel let the hostile peer write memory its victim builds in";
+      ASSERT_OK_AND_ASSIGN(Subprocess next, SpawnScribbler("listener", "example.listener.Feed"));
+      scribbler.emplace(std::move(next));
+      ++scribblers;
+    }
+    const std::string prefix = absl::StrCat("good/", i, "/");
+    const size_t size = i % 3 == 0 ? 200 : i % 3 == 1 ? 100'000 : 1 << 20;
+    std::string text = prefix;
+    for (size_t k = text.size(); k < size; ++k)
+      text.push_back(static_cast<char>('a' + (i + k) % 26));
+    auto response = feed->Publish("t", text, {.deadline = absl::Now() + absl::Seconds(30)});
+    ASSERT_OK(response.status()) << "publish " << i;
+    // Publish returns once every listener answered: ours has it by now.
+    const std::vector<std::string> got = listener->TakeStartingWith(prefix);
+    ASSERT_EQ(got.size(), 1u) << "publish " << i << " delivered " << (*response)->delivered();
+    ASSERT_EQ(got[0], text) << "publish " << i;
+    ++published;
+  }
+  EXPECT_GT(published, 0);
+  ExpectNoForbiddenWrite(*scribbler);
+  std::printf("%d events published and received intact beside %d scribblers\n", published,
+              scribblers);
+  EXPECT_THAT(server.Wait(absl::Milliseconds(1)), StatusIs(absl::StatusCode::kDeadlineExceeded))
+      << "feed_server exited";
+  EXPECT_OK(feed->Publish("t", "after").status());
+  ASSERT_OK(server.Kill(SIGTERM));
+  ASSERT_OK_AND_ASSIGN(int status, server.Wait());
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "feed_server status " << status;
 }
 
 TEST_F(HostilePeerTest, ScribblingServerNeverCrashesOrHangsItsClient) {

@@ -6,6 +6,10 @@
 //       calls N (a KeyValueStore) with values from 100 B to 64 MiB
 //   scribbler --mode=server --socket=S --name=N --seconds=T
 //       serves N (a KeyValueStore that answers with values of any size)
+//   scribbler --mode=listener --socket=S --name=N --seconds=T
+//       subscribes a Listener object of its own to topic "t" of N (a
+//       Feed) and publishes events of 100 B to 1 MiB there: the feed calls
+//       it back on an object channel, whose memory it scribbles over too
 //
 // It may well crash itself (it scribbles over its own builders too): the
 // tests only ask that its victim never does. It exits 3 if the kernel ever
@@ -33,6 +37,7 @@
 #include "ipc/host/service_host.h"
 #include "ipc/service/service_manager.h"
 #include "key_value_sluice.h"
+#include "listener_sluice.h"
 
 ABSL_FLAG(std::string, mode, "client", "client or server");
 ABSL_FLAG(std::string, socket, "", "Service manager socket");
@@ -158,6 +163,38 @@ class SizedStore : public example::kv::KeyValueStore {
   }
 };
 
+// Acknowledges every event (its replies are scribbled on as they are built).
+class AckingListener : public example::listener::ListenerStub {
+ public:
+  absl::StatusOr<flatbuffers::Offset<example::listener::Ack>> OnEvent(
+      const sluice::rpc::CallContext&, const example::listener::Event&,
+      flatbuffers::FlatBufferBuilder& reply) override {
+    return example::listener::CreateAck(reply, ::getpid());
+  }
+};
+
+int RunListener(sluice::ServiceManager& manager, absl::Time end) {
+  const std::string name = absl::GetFlag(FLAGS_name);
+  const size_t sizes[] = {100, 10'000, 100'000, 1 << 20};
+  const std::string text(1 << 20, 'h');
+  auto listener = std::make_shared<AckingListener>();
+  uint64_t i = 0;
+  while (absl::Now() < end) {
+    auto feed = sluice::Connect<example::listener::FeedProxy>(manager, name);
+    if (!feed.ok()) {
+      absl::SleepFor(absl::Milliseconds(10));
+      continue;
+    }
+    const sluice::rpc::CallOptions options{.deadline = absl::Now() + absl::Seconds(2)};
+    if (!(*feed)->Subscribe("t", listener, options).ok()) continue;
+    while (absl::Now() < end && (*feed).channel().health().ok()) {
+      const size_t size = sizes[i++ % std::size(sizes)];
+      (void)(*feed)->Publish("t", absl::string_view(text).substr(0, size), options);
+    }
+  }
+  return 0;
+}
+
 int RunServer(sluice::ServiceManager& manager, absl::Time end) {
   sluice::ServiceHost host(manager);
   sluice::RegisterOptions options;
@@ -189,8 +226,10 @@ int main(int argc, char** argv) {
   const absl::Time end = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_seconds));
   std::atomic<bool> stop{false};
   std::thread scribbler([&] { Scribble(stop); });
-  const int code =
-      absl::GetFlag(FLAGS_mode) == "server" ? RunServer(**manager, end) : RunClient(**manager, end);
+  const std::string mode = absl::GetFlag(FLAGS_mode);
+  const int code = mode == "server"     ? RunServer(**manager, end)
+                   : mode == "listener" ? RunListener(**manager, end)
+                                        : RunClient(**manager, end);
   stop.store(true);
   scribbler.join();
   // Quick exit: the scribbled state of this process is not worth unwinding.
