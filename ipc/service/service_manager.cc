@@ -142,7 +142,8 @@ ServiceManager::ServiceManager(std::string path, Session session,
       watcher_(watcher),
       request_timeout_(options.request_timeout),
       reconnect_(options.reconnect),
-      on_replay_error_(std::move(options.on_replay_error)) {
+      on_replay_error_(std::move(options.on_replay_error)),
+      reader_buffer_(std::make_unique_for_overwrite<std::byte[]>(service_wire::kMaxReplyBytes)) {
   {
     MutexLock lock(&mu_);
     socket_ = std::move(session.socket);
@@ -392,11 +393,17 @@ absl::Status ServiceManager::ReadSession(int socket) {
   for (;;) {
     // Lost descriptors (this process is at RLIMIT_NOFILE) cost only the
     // message that carried them, never the connection to the manager.
-    auto message = ReceiveMessageAllowingLostFds(socket, service_wire::kMaxReplyBytes);
-    if (!message.ok()) {
+    auto received = ReceiveMessageInto(socket, {reader_buffer_.get(), service_wire::kMaxReplyBytes},
+                                       LostFds::kKeepMessage);
+    if (!received.ok()) {
       return absl::UnavailableError(absl::StrCat("connection to the service manager at ", path_,
-                                                 " is closed: ", message.status().message()));
+                                                 " is closed: ", received.status().message()));
     }
+    // Its own bytes, cut to size: a reply outlives the next receive.
+    std::optional<ReceivedMessage> message(std::in_place);
+    message->bytes.assign(received->bytes.begin(), received->bytes.end());
+    message->fds = std::move(received->fds);
+    message->fds_lost = received->fds_lost;
     auto envelope = service_wire::VerifyEnvelope(message->bytes);
     if (!envelope.ok()) {
       // The daemon is trusted to speak the protocol; if it does not, nothing

@@ -312,6 +312,12 @@ class ServiceManager {
   std::function<void(absl::string_view, const absl::Status&)> on_replay_error_;
   // The socket the reader thread reads; reader thread only (Acknowledge).
   int reader_socket_ = -1;
+  // Every message from the manager is received here first (reader thread
+  // only), then copied out at its own size: one buffer of the largest
+  // message's size, allocated and cleared per message, cost more than
+  // everything else a NewConnectionEvent or LookupReply needs.
+  // Uninitialised on purpose; service_wire::kMaxReplyBytes long.
+  std::unique_ptr<std::byte[]> reader_buffer_;
 
   mutable Mutex mu_;
   CondVar answered_;     // Signalled when a Pending is done.
