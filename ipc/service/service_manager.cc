@@ -536,6 +536,7 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
                                                                      : NameChange::kAppeared;
       out.name = std::string(View(event->name()));
       out.owner = service_wire::CredentialsFromWire(event->owner());
+      out.existing = event->existing();
       std::shared_ptr<NameEventHandler> handler;
       {
         MutexLock lock(&mu_);
@@ -810,8 +811,8 @@ absl::StatusOr<SubscriptionId> ServiceManager::Subscribe(absl::string_view prefi
                                             {}});
   }
   flatbuffers::FlatBufferBuilder builder(128);
-  auto body =
-      wire::CreateSubscribeRequest(builder, builder.CreateString(prefix.data(), prefix.size()), id);
+  auto body = wire::CreateSubscribeRequest(
+      builder, builder.CreateString(prefix.data(), prefix.size()), id, /*existing=*/true);
   service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::SubscribeRequest,
                                body.Union());
   auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);

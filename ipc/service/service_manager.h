@@ -176,6 +176,10 @@ struct NameEvent {
   NameChange change = NameChange::kAppeared;
   std::string name;
   PeerCredentials owner;
+  // kAppeared only: the name was registered before the subscription was
+  // made, or before it was made again on a restarted manager; false for a
+  // name that appeared since.
+  bool existing = false;
 };
 using NameEventHandler = absl::AnyInvocable<void(const NameEvent&)>;
 using SubscriptionId = uint64_t;
@@ -211,8 +215,12 @@ class ServiceManager {
   // the manager sent does not verify.
   absl::StatusOr<ServiceDescription> Describe(absl::string_view name);
 
-  // Calls `handler` (on the reader thread) whenever a name starting with
-  // `prefix` that this process may look up appears or disappears.
+  // Calls `handler` (on the reader thread) for every name starting with
+  // `prefix` that this process may look up: first once for each such name
+  // registered already (kAppeared, `existing` set), all before Subscribe
+  // returns, then whenever one appears or disappears. After a manager
+  // restart each name seen is reported kDisappeared when the manager goes,
+  // and what the new one has is reported again as `existing`.
   absl::StatusOr<SubscriptionId> Subscribe(absl::string_view prefix, NameEventHandler handler);
   [[nodiscard]] absl::Status Unsubscribe(SubscriptionId id);
 
