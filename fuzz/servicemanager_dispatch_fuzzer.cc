@@ -59,7 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const sluice::Logger* log = new sluice::Logger(sluice::Logger::Level::kOff);
   static const sluice::Policy* policy = [] {
     // Some names allowed to uid 1000, some not, so denials are exercised.
-    auto parsed = sluice::Policy::Parse("deny * f.secret* *\nallow * f.* uid:1000\n", 0);
+    auto parsed = sluice::Policy::Parse(
+        "deny * f.secret* *\nallow * f.* uid:1000\nlimit f.s* 64KiB\ntrust f.t* gid:7\n", 0);
     if (!parsed.ok()) std::abort();
     return new sluice::Policy(*std::move(parsed));
   }();

@@ -494,8 +494,13 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
       ChannelOptions options;
       options.spin = registration->spin;
       options.peer = service_wire::CredentialsFromWire(event->client());
-      options.trust_peer = Trusts(registration->trust, options.peer);
+      // The manager's policy narrows the registration's choices, never
+      // widens them; the channel publishes the result for the client.
+      options.trust_peer = Trusts(registration->trust, options.peer) && !event->distrust_client();
       options.max_message_size = registration->max_request_size;
+      if (event->max_request_size() != 0) {
+        options.max_message_size = std::min(options.max_message_size, event->max_request_size());
+      }
       auto channel =
           ServerChannel::Open(*std::move(region), std::move(message.fds[1]), *watcher_, options);
       if (!channel.ok()) return Acknowledge(event->connection_id(), channel.status());

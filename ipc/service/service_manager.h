@@ -106,10 +106,13 @@ struct RegisterOptions {
   channel_layout::Geometry geometry;
   SpinPolicy spin;
   ClientGoneHandler on_client_gone;  // Optional.
-  // Clients whose large requests are read in place (others send them sealed).
+  // Clients whose large requests are read in place (others send them
+  // sealed). The manager's policy file may narrow it per client (`trust`
+  // lines): kEveryone leaves the choice to the file.
   TrustPolicy trust = TrustPolicy::kSameUser;
   // Largest request accepted; clients learn it and fail larger calls with
-  // RESOURCE_EXHAUSTED before building them.
+  // RESOURCE_EXHAUSTED before building them. The manager's policy file may
+  // lower it (`limit` lines), never raise it.
   uint64_t max_request_size = ChannelOptions{}.max_message_size;
   // What the service serves, so `sluicectl describe`/`call` need no local
   // schema: the full interface name and sluice-idlc's embedded schema

@@ -201,8 +201,11 @@ void Registry::Lookup(uint64_t connection, uint64_t request_id, const std::strin
   {
     flatbuffers::FlatBufferBuilder builder(128);
     const wire::Credentials creds = service_wire::CredentialsToWire(client->creds);
-    auto body = wire::CreateNewConnectionEvent(builder, builder.CreateString(name), record_id,
-                                               &creds, material->region_size);
+    // Read from the policy now, so a reload applies to every connection
+    // made after it and to none made before.
+    auto body = wire::CreateNewConnectionEvent(
+        builder, builder.CreateString(name), record_id, &creds, material->region_size,
+        policy_.MaxRequestSize(name).value_or(0), !policy_.MayTrust(name, client->creds));
     service_wire::FinishEnvelope(builder, 0, absl::OkStatus(), wire::Body::NewConnectionEvent,
                                  body.Union());
     if (!outbox_.Send(service.owner, Encode(builder, std::move(material->server_fds)))) {

@@ -313,6 +313,37 @@ TEST_F(RegistryTest, SnapshotShowsOnlyNamesThePolicyLetsTheSubscriberLookUp) {
   EXPECT_EQ(sent[1].request_id(), 3u);
 }
 
+TEST_F(RegistryTest, NewConnectionCarriesThePolicysLimitAndTrustForThatClient) {
+  ASSERT_OK_AND_ASSIGN(policy_, Policy::Parse("allow * * uid:1000\nlimit s.small 64KiB\n"
+                                              "trust s.* uid:1000\n",
+                                              1000));
+  Add(kServer);
+  Add(kClient);  // uid 1000: trusted by the trust line.
+  registry_.AddClient(kOther, {static_cast<pid_t>(kOther), 2000, 2000}, true);
+  Serve("s.small");
+  Serve("t.free");
+  struct Case {
+    uint64_t client;
+    std::string name;
+    uint64_t limit;
+    bool distrust;
+  };
+  for (const Case& c :
+       {Case{kClient, "s.small", 64 * 1024, false}, Case{kOther, "s.small", 64 * 1024, true},
+        Case{kClient, "t.free", 0, false}, Case{kOther, "t.free", 0, false}}) {
+    SCOPED_TRACE(absl::StrCat(c.name, " for ", c.client));
+    registry_.Lookup(c.client, 7, c.name, {});
+    std::vector<Sent> sent = outbox_.Take(kServer);
+    ASSERT_EQ(sent.size(), 1u);
+    const auto* event = sent[0].envelope().body_as_NewConnectionEvent();
+    ASSERT_NE(event, nullptr);
+    EXPECT_EQ(event->max_request_size(), c.limit);
+    EXPECT_EQ(event->distrust_client(), c.distrust);
+    registry_.AcknowledgeConnection(kServer, event->connection_id(), absl::OkStatus());
+    outbox_.Take(c.client);
+  }
+}
+
 TEST_F(RegistryTest, OnlyTheOwnerMayUnregisterAndNamesAreUnique) {
   Add(kServer);
   Add(kClient);

@@ -715,6 +715,22 @@ class DaemonBinaryTest : public ::testing::Test {
     return ExitCodeOf(*process);
   }
   void WritePolicy(const std::string& text) { std::ofstream(policy_) << text; }
+  // sm_test_helper [FLAGS...] serve NAME MODE, as this test's uid, once ready.
+  absl::StatusOr<Subprocess> Server(const std::string& name, const std::string& mode,
+                                    ReportPipe& report, std::vector<std::string> flags = {}) {
+    std::vector<std::string> argv = {SLUICE_SM_TEST_HELPER_BIN, socket_};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    argv.insert(argv.end(), {"serve", name, mode});
+    auto process = Subprocess::Spawn(argv, {report.write.get()});
+    report.write.reset();
+    if (!process.ok()) return process;
+    auto line = report.ReadLine();
+    if (!line.ok() || *line != "ready") {
+      return absl::InternalError(
+          absl::StrCat("server helper not ready: ", line.ok() ? *line : line.status().ToString()));
+    }
+    return process;
+  }
 
   TempDir dir_;
   std::string socket_ = dir_.File("sm.sock");
@@ -745,6 +761,79 @@ TEST_F(DaemonBinaryTest, SighupReloadsThePolicyAndAFileThatDoesNotParseKeepsTheO
   ASSERT_OK(daemon_->Kill(SIGTERM));
   EXPECT_EQ(ExitCodeOf(*daemon_), 0);
   EXPECT_FALSE(std::filesystem::exists(socket_));
+}
+
+// One request of `size` bytes to an `inspect` server: its answer ("sealed
+// N" or "in-place N"), or why the call failed.
+absl::StatusOr<std::string> CallOfSize(ClientChannel& channel, size_t size) {
+  auto call = channel.BeginCall(size);
+  if (!call.ok()) return call.status();
+  const std::span<std::byte> buffer = call->buffer().first(size);
+  std::memset(buffer.data(), 'r', size);
+  auto reply = channel.Call(*std::move(call), buffer);
+  if (!reply.ok()) return reply.status();
+  return std::string(reinterpret_cast<const char*>(reply->data().data()), reply->data().size());
+}
+
+// The file's `limit` lowers what a server registered with, before the
+// client builds anything, and never raises it.
+TEST_F(DaemonBinaryTest, PolicyLimitLowersAServicesRequestLimitAndNeverRaisesIt) {
+  WritePolicy("allow * * uid:self\nlimit mp.small 64KiB\nlimit mp.* 1GiB\n");
+  Start({"--policy=" + policy_});
+  ReportPipe small_report = ReportPipe::Create(), capped_report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess small, Server("mp.small", "inspect", small_report));
+  ASSERT_OK_AND_ASSIGN(Subprocess capped,
+                       Server("mp.capped", "inspect", capped_report, {"--max_request_size=32768"}));
+  ServiceManagerOptions options;
+  options.socket_path = socket_;
+  ASSERT_OK_AND_ASSIGN(auto client, ServiceManager::Connect(options));
+
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_small, client->Lookup("mp.small"));
+  EXPECT_THAT(CallOfSize(*to_small.channel, 100 * 1024),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("request of 102400 bytes exceeds the server's limit of 65536")));
+  EXPECT_EQ(CallOfSize(*to_small.channel, 64 * 1024).value_or("failed"), "in-place 65536");
+
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_capped, client->Lookup("mp.capped"));
+  EXPECT_THAT(CallOfSize(*to_capped.channel, 40000),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("request of 40000 bytes exceeds the server's limit of 32768")));
+  EXPECT_EQ(CallOfSize(*to_capped.channel, 32768).value_or("failed"), "in-place 32768");
+}
+
+// The file's `trust` decides whether a large request (over kLargeMessage)
+// stays in the client's arena or comes sealed; a reload applies to
+// connections made after it, and leaves the open ones as they were.
+TEST_F(DaemonBinaryTest, PolicyTrustDecidesWhetherALargeRequestStaysInPlaceOrComesSealed) {
+  const size_t kLarge = 200 * 1024;
+  WritePolicy(absl::StrCat(
+      "allow * * uid:self\ntrust mp.sealed none\ntrust mp.listed uid:", ::geteuid(), "\n"));
+  Start({"--policy=" + policy_});
+  ReportPipe reports[3] = {ReportPipe::Create(), ReportPipe::Create(), ReportPipe::Create()};
+  ASSERT_OK_AND_ASSIGN(Subprocess sealed, Server("mp.sealed", "inspect", reports[0]));
+  ASSERT_OK_AND_ASSIGN(Subprocess listed, Server("mp.listed", "inspect", reports[1]));
+  ASSERT_OK_AND_ASSIGN(Subprocess plain, Server("mp.plain", "inspect", reports[2]));
+  ServiceManagerOptions options;
+  options.socket_path = socket_;
+  ASSERT_OK_AND_ASSIGN(auto client, ServiceManager::Connect(options));
+
+  // Same uid everywhere, so each server's own kSameUser trusts this client.
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_sealed, client->Lookup("mp.sealed"));
+  EXPECT_EQ(CallOfSize(*to_sealed.channel, kLarge).value_or("failed"), "sealed 204800");
+  EXPECT_EQ(CallOfSize(*to_sealed.channel, 1024).value_or("failed"), "in-place 1024");
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_listed, client->Lookup("mp.listed"));
+  EXPECT_EQ(CallOfSize(*to_listed.channel, kLarge).value_or("failed"), "in-place 204800");
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_plain, client->Lookup("mp.plain"));
+  EXPECT_EQ(CallOfSize(*to_plain.channel, kLarge).value_or("failed"), "in-place 204800");
+
+  WritePolicy("allow * * uid:self\ntrust mp.plain gid:4242424\n");
+  ASSERT_OK(daemon_->Kill(SIGHUP));
+  ASSERT_THAT(LogLineWith("policy reload"), HasSubstr("policy reloaded from " + policy_));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection plain_again, client->Lookup("mp.plain"));
+  EXPECT_EQ(CallOfSize(*plain_again.channel, kLarge).value_or("failed"), "sealed 204800");
+  EXPECT_EQ(CallOfSize(*to_plain.channel, kLarge).value_or("failed"), "in-place 204800");
+  ASSERT_OK_AND_ASSIGN(ServiceConnection sealed_again, client->Lookup("mp.sealed"));
+  EXPECT_EQ(CallOfSize(*sealed_again.channel, kLarge).value_or("failed"), "in-place 204800");
 }
 
 TEST_F(DaemonBinaryTest, SigintAndSigtermStopCleanlyAndRemoveTheSocket) {
