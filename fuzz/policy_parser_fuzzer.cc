@@ -1,13 +1,16 @@
 // libFuzzer target: the policy-file parser (services/servicemanager/
 // policy.h). Any text must parse or fail INVALID_ARGUMENT naming a line;
-// a parsed policy must answer Allows and Lint for any name, and uid 0 must
-// always be allowed.
+// a parsed policy must answer Allows, MaxRequestSize, MayTrust and Lint for
+// any name, uid 0 must always be allowed, and a limit must be a size a
+// message can have.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "absl/strings/match.h"
+#include "ipc/channel/channel_options.h"
 #include "services/servicemanager/policy.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -26,6 +29,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)policy->Allows(action, name, {1, 1001, 29});
       if (!policy->Allows(action, name, {1, 0, 0})) std::abort();
     }
+    if (std::optional<uint64_t> limit = policy->MaxRequestSize(name)) {
+      if (*limit == 0 || *limit > sluice::kMaxMessageSize) std::abort();
+    }
+    (void)policy->MayTrust(name, {1, 1000, 1000});
+    (void)policy->MayTrust(name, {1, 0, 0});
   }
   return 0;
 }

@@ -22,6 +22,9 @@ ABSL_FLAG(bool, trust_same_user, true,
           "sealed (docs/memory.md, \"Trust\")");
 ABSL_FLAG(uint64_t, max_value_bytes, example::kv::KeyValueStore::kDefaultMaxValue,
           "Largest value a Put may store");
+ABSL_FLAG(bool, trust_everyone, false,
+          "Read every client's large requests in place unless the service manager's policy "
+          "file narrows it (`trust` lines); overrides --trust_same_user");
 ABSL_FLAG(int, ready_fd, -1, "Write \"ready\\n\" here once published, then close it");
 
 int main(int argc, char** argv) {
@@ -45,6 +48,7 @@ int main(int argc, char** argv) {
   sluice::RegisterOptions options;
   options.trust = absl::GetFlag(FLAGS_trust_same_user) ? sluice::TrustPolicy::kSameUser
                                                        : sluice::TrustPolicy::kNobody;
+  if (absl::GetFlag(FLAGS_trust_everyone)) options.trust = sluice::TrustPolicy::kEveryone;
   if (absl::Status published = host.Publish(store, absl::GetFlag(FLAGS_name), std::move(options));
       !published.ok()) {
     std::fprintf(stderr, "kv_server: %s\n", published.ToString().c_str());

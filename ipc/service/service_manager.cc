@@ -142,7 +142,8 @@ ServiceManager::ServiceManager(std::string path, Session session,
       watcher_(watcher),
       request_timeout_(options.request_timeout),
       reconnect_(options.reconnect),
-      on_replay_error_(std::move(options.on_replay_error)) {
+      on_replay_error_(std::move(options.on_replay_error)),
+      reader_buffer_(std::make_unique_for_overwrite<std::byte[]>(service_wire::kMaxReplyBytes)) {
   {
     MutexLock lock(&mu_);
     socket_ = std::move(session.socket);
@@ -392,11 +393,17 @@ absl::Status ServiceManager::ReadSession(int socket) {
   for (;;) {
     // Lost descriptors (this process is at RLIMIT_NOFILE) cost only the
     // message that carried them, never the connection to the manager.
-    auto message = ReceiveMessageAllowingLostFds(socket, service_wire::kMaxReplyBytes);
-    if (!message.ok()) {
+    auto received = ReceiveMessageInto(socket, {reader_buffer_.get(), service_wire::kMaxReplyBytes},
+                                       LostFds::kKeepMessage);
+    if (!received.ok()) {
       return absl::UnavailableError(absl::StrCat("connection to the service manager at ", path_,
-                                                 " is closed: ", message.status().message()));
+                                                 " is closed: ", received.status().message()));
     }
+    // Its own bytes, cut to size: a reply outlives the next receive.
+    std::optional<ReceivedMessage> message(std::in_place);
+    message->bytes.assign(received->bytes.begin(), received->bytes.end());
+    message->fds = std::move(received->fds);
+    message->fds_lost = received->fds_lost;
     auto envelope = service_wire::VerifyEnvelope(message->bytes);
     if (!envelope.ok()) {
       // The daemon is trusted to speak the protocol; if it does not, nothing
@@ -487,8 +494,13 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
       ChannelOptions options;
       options.spin = registration->spin;
       options.peer = service_wire::CredentialsFromWire(event->client());
-      options.trust_peer = Trusts(registration->trust, options.peer);
+      // The manager's policy narrows the registration's choices, never
+      // widens them; the channel publishes the result for the client.
+      options.trust_peer = Trusts(registration->trust, options.peer) && !event->distrust_client();
       options.max_message_size = registration->max_request_size;
+      if (event->max_request_size() != 0) {
+        options.max_message_size = std::min(options.max_message_size, event->max_request_size());
+      }
       auto channel =
           ServerChannel::Open(*std::move(region), std::move(message.fds[1]), *watcher_, options);
       if (!channel.ok()) return Acknowledge(event->connection_id(), channel.status());
@@ -529,6 +541,7 @@ void ServiceManager::HandleEvent(ReceivedMessage message) {
                                                                      : NameChange::kAppeared;
       out.name = std::string(View(event->name()));
       out.owner = service_wire::CredentialsFromWire(event->owner());
+      out.existing = event->existing();
       std::shared_ptr<NameEventHandler> handler;
       {
         MutexLock lock(&mu_);
@@ -803,8 +816,8 @@ absl::StatusOr<SubscriptionId> ServiceManager::Subscribe(absl::string_view prefi
                                             {}});
   }
   flatbuffers::FlatBufferBuilder builder(128);
-  auto body =
-      wire::CreateSubscribeRequest(builder, builder.CreateString(prefix.data(), prefix.size()), id);
+  auto body = wire::CreateSubscribeRequest(
+      builder, builder.CreateString(prefix.data(), prefix.size()), id, /*existing=*/true);
   service_wire::FinishEnvelope(builder, id, absl::OkStatus(), wire::Body::SubscribeRequest,
                                body.Union());
   auto reply = Request(Bytes(builder), id, absl::Now() + request_timeout_);

@@ -107,10 +107,13 @@ struct RegisterOptions {
   channel_layout::Geometry geometry;
   SpinPolicy spin;
   ClientGoneHandler on_client_gone;  // Optional.
-  // Clients whose large requests are read in place (others send them sealed).
+  // Clients whose large requests are read in place (others send them
+  // sealed). The manager's policy file may narrow it per client (`trust`
+  // lines): kEveryone leaves the choice to the file.
   TrustPolicy trust = TrustPolicy::kSameUser;
   // Largest request accepted; clients learn it and fail larger calls with
-  // RESOURCE_EXHAUSTED before building them.
+  // RESOURCE_EXHAUSTED before building them. The manager's policy file may
+  // lower it (`limit` lines), never raise it.
   uint64_t max_request_size = ChannelOptions{}.max_message_size;
   // What the service serves, so `sluicectl describe`/`call` need no local
   // schema: the full interface name and sluice-idlc's embedded schema
@@ -177,6 +180,10 @@ struct NameEvent {
   NameChange change = NameChange::kAppeared;
   std::string name;
   PeerCredentials owner;
+  // kAppeared only: the name was registered before the subscription was
+  // made, or before it was made again on a restarted manager; false for a
+  // name that appeared since.
+  bool existing = false;
 };
 using NameEventHandler = absl::AnyInvocable<void(const NameEvent&)>;
 using SubscriptionId = uint64_t;
@@ -212,8 +219,12 @@ class ServiceManager {
   // the manager sent does not verify.
   absl::StatusOr<ServiceDescription> Describe(absl::string_view name);
 
-  // Calls `handler` (on the reader thread) whenever a name starting with
-  // `prefix` that this process may look up appears or disappears.
+  // Calls `handler` (on the reader thread) for every name starting with
+  // `prefix` that this process may look up: first once for each such name
+  // registered already (kAppeared, `existing` set), all before Subscribe
+  // returns, then whenever one appears or disappears. After a manager
+  // restart each name seen is reported kDisappeared when the manager goes,
+  // and what the new one has is reported again as `existing`.
   absl::StatusOr<SubscriptionId> Subscribe(absl::string_view prefix, NameEventHandler handler);
   [[nodiscard]] absl::Status Unsubscribe(SubscriptionId id);
 
@@ -313,6 +324,12 @@ class ServiceManager {
   std::function<void(absl::string_view, const absl::Status&)> on_replay_error_;
   // The socket the reader thread reads; reader thread only (Acknowledge).
   int reader_socket_ = -1;
+  // Every message from the manager is received here first (reader thread
+  // only), then copied out at its own size: one buffer of the largest
+  // message's size, allocated and cleared per message, cost more than
+  // everything else a NewConnectionEvent or LookupReply needs.
+  // Uninitialised on purpose; service_wire::kMaxReplyBytes long.
+  std::unique_ptr<std::byte[]> reader_buffer_;
 
   mutable Mutex mu_;
   CondVar answered_;     // Signalled when a Pending is done.

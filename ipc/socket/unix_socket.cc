@@ -68,33 +68,10 @@ absl::StatusOr<bool> TrySendMessage(int socket, std::span<const std::byte> bytes
 
 namespace {
 // nullopt only for a non-blocking receive that found nothing queued.
-absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags,
-                                                       bool keep_truncated_fds = false);
-}  // namespace
-
-absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes) {
-  absl::StatusOr<std::optional<ReceivedMessage>> message = Receive(socket, max_bytes, 0);
-  if (!message.ok()) return message.status();
-  return **std::move(message);
-}
-
-absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, size_t max_bytes) {
-  return Receive(socket, max_bytes, MSG_DONTWAIT);
-}
-
-absl::StatusOr<ReceivedMessage> ReceiveMessageAllowingLostFds(int socket, size_t max_bytes) {
-  absl::StatusOr<std::optional<ReceivedMessage>> message =
-      Receive(socket, max_bytes, 0, /*keep_truncated_fds=*/true);
-  if (!message.ok()) return message.status();
-  return **std::move(message);
-}
-
-namespace {
-absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags,
-                                                       bool keep_truncated_fds) {
-  ReceivedMessage out;
-  out.bytes.resize(max_bytes);
-  iovec iov{out.bytes.data(), out.bytes.size()};
+absl::StatusOr<std::optional<ReceivedInto>> ReceiveInto(int socket, std::span<std::byte> buffer,
+                                                        int flags, LostFds lost_fds) {
+  ReceivedInto out;
+  iovec iov{buffer.data(), buffer.size()};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -108,7 +85,7 @@ absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_by
       RetryOnEintr([&] { return ::recvmsg(socket, &msg, MSG_CMSG_CLOEXEC | flags); });
   if (got < 0) {
     if ((flags & MSG_DONTWAIT) != 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      return std::optional<ReceivedMessage>();
+      return std::optional<ReceivedInto>();
     }
     return ErrnoStatus("recvmsg", errno);
   }
@@ -137,22 +114,52 @@ absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_by
   }
   if ((msg.msg_flags & MSG_TRUNC) != 0) {
     return absl::DataLossError(
-        absl::StrCat("recvmsg: message longer than the ", max_bytes, "-byte limit"));
+        absl::StrCat("recvmsg: message longer than the ", buffer.size(), "-byte limit"));
   }
   // The credentials' room can hold a few descriptors more than the limit.
   if ((msg.msg_flags & MSG_CTRUNC) != 0 || out.fds.size() > kMaxFdsPerMessage) {
-    if (keep_truncated_fds) {
-      out.fds_lost = true;
-      out.bytes.resize(static_cast<size_t>(got));
-      return std::optional<ReceivedMessage>(std::move(out));
+    if (lost_fds == LostFds::kDataLoss) {
+      return absl::DataLossError(absl::StrCat("recvmsg: more than ", kMaxFdsPerMessage,
+                                              " file descriptors in one message"));
     }
-    return absl::DataLossError(
-        absl::StrCat("recvmsg: more than ", kMaxFdsPerMessage, " file descriptors in one message"));
+    out.fds_lost = true;
   }
-  out.bytes.resize(static_cast<size_t>(got));
+  out.bytes = buffer.first(static_cast<size_t>(got));
+  return std::optional<ReceivedInto>(std::move(out));
+}
+
+// The owning variants: a buffer of `max_bytes` per message, cut to size.
+absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_bytes, int flags) {
+  ReceivedMessage out;
+  out.bytes.resize(max_bytes);
+  absl::StatusOr<std::optional<ReceivedInto>> received =
+      ReceiveInto(socket, out.bytes, flags, LostFds::kDataLoss);
+  if (!received.ok()) return received.status();
+  if (!received->has_value()) return std::optional<ReceivedMessage>();
+  out.bytes.resize((*received)->bytes.size());
+  out.fds = std::move((*received)->fds);
+  out.sender = (*received)->sender;
+  out.fds_lost = (*received)->fds_lost;
   return std::optional<ReceivedMessage>(std::move(out));
 }
 }  // namespace
+
+absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes) {
+  absl::StatusOr<std::optional<ReceivedMessage>> message = Receive(socket, max_bytes, 0);
+  if (!message.ok()) return message.status();
+  return **std::move(message);
+}
+
+absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, size_t max_bytes) {
+  return Receive(socket, max_bytes, MSG_DONTWAIT);
+}
+
+absl::StatusOr<ReceivedInto> ReceiveMessageInto(int socket, std::span<std::byte> buffer,
+                                                LostFds lost_fds) {
+  absl::StatusOr<std::optional<ReceivedInto>> message = ReceiveInto(socket, buffer, 0, lost_fds);
+  if (!message.ok()) return message.status();
+  return **std::move(message);
+}
 
 absl::Status EnableSenderCredentials(int socket) {
   const int on = 1;

@@ -54,8 +54,9 @@ struct ReceivedMessage {
   // the receiving socket has EnableSenderCredentials, and had it before the
   // message was sent (for one sent earlier the kernel recorded nobody).
   std::optional<PeerCredentials> sender;
-  // Set only by ReceiveMessageAllowingLostFds: some descriptors the sender
-  // attached never arrived (`fds` holds those that did).
+  // Set only by ReceiveMessageInto with LostFds::kKeepMessage: some
+  // descriptors the sender attached never arrived (`fds` holds those that
+  // did).
   bool fds_lost = false;
 };
 
@@ -67,12 +68,29 @@ absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes);
 // As ReceiveMessage, but returns nullopt at once when no message is queued.
 absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, size_t max_bytes);
 
-// As ReceiveMessage, but a message whose descriptors did not all arrive
+// A message received into a buffer its caller owns (ReceiveMessageInto).
+struct ReceivedInto {
+  // The prefix of the caller's buffer this message filled: the only bytes of
+  // it that belong to this message. The rest still holds whatever was there
+  // before (an earlier, longer message), so nothing may read past it.
+  std::span<const std::byte> bytes;
+  std::vector<UniqueFd> fds;
+  std::optional<PeerCredentials> sender;
+  bool fds_lost = false;  // As ReceivedMessage::fds_lost.
+};
+// What to do with a message whose descriptors did not all arrive
 // (MSG_CTRUNC: this process hit RLIMIT_NOFILE, or the sender attached more
-// than kMaxFdsPerMessage) is returned with `fds_lost` set instead of as
-// DATA_LOSS. Its bytes are intact, so a caller that reads requests off a
-// long-lived socket can refuse that one message and keep the socket.
-absl::StatusOr<ReceivedMessage> ReceiveMessageAllowingLostFds(int socket, size_t max_bytes);
+// than kMaxFdsPerMessage). kKeepMessage returns it with `fds_lost` set: its
+// bytes are intact, so a caller that reads requests off a long-lived socket
+// can refuse that one message and keep the socket.
+enum class LostFds { kDataLoss, kKeepMessage };
+
+// As ReceiveMessage with `buffer.size()` as the limit, but into `buffer`:
+// nothing is allocated or cleared per message (nothing at all when no
+// descriptors arrive), so a loop that receives many small messages under a
+// large limit keeps one buffer and reuses it.
+absl::StatusOr<ReceivedInto> ReceiveMessageInto(int socket, std::span<std::byte> buffer,
+                                                LostFds lost_fds = LostFds::kDataLoss);
 
 absl::StatusOr<PeerCredentials> GetPeerCredentials(int socket);
 

@@ -236,15 +236,17 @@ TEST_F(UnixSocketTest, MoreFdsThanTheLimitFromARawPeerIsDataLossAndLeaksNothing)
   }
 }
 
-TEST_F(UnixSocketTest, ReceiveAllowingLostFdsKeepsTheBytesWhenFdsDidNotFit) {
+TEST_F(UnixSocketTest, KeepingMessagesWithLostFdsKeepsTheBytesWhenFdsDidNotFit) {
   auto [read_end, write_end] = MakePipe();
   // Beyond the receive buffer's room: the kernel drops the rest (MSG_CTRUNC),
   // as it does for a receiver at RLIMIT_NOFILE.
   ASSERT_EQ(RawSendFds(a_.get(), std::vector<int>(2 * kMaxFdsPerMessage, read_end.get())), 1)
       << std::strerror(errno);
+  std::vector<std::byte> buffer(64);
   const int fds_before = CountOpenFds();
   {
-    ASSERT_OK_AND_ASSIGN(ReceivedMessage message, ReceiveMessageAllowingLostFds(b_.get(), 64));
+    ASSERT_OK_AND_ASSIGN(ReceivedInto message,
+                         ReceiveMessageInto(b_.get(), buffer, LostFds::kKeepMessage));
     EXPECT_TRUE(message.fds_lost);
     EXPECT_THAT(message.bytes, SizeIs(1));
     EXPECT_LT(message.fds.size(), 2 * kMaxFdsPerMessage);
@@ -252,9 +254,40 @@ TEST_F(UnixSocketTest, ReceiveAllowingLostFdsKeepsTheBytesWhenFdsDidNotFit) {
   EXPECT_EQ(CountOpenFds(), fds_before);
   // An intact message is not marked.
   ASSERT_OK(SendMessage(a_.get(), AsBytes("whole")));
-  ASSERT_OK_AND_ASSIGN(ReceivedMessage whole, ReceiveMessageAllowingLostFds(b_.get(), 64));
+  ASSERT_OK_AND_ASSIGN(ReceivedInto whole,
+                       ReceiveMessageInto(b_.get(), buffer, LostFds::kKeepMessage));
   EXPECT_FALSE(whole.fds_lost);
-  EXPECT_EQ(AsString(whole.bytes), "whole");
+  EXPECT_EQ(AsString({whole.bytes.begin(), whole.bytes.end()}), "whole");
+}
+
+TEST_F(UnixSocketTest, ReceiveIntoABufferWritesOnlyTheMessageAndReportsOnlyItsLength) {
+  // A reused buffer: a long message, then a short one. The short one's view
+  // ends where it does, and nothing past it was written (no clearing), so
+  // the bytes behind it are still the long message's.
+  std::vector<std::byte> buffer(256, std::byte{0xee});
+  ASSERT_OK(SendMessage(a_.get(), AsBytes(std::string(100, 'L'))));
+  ASSERT_OK(SendMessage(a_.get(), AsBytes("short")));
+  ASSERT_OK_AND_ASSIGN(ReceivedInto long_one, ReceiveMessageInto(b_.get(), buffer));
+  EXPECT_EQ(long_one.bytes.data(), buffer.data());
+  EXPECT_THAT(long_one.bytes, SizeIs(100));
+  ASSERT_OK_AND_ASSIGN(ReceivedInto short_one, ReceiveMessageInto(b_.get(), buffer));
+  EXPECT_EQ(short_one.bytes.data(), buffer.data());
+  EXPECT_EQ(AsString({short_one.bytes.begin(), short_one.bytes.end()}), "short");
+  EXPECT_EQ(buffer[5], std::byte{'L'});
+  EXPECT_EQ(buffer[99], std::byte{'L'});
+  EXPECT_EQ(buffer[100], std::byte{0xee});
+}
+
+TEST_F(UnixSocketTest, ReceiveIntoABufferTooSmallIsDataLossAndItsFdsAreClosed) {
+  auto [read_end, write_end] = MakePipe();
+  ASSERT_OK(SendMessage(a_.get(), AsBytes(std::string(100, 'p')),
+                        std::vector<int>{read_end.get(), write_end.get()}));
+  std::vector<std::byte> buffer(10);
+  const int fds_before = CountOpenFds();
+  EXPECT_THAT(ReceiveMessageInto(b_.get(), buffer),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("10-byte limit")));
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  EXPECT_TRUE(NothingQueued(b_.get()));
 }
 
 TEST_F(UnixSocketTest, TrySendSaysFalseWhenTheBufferIsFullAndSendsNothing) {

@@ -88,6 +88,7 @@ ServiceManagerDaemon::ServiceManagerDaemon(DaemonOptions options, Policy policy,
       stop_event_(std::move(stop_event)),
       reload_event_(std::move(reload_event)),
       reserve_fd_(::open("/dev/null", O_RDONLY | O_CLOEXEC)),
+      receive_buffer_(std::make_unique_for_overwrite<std::byte[]>(service_wire::kMaxRequestBytes)),
       outbox_(*this),
       registry_(options_.registry, outbox_, policy_, CreateChannelMaterial, *logger_),
       dispatcher_(options_.requests, NewEpoch(), policy_, registry_, outbox_, *logger_) {
@@ -298,7 +299,8 @@ void ServiceManagerDaemon::AcceptAll() {
 }
 
 void ServiceManagerDaemon::ReadOne(Connection& conn) {
-  auto message = ReceiveMessage(conn.fd.get(), service_wire::kMaxRequestBytes);
+  auto message =
+      ReceiveMessageInto(conn.fd.get(), {receive_buffer_.get(), service_wire::kMaxRequestBytes});
   if (!message.ok()) {
     if (message.status().code() == absl::StatusCode::kDataLoss) {
       log().Warning("dropping connection from ", Describe(conn.peer.creds), ": ",
@@ -308,7 +310,9 @@ void ServiceManagerDaemon::ReadOne(Connection& conn) {
     return;
   }
   const bool had_said_hello = conn.peer.said_hello;
-  if (absl::Status handled = dispatcher_.Handle(conn.peer, *message, absl::Now()); !handled.ok()) {
+  if (absl::Status handled =
+          dispatcher_.Handle(conn.peer, message->bytes, message->fds.size(), absl::Now());
+      !handled.ok()) {
     log().Warning("dropping connection from ", Describe(conn.peer.creds), ": ", handled.message());
     MarkForClose(conn, handled.message());
     return;

@@ -152,6 +152,12 @@ class ServiceManagerDaemon {
   UniqueFd stop_event_;
   UniqueFd reload_event_;
   UniqueFd reserve_fd_;  // Closed to make room when accept() hits EMFILE.
+  // Every request is received here, one at a time (one loop thread): a
+  // buffer per message of the largest request's size (a Register's schema)
+  // cost a 260 KiB allocation and clearing for every few-byte request. Only
+  // the received prefix is ever parsed, so what an earlier, longer message
+  // left behind is never read. Uninitialised on purpose.
+  std::unique_ptr<std::byte[]> receive_buffer_;
   ConnectionOutbox outbox_;
   Registry registry_;
   RequestDispatcher dispatcher_;

@@ -121,14 +121,14 @@ absl::Status RequestDispatcher::CheckGeometry(absl::string_view name,
   return absl::OkStatus();
 }
 
-absl::Status RequestDispatcher::Handle(Peer& peer, const ReceivedMessage& message, absl::Time now) {
-  if (!message.fds.empty()) return absl::DataLossError("request carried file descriptors");
-  auto verified = service_wire::VerifyEnvelope(message.bytes);
+absl::Status RequestDispatcher::Handle(Peer& peer, std::span<const std::byte> bytes,
+                                       size_t fd_count, absl::Time now) {
+  if (fd_count != 0) return absl::DataLossError("request carried file descriptors");
+  auto verified = service_wire::VerifyEnvelope(bytes);
   if (!verified.ok()) {
     // Malformed input closes the connection (docs/error-handling.md): after
     // garbage we cannot trust where the next message starts to make sense.
-    return absl::DataLossError(
-        absl::StrCat("malformed request (", message.bytes.size(), " bytes)"));
+    return absl::DataLossError(absl::StrCat("malformed request (", bytes.size(), " bytes)"));
   }
   const wire::Envelope& envelope = **verified;
   const uint64_t id = envelope.request_id();

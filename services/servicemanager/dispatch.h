@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 
 #include "absl/status/status.h"
@@ -55,9 +56,12 @@ class RequestDispatcher {
   RequestDispatcher(Limits limits, uint64_t epoch, const Policy& policy, Registry& registry,
                     Outbox& outbox, const Logger& log);
 
-  // Handles one received message. A non-OK status means the connection must
-  // be closed (the message says why, for the log); any reply has been sent.
-  [[nodiscard]] absl::Status Handle(Peer& peer, const ReceivedMessage& message, absl::Time now);
+  // Handles one received message: `bytes` (only what arrived; nothing past
+  // them is read) and how many descriptors came with it. A non-OK status
+  // means the connection must be closed (the message says why, for the log);
+  // any reply has been sent.
+  [[nodiscard]] absl::Status Handle(Peer& peer, std::span<const std::byte> bytes, size_t fd_count,
+                                    absl::Time now);
 
  private:
   absl::Status HandleHello(Peer& peer, uint64_t request_id, const service_wire::wire::Envelope&);

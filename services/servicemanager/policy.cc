@@ -4,17 +4,59 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "ipc/channel/channel_options.h"
 #include "ipc/service/wire.h"
 
 namespace sluice {
+namespace {
+
+// "65536", "64KiB", "16MiB", "1GiB": bytes, within (0, kMaxMessageSize].
+absl::StatusOr<uint64_t> ParseSize(absl::string_view text) {
+  uint64_t unit = 1;
+  if (absl::ConsumeSuffix(&text, "KiB")) {
+    unit = uint64_t{1} << 10;
+  } else if (absl::ConsumeSuffix(&text, "MiB")) {
+    unit = uint64_t{1} << 20;
+  } else if (absl::ConsumeSuffix(&text, "GiB")) {
+    unit = uint64_t{1} << 30;
+  }
+  uint64_t count = 0;
+  if (text.empty() || !std::all_of(text.begin(), text.end(), absl::ascii_isdigit) ||
+      !absl::SimpleAtoi(text, &count)) {
+    return absl::InvalidArgumentError("expected a size: bytes, or a number with KiB, MiB or GiB");
+  }
+  if (count == 0) return absl::InvalidArgumentError("a limit of 0 bytes");
+  if (count > kMaxMessageSize / unit) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("over the largest message there can be (", kMaxMessageSize, " bytes)"));
+  }
+  return count * unit;
+}
+
+}  // namespace
 
 absl::string_view ActionName(Policy::Action action) {
   return action == Policy::Action::kRegister ? "register" : "lookup";
+}
+
+bool Policy::Principal::Matches(const PeerCredentials& peer) const {
+  return kind == Kind::kAny || (kind == Kind::kUid && id == peer.uid) ||
+         (kind == Kind::kGid && id == peer.gid);
+}
+
+bool Policy::NamePattern::Matches(absl::string_view name) const {
+  return prefix ? absl::StartsWith(name, pattern) : name == pattern;
+}
+
+bool Policy::NamePattern::Covers(const NamePattern& other) const {
+  return prefix ? absl::StartsWith(other.pattern, pattern)
+                : (!other.prefix && other.pattern == pattern);
 }
 
 Policy Policy::Default(uid_t daemon_uid) {
@@ -22,7 +64,7 @@ Policy Policy::Default(uid_t daemon_uid) {
   Rule rule;
   rule.allow = true;
   rule.any_action = true;
-  rule.prefix = true;  // Empty prefix: every name.
+  rule.name.prefix = true;  // Empty prefix: every name.
   rule.principals.push_back({Principal::Kind::kUid, daemon_uid});
   policy.rules_.push_back(std::move(rule));
   policy.source_ = "default (same uid, root)";
@@ -41,8 +83,68 @@ absl::StatusOr<Policy> Policy::Parse(absl::string_view text, uid_t daemon_uid) {
     auto error = [&](absl::string_view why) {
       return absl::InvalidArgumentError(absl::StrCat("policy line ", line_number, ": ", why));
     };
+    auto parse_pattern = [&](absl::string_view field) -> absl::StatusOr<NamePattern> {
+      NamePattern name;
+      if (absl::ConsumeSuffix(&field, "*")) name.prefix = true;
+      if (absl::Status valid = service_wire::ValidatePrefix(field); !valid.ok()) {
+        return error(valid.message());
+      }
+      if (!name.prefix && field.empty()) return error("empty name pattern");
+      name.pattern = std::string(field);
+      return name;
+    };
+    auto parse_principals = [&](absl::string_view field) -> absl::StatusOr<std::vector<Principal>> {
+      std::vector<Principal> principals;
+      for (absl::string_view item : absl::StrSplit(field, ',', absl::SkipEmpty())) {
+        Principal principal;
+        if (item == "*") {
+          principal.kind = Principal::Kind::kAny;
+        } else if (item == "uid:self") {
+          principal = {Principal::Kind::kUid, daemon_uid};
+        } else if (absl::StartsWith(item, "uid:") || absl::StartsWith(item, "gid:")) {
+          principal.kind = item[0] == 'u' ? Principal::Kind::kUid : Principal::Kind::kGid;
+          if (!absl::SimpleAtoi(item.substr(4), &principal.id)) {
+            return error(absl::StrCat("bad id in principal '", item, "'"));
+          }
+        } else {
+          return error(
+              absl::StrCat("unknown principal '", item, "' (*, uid:N, gid:N or uid:self)"));
+        }
+        principals.push_back(principal);
+      }
+      if (principals.empty()) return error("no principals");
+      return principals;
+    };
+
+    if (fields[0] == "limit" || fields[0] == "trust") {
+      if (fields.size() != 3) {
+        return error(fields[0] == "limit" ? "expected 'limit <name|prefix*|*> <size>'"
+                                          : "expected 'trust <name|prefix*|*> <none|principals>'");
+      }
+      absl::StatusOr<NamePattern> name = parse_pattern(fields[1]);
+      if (!name.ok()) return name.status();
+      if (fields[0] == "limit") {
+        absl::StatusOr<uint64_t> size = ParseSize(fields[2]);
+        if (!size.ok()) {
+          return error(absl::StrCat("limit '", fields[2], "': ", size.status().message()));
+        }
+        policy.limits_.push_back({*std::move(name), *size, line_number});
+      } else {
+        Trust trust{*std::move(name), {}, line_number};
+        if (fields[2] != "none") {
+          absl::StatusOr<std::vector<Principal>> principals = parse_principals(fields[2]);
+          if (!principals.ok()) return principals.status();
+          trust.principals = *std::move(principals);
+        }
+        policy.trusts_.push_back(std::move(trust));
+      }
+      continue;
+    }
+
     if (fields.size() != 4) {
-      return error("expected '<allow|deny> <register|lookup|*> <name|prefix*|*> <principals>'");
+      return error(
+          "expected '<allow|deny> <register|lookup|*> <name|prefix*|*> <principals>', "
+          "'limit <name|prefix*|*> <size>' or 'trust <name|prefix*|*> <none|principals>'");
     }
     Rule rule;
     rule.line = line_number;
@@ -60,30 +162,12 @@ absl::StatusOr<Policy> Policy::Parse(absl::string_view text, uid_t daemon_uid) {
     } else {
       return error(absl::StrCat("unknown verb '", fields[1], "' (register, lookup or *)"));
     }
-    absl::string_view pattern = fields[2];
-    if (absl::ConsumeSuffix(&pattern, "*")) rule.prefix = true;
-    if (absl::Status valid = service_wire::ValidatePrefix(pattern); !valid.ok()) {
-      return error(valid.message());
-    }
-    if (!rule.prefix && pattern.empty()) return error("empty name pattern");
-    rule.pattern = std::string(pattern);
-    for (absl::string_view item : absl::StrSplit(fields[3], ',', absl::SkipEmpty())) {
-      Principal principal;
-      if (item == "*") {
-        principal.kind = Principal::Kind::kAny;
-      } else if (item == "uid:self") {
-        principal = {Principal::Kind::kUid, daemon_uid};
-      } else if (absl::StartsWith(item, "uid:") || absl::StartsWith(item, "gid:")) {
-        principal.kind = item[0] == 'u' ? Principal::Kind::kUid : Principal::Kind::kGid;
-        if (!absl::SimpleAtoi(item.substr(4), &principal.id)) {
-          return error(absl::StrCat("bad id in principal '", item, "'"));
-        }
-      } else {
-        return error(absl::StrCat("unknown principal '", item, "' (*, uid:N, gid:N or uid:self)"));
-      }
-      rule.principals.push_back(principal);
-    }
-    if (rule.principals.empty()) return error("no principals");
+    absl::StatusOr<NamePattern> name = parse_pattern(fields[2]);
+    if (!name.ok()) return name.status();
+    rule.name = *std::move(name);
+    absl::StatusOr<std::vector<Principal>> principals = parse_principals(fields[3]);
+    if (!principals.ok()) return principals.status();
+    rule.principals = *std::move(principals);
     policy.rules_.push_back(std::move(rule));
   }
   return policy;
@@ -106,15 +190,28 @@ bool Policy::Allows(Action action, absl::string_view name, const PeerCredentials
   if (peer.uid == 0) return true;
   for (const Rule& rule : rules_) {
     if (!rule.any_action && rule.action != action) continue;
-    if (rule.prefix ? !absl::StartsWith(name, rule.pattern) : name != rule.pattern) continue;
+    if (!rule.name.Matches(name)) continue;
     for (const Principal& principal : rule.principals) {
-      const bool match = principal.kind == Principal::Kind::kAny ||
-                         (principal.kind == Principal::Kind::kUid && principal.id == peer.uid) ||
-                         (principal.kind == Principal::Kind::kGid && principal.id == peer.gid);
-      if (match) return rule.allow;
+      if (principal.Matches(peer)) return rule.allow;
     }
   }
   return false;
+}
+
+std::optional<uint64_t> Policy::MaxRequestSize(absl::string_view name) const {
+  for (const Limit& limit : limits_) {
+    if (limit.name.Matches(name)) return limit.max_request_size;
+  }
+  return std::nullopt;
+}
+
+bool Policy::MayTrust(absl::string_view name, const PeerCredentials& client) const {
+  for (const Trust& trust : trusts_) {
+    if (!trust.name.Matches(name)) continue;
+    return std::any_of(trust.principals.begin(), trust.principals.end(),
+                       [&](const Principal& p) { return p.Matches(client); });
+  }
+  return true;
 }
 
 std::vector<std::string> Policy::Lint() const {
@@ -137,15 +234,37 @@ std::vector<std::string> Policy::Lint() const {
       const Rule& earlier = rules_[j];
       const bool wider_verb =
           earlier.any_action || (!rule.any_action && earlier.action == rule.action);
-      const bool wider_name = earlier.prefix ? absl::StartsWith(rule.pattern, earlier.pattern)
-                                             : (!rule.prefix && rule.pattern == earlier.pattern);
-      if (wider_verb && wider_name && covers_everyone(earlier)) {
+      if (wider_verb && earlier.name.Covers(rule.name) && covers_everyone(earlier)) {
         out.push_back(absl::StrCat("policy line ", rule.line, ": never applies: line ",
                                    earlier.line, " already decides it for everyone"));
         break;
       }
     }
   }
+  // A setting applies by its first matching line, whoever connects.
+  auto shadowed = [&out](const auto& settings, absl::string_view what) {
+    for (size_t i = 0; i < settings.size(); ++i) {
+      for (size_t j = 0; j < i; ++j) {
+        if (settings[j].name.Covers(settings[i].name)) {
+          out.push_back(absl::StrCat("policy line ", settings[i].line, ": never applies: line ",
+                                     settings[j].line, " already sets the ", what,
+                                     " of every name it matches"));
+          break;
+        }
+      }
+    }
+  };
+  shadowed(limits_, "limit");
+  shadowed(trusts_, "trust");
+  std::stable_sort(out.begin(), out.end(), [](const std::string& a, const std::string& b) {
+    // "policy line N: ...", in line order.
+    auto line_of = [](const std::string& s) {
+      int n = 0;
+      (void)absl::SimpleAtoi(s.substr(12, s.find(':') - 12), &n);
+      return n;
+    };
+    return line_of(a) < line_of(b);
+  });
   return out;
 }
 

@@ -77,5 +77,88 @@ deny   *         *          uid:0,uid:1002
   EXPECT_THAT(Policy::Default(1000).Lint(), ::testing::IsEmpty());
 }
 
+TEST(PolicyTest, LimitLinesSetEachServicesRequestLimitByTheFirstMatchingPattern) {
+  auto policy = Policy::Parse(R"(
+allow  *      *            uid:self
+limit  audio.mixer  64KiB        # the mixer takes small requests only
+limit  audio.*      16MiB
+limit  bulk         1GiB
+limit  exact        65536
+)",
+                              1000);
+  ASSERT_OK(policy.status());
+  EXPECT_EQ(policy->MaxRequestSize("audio.mixer"), uint64_t{64} << 10);
+  EXPECT_EQ(policy->MaxRequestSize("audio.out"), uint64_t{16} << 20);
+  EXPECT_EQ(policy->MaxRequestSize("bulk"), uint64_t{1} << 30);
+  EXPECT_EQ(policy->MaxRequestSize("exact"), 65536u);
+  EXPECT_EQ(policy->MaxRequestSize("bulk.x"), std::nullopt);
+  EXPECT_EQ(policy->MaxRequestSize("other"), std::nullopt);
+  EXPECT_EQ(Policy::Default(1000).MaxRequestSize("anything"), std::nullopt);
+  // Settings grant nothing: access is still the rules' business.
+  EXPECT_FALSE(policy->Allows(Action::kLookup, "audio.out", Uid(1001)));
+  EXPECT_TRUE(policy->Allows(Action::kLookup, "audio.out", Uid(1000)));
+}
+
+TEST(PolicyTest, TrustLinesNameTheClientsWhoseLargeRequestsMayStayInPlace) {
+  auto policy = Policy::Parse(R"(
+trust  audio.mixer  uid:1001,gid:29
+trust  audio.*      none
+trust  mine         uid:self
+trust  open         *
+)",
+                              1000);
+  ASSERT_OK(policy.status());
+  EXPECT_TRUE(policy->MayTrust("audio.mixer", Uid(1001)));
+  EXPECT_TRUE(policy->MayTrust("audio.mixer", Uid(2000, 29)));
+  EXPECT_FALSE(policy->MayTrust("audio.mixer", Uid(2000, 30)));
+  EXPECT_FALSE(policy->MayTrust("audio.out", Uid(1001)));
+  EXPECT_FALSE(policy->MayTrust("audio.out", Uid(0)));  // Root is not special here.
+  EXPECT_TRUE(policy->MayTrust("mine", Uid(1000)));
+  EXPECT_FALSE(policy->MayTrust("mine", Uid(1001)));
+  EXPECT_TRUE(policy->MayTrust("open", Uid(4242)));
+  // No line: the server's own TrustPolicy decides alone.
+  EXPECT_TRUE(policy->MayTrust("elsewhere", Uid(4242)));
+  EXPECT_EQ(policy->rule_count(), 4u);
+}
+
+TEST(PolicyTest, MalformedSettingsAreRejectedWithTheLineNumber) {
+  auto fails = [](const std::string& text, const std::string& why) {
+    EXPECT_THAT(Policy::Parse(text, 0),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(why)))
+        << text;
+  };
+  fails("limit audio.*\n", "line 1: expected 'limit <name|prefix*|*> <size>'");
+  fails("\nlimit audio.* 1MiB extra\n", "line 2: expected 'limit");
+  fails("limit audio.* lots\n", "line 1: limit 'lots': expected a size");
+  fails("limit audio.* 1TiB\n", "limit '1TiB': expected a size");
+  fails("limit audio.* -5\n", "expected a size");
+  fails("limit audio.* 0\n", "a limit of 0 bytes");
+  fails("limit audio.* 3GiB\n", "line 1: limit '3GiB': over the largest message");
+  fails("limit audio.* 99999999999999999999\n", "expected a size");
+  fails("limit bad!name 1MiB\n", "line 1: ");
+  fails("\n\n\ntrust audio.*\n", "line 4: expected 'trust <name|prefix*|*> <none|principals>'");
+  fails("trust audio.* user:bob\n", "line 1: unknown principal 'user:bob'");
+  fails("trust audio.* uid:x\n", "bad id in principal 'uid:x'");
+  fails("trust audio.* ,\n", "line 1: no principals");
+  fails("trust * none\nlimit x 1KiB\nallow lookup\n", "line 3: expected '<allow|deny>");
+}
+
+TEST(PolicyTest, LintNamesSettingsAnEarlierLineAlreadyDecides) {
+  auto policy = Policy::Parse(R"(
+limit  audio.*      16MiB
+limit  audio.mixer  64KiB
+trust  audio.mixer  uid:1001
+trust  *            none
+trust  scratch.*    *
+limit  other        1MiB
+)",
+                              1000);
+  ASSERT_OK(policy.status());
+  EXPECT_THAT(policy->Lint(),
+              ::testing::ElementsAre(
+                  HasSubstr("policy line 3: never applies: line 2 already sets the limit"),
+                  HasSubstr("policy line 6: never applies: line 5 already sets the trust")));
+}
+
 }  // namespace
 }  // namespace sluice

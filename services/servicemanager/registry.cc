@@ -201,8 +201,11 @@ void Registry::Lookup(uint64_t connection, uint64_t request_id, const std::strin
   {
     flatbuffers::FlatBufferBuilder builder(128);
     const wire::Credentials creds = service_wire::CredentialsToWire(client->creds);
-    auto body = wire::CreateNewConnectionEvent(builder, builder.CreateString(name), record_id,
-                                               &creds, material->region_size);
+    // Read from the policy now, so a reload applies to every connection
+    // made after it and to none made before.
+    auto body = wire::CreateNewConnectionEvent(
+        builder, builder.CreateString(name), record_id, &creds, material->region_size,
+        policy_.MaxRequestSize(name).value_or(0), !policy_.MayTrust(name, client->creds));
     service_wire::FinishEnvelope(builder, 0, absl::OkStatus(), wire::Body::NewConnectionEvent,
                                  body.Union());
     if (!outbox_.Send(service.owner, Encode(builder, std::move(material->server_fds)))) {
@@ -440,23 +443,29 @@ void Registry::Subscribe(uint64_t connection, uint64_t request_id, const std::st
   }
   client->subscriptions.push_back({subscription_id, prefix});
   subscribers_.insert(connection);
-  Reply(connection, request_id, absl::OkStatus());
-  if (!existing) return;
-  for (auto it = services_.lower_bound(prefix);
-       it != services_.end() && absl::StartsWith(it->first, prefix); ++it) {
-    if (!policy_.Allows(Policy::Action::kLookup, it->first, client->creds)) continue;
-    SendNameEvent(connection, subscription_id, it->second, /*appeared=*/true);
+  // The snapshot goes before the reply: the client's reader hands events to
+  // the handler in order, so once Subscribe() has its reply the handler has
+  // seen every name that was there. Changes after this point are ordinary
+  // events, so no name is reported twice.
+  if (existing) {
+    for (auto it = services_.lower_bound(prefix);
+         it != services_.end() && absl::StartsWith(it->first, prefix); ++it) {
+      if (!policy_.Allows(Policy::Action::kLookup, it->first, client->creds)) continue;
+      SendNameEvent(connection, subscription_id, it->second, /*appeared=*/true,
+                    /*existing=*/true);
+    }
   }
+  Reply(connection, request_id, absl::OkStatus());
 }
 
 void Registry::SendNameEvent(uint64_t connection, uint64_t subscription_id, const Service& service,
-                             bool appeared) {
+                             bool appeared, bool existing) {
   flatbuffers::FlatBufferBuilder builder(128);
   const wire::Credentials owner = service_wire::CredentialsToWire(service.owner_creds);
   auto body =
       wire::CreateNameEvent(builder, subscription_id,
                             appeared ? wire::NameChange::kAppeared : wire::NameChange::kDisappeared,
-                            builder.CreateString(service.name), &owner);
+                            builder.CreateString(service.name), &owner, existing);
   service_wire::FinishEnvelope(builder, 0, absl::OkStatus(), wire::Body::NameEvent, body.Union());
   outbox_.Send(connection, Encode(builder));
 }
@@ -482,7 +491,7 @@ void Registry::NotifyName(const Service& service, bool appeared) {
     for (const Subscription& s : client->subscriptions) {
       if (!absl::StartsWith(service.name, s.prefix)) continue;
       if (!policy_.Allows(Policy::Action::kLookup, service.name, client->creds)) continue;
-      SendNameEvent(id, s.id, service, appeared);
+      SendNameEvent(id, s.id, service, appeared, /*existing=*/false);
     }
   }
 }

@@ -99,7 +99,8 @@ class Registry {
   void List(uint64_t connection, uint64_t request_id, const std::string& prefix,
             const std::string& start_after, uint32_t limit);
   void Info(uint64_t connection, uint64_t request_id, const std::string& name);
-  // `existing`: also send kAppeared for every name already registered.
+  // `existing`: first send kAppeared, flagged existing, for every matching
+  // name already registered (that the client may look up), then the reply.
   void Subscribe(uint64_t connection, uint64_t request_id, const std::string& prefix,
                  uint64_t subscription_id, bool existing);
   void Unsubscribe(uint64_t connection, uint64_t request_id, uint64_t subscription_id);
@@ -182,7 +183,7 @@ class Registry {
   void RemoveService(const std::string& name, absl::string_view why);
   void NotifyName(const Service& service, bool appeared);
   void SendNameEvent(uint64_t connection, uint64_t subscription_id, const Service& service,
-                     bool appeared);
+                     bool appeared, bool existing);
   void AnswerWaitsFor(const std::string& name);
   void DropWait(uint64_t wait_id);
 

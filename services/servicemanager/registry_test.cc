@@ -263,6 +263,87 @@ TEST_F(RegistryTest, OwnersExitFreesItsNamesAndTellsSubscribersWhoMaySeeThem) {
   EXPECT_THAT(outbox_.Take(kClient).at(0).status(), StatusIs(absl::StatusCode::kNotFound));
 }
 
+TEST_F(RegistryTest, SubscriptionGetsTheMatchingNamesAlreadyThereBeforeItsReplyThenChanges) {
+  Add(kServer);
+  Add(kClient);
+  Serve("s.one");
+  Serve("s.two");
+  Serve("t.other");
+  registry_.Subscribe(kClient, 3, "s.", 42, /*existing=*/true);
+  std::vector<Sent> sent = outbox_.Take(kClient);
+  ASSERT_EQ(sent.size(), 3u);
+  std::vector<std::string> snapshot;
+  for (int i = 0; i < 2; ++i) {
+    const auto* event = sent[i].envelope().body_as_NameEvent();
+    ASSERT_NE(event, nullptr);
+    EXPECT_EQ(sent[i].request_id(), 0u);
+    EXPECT_EQ(event->subscription_id(), 42u);
+    EXPECT_EQ(event->change(), wire::NameChange::kAppeared);
+    EXPECT_TRUE(event->existing());
+    EXPECT_EQ(event->owner()->pid(), static_cast<pid_t>(kServer));
+    snapshot.push_back(event->name()->str());
+  }
+  EXPECT_THAT(snapshot, ElementsAre("s.one", "s.two"));
+  // The reply comes last, so a client holding it has seen the snapshot.
+  EXPECT_EQ(sent[2].request_id(), 3u);
+  EXPECT_OK(sent[2].status());
+  // What changes from then on is reported once, as a change.
+  Serve("s.three");
+  std::vector<Sent> appeared = outbox_.Take(kClient);
+  ASSERT_EQ(appeared.size(), 1u);
+  EXPECT_EQ(appeared[0].envelope().body_as_NameEvent()->name()->str(), "s.three");
+  EXPECT_FALSE(appeared[0].envelope().body_as_NameEvent()->existing());
+  // Without `existing` (an older client), only the reply.
+  registry_.Subscribe(kClient, 4, "s.", 43, /*existing=*/false);
+  std::vector<Sent> plain = outbox_.Take(kClient);
+  ASSERT_EQ(plain.size(), 1u);
+  EXPECT_EQ(plain[0].request_id(), 4u);
+}
+
+TEST_F(RegistryTest, SnapshotShowsOnlyNamesThePolicyLetsTheSubscriberLookUp) {
+  ASSERT_OK_AND_ASSIGN(policy_, Policy::Parse("allow * s.open* uid:2000\n", 1000));
+  Add(kServer);
+  registry_.AddClient(kOther, {static_cast<pid_t>(kOther), 2000, 2000}, true);
+  Serve("s.open");
+  Serve("s.closed");
+  registry_.Subscribe(kOther, 3, "s.", 42, /*existing=*/true);
+  std::vector<Sent> sent = outbox_.Take(kOther);
+  ASSERT_EQ(sent.size(), 2u);
+  EXPECT_EQ(sent[0].envelope().body_as_NameEvent()->name()->str(), "s.open");
+  EXPECT_EQ(sent[1].request_id(), 3u);
+}
+
+TEST_F(RegistryTest, NewConnectionCarriesThePolicysLimitAndTrustForThatClient) {
+  ASSERT_OK_AND_ASSIGN(policy_, Policy::Parse("allow * * uid:1000\nlimit s.small 64KiB\n"
+                                              "trust s.* uid:1000\n",
+                                              1000));
+  Add(kServer);
+  Add(kClient);  // uid 1000: trusted by the trust line.
+  registry_.AddClient(kOther, {static_cast<pid_t>(kOther), 2000, 2000}, true);
+  Serve("s.small");
+  Serve("t.free");
+  struct Case {
+    uint64_t client;
+    std::string name;
+    uint64_t limit;
+    bool distrust;
+  };
+  for (const Case& c :
+       {Case{kClient, "s.small", 64 * 1024, false}, Case{kOther, "s.small", 64 * 1024, true},
+        Case{kClient, "t.free", 0, false}, Case{kOther, "t.free", 0, false}}) {
+    SCOPED_TRACE(absl::StrCat(c.name, " for ", c.client));
+    registry_.Lookup(c.client, 7, c.name, {});
+    std::vector<Sent> sent = outbox_.Take(kServer);
+    ASSERT_EQ(sent.size(), 1u);
+    const auto* event = sent[0].envelope().body_as_NewConnectionEvent();
+    ASSERT_NE(event, nullptr);
+    EXPECT_EQ(event->max_request_size(), c.limit);
+    EXPECT_EQ(event->distrust_client(), c.distrust);
+    registry_.AcknowledgeConnection(kServer, event->connection_id(), absl::OkStatus());
+    outbox_.Take(c.client);
+  }
+}
+
 TEST_F(RegistryTest, OnlyTheOwnerMayUnregisterAndNamesAreUnique) {
   Add(kServer);
   Add(kClient);

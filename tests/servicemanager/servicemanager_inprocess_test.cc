@@ -513,6 +513,27 @@ TEST_F(ServiceManagerTest, GarbageTruncatedAndOversizedRequestsDisconnectOnlyThe
   EXPECT_TRUE(daemon_->WaitForStats([](const auto& s) { return s.connections == 1; }));
 }
 
+// The daemon receives every request into one buffer it reuses without
+// clearing. A request cut short right after the whole of it arrived would,
+// if read through the leftovers, be the whole request again: it must be
+// read at its own length, fail to verify and close the connection.
+TEST_F(ServiceManagerTest, RequestCutShortAfterTheWholeOneIsReadAtItsOwnLength) {
+  UniqueFd fd = RawConnect();
+  ASSERT_OK(SendMessage(fd.get(), HelloBytes(1)));
+  ASSERT_OK(ReceiveMessage(fd.get(), 4096).status());
+  flatbuffers::FlatBufferBuilder builder;
+  auto body = wire::CreateListRequest(builder, builder.CreateString(std::string(200, 'p')));
+  service_wire::FinishEnvelope(builder, 2, absl::OkStatus(), wire::Body::ListRequest, body.Union());
+  const std::span<const std::byte> whole = service_wire::Bytes(builder);
+  ASSERT_OK(SendMessage(fd.get(), whole));
+  ASSERT_OK_AND_ASSIGN(auto reply, ReceiveMessage(fd.get(), 4096));
+  ASSERT_OK_AND_ASSIGN(auto envelope, service_wire::VerifyEnvelope(reply.bytes));
+  EXPECT_EQ(envelope->request_id(), 2u);
+  // The prefix string is built first, so it is what the cut takes away.
+  ASSERT_OK(SendMessage(fd.get(), whole.first(whole.size() - 16)));
+  EXPECT_TRUE(HungUp(fd.get()));
+}
+
 // Regression: a valid Hello, then an envelope whose body_type names a request
 // but whose body is absent, used to dereference the null body and kill the
 // daemon with SIGSEGV, for each of the 8 request kinds.

@@ -8,13 +8,18 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <set>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
+#include "ipc/base/mutex.h"
 #include "ipc/base/notification.h"
 #include "ipc/service/service_manager.h"
 #include "tests/servicemanager/echo.h"
@@ -32,6 +37,7 @@ using ::sluice::testing::SpawnDaemon;
 using ::sluice::testing::StatusIs;
 using ::sluice::testing::Subprocess;
 using ::sluice::testing::TempDir;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 constexpr uid_t kOtherUid = 65534;  // nobody
@@ -169,6 +175,110 @@ TEST_F(MultiProcessTest, NameIsFreedWhenOwnerIsKilledAndANewServerTakesIt) {
   ASSERT_OK_AND_ASSIGN(ServiceConnection connection2, client->Lookup("mp.echo"));
   EXPECT_EQ(connection2.server.pid, server2.pid());
   EXPECT_EQ(EchoCall(*connection2.channel, "again").value_or(""), "again");
+}
+
+// Name events as a subscriber saw them, in order: "=NAME" for a name that
+// was there when the subscription was made (kAppeared, existing), "+NAME"
+// for one that appeared since, "-NAME" for one that went.
+class NameLog {
+ public:
+  NameEventHandler Handler() {
+    return [this](const NameEvent& e) {
+      MutexLock lock(&mu_);
+      const char* sign = e.change == NameChange::kDisappeared ? "-" : (e.existing ? "=" : "+");
+      events_.push_back(absl::StrCat(sign, e.name));
+      owners_[e.name] = e.owner.pid;
+    };
+  }
+  std::vector<std::string> events() {
+    MutexLock lock(&mu_);
+    return events_;
+  }
+  pid_t owner(const std::string& name) {
+    MutexLock lock(&mu_);
+    return owners_[name];
+  }
+  // Waits (bounded) until `done(events)` holds.
+  bool Await(const std::function<bool(const std::vector<std::string>&)>& done) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(20);
+    while (!done(events()) && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(2));
+    return done(events());
+  }
+
+ private:
+  Mutex mu_;
+  std::vector<std::string> events_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, pid_t> owners_ ABSL_GUARDED_BY(mu_);
+};
+
+// The names a log leaves present, or an error naming the first event that
+// contradicts what came before (a name appearing twice, or going while
+// absent).
+absl::StatusOr<std::set<std::string>> PresentNames(const std::vector<std::string>& events) {
+  std::set<std::string> present;
+  for (const std::string& event : events) {
+    const std::string name = event.substr(1);
+    const bool known = present.contains(name);
+    if (event[0] == '-' ? !known : known) {
+      return absl::InternalError(
+          absl::StrCat("inconsistent event ", event, " in ", absl::StrJoin(events, " ")));
+    }
+    if (event[0] == '-') {
+      present.erase(name);
+    } else {
+      present.insert(name);
+    }
+  }
+  return present;
+}
+
+TEST_F(MultiProcessTest, SubscriptionIsToldTheNamesAlreadyThereBeforeSubscribeReturns) {
+  NameLog log;  // Outlives the client, whose reader thread runs the handler.
+  ReportPipe report_a = ReportPipe::Create(), report_b = ReportPipe::Create(),
+             report_other = ReportPipe::Create(), report_c = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess a, Server("mp.snap.a", report_a));
+  ASSERT_OK_AND_ASSIGN(Subprocess b, Server("mp.snap.b", report_b));
+  ASSERT_OK_AND_ASSIGN(Subprocess other, Server("mp.other", report_other));
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  ASSERT_OK(client->Subscribe("mp.snap.", log.Handler()).status());
+  // No waiting: the snapshot is complete once Subscribe has returned.
+  EXPECT_THAT(log.events(), ElementsAre("=mp.snap.a", "=mp.snap.b"));
+  EXPECT_EQ(log.owner("mp.snap.a"), a.pid());
+  EXPECT_EQ(log.owner("mp.snap.b"), b.pid());
+
+  ASSERT_OK_AND_ASSIGN(Subprocess c, Server("mp.snap.c", report_c));
+  ASSERT_OK(b.Kill(SIGKILL));
+  ASSERT_TRUE(log.Await([](const auto& e) { return e.size() >= 4; }));
+  EXPECT_THAT(log.events(), ElementsAre("=mp.snap.a", "=mp.snap.b", "+mp.snap.c", "-mp.snap.b"));
+}
+
+// After a manager restart a subscriber is told that each name went (with
+// the manager that held it) and is told again, once, of each name the new
+// manager has; its view never holds a name twice or loses one it was told
+// of, and ends equal to what is registered.
+TEST_F(MultiProcessTest, AfterAManagerRestartASubscriberSeesEachNameGoAndComeBackOnce) {
+  NameLog log;
+  ReportPipe report_a = ReportPipe::Create(), report_b = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess a, Server("mp.snap.a", report_a));
+  ASSERT_OK_AND_ASSIGN(Subprocess b, Server("mp.snap.b", report_b));
+  ASSERT_OK_AND_ASSIGN(auto client, Connect());
+  ASSERT_OK(client->Subscribe("mp.snap.", log.Handler()).status());
+  ASSERT_THAT(log.events(), ElementsAre("=mp.snap.a", "=mp.snap.b"));
+
+  ASSERT_OK(daemon_->Kill(SIGKILL));
+  ASSERT_OK(daemon_->Wait(absl::Seconds(30)).status());
+  ASSERT_OK_AND_ASSIGN(daemon_, SpawnDaemon(socket_));
+  const std::set<std::string> both = {"mp.snap.a", "mp.snap.b"};
+  ASSERT_TRUE(log.Await([&](const std::vector<std::string>& events) {
+    auto present = PresentNames(events);
+    return events.size() >= 6 && present.ok() && *present == both;
+  })) << absl::StrJoin(log.events(), " ");
+  const std::vector<std::string> events = log.events();
+  ASSERT_OK_AND_ASSIGN(std::set<std::string> present, PresentNames(events));
+  EXPECT_EQ(present, both);
+  EXPECT_THAT(events, ::testing::SizeIs(6)) << absl::StrJoin(events, " ");
+  ASSERT_OK_AND_ASSIGN(auto list, client->List("mp.snap."));
+  EXPECT_EQ(list.size(), 2u);
 }
 
 TEST_F(MultiProcessTest, BlockedCallerGetsPeerDeadWhenServerIsKilled) {
@@ -605,6 +715,22 @@ class DaemonBinaryTest : public ::testing::Test {
     return ExitCodeOf(*process);
   }
   void WritePolicy(const std::string& text) { std::ofstream(policy_) << text; }
+  // sm_test_helper [FLAGS...] serve NAME MODE, as this test's uid, once ready.
+  absl::StatusOr<Subprocess> Server(const std::string& name, const std::string& mode,
+                                    ReportPipe& report, std::vector<std::string> flags = {}) {
+    std::vector<std::string> argv = {SLUICE_SM_TEST_HELPER_BIN, socket_};
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    argv.insert(argv.end(), {"serve", name, mode});
+    auto process = Subprocess::Spawn(argv, {report.write.get()});
+    report.write.reset();
+    if (!process.ok()) return process;
+    auto line = report.ReadLine();
+    if (!line.ok() || *line != "ready") {
+      return absl::InternalError(
+          absl::StrCat("server helper not ready: ", line.ok() ? *line : line.status().ToString()));
+    }
+    return process;
+  }
 
   TempDir dir_;
   std::string socket_ = dir_.File("sm.sock");
@@ -635,6 +761,79 @@ TEST_F(DaemonBinaryTest, SighupReloadsThePolicyAndAFileThatDoesNotParseKeepsTheO
   ASSERT_OK(daemon_->Kill(SIGTERM));
   EXPECT_EQ(ExitCodeOf(*daemon_), 0);
   EXPECT_FALSE(std::filesystem::exists(socket_));
+}
+
+// One request of `size` bytes to an `inspect` server: its answer ("sealed
+// N" or "in-place N"), or why the call failed.
+absl::StatusOr<std::string> CallOfSize(ClientChannel& channel, size_t size) {
+  auto call = channel.BeginCall(size);
+  if (!call.ok()) return call.status();
+  const std::span<std::byte> buffer = call->buffer().first(size);
+  std::memset(buffer.data(), 'r', size);
+  auto reply = channel.Call(*std::move(call), buffer);
+  if (!reply.ok()) return reply.status();
+  return std::string(reinterpret_cast<const char*>(reply->data().data()), reply->data().size());
+}
+
+// The file's `limit` lowers what a server registered with, before the
+// client builds anything, and never raises it.
+TEST_F(DaemonBinaryTest, PolicyLimitLowersAServicesRequestLimitAndNeverRaisesIt) {
+  WritePolicy("allow * * uid:self\nlimit mp.small 64KiB\nlimit mp.* 1GiB\n");
+  Start({"--policy=" + policy_});
+  ReportPipe small_report = ReportPipe::Create(), capped_report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess small, Server("mp.small", "inspect", small_report));
+  ASSERT_OK_AND_ASSIGN(Subprocess capped,
+                       Server("mp.capped", "inspect", capped_report, {"--max_request_size=32768"}));
+  ServiceManagerOptions options;
+  options.socket_path = socket_;
+  ASSERT_OK_AND_ASSIGN(auto client, ServiceManager::Connect(options));
+
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_small, client->Lookup("mp.small"));
+  EXPECT_THAT(CallOfSize(*to_small.channel, 100 * 1024),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("request of 102400 bytes exceeds the server's limit of 65536")));
+  EXPECT_EQ(CallOfSize(*to_small.channel, 64 * 1024).value_or("failed"), "in-place 65536");
+
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_capped, client->Lookup("mp.capped"));
+  EXPECT_THAT(CallOfSize(*to_capped.channel, 40000),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       HasSubstr("request of 40000 bytes exceeds the server's limit of 32768")));
+  EXPECT_EQ(CallOfSize(*to_capped.channel, 32768).value_or("failed"), "in-place 32768");
+}
+
+// The file's `trust` decides whether a large request (over kLargeMessage)
+// stays in the client's arena or comes sealed; a reload applies to
+// connections made after it, and leaves the open ones as they were.
+TEST_F(DaemonBinaryTest, PolicyTrustDecidesWhetherALargeRequestStaysInPlaceOrComesSealed) {
+  const size_t kLarge = 200 * 1024;
+  WritePolicy(absl::StrCat(
+      "allow * * uid:self\ntrust mp.sealed none\ntrust mp.listed uid:", ::geteuid(), "\n"));
+  Start({"--policy=" + policy_});
+  ReportPipe reports[3] = {ReportPipe::Create(), ReportPipe::Create(), ReportPipe::Create()};
+  ASSERT_OK_AND_ASSIGN(Subprocess sealed, Server("mp.sealed", "inspect", reports[0]));
+  ASSERT_OK_AND_ASSIGN(Subprocess listed, Server("mp.listed", "inspect", reports[1]));
+  ASSERT_OK_AND_ASSIGN(Subprocess plain, Server("mp.plain", "inspect", reports[2]));
+  ServiceManagerOptions options;
+  options.socket_path = socket_;
+  ASSERT_OK_AND_ASSIGN(auto client, ServiceManager::Connect(options));
+
+  // Same uid everywhere, so each server's own kSameUser trusts this client.
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_sealed, client->Lookup("mp.sealed"));
+  EXPECT_EQ(CallOfSize(*to_sealed.channel, kLarge).value_or("failed"), "sealed 204800");
+  EXPECT_EQ(CallOfSize(*to_sealed.channel, 1024).value_or("failed"), "in-place 1024");
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_listed, client->Lookup("mp.listed"));
+  EXPECT_EQ(CallOfSize(*to_listed.channel, kLarge).value_or("failed"), "in-place 204800");
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_plain, client->Lookup("mp.plain"));
+  EXPECT_EQ(CallOfSize(*to_plain.channel, kLarge).value_or("failed"), "in-place 204800");
+
+  WritePolicy("allow * * uid:self\ntrust mp.plain gid:4242424\n");
+  ASSERT_OK(daemon_->Kill(SIGHUP));
+  ASSERT_THAT(LogLineWith("policy reload"), HasSubstr("policy reloaded from " + policy_));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection plain_again, client->Lookup("mp.plain"));
+  EXPECT_EQ(CallOfSize(*plain_again.channel, kLarge).value_or("failed"), "sealed 204800");
+  EXPECT_EQ(CallOfSize(*to_plain.channel, kLarge).value_or("failed"), "in-place 204800");
+  ASSERT_OK_AND_ASSIGN(ServiceConnection sealed_again, client->Lookup("mp.sealed"));
+  EXPECT_EQ(CallOfSize(*sealed_again.channel, kLarge).value_or("failed"), "in-place 204800");
 }
 
 TEST_F(DaemonBinaryTest, SigintAndSigtermStopCleanlyAndRemoveTheSocket) {

@@ -2,12 +2,16 @@
 // service manager tests. Reports on descriptor 3 (a pipe from the test) when
 // it is given one; exits with the absl::StatusCode of what it was asked to do.
 //
-//   sm_test_helper SOCKET [--uid=N] serve NAME [echo|hang]
+//   sm_test_helper SOCKET [--uid=N] serve NAME [echo|hang|inspect]
 //   sm_test_helper SOCKET [--uid=N] register NAME
 //   sm_test_helper SOCKET [--uid=N] lookup NAME
 //   sm_test_helper SOCKET [--uid=N] hold NAME
 //   sm_test_helper SOCKET --spare_fds=N serve NAME [echo|hang]
+//   sm_test_helper SOCKET --max_request_size=N serve NAME [echo|hang|inspect]
 //   sm_test_helper SOCKET traffic NAME[,NAME...]
+//
+// inspect answers each request with how it arrived: "sealed N" (a spilled,
+// sealed memfd) or "in-place N" (the client's arena), N its size in bytes.
 //
 // traffic looks every NAME up once, reports "ready", then calls each in turn
 // (echo, 5 s deadline) until SIGTERM, and then reports "calls N failed M"
@@ -17,6 +21,7 @@
 // --uid switches to that uid (and gid) before doing anything, for policy
 // tests run as root. --spare_fds lowers RLIMIT_NOFILE, once registered, to
 // leave only N descriptors free, for descriptor-exhaustion tests.
+// --max_request_size is the registration's own limit (RegisterOptions).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
@@ -53,9 +58,10 @@ int CodeOf(const absl::Status& status) {
   return static_cast<int>(status.code());
 }
 
-// Serves one channel: echoes every request back, or (hang) takes requests
-// and never answers them. Reports when the client's death is seen.
-void Serve(std::unique_ptr<sluice::ServerChannel> channel, uint64_t id, bool hang) {
+// Serves one channel: echoes every request back, (hang) takes requests
+// and never answers them, or (inspect) says how each arrived. Reports when
+// the client's death is seen.
+void Serve(std::unique_ptr<sluice::ServerChannel> channel, uint64_t id, const std::string& mode) {
   std::vector<sluice::IncomingCall> held;
   for (;;) {
     auto call = channel->Receive();
@@ -63,8 +69,20 @@ void Serve(std::unique_ptr<sluice::ServerChannel> channel, uint64_t id, bool han
       if (sluice::IsPeerDead(call.status())) Report(absl::StrCat("channel-dead ", id));
       return;
     }
-    if (hang) {
+    if (mode == "hang") {
       held.push_back(*std::move(call));
+      continue;
+    }
+    if (mode == "inspect") {
+      const std::string how =
+          absl::StrCat(call->request_immutable() ? "sealed " : "in-place ", call->request().size());
+      auto space = call->ReserveReply(how.size());
+      if (!space.ok()) {
+        (void)call->Fail(space.status());
+        continue;
+      }
+      std::memcpy(space->data(), how.data(), how.size());
+      (void)call->Reply(space->first(how.size()));
       continue;
     }
     auto space = call->ReserveReply(call->request().size());
@@ -100,6 +118,11 @@ int main(int argc, char** argv) {
   int spare_fds = -1;
   if (args.size() > next && absl::StartsWith(args[next], "--spare_fds=")) {
     if (!absl::SimpleAtoi(args[next].substr(12), &spare_fds)) return 2;
+    ++next;
+  }
+  uint64_t max_request_size = 0;
+  if (args.size() > next && absl::StartsWith(args[next], "--max_request_size=")) {
+    if (!absl::SimpleAtoi(args[next].substr(19), &max_request_size)) return 2;
     ++next;
   }
   if (args.size() < next + 2) return 2;
@@ -157,16 +180,16 @@ int main(int argc, char** argv) {
     for (;;) ::pause();
   }
   if (command == "serve") {
-    const bool hang = mode == "hang";
     sluice::RegisterOptions register_options;
+    if (max_request_size != 0) register_options.max_request_size = max_request_size;
     register_options.on_client_gone = [](absl::string_view, uint64_t id,
                                          const sluice::PeerCredentials&) {
       Report(absl::StrCat("client-gone ", id));
     };
     absl::Status status = (*manager)->Register(
         name,
-        [hang](sluice::IncomingConnection connection) {
-          std::thread(Serve, std::move(connection.channel), connection.connection_id, hang)
+        [mode](sluice::IncomingConnection connection) {
+          std::thread(Serve, std::move(connection.channel), connection.connection_id, mode)
               .detach();
         },
         std::move(register_options));
