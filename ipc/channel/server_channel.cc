@@ -270,9 +270,9 @@ int64_t ServerChannel::PollUntilNanos() const {
   return last_completion_ns_.load(std::memory_order_relaxed) + absl::ToInt64Nanoseconds(spin);
 }
 
-bool ServerChannel::AnyRequestPending() const {
+bool ServerChannel::AnyRequestPending(bool with_queued_oneways) const {
   const uint32_t n = endpoint_->header().slot_count;
-  const bool oneway_busy = oneway_busy_.load(std::memory_order_relaxed);
+  const bool skip_oneways = !with_queued_oneways && oneway_busy_.load(std::memory_order_relaxed);
   for (uint32_t i = 0; i < n; ++i) {
     const channel_layout::Slot& slot = endpoint_->slot(i);
     if (slot.request_seq.load(std::memory_order_acquire) ==
@@ -281,7 +281,7 @@ bool ServerChannel::AnyRequestPending() const {
     }
     // A oneway queued behind the one in service cannot be taken yet; its
     // completion wakes a sleeper (Complete), so do not spin on it.
-    if (oneway_busy && (slot.flags.load(std::memory_order_relaxed) & kSlotFlagOneway) != 0) {
+    if (skip_oneways && (slot.flags.load(std::memory_order_relaxed) & kSlotFlagOneway) != 0) {
       continue;
     }
     return true;

@@ -164,8 +164,9 @@ class ServerChannel {
   absl::Status TryClaimLocked(std::optional<IncomingCall>* call,
                               absl::FunctionRef<bool(uint64_t)>* accept = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // True if a request nobody has taken is pending (lock-free).
-  bool AnyRequestPending() const;
+  // True if a request nobody has taken is pending (lock-free). A oneway
+  // queued behind the one in service counts only `with_queued_oneways`.
+  bool AnyRequestPending(bool with_queued_oneways = false) const;
   // As ServerWaiting: Receive polls and spins the same way.
   int64_t PollUntilNanos() const;
   void BeginPoll();

@@ -33,18 +33,6 @@ absl::StatusOr<std::optional<IncomingCall>> ServerWaiting::TryReceiveNested(
   return call;
 }
 
-bool ServerWaiting::Unclaimed() const {
-  const internal::Endpoint& endpoint = *channel_->endpoint_;
-  const uint32_t n = endpoint.header().slot_count;
-  for (uint32_t i = 0; i < n; ++i) {
-    if (endpoint.slot(i).request_seq.load(std::memory_order_acquire) !=
-        channel_->claimed_seq_[i].load(std::memory_order_relaxed)) {
-      return true;
-    }
-  }
-  return false;
-}
-
 bool ServerWaiting::NestedRequestPending(absl::FunctionRef<bool(uint64_t chain_id)> accept) const {
   const internal::Endpoint& endpoint = *channel_->endpoint_;
   // An ended channel's slots may still look pending; nobody can take them.

@@ -42,7 +42,7 @@ class ServerWaiting {
   // True if some slot holds a request nobody has claimed, even one that
   // cannot be taken yet (a oneway queued behind the one in service): false
   // means TryReceive would find nothing and note nothing (lock-free).
-  bool Unclaimed() const;
+  bool Unclaimed() const { return channel_->AnyRequestPending(/*with_queued_oneways=*/true); }
 
   // --- Sleeping on doorbells ---
   // BeginSleep() on each channel (announces a sleeper, so the client will
