@@ -50,6 +50,24 @@ channel_layout::Geometry SmallGeometry() {
   return g;
 }
 
+// Starts sm_test_helper on `socket` with `args`, its report pipe on fd 3;
+// with `wait_ready`, returns once it has reported "ready" (a server).
+absl::StatusOr<Subprocess> StartHelper(const std::string& socket,
+                                       const std::vector<std::string>& args, ReportPipe& report,
+                                       bool wait_ready) {
+  std::vector<std::string> argv = {SLUICE_SM_TEST_HELPER_BIN, socket};
+  argv.insert(argv.end(), args.begin(), args.end());
+  auto process = Subprocess::Spawn(argv, {report.write.get()});
+  report.write.reset();
+  if (!process.ok() || !wait_ready) return process;
+  auto line = report.ReadLine();
+  if (!line.ok() || *line != "ready") {
+    return absl::InternalError(
+        absl::StrCat("server helper not ready: ", line.ok() ? *line : line.status().ToString()));
+  }
+  return process;
+}
+
 int ExitCodeOf(Subprocess& process) {
   auto status = process.Wait(absl::Seconds(30));
   if (!status.ok() || !WIFEXITED(*status)) return -1;
@@ -78,24 +96,12 @@ class MultiProcessTest : public ::testing::Test {
     options.socket_path = socket_;
     return ServiceManager::Connect(options);
   }
-  // Starts sm_test_helper with its report pipe on fd 3.
   absl::StatusOr<Subprocess> Helper(std::vector<std::string> args, ReportPipe& report) {
-    std::vector<std::string> argv = {SLUICE_SM_TEST_HELPER_BIN, socket_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    auto process = Subprocess::Spawn(argv, {report.write.get()});
-    report.write.reset();
-    return process;
+    return StartHelper(socket_, args, report, /*wait_ready=*/false);
   }
   absl::StatusOr<Subprocess> Server(const std::string& name, ReportPipe& report,
                                     const std::string& mode = "echo") {
-    auto process = Helper({"serve", name, mode}, report);
-    if (!process.ok()) return process;
-    auto line = report.ReadLine();
-    if (!line.ok() || *line != "ready") {
-      return absl::InternalError(
-          absl::StrCat("server helper not ready: ", line.ok() ? *line : line.status().ToString()));
-    }
-    return process;
+    return StartHelper(socket_, {"serve", name, mode}, report, /*wait_ready=*/true);
   }
 
   TempDir dir_;
@@ -718,18 +724,8 @@ class DaemonBinaryTest : public ::testing::Test {
   // sm_test_helper [FLAGS...] serve NAME MODE, as this test's uid, once ready.
   absl::StatusOr<Subprocess> Server(const std::string& name, const std::string& mode,
                                     ReportPipe& report, std::vector<std::string> flags = {}) {
-    std::vector<std::string> argv = {SLUICE_SM_TEST_HELPER_BIN, socket_};
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    argv.insert(argv.end(), {"serve", name, mode});
-    auto process = Subprocess::Spawn(argv, {report.write.get()});
-    report.write.reset();
-    if (!process.ok()) return process;
-    auto line = report.ReadLine();
-    if (!line.ok() || *line != "ready") {
-      return absl::InternalError(
-          absl::StrCat("server helper not ready: ", line.ok() ? *line : line.status().ToString()));
-    }
-    return process;
+    flags.insert(flags.end(), {"serve", name, mode});
+    return StartHelper(socket_, flags, report, /*wait_ready=*/true);
   }
 
   TempDir dir_;
