@@ -403,7 +403,7 @@ absl::Status ServiceManager::ReadSession(int socket) {
     std::optional<ReceivedMessage> message(std::in_place);
     message->bytes.assign(received->bytes.begin(), received->bytes.end());
     message->fds = std::move(received->fds);
-    message->fds_lost = received->fds_lost;
+    const bool fds_lost = received->fds_lost;
     auto envelope = service_wire::VerifyEnvelope(message->bytes);
     if (!envelope.ok()) {
       // The daemon is trusted to speak the protocol; if it does not, nothing
@@ -419,7 +419,7 @@ absl::Status ServiceManager::ReadSession(int socket) {
         "out of file descriptors: the descriptors the service manager sent did not arrive "
         "(RLIMIT_NOFILE)");
     if (id == 0) {
-      if (message->fds_lost) {
+      if (fds_lost) {
         // Refuse that one connection, so its client's Lookup fails with the
         // reason instead of getting a channel nobody serves.
         if (const auto* event = (*envelope)->body_as_NewConnectionEvent()) {
@@ -439,7 +439,7 @@ absl::Status ServiceManager::ReadSession(int socket) {
       } else {
         auto it = pending_.find(id);
         if (it == pending_.end()) continue;  // Its caller timed out; the fds close here.
-        if (message->fds_lost) {
+        if (fds_lost) {
           it->second->result = lost_fds;
         } else {
           it->second->result = *std::move(message);

@@ -139,7 +139,6 @@ absl::StatusOr<std::optional<ReceivedMessage>> Receive(int socket, size_t max_by
   out.bytes.resize((*received)->bytes.size());
   out.fds = std::move((*received)->fds);
   out.sender = (*received)->sender;
-  out.fds_lost = (*received)->fds_lost;
   return std::optional<ReceivedMessage>(std::move(out));
 }
 }  // namespace

@@ -54,10 +54,6 @@ struct ReceivedMessage {
   // the receiving socket has EnableSenderCredentials, and had it before the
   // message was sent (for one sent earlier the kernel recorded nobody).
   std::optional<PeerCredentials> sender;
-  // Set only by ReceiveMessageInto with LostFds::kKeepMessage: some
-  // descriptors the sender attached never arrived (`fds` holds those that
-  // did).
-  bool fds_lost = false;
 };
 
 // Receives one message of at most `max_bytes`. A message that was truncated
@@ -76,7 +72,9 @@ struct ReceivedInto {
   std::span<const std::byte> bytes;
   std::vector<UniqueFd> fds;
   std::optional<PeerCredentials> sender;
-  bool fds_lost = false;  // As ReceivedMessage::fds_lost.
+  // Only with LostFds::kKeepMessage: some descriptors the sender attached
+  // never arrived (`fds` holds those that did).
+  bool fds_lost = false;
 };
 // What to do with a message whose descriptors did not all arrive
 // (MSG_CTRUNC: this process hit RLIMIT_NOFILE, or the sender attached more
