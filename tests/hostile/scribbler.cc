@@ -186,7 +186,10 @@ int RunListener(sluice::ServiceManager& manager, absl::Time end) {
       continue;
     }
     const sluice::rpc::CallOptions options{.deadline = absl::Now() + absl::Seconds(2)};
-    if (!(*feed)->Subscribe("t", listener, options).ok()) continue;
+    if (!(*feed)->Subscribe("t", listener, options).ok()) {
+      absl::SleepFor(absl::Milliseconds(10));
+      continue;
+    }
     while (absl::Now() < end && (*feed).channel().health().ok()) {
       const size_t size = sizes[i++ % std::size(sizes)];
       (void)(*feed)->Publish("t", absl::string_view(text).substr(0, size), options);
