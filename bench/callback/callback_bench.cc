@@ -10,8 +10,11 @@
 //   plain        A -> B.Ping: the service connection, served by B's
 //                ServiceHost pool
 //   object       A -> an Echo that B made and passed to A as a result
-//                (Remote<> from B.Make): its own channel, served by B's
-//                ObjectHost pool
+//                (Remote<> from B.Make, once): lent by handle on the
+//                connection itself, served by B's ServiceHost pool
+//   made         A -> B.Make, then A's first call on the Echo it returns,
+//                then both dropped: an object passed in a result, per
+//                call (two round trips, the settle and the release oneway)
 //   nested       A -> B.Bounce -> A's Echo (registered with B once) -> back:
 //                the callback runs on A's thread that waits for Bounce
 //                (call_router.h), which claims it itself while it spins:
@@ -26,7 +29,7 @@
 //                any call of A's (an event to a listener): served by A's
 //                ObjectHost pool; timed in B, same clock
 // It prints p50/p99/p99.9 per case and payload, the ratio of each to the
-// plain call, the issue-11 targets at 64 B with met/missed (pass <= 3x,
+// plain call, the issue-11 targets at 64 B with met/missed (pass, made <= 3x,
 // object and callback <= 1.1x, nested <= 2.2x the plain call), voluntary context switches per call
 // in each process (every thread: ~0 means every handoff was a spin, 1 or more means a futex
 // sleep/wake on the path), the processes' thread counts before and after
@@ -269,9 +272,9 @@ int ServePeer(const std::string& socket, std::optional<int> pool_threads) {
 // ---------------------------------------------------------------------------
 // The benchmark (A).
 
-enum class Case : uint8_t { kPlain, kObject, kPass, kNested, kNestedPass, kCallback };
+enum class Case : uint8_t { kPlain, kObject, kMade, kPass, kNested, kNestedPass, kCallback };
 
-constexpr Case kAllCases[] = {Case::kPlain,  Case::kObject,     Case::kPass,
+constexpr Case kAllCases[] = {Case::kPlain,  Case::kObject,     Case::kMade,    Case::kPass,
                               Case::kNested, Case::kNestedPass, Case::kCallback};
 
 absl::string_view CaseName(Case c) {
@@ -280,6 +283,8 @@ absl::string_view CaseName(Case c) {
       return "plain";
     case Case::kObject:
       return "object";
+    case Case::kMade:
+      return "made";
     case Case::kPass:
       return "pass";
     case Case::kNested:
@@ -495,6 +500,14 @@ class Bench {
       case Case::kObject:
         ack = (*object_)->Ping(data);
         break;
+      case Case::kMade: {
+        auto made = (*connection_)->Make();
+        if (!made.ok()) return made.status();
+        auto echo = rpc::TakeObject<cb::EchoProxy>(*made, (*made)->echo());
+        if (!echo.ok()) return echo.status();
+        ack = (*echo)->Ping(data);
+        break;
+      }
       case Case::kNested:
         ack = (*connection_)->Bounce(data);
         break;
@@ -638,7 +651,8 @@ void PrintRatios(const Flags& flags, const Results& results) {
   for (size_t payload : flags.payloads) {
     const CaseResult* plain = Find(results, payload, Case::kPlain);
     if (plain == nullptr) continue;
-    for (Case c : {Case::kObject, Case::kPass, Case::kNested, Case::kNestedPass, Case::kCallback}) {
+    for (Case c : {Case::kObject, Case::kMade, Case::kPass, Case::kNested, Case::kNestedPass,
+                   Case::kCallback}) {
       const CaseResult* r = Find(results, payload, c);
       if (r == nullptr) continue;
       std::printf("  %s: %s / plain p50 = %s us / %s us = %s\n", FormatSize(payload).c_str(),
@@ -659,6 +673,7 @@ struct Target {
 };
 constexpr Target kTargets[] = {
     {Case::kPass, 3.0, "passing an object in a call"},
+    {Case::kMade, 3.0, "an object in a result, and its first call"},
     {Case::kObject, 1.1, "a call on a passed object (B's, made by B.Make)"},
     {Case::kCallback, 1.1, "a call on a passed object (A's, passed to B.Register)"},
     {Case::kNested, 2.2, "a nested call A -> B -> A"},

@@ -61,6 +61,7 @@ absl::Status OutgoingCall::AttachFds(std::span<const int> fds) { return AppendFd
 Reply::Reply(Reply&& other) noexcept
     : channel_(std::exchange(other.channel_, nullptr)),
       slot_(other.slot_),
+      word_(other.word_),
       data_(other.data_),
       fds_(std::move(other.fds_)),
       spill_(std::move(other.spill_)) {}
@@ -70,6 +71,7 @@ Reply& Reply::operator=(Reply&& other) noexcept {
     ReleaseSlot();
     channel_ = std::exchange(other.channel_, nullptr);
     slot_ = other.slot_;
+    word_ = other.word_;
     data_ = other.data_;
     fds_ = std::move(other.fds_);
     spill_ = std::move(other.spill_);
@@ -445,6 +447,7 @@ absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
   const uint64_t offset = shared.reply_offset.load(std::memory_order_relaxed);
   const uint64_t length = shared.reply_length.load(std::memory_order_relaxed);
   const uint64_t flags = shared.reply_flags.load(std::memory_order_relaxed);
+  const uint64_t word = code == 0 ? shared.reply_word.load(std::memory_order_relaxed) : 0;
   uint32_t seq;
   {
     // The server has answered, so it reads the request no more: its arena
@@ -505,7 +508,7 @@ absl::StatusOr<Reply> ClientChannel::TakeReply(uint32_t slot) {
     ReleaseReply(slot);
     return error;
   }
-  return Reply(this, slot, data, std::move(fds), std::move(spill));
+  return Reply(this, slot, data, std::move(fds), std::move(spill), word);
 }
 
 void ClientChannel::ReleaseReply(uint32_t slot) {

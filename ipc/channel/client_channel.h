@@ -122,18 +122,22 @@ class Reply {
     return index < fds_.size() ? std::move(fds_[index]) : UniqueFd();
   }
   size_t fd_count() const { return fds_.size(); }
+  // The server's IncomingCall::set_reply_word, as it wrote it: untrusted.
+  uint64_t word() const { return word_; }
 
  private:
   friend class ClientChannel;
   Reply(ClientChannel* channel, uint32_t slot, std::span<const std::byte> data,
-        std::vector<UniqueFd> fds, std::optional<Region> spill)
+        std::vector<UniqueFd> fds, std::optional<Region> spill, uint64_t word)
       : channel_(channel),
         slot_(slot),
+        word_(word),
         data_(data),
         fds_(std::move(fds)),
         spill_(std::move(spill)) {}
   ClientChannel* channel_;  // nullptr once the slot is released.
   uint32_t slot_;
+  uint64_t word_;
   std::span<const std::byte> data_;
   std::vector<UniqueFd> fds_;
   std::optional<Region> spill_;  // The sealed mapping data_ lies in, if spilled.

@@ -184,7 +184,10 @@ struct Slot {
   std::atomic<uint64_t> reply_offset;  // From the start of the reply arena (or spilled memfd).
   std::atomic<uint64_t> reply_length;
   std::atomic<uint64_t> reply_flags;  // kReplyFlag*.
-  std::atomic<uint64_t> server_reserved[4];
+  // Opaque to the channel, like interface_id and method for requests: a
+  // word the server's RPC layer sends with an OK reply; 0 for none.
+  std::atomic<uint64_t> reply_word;
+  std::atomic<uint64_t> server_reserved[3];
 };
 static_assert(sizeof(Slot) == 2 * kCacheLine);
 static_assert(offsetof(Slot, reply_seq) == kCacheLine);

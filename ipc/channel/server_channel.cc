@@ -471,6 +471,8 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
   }
   call.reply_spill_.reset();
   shared.reply_flags.store(reply_flags, std::memory_order_relaxed);
+  shared.reply_word.store(code == absl::StatusCode::kOk ? call.reply_word_ : 0,
+                          std::memory_order_relaxed);
   shared.status_code.store(static_cast<uint32_t>(code), std::memory_order_relaxed);
   shared.reply_offset.store(offset, std::memory_order_relaxed);
   shared.reply_length.store(length, std::memory_order_relaxed);

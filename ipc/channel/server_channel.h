@@ -79,6 +79,9 @@ class IncomingCall {
   // RESOURCE_EXHAUSTED over the client's limit; FAILED_PRECONDITION for
   // oneway calls.
   absl::StatusOr<std::span<std::byte>> ReserveReply(uint64_t capacity);
+  // A word that goes with the reply if it is OK (Reply::word), opaque to
+  // the channel; 0 (the default) for none.
+  void set_reply_word(uint64_t word) { reply_word_ = word; }
   // Sends `message`, a span inside the reserved space (or empty).
   absl::Status Reply(std::span<const std::byte> message);
   // Sends `error` (not OK) to the caller, code and message.
@@ -99,6 +102,7 @@ class IncomingCall {
   std::span<const std::byte> request_;
   CallHeader header_;
   bool oneway_ = false;
+  uint64_t reply_word_ = 0;
   bool has_reservation_ = false;       // In the reply arena, at reservation_.
   uint64_t reservation_ = 0;           // Reply arena offset.
   std::optional<Region> reply_spill_;  // Or a memfd of its own.

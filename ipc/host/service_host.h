@@ -73,7 +73,9 @@ class ServiceHost {
 
 // A proxy together with the connection it calls through. Local objects
 // passed in its synchronous calls are lent by handle over the connection's
-// reverse channel (rpc::ExportLink), opened at the first one.
+// reverse channel (rpc::ExportLink), opened at the first one. The channel
+// stays open while anything made from it lives: the Responses of its calls,
+// and the objects its replies lent by handle.
 template <typename Proxy>
 class Connection {
  public:
@@ -82,22 +84,24 @@ class Connection {
 
   Proxy* operator->() { return &proxy_; }
   Proxy& proxy() { return proxy_; }
-  ClientChannel& channel() { return *connection_.channel; }
+  ClientChannel& channel() { return *channel_; }
   // The server process, as the service manager saw it.
-  const PeerCredentials& server() const { return connection_.server; }
+  const PeerCredentials& server() const { return server_; }
 
  private:
   template <typename P>
   friend absl::StatusOr<Connection<P>> Connect(ServiceManager&, absl::string_view, LookupOptions);
   explicit Connection(ServiceConnection connection)
-      : connection_(std::move(connection)),
-        proxy_(rpc::ProxyTarget{.channel = connection_.channel.get(),
-                                .owner = nullptr,
+      : server_(connection.server),
+        channel_(std::move(connection.channel)),
+        proxy_(rpc::ProxyTarget{.channel = channel_.get(),
+                                .owner = channel_,
                                 .handle = 0,
                                 .deaths = nullptr,
                                 .exports = rpc::ExportLink::Create()}) {}
 
-  ServiceConnection connection_;
+  PeerCredentials server_;
+  std::shared_ptr<ClientChannel> channel_;
   Proxy proxy_;
 };
 

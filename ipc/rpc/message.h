@@ -26,6 +26,8 @@
 
 namespace sluice::rpc {
 
+class ReplyObjects;
+
 // Private, suitably aligned storage for one message. Small messages live
 // inline, so the common call allocates nothing; a buffer that grew keeps its
 // capacity for reuse.
@@ -77,11 +79,14 @@ inline std::span<const uint8_t> Stabilize(std::span<const std::byte> bytes, bool
 template <typename T>
 class Response {
  public:
-  // `owner` keeps the channel alive as long as the reply (may be null).
+  // `owner` keeps the channel alive as long as the reply (may be null);
+  // `lent`: the objects the reply lends by handle (object.h), if any.
   static absl::StatusOr<Response> Make(Reply reply, absl::string_view what,
-                                       std::shared_ptr<void> owner = nullptr) {
+                                       std::shared_ptr<void> owner = nullptr,
+                                       std::shared_ptr<ReplyObjects> lent = nullptr) {
     Response response(std::move(reply));
     response.owner_ = std::move(owner);
+    response.lent_ = std::move(lent);
     auto table = VerifyMessage<T>(response.bytes(), what);
     if (!table.ok()) return table.status();
     return response;
@@ -93,6 +98,7 @@ class Response {
       // The old reply goes first, while the old owner still keeps its channel.
       reply_ = std::move(other.reply_);
       owner_ = std::move(other.owner_);
+      lent_ = std::move(other.lent_);
       copy_ = std::move(other.copy_);
       in_place_ = other.in_place_;
     }
@@ -107,6 +113,9 @@ class Response {
   std::vector<UniqueFd> TakeFds() { return reply_.TakeFds(); }
   // One of them by index (rpc::TakeFd / TakeObject read fields with it).
   UniqueFd TakeFd(size_t index) { return reply_.TakeFd(index); }
+  // The objects the reply lends by handle (rpc::TakeObject reads fields
+  // with it); null when it lends none.
+  ReplyObjects* lent_objects() const { return lent_.get(); }
 
   // The verified message bytes.
   std::span<const uint8_t> bytes() const {
@@ -128,6 +137,8 @@ class Response {
   // Declared before reply_, so destroyed after it: the reply releases its
   // slot on a channel this may be the last owner of.
   std::shared_ptr<void> owner_;
+  // Settled when the Response goes: what was taken from it is kept.
+  std::shared_ptr<ReplyObjects> lent_;
   Reply reply_;
   MessageBuffer copy_;
   bool in_place_ = false;

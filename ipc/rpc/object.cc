@@ -19,6 +19,7 @@ using object_wire::kCloneMethod;
 using object_wire::kControlInterfaceId;
 using object_wire::kOpenReverseMethod;
 using object_wire::kReleaseMethod;
+using object_wire::kSettleMethod;
 
 namespace {
 
@@ -37,6 +38,11 @@ constexpr channel_layout::Geometry kReverseGeometry{.slot_count = channel_layout
 // Most reverse channels one client may open on a connection (it opens one
 // more only when the last ended): a bound on what a hostile one can pin.
 constexpr size_t kMaxReverseChannels = 16;
+
+// Most replies with objects a connection's caller may leave unsettled (its
+// Responses still alive, or a caller that never settles); past it, replies
+// lend objects as dedicated channels. Each costs the host a few words.
+constexpr size_t kMaxOpenTickets = 4096;
 
 // The request bytes of a control call, copied out of the peer's memory
 // before they are read (the peer may still change them in place).
@@ -113,20 +119,26 @@ absl::Status NoSuchControl(IncomingCall& call) {
 }  // namespace
 
 // ---------------------------------------------------------------------------
-// The host's side of a reverse channel: the objects lent on it.
+// The host's side: the objects lent by handle to one peer.
 
-// The table of one reverse channel: handle -> object, with why it is kept
-// (loans: calls in progress that passed it; holds: Acquires the holder has
-// not released). An object passed again while in the table keeps its
-// handle; once neither is left the entry goes, and its handle is never
-// used again on this channel.
-class ReverseExports {
+// The table of one reverse channel, or of the replies of one connection:
+// handle -> object, with why it is kept (loans: calls in progress that
+// passed it, or unsettled replies that lent it; holds: Acquires and settled
+// keeps the holder has not released). An object passed again while in the
+// table keeps its handle; once neither is left the entry goes, and its
+// handle is never used again on this channel.
+class ExportTable {
  public:
-  ~ReverseExports() { Close(); }
+  ~ExportTable() { Close(); }
 
-  absl::StatusOr<uint32_t> Lend(std::shared_ptr<ServiceStub> stub) {
+  // `for_reply`: RESOURCE_EXHAUSTED when too many replies are unsettled.
+  absl::StatusOr<uint32_t> Lend(std::shared_ptr<ServiceStub> stub, bool for_reply = false) {
     MutexLock lock(&mu_);
-    if (closed_) return absl::FailedPreconditionError("the reverse channel has ended");
+    if (closed_) return absl::FailedPreconditionError("the channel of this object table has ended");
+    if (for_reply && tickets_.size() >= kMaxOpenTickets) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(tickets_.size(), " replies with objects are not settled yet"));
+    }
     auto known = handles_.find(stub.get());
     if (known != handles_.end()) {
       ++entries_[known->second].loans;
@@ -145,10 +157,7 @@ class ReverseExports {
   void EndLoan(uint32_t handle) {
     std::shared_ptr<ServiceStub> dropped;
     MutexLock lock(&mu_);
-    auto it = entries_.find(handle);
-    if (it == entries_.end()) return;  // Closed meanwhile.
-    --it->second.loans;
-    dropped = EraseIfUnusedLocked(it);
+    dropped = EndLoanLocked(handle);
   }
 
   absl::Status Acquire(uint32_t handle) {
@@ -176,6 +185,51 @@ class ReverseExports {
     return absl::OkStatus();
   }
 
+  // A reply lends `handles` (each loaned once by Lend): they stay lent
+  // under the returned ticket until Settle. 0 if the table closed meanwhile
+  // (the loans are gone with it).
+  uint32_t OpenTicket(std::span<const uint32_t> handles) {
+    MutexLock lock(&mu_);
+    if (closed_) return 0;
+    do {
+      next_ticket_ = next_ticket_ == UINT32_MAX ? 1 : next_ticket_ + 1;
+    } while (tickets_.contains(next_ticket_));
+    tickets_.emplace(next_ticket_, Ticket(handles.begin(), handles.end()));
+    return next_ticket_;
+  }
+
+  // The holder's answer for a reply: it keeps `kept` (one occurrence each),
+  // the other loans end.
+  absl::Status Settle(uint32_t ticket, std::span<const uint32_t> kept) {
+    std::vector<std::shared_ptr<ServiceStub>> dropped;
+    MutexLock lock(&mu_);
+    if (closed_) return absl::OkStatus();
+    auto found = tickets_.find(ticket);
+    if (found == tickets_.end()) {
+      return absl::DataLossError(
+          absl::StrCat("the holder settled reply ticket ", ticket, ", which is not open"));
+    }
+    Ticket lent = std::move(found->second);
+    tickets_.erase(found);
+    for (uint32_t handle : kept) {
+      auto it = std::find(lent.begin(), lent.end(), handle);
+      if (it == lent.end()) {
+        // Its other loans end all the same: the caller is cut off anyway.
+        for (uint32_t other : lent) dropped.push_back(EndLoanLocked(other));
+        return absl::DataLossError(absl::StrCat("the holder kept object handle ", handle,
+                                                ", which reply ticket ", ticket, " did not lend"));
+      }
+      lent.erase(it);
+      auto entry = entries_.find(handle);
+      if (entry != entries_.end()) {
+        --entry->second.loans;
+        ++entry->second.holds;
+      }
+    }
+    for (uint32_t handle : lent) dropped.push_back(EndLoanLocked(handle));
+    return absl::OkStatus();
+  }
+
   std::shared_ptr<ServiceStub> Find(uint32_t handle) {
     MutexLock lock(&mu_);
     auto it = entries_.find(handle);
@@ -191,6 +245,7 @@ class ReverseExports {
       closed_ = true;
       entries.swap(entries_);
       handles_.clear();
+      tickets_.clear();
     }
     // Counted down before the objects go, so that a test that sees an
     // object destroyed sees its reference gone too.
@@ -208,6 +263,15 @@ class ReverseExports {
     uint64_t loans = 0;
     uint64_t holds = 0;
   };
+  using Ticket = absl::InlinedVector<uint32_t, 2>;
+
+  // Returns the object if that was its last use (see EraseIfUnusedLocked).
+  std::shared_ptr<ServiceStub> EndLoanLocked(uint32_t handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = entries_.find(handle);
+    if (it == entries_.end()) return nullptr;  // Closed meanwhile.
+    --it->second.loans;
+    return EraseIfUnusedLocked(it);
+  }
 
   // Removes the entry if nothing keeps it; returns its object, to be dropped
   // once mu_ is released (its destructor may do anything).
@@ -224,11 +288,50 @@ class ReverseExports {
   Mutex mu_;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
   uint32_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;
+  uint32_t next_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint32_t, Ticket> tickets_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint32_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<const ServiceStub*, uint32_t> handles_ ABSL_GUARDED_BY(mu_);
 };
 
 namespace {
+
+// A call addressed to an object handle of `table` (the header's word is an
+// object word): dispatched to the object lent under it, in `resolved`.
+absl::Status DispatchToHandle(ExportTable& table, IncomingCall& call, CallContext resolved) {
+  const uint64_t word = call.header().interface_id;
+  const uint32_t handle = object_wire::HandleOfWord(word);
+  std::shared_ptr<ServiceStub> stub = table.Find(handle);
+  if (stub == nullptr) {
+    return call.Fail(absl::NotFoundError(absl::StrCat(
+        "no object with handle ", handle, " on this channel (never lent, or released)")));
+  }
+  const uint16_t fold = object_wire::FoldOfWord(word);
+  if (call.header().method == kCloneMethod && fold == object_wire::Fold16(kControlInterfaceId)) {
+    return AnswerClone(call, stub);
+  }
+  if (fold != object_wire::Fold16(stub->interface_id())) {
+    return call.Fail(absl::FailedPreconditionError(absl::StrCat(
+        "object handle ", handle, " is a ", stub->service_name(), ", not the interface called")));
+  }
+  resolved.target_interface = stub->interface_id();
+  return stub->Dispatch(call, resolved);
+}
+
+// Release (oneway): each 4-byte handle of the request gives back one hold.
+absl::Status AnswerRelease(IncomingCall& call, ExportTable& table) {
+  const size_t size = call.request().size();
+  if (size % sizeof(uint32_t) != 0 || size > object_wire::kMaxReleasesPerCall * sizeof(uint32_t)) {
+    return Malformed(call, absl::DataLossError(absl::StrCat("Release carries 4-byte handles, not ",
+                                                            size, " bytes")));
+  }
+  for (uint32_t handle : CopyHandles(call)) {
+    if (absl::Status released = table.Release(handle); !released.ok()) {
+      return Malformed(call, released);
+    }
+  }
+  return call.Reply({});
+}
 
 // Serves a reverse channel: calls addressed to object handles go to the
 // object lent under that handle; the holder's Acquire and Release adjust
@@ -236,7 +339,7 @@ namespace {
 // every object on it.
 class ReverseStub final : public ServiceStub {
  public:
-  explicit ReverseStub(std::shared_ptr<ReverseExports> exports) : exports_(std::move(exports)) {}
+  explicit ReverseStub(std::shared_ptr<ExportTable> exports) : exports_(std::move(exports)) {}
   ~ReverseStub() override { exports_->Close(); }
   absl::string_view service_name() const override { return "sluice.ReverseChannel"; }
   uint64_t interface_id() const override { return 0; }
@@ -249,24 +352,10 @@ class ReverseStub final : public ServiceStub {
           absl::StrCat("a reverse channel carries calls to object handles, not to interface 0x",
                        absl::Hex(word))));
     }
-    const uint32_t handle = object_wire::HandleOfWord(word);
-    std::shared_ptr<ServiceStub> stub = exports_->Find(handle);
-    if (stub == nullptr) {
-      return call.Fail(absl::NotFoundError(absl::StrCat(
-          "no object with handle ", handle, " on this channel (never lent, or released)")));
-    }
-    const uint16_t fold = object_wire::FoldOfWord(word);
-    if (call.header().method == kCloneMethod && fold == object_wire::Fold16(kControlInterfaceId)) {
-      return AnswerClone(call, stub);
-    }
-    if (fold != object_wire::Fold16(stub->interface_id())) {
-      return call.Fail(absl::FailedPreconditionError(absl::StrCat(
-          "object handle ", handle, " is a ", stub->service_name(), ", not the interface called")));
-    }
     CallContext resolved = context;
-    resolved.target_interface = stub->interface_id();
-    resolved.imports = nullptr;  // The holder passes nothing by handle here.
-    return stub->Dispatch(call, resolved);
+    resolved.imports = nullptr;  // The holder passes nothing by handle here,
+    resolved.results = nullptr;  // nor is anything lent to it in replies.
+    return DispatchToHandle(*exports_, call, resolved);
   }
 
  private:
@@ -282,24 +371,11 @@ class ReverseStub final : public ServiceStub {
       }
       return call.Reply({});
     }
-    if (method == kReleaseMethod && call.oneway()) {
-      const size_t size = call.request().size();
-      if (size % sizeof(uint32_t) != 0 ||
-          size > object_wire::kMaxReleasesPerCall * sizeof(uint32_t)) {
-        return Malformed(call, absl::DataLossError(absl::StrCat(
-                                   "Release carries 4-byte handles, not ", size, " bytes")));
-      }
-      for (uint32_t handle : CopyHandles(call)) {
-        if (absl::Status released = exports_->Release(handle); !released.ok()) {
-          return Malformed(call, released);
-        }
-      }
-      return call.Reply({});
-    }
+    if (method == kReleaseMethod && call.oneway()) return AnswerRelease(call, *exports_);
     return NoSuchControl(call);
   }
 
-  const std::shared_ptr<ReverseExports> exports_;
+  const std::shared_ptr<ExportTable> exports_;
 };
 
 }  // namespace
@@ -315,16 +391,22 @@ class ConnectionStub final : public ServiceStub {
     if (counted_) ObjectHost::Get().CountReference(1);
   }
   ~ConnectionStub() override {
+    results_->Close();
     if (counted_) ObjectHost::Get().CountReference(-1);
   }
   absl::string_view service_name() const override { return inner_->service_name(); }
   uint64_t interface_id() const override { return inner_->interface_id(); }
 
   absl::Status Dispatch(IncomingCall& call, const CallContext& context) override {
-    if (call.header().interface_id == kControlInterfaceId) return Control(call);
-    CallContext with_imports = context;
-    with_imports.imports = imports_.load(std::memory_order_acquire);
-    return inner_->Dispatch(call, with_imports);
+    const uint64_t word = call.header().interface_id;
+    if (word == kControlInterfaceId) return Control(call);
+    CallContext connection = context;
+    connection.imports = imports_.load(std::memory_order_acquire);
+    connection.results = results_.get();
+    // An object a reply of ours lent by handle: served as the connection's
+    // own object is, objects passed both ways included.
+    if (object_wire::IsObjectWord(word)) return DispatchToHandle(*results_, call, connection);
+    return inner_->Dispatch(call, connection);
   }
 
  private:
@@ -332,7 +414,25 @@ class ConnectionStub final : public ServiceStub {
     const uint64_t method = call.header().method;
     if (method == kCloneMethod) return AnswerClone(call, inner_);
     if (method == kOpenReverseMethod && !call.oneway()) return OpenReverse(call);
+    if (method == kSettleMethod && call.oneway()) return Settle(call);
+    if (method == kReleaseMethod && call.oneway()) return AnswerRelease(call, *results_);
     return NoSuchControl(call);
+  }
+
+  absl::Status Settle(IncomingCall& call) {
+    const size_t size = call.request().size();
+    if (size % sizeof(uint32_t) != 0 || size < sizeof(uint32_t) ||
+        size > (object_wire::kMaxLoansPerReply + 1) * sizeof(uint32_t)) {
+      return Malformed(
+          call, absl::DataLossError(absl::StrCat("Settle carries a ticket and 4-byte handles, not ",
+                                                 size, " bytes")));
+    }
+    const std::vector<uint32_t> words = CopyHandles(call);
+    if (absl::Status settled = results_->Settle(words[0], std::span(words).subspan(1));
+        !settled.ok()) {
+      return Malformed(call, settled);
+    }
+    return call.Reply({});
   }
 
   absl::Status OpenReverse(IncomingCall& call) {
@@ -351,7 +451,7 @@ class ConnectionStub final : public ServiceStub {
     absl::StatusOr<std::unique_ptr<ClientChannel>> channel =
         OpenObjectChannel(ObjectFds{std::move(fds[0]), std::move(fds[1])});
     if (!channel.ok()) return Malformed(call, channel.status());
-    auto link = std::make_shared<ImportLink>(*std::move(channel));
+    auto link = std::make_shared<ImportLink>(std::shared_ptr<ClientChannel>(*std::move(channel)));
     {
       MutexLock lock(&mu_);
       imports_.store(link.get(), std::memory_order_release);
@@ -362,6 +462,8 @@ class ConnectionStub final : public ServiceStub {
 
   const std::shared_ptr<ServiceStub> inner_;
   const bool counted_;
+  // The objects our replies lend the client by handle.
+  const std::shared_ptr<ExportTable> results_ = std::make_shared<ExportTable>();
   Mutex mu_;
   // Every reverse channel the client opened (the newest is imports_): kept
   // while the connection is served, so a handler may read imports_ freely.
@@ -413,11 +515,11 @@ absl::StatusOr<ObjectFds> ObjectHost::Export(std::shared_ptr<ServiceStub> stub) 
 // ---------------------------------------------------------------------------
 // ExportLink
 
-absl::StatusOr<std::shared_ptr<ReverseExports>> ExportLink::OpenReverse(ClientChannel& primary,
-                                                                        absl::Time deadline) {
+absl::StatusOr<std::shared_ptr<ExportTable>> ExportLink::OpenReverse(ClientChannel& primary,
+                                                                     absl::Time deadline) {
   auto made = MakeObjectChannel(kReverseGeometry);
   if (!made.ok()) return made.status();
-  auto exports = std::make_shared<ReverseExports>();
+  auto exports = std::make_shared<ExportTable>();
   if (absl::Status added = ObjectHost::Get().pool_.Add(std::move(made->first),
                                                        std::make_shared<ReverseStub>(exports));
       !added.ok()) {
@@ -446,12 +548,12 @@ absl::StatusOr<std::shared_ptr<ReverseExports>> ExportLink::OpenReverse(ClientCh
 absl::StatusOr<ExportLink::Loan> ExportLink::Lend(ClientChannel& primary,
                                                   std::shared_ptr<ServiceStub> stub,
                                                   absl::Time deadline) {
-  std::shared_ptr<ReverseExports> exports;
+  std::shared_ptr<ExportTable> exports;
   {
     MutexLock lock(&mu_);
     if (unsupported_) return absl::UnimplementedError("the peer takes no objects by handle");
     if (current_ == nullptr || current_->closed()) {
-      absl::StatusOr<std::shared_ptr<ReverseExports>> opened = OpenReverse(primary, deadline);
+      absl::StatusOr<std::shared_ptr<ExportTable>> opened = OpenReverse(primary, deadline);
       if (!opened.ok()) {
         // A peer without the object protocol (a bare rpc::Serve) says so
         // once; it gets dedicated channels from then on.
@@ -470,6 +572,61 @@ absl::StatusOr<ExportLink::Loan> ExportLink::Lend(ClientChannel& primary,
 }
 
 void ExportLink::EndLoan(const Loan& loan) { loan.exports->EndLoan(loan.handle); }
+
+std::shared_ptr<ImportLink> ExportLink::ReplyLink(ClientChannel& primary,
+                                                  const std::shared_ptr<void>& owner) {
+  MutexLock lock(&mu_);
+  std::shared_ptr<ImportLink> link = replies_.lock();
+  if (link == nullptr) {
+    // Objects passed in calls on what the replies lend go where those on
+    // the connection's own object go: this link, over the reverse channel.
+    link = std::make_shared<ImportLink>(primary, owner, shared_from_this());
+    replies_ = link;
+  }
+  return link;
+}
+
+// ---------------------------------------------------------------------------
+// Objects lent in replies
+
+void ReplyLoans::PublishSlow(IncomingCall& call) {
+  const uint32_t ticket = table_->OpenTicket(handles_);
+  handles_.clear();  // The ticket has them now (or they went with a closed table).
+  call.set_reply_word(ticket);
+}
+
+void ReplyLoans::EndLoans() {
+  for (uint32_t handle : handles_) table_->EndLoan(handle);
+  handles_.clear();
+}
+
+ReplyObjects::~ReplyObjects() {
+  std::vector<std::shared_ptr<RemoteObject>> keeping;
+  std::vector<uint32_t> kept;
+  {
+    MutexLock lock(&mu_);
+    for (const std::weak_ptr<RemoteObject>& taken : taken_) {
+      std::shared_ptr<RemoteObject> alive = taken.lock();
+      if (alive != nullptr && alive->BeginKeep()) {
+        kept.push_back(alive->handle());
+        keeping.push_back(std::move(alive));
+      }
+    }
+  }
+  // The references stay alive until the message went, so that a Release of
+  // any of them follows it on the channel.
+  const bool sent = link_->SendSettle(ticket_, kept).ok();
+  for (const std::shared_ptr<RemoteObject>& object : keeping) object->EndKeep(sent);
+}
+
+std::shared_ptr<RemoteObject> ReplyObjects::Take(uint32_t handle) {
+  std::shared_ptr<RemoteObject> object = link_->Import(handle, nullptr);
+  if (!object->held()) {
+    MutexLock lock(&mu_);
+    taken_.push_back(object);
+  }
+  return object;
+}
 
 // ---------------------------------------------------------------------------
 // ImportLink
@@ -551,6 +708,24 @@ void ImportLink::FlushReleases() {
   }
 }
 
+absl::Status ImportLink::SendSettle(uint32_t ticket, std::span<const uint32_t> kept) {
+  if (kept.size() > object_wire::kMaxLoansPerReply) {
+    return absl::InvalidArgumentError("more objects kept than a reply lends");
+  }
+  const size_t bytes = (kept.size() + 1) * sizeof(uint32_t);
+  // A destructor sends this, as Release: bounded.
+  absl::StatusOr<OutgoingCall> call =
+      channel_->BeginCall(bytes, absl::Now() + absl::Seconds(5), /*chain_id=*/0);
+  if (!call.ok()) return call.status();
+  std::memcpy(call->buffer().data(), &ticket, sizeof(ticket));
+  if (!kept.empty()) {
+    std::memcpy(call->buffer().data() + sizeof(ticket), kept.data(), kept.size_bytes());
+  }
+  const std::span<const std::byte> message = call->buffer().first(bytes);
+  call->header() = CallHeader{kControlInterfaceId, kSettleMethod, 0};
+  return channel_->Send(*std::move(call), message);
+}
+
 void ImportLink::Forget(uint32_t handle) {
   MutexLock lock(&mu_);
   auto it = imports_.find(handle);
@@ -587,6 +762,17 @@ void RemoteObject::Settle() {
   // it fail the same way.
   const absl::Status acquired = link_->Acquire(handle_);
   state_.store(acquired.ok() ? State::kHeld : State::kBorrowed, std::memory_order_release);
+}
+
+bool RemoteObject::BeginKeep() {
+  State expected = State::kBorrowed;
+  return state_.compare_exchange_strong(expected, State::kSettling, std::memory_order_acq_rel);
+}
+
+void RemoteObject::EndKeep(bool sent) {
+  // Not sent: the host keeps the loan until the connection ends, and this
+  // reference, still borrowed, releases nothing.
+  state_.store(sent ? State::kHeld : State::kBorrowed, std::memory_order_release);
 }
 
 absl::StatusOr<uint64_t> RemoteObject::LinkToDeath(absl::AnyInvocable<void()> recipient) {
@@ -707,6 +893,26 @@ absl::StatusOr<std::shared_ptr<RemoteObject>> ImportAt(const CallContext& contex
   return context.imports->Import(handle, context.borrowed);
 }
 
+absl::StatusOr<std::shared_ptr<RemoteObject>> ImportFromReply(ReplyObjects* lent, uint64_t field) {
+  const uint32_t handle = object_wire::HandleOfField(field);
+  if (lent == nullptr) {
+    return absl::DataLossError(
+        absl::StrCat("the reply passes object handle ", handle, ", but lends no objects"));
+  }
+  return lent->Take(handle);
+}
+
+std::shared_ptr<ReplyObjects> ObjectsOfReply(ExportLink* exports, ClientChannel& channel,
+                                             const std::shared_ptr<void>& owner, uint64_t word) {
+  if (!object_wire::IsTicketWord(word)) return nullptr;
+  // A proxy without an ExportLink (over a bare channel) gets a link of this
+  // reply's own: its objects work the same, only not shared with others.
+  std::shared_ptr<ImportLink> link = exports != nullptr
+                                         ? exports->ReplyLink(channel, owner)
+                                         : std::make_shared<ImportLink>(channel, owner);
+  return std::make_shared<ReplyObjects>(std::move(link), static_cast<uint32_t>(word));
+}
+
 absl::StatusOr<UniqueFd> FdAt(UniqueFd fd, uint64_t field) {
   if (field == 0) return absl::NotFoundError("the fd field holds no descriptor");
   if (!fd) {
@@ -741,6 +947,16 @@ absl::StatusOr<uint32_t> AttachFd(const CallContext& context, int fd) {
 absl::StatusOr<uint32_t> AttachObject(const CallContext& context, const ObjectRef& object) {
   if (context.call == nullptr) return absl::FailedPreconditionError("not inside a call");
   if (object.is_null()) return 0;
+  if (object.local() != nullptr && context.lends != nullptr && context.lends->table() != nullptr &&
+      context.lends->size() < object_wire::kMaxLoansPerReply) {
+    absl::StatusOr<uint32_t> handle = context.lends->table()->Lend(object.local(), true);
+    if (handle.ok()) {
+      context.lends->Add(*handle);
+      return object_wire::HandleField(*handle);
+    }
+    // Too many unsettled replies, handles used up, the connection ending:
+    // a dedicated channel, as without a table.
+  }
   absl::StatusOr<ObjectFds> fds = object.MakeReference();
   if (!fds.ok()) return fds.status();
   const auto index = static_cast<uint32_t>(context.call->reply_fd_count() + 1);

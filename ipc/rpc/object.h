@@ -21,8 +21,12 @@
 //   first object it passes and served by its ObjectHost pool, which carries
 //   every object the caller ever lends that peer. A pass then costs a table
 //   entry, not a channel.
-// * As a dedicated channel (everything else: objects in results, proxies
-//   passed on, oneway calls, proxies over bare channels): a channel of its
+// * By handle in a reply: a local object a handler attaches to its reply
+//   (AttachObject) on a connection served with the object protocol is
+//   entered in that connection's own table; the caller calls it on the
+//   connection itself, and keeps what it took when the Response goes.
+// * As a dedicated channel (everything else: proxies passed on, oneway
+//   calls, proxies over bare channels): a channel of its
 //   own made by the object's host, whose client ends travel with the message
 //   as SCM_RIGHTS descriptors. Passing on a proxy asks the host for a fresh
 //   one, so references never route through intermediaries.
@@ -30,7 +34,9 @@
 // Lifetime: a handle is lent for the call it travels in. The receiver's
 // handler borrows it; what the handler keeps past its return is acquired
 // from the host (one control call) before the reply goes, and released when
-// its last Remote<> goes. The host keeps the object while it is lent or
+// its last Remote<> goes. A handle in a reply is lent until the Response
+// goes; the caller then settles the reply's ticket (one oneway message)
+// naming what it keeps. The host keeps the object while it is lent or
 // held, and drops every handle of a reverse channel when that channel ends
 // (the holder closed it or died). A dedicated channel is one reference, as
 // long as it is open.
@@ -101,7 +107,7 @@ class ObjectHost {
 
  private:
   friend class ExportLink;
-  friend class ReverseExports;
+  friend class ExportTable;
   friend class ConnectionStub;
   ObjectHost();
   void CountReference(int delta) { references_.fetch_add(delta, std::memory_order_acq_rel); }
@@ -118,13 +124,15 @@ class ObjectHost {
 // and ServiceHost serve every channel through one of their own.
 std::shared_ptr<ServiceStub> ServeWithObjectProtocol(std::shared_ptr<ServiceStub> stub);
 
-class ReverseExports;
+class ExportTable;
+class ImportLink;
 
 // The objects this process lends by handle to the peer of one connection it
 // calls out on, and the reverse channel it serves them on (opened at the
-// first object it lends, again if that one ended). Made with the proxy's
-// channel (Connection<>, a dedicated Remote<>); shared by its proxies.
-class ExportLink {
+// first object it lends, again if that one ended); and the link through
+// which it calls the objects the peer's replies lend it. Made with the
+// proxy's channel (Connection<>, a dedicated Remote<>); shared by its proxies.
+class ExportLink : public std::enable_shared_from_this<ExportLink> {
  public:
   static std::shared_ptr<ExportLink> Create() { return std::make_shared<ExportLink>(); }
 
@@ -133,7 +141,7 @@ class ExportLink {
   // FAILED_PRECONDITION if the peer cannot take objects by handle (it then
   // gets dedicated channels, and this link is not tried again).
   struct Loan {
-    std::shared_ptr<ReverseExports> exports;
+    std::shared_ptr<ExportTable> exports;
     uint32_t handle = 0;
   };
   absl::StatusOr<Loan> Lend(ClientChannel& primary, std::shared_ptr<ServiceStub> stub,
@@ -141,32 +149,49 @@ class ExportLink {
   // Ends a loan once its call has returned.
   static void EndLoan(const Loan& loan);
 
+  // The link to the objects replies on `primary` lend by handle, made at
+  // the first one; `owner` keeps `primary` open while they are held.
+  std::shared_ptr<ImportLink> ReplyLink(ClientChannel& primary, const std::shared_ptr<void>& owner);
+
  private:
-  absl::StatusOr<std::shared_ptr<ReverseExports>> OpenReverse(ClientChannel& primary,
-                                                              absl::Time deadline)
+  absl::StatusOr<std::shared_ptr<ExportTable>> OpenReverse(ClientChannel& primary,
+                                                           absl::Time deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Mutex mu_;
-  std::shared_ptr<ReverseExports> current_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<ExportTable> current_ ABSL_GUARDED_BY(mu_);
   bool unsupported_ ABSL_GUARDED_BY(mu_) = false;
+  // Weak: the link's objects keep it, and through it this and the channel.
+  std::weak_ptr<ImportLink> replies_ ABSL_GUARDED_BY(mu_);
 };
 
-// The receiving end of a reverse channel: the channel through which this
-// process calls the objects its peer passed by handle, and which of them it
-// holds. Kept by the connection's object protocol and by every RemoteObject
+// The channel through which this process calls the objects a peer lent it
+// by handle, and which of them it holds: the receiving end of a reverse
+// channel (kept by the connection's object protocol), or a connection whose
+// replies lend objects (ExportLink::ReplyLink). Kept by every RemoteObject
 // made from it.
 class ImportLink : public std::enable_shared_from_this<ImportLink> {
  public:
-  explicit ImportLink(std::unique_ptr<ClientChannel> channel) : channel_(std::move(channel)) {}
+  // `keep` keeps `channel` open; `exports`: where objects passed in calls on
+  // the imported objects are lent (null: as dedicated channels).
+  ImportLink(ClientChannel& channel, std::shared_ptr<void> keep,
+             std::shared_ptr<ExportLink> exports = nullptr)
+      : channel_(&channel), keep_(std::move(keep)), exports_(std::move(exports)) {}
+  explicit ImportLink(std::shared_ptr<ClientChannel> channel) : ImportLink(*channel, channel) {}
   ~ImportLink();
   ClientChannel& channel() const { return *channel_; }
 
   // The object behind `handle`: the one this process has already, or a new
-  // reference borrowed for the call being served (recorded in `borrowed`).
+  // reference borrowed for the call being served, or for the life of a
+  // Response (recorded in `borrowed`).
   std::shared_ptr<RemoteObject> Import(uint32_t handle, BorrowedObjects* borrowed);
 
  private:
   friend class RemoteObject;
+  friend class ReplyObjects;
+  // Tells the host which of a reply's objects this process keeps (oneway,
+  // kSettleMethod).
+  absl::Status SendSettle(uint32_t ticket, std::span<const uint32_t> kept);
   // Keeps `handle` beyond the call that lent it (a round trip to its host,
   // on the calling thread's chain).
   absl::Status Acquire(uint32_t handle);
@@ -176,7 +201,9 @@ class ImportLink : public std::enable_shared_from_this<ImportLink> {
   void Forget(uint32_t handle);
   void FlushReleases();
 
-  std::unique_ptr<ClientChannel> channel_;
+  ClientChannel* const channel_;
+  const std::shared_ptr<void> keep_;
+  const std::shared_ptr<ExportLink> exports_;
   Mutex mu_;
   absl::flat_hash_map<uint32_t, std::weak_ptr<RemoteObject>> imports_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> releases_ ABSL_GUARDED_BY(mu_);
@@ -191,7 +218,7 @@ class RemoteObject final : public internal::DeathLinks {
   static absl::StatusOr<std::shared_ptr<RemoteObject>> Adopt(ObjectFds fds);
   ~RemoteObject() override;
   ClientChannel& channel() const { return link_ != nullptr ? link_->channel() : *channel_; }
-  // The object's handle on its reverse channel; 0 for a dedicated channel.
+  // The object's handle on its link's channel; 0 for a dedicated channel.
   uint32_t handle() const { return handle_; }
   // For proxies over it: where objects passed in calls through it are lent.
   const std::shared_ptr<ExportLink>& exports() const { return exports_; }
@@ -204,16 +231,24 @@ class RemoteObject final : public internal::DeathLinks {
  private:
   friend class ImportLink;
   friend class BorrowedObjects;
+  friend class ReplyObjects;
   enum class State : uint8_t { kBorrowed, kSettling, kHeld };
   explicit RemoteObject(std::unique_ptr<ClientChannel> channel)
       : channel_(std::move(channel)), exports_(ExportLink::Create()), state_(State::kHeld) {}
   RemoteObject(std::shared_ptr<ImportLink> link, uint32_t handle)
-      : link_(std::move(link)), handle_(handle), state_(State::kBorrowed) {}
+      : link_(std::move(link)),
+        handle_(handle),
+        exports_(link_->exports_),
+        state_(State::kBorrowed) {}
   // Borrowed -> held (BorrowedObjects::Settle).
   void Settle();
+  // Borrowed -> settling, for a reply's settle message; false if it was not
+  // borrowed. EndKeep(sent) ends it: held if the message went.
+  bool BeginKeep();
+  void EndKeep(bool sent);
 
   std::unique_ptr<ClientChannel> channel_;  // A dedicated channel; or
-  std::shared_ptr<ImportLink> link_;        // the reverse channel it has a handle on.
+  std::shared_ptr<ImportLink> link_;        // the channel it has a handle on.
   const uint32_t handle_ = 0;
   std::shared_ptr<ExportLink> exports_;
   std::atomic<State> state_;
@@ -286,6 +321,27 @@ class ObjectRef {
   uint32_t remote_handle_ = 0;
 };
 
+// The objects one reply lends by handle, as its Response holds them: each
+// taken one is borrowed while the Response lives; when it goes, the reply's
+// ticket is settled with those still alive, which this process then holds.
+class ReplyObjects {
+ public:
+  ReplyObjects(std::shared_ptr<ImportLink> link, uint32_t ticket)
+      : link_(std::move(link)), ticket_(ticket) {}
+  ~ReplyObjects();
+  ReplyObjects(const ReplyObjects&) = delete;
+  ReplyObjects& operator=(const ReplyObjects&) = delete;
+
+  // The object of a handle field of the reply.
+  std::shared_ptr<RemoteObject> Take(uint32_t handle);
+
+ private:
+  const std::shared_ptr<ImportLink> link_;
+  const uint32_t ticket_;
+  Mutex mu_;
+  std::vector<std::weak_ptr<RemoteObject>> taken_ ABSL_GUARDED_BY(mu_);
+};
+
 // The descriptors going with one message, the objects it lends by handle,
 // and the values its (sluice_fd) and (sluice_interface) fields hold (see
 // object_wire.h). Loans end when it is destroyed, after the call returned.
@@ -329,6 +385,7 @@ namespace internal {
 absl::StatusOr<std::shared_ptr<RemoteObject>> AdoptAt(UniqueFd region, UniqueFd liveness,
                                                       uint64_t field);
 absl::StatusOr<std::shared_ptr<RemoteObject>> ImportAt(const CallContext& context, uint64_t field);
+absl::StatusOr<std::shared_ptr<RemoteObject>> ImportFromReply(ReplyObjects* lent, uint64_t field);
 absl::StatusOr<UniqueFd> FdAt(UniqueFd fd, uint64_t field);
 absl::StatusOr<Blob> BlobAt(UniqueFd fd, uint64_t field);
 }  // namespace internal
@@ -378,10 +435,16 @@ absl::StatusOr<Remote<Proxy>> TakeObject(const CallContext& context, uint64_t fi
   if (!object.ok()) return object.status();
   return Remote<Proxy>(*std::move(object));
 }
-// The same for a field of a response (objects in results always travel as
-// dedicated channels).
+// The same for a field of a response. An object the reply lends by handle
+// is borrowed while `response` lives, and kept once it goes if any Remote<>
+// of it is still alive.
 template <typename Proxy, typename T>
 absl::StatusOr<Remote<Proxy>> TakeObject(Response<T>& response, uint64_t field) {
+  if (object_wire::IsHandleField(field)) {
+    auto object = internal::ImportFromReply(response.lent_objects(), field);
+    if (!object.ok()) return object.status();
+    return Remote<Proxy>(*std::move(object));
+  }
   UniqueFd region = field == 0 ? UniqueFd() : response.TakeFd(field - 1);
   UniqueFd liveness = field == 0 ? UniqueFd() : response.TakeFd(field);
   auto object = internal::AdoptAt(std::move(region), std::move(liveness), field);
@@ -395,6 +458,9 @@ absl::StatusOr<uint32_t> AttachFd(const CallContext& context, int fd);
 inline absl::StatusOr<uint32_t> AttachBlob(const CallContext& context, const Blob& blob) {
   return blob.empty() ? absl::StatusOr<uint32_t>(0) : AttachFd(context, blob.fd());
 }
+// A local object on a connection served with the object protocol is lent
+// by handle on that connection (until the caller's Response goes); anything
+// else goes as a dedicated channel.
 absl::StatusOr<uint32_t> AttachObject(const CallContext& context, const ObjectRef& object);
 
 }  // namespace sluice::rpc

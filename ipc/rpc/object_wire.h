@@ -20,9 +20,10 @@ namespace sluice::rpc::object_wire {
 //   0                      null
 //   1 .. 63                a dedicated channel: 1 + the index of the first of
 //                          its two descriptors (region, liveness) in the call
-//   kHandleFlag | handle   object `handle` of the sender, on the reverse
-//                          channel the sender opened on this connection
-//                          (handle in 1 .. 2^31 - 1)
+//   kHandleFlag | handle   object `handle` of the sender (1 .. 2^31 - 1):
+//                          in a request, on the reverse channel the sender
+//                          opened on this connection; in a reply, on this
+//                          connection itself (see kSettleMethod)
 inline constexpr uint32_t kHandleFlag = uint32_t{1} << 31;
 inline constexpr uint32_t kMaxHandle = kHandleFlag - 1;
 
@@ -74,6 +75,22 @@ inline constexpr uint64_t kReleaseMethod =
     MethodWord(Fnv1a32("Release"), Fnv1a32("Handles->,oneway"));
 // Most handles one Release carries.
 inline constexpr uint32_t kMaxReleasesPerCall = 1024;
+
+// --- Objects lent in replies -------------------------------------------------
+// A reply that lends objects by handle carries a ticket (1 .. 2^32 - 1) as
+// its reply word (Reply::word); its objects are lent until the holder
+// settles the ticket. Calls on them go on the connection the reply came on,
+// addressed by object word, like calls on a reverse channel.
+constexpr bool IsTicketWord(uint64_t word) { return word != 0 && word <= uint64_t{0xffffffff}; }
+// Holder to host on that connection, oneway, once the reply is gone: the
+// ticket, then the handles of the objects the holder keeps (uint32 each),
+// each of which becomes one hold (given back by Release, also accepted on
+// connections); every other loan of the reply ends. An unknown ticket, or a
+// handle the reply did not lend, is DATA_LOSS (the connection closes).
+inline constexpr uint64_t kSettleMethod =
+    MethodWord(Fnv1a32("Settle"), Fnv1a32("Ticket,Handles->,oneway"));
+// Most objects one reply lends by handle; more go as dedicated channels.
+inline constexpr uint32_t kMaxLoansPerReply = kMaxReleasesPerCall - 1;
 
 }  // namespace sluice::rpc::object_wire
 

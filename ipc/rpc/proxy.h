@@ -36,6 +36,12 @@ namespace sluice::rpc {
 class ExportLink;
 
 namespace internal {
+// The objects a reply lends by handle (its word is their ticket): taken
+// through the proxy's ExportLink, which knows the connection's objects.
+// Null for a word that is no ticket.
+std::shared_ptr<ReplyObjects> ObjectsOfReply(ExportLink* exports, ClientChannel& channel,
+                                             const std::shared_ptr<void>& owner, uint64_t word);
+
 // Death notifications that end with a reference rather than with its
 // channel: an object reached by handle shares its channel with others, so
 // its recipients are unlinked when its last Remote<> goes (RemoteObject).
@@ -118,7 +124,11 @@ class ProxyBase {
     absl::StatusOr<Reply> reply = channel_->Call(std::move(request->first), request->second,
                                                  options.deadline, chain.waiter());
     if (!reply.ok()) return NameTheMethod(reply.status(), what);
-    return rpc::Response<Response>::Make(*std::move(reply), what, owner_);
+    std::shared_ptr<ReplyObjects> lent;
+    if (reply->word() != 0) {
+      lent = internal::ObjectsOfReply(exports_.get(), *channel_, owner_, reply->word());
+    }
+    return rpc::Response<Response>::Make(*std::move(reply), what, owner_, std::move(lent));
   }
 
   template <typename Build>

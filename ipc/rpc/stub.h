@@ -37,6 +37,7 @@ namespace sluice::rpc {
 
 class RemoteObject;
 class ImportLink;
+class ExportTable;
 
 // The objects a call's handler took by handle (TakeObject): lent to us for
 // the duration of the call only. Those the handler keeps (any Remote<> or
@@ -60,6 +61,34 @@ class BorrowedObjects {
   absl::InlinedVector<std::weak_ptr<RemoteObject>, 2> objects_;
 };
 
+// The objects a call's reply lends by handle (AttachObject). When the
+// handler succeeded they go into the connection's table under a ticket,
+// the reply's word, until the caller settles it; otherwise (an error, or a
+// reply never sent) their loans end here.
+class ReplyLoans {
+ public:
+  explicit ReplyLoans(ExportTable* table) : table_(table) {}
+  ~ReplyLoans() {
+    if (!handles_.empty()) EndLoans();
+  }
+  ReplyLoans(const ReplyLoans&) = delete;
+  ReplyLoans& operator=(const ReplyLoans&) = delete;
+  // The connection's table (null: objects in replies go as dedicated channels).
+  ExportTable* table() const { return table_; }
+  size_t size() const { return handles_.size(); }
+  void Add(uint32_t handle) { handles_.push_back(handle); }
+  // Before the reply goes: its ticket, as its reply word.
+  void Publish(IncomingCall& call) {
+    if (!handles_.empty()) PublishSlow(call);
+  }
+
+ private:
+  void PublishSlow(IncomingCall& call);
+  void EndLoans();
+  ExportTable* const table_;
+  absl::InlinedVector<uint32_t, 2> handles_;
+};
+
 // What an implementation knows about the call it is serving.
 struct CallContext {
   // The calling process, as the service manager saw it (SO_PEERCRED), or
@@ -72,6 +101,11 @@ struct CallContext {
   ImportLink* imports = nullptr;
   // Where TakeObject records the objects it borrows (HandleCall sets it).
   BorrowedObjects* borrowed = nullptr;
+  // Where local objects attached to the reply are lent by handle: the
+  // connection's table, set by its object protocol (null: dedicated channels).
+  ExportTable* results = nullptr;
+  // The reply's loans (HandleCall sets it from `results`).
+  ReplyLoans* lends = nullptr;
   // The interface the call addresses when it is addressed to an object
   // handle (set by the host's object table, never by the peer); 0: the
   // header's interface id.
@@ -157,11 +191,12 @@ absl::StatusOr<const Request*> AcceptRequest(IncomingCall& call, uint64_t method
 
 // The context a handler sees: the dispatcher's, for this very call.
 inline CallContext ContextFor(IncomingCall& call, const CallContext& context,
-                              BorrowedObjects* borrowed) {
+                              BorrowedObjects* borrowed, ReplyLoans* lends) {
   CallContext this_call = context;
   this_call.caller = call.caller();
   this_call.call = &call;
   this_call.borrowed = borrowed;
+  this_call.lends = lends;
   return this_call;
 }
 
@@ -174,7 +209,7 @@ absl::Status HandleOneway(IncomingCall& call, const CallContext& context, uint64
   // A oneway caller is not waiting for the outcome; errors go nowhere.
   // Nothing is lent by handle with a oneway call (its sender cannot know
   // when it is served), so nothing is borrowed either.
-  const CallContext this_call = ContextFor(call, context, nullptr);
+  const CallContext this_call = ContextFor(call, context, nullptr, nullptr);
   (void)handler(this_call, **request);
   return call.Reply({});
 }
@@ -196,11 +231,13 @@ absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t
   RegionAllocator allocator(*space);
   flatbuffers::FlatBufferBuilder fbb(space->size(), &allocator, /*own_allocator=*/false);
   BorrowedObjects borrowed;
-  const CallContext this_call = ContextFor(call, context, &borrowed);
+  ReplyLoans lends(context.results);
+  const CallContext this_call = ContextFor(call, context, &borrowed, &lends);
   absl::StatusOr<flatbuffers::Offset<Response>> root = handler(this_call, **request, fbb);
   // Before the reply: the caller's loans end when it has the reply.
   borrowed.Settle();
   if (!root.ok()) return call.Fail(root.status());
+  lends.Publish(call);
   fbb.Finish(*root);
   const size_t size = fbb.GetSize();
   const auto* data = reinterpret_cast<const std::byte*>(fbb.GetBufferPointer());

@@ -147,8 +147,12 @@ TEST_F(ObjectTest, ThreeProcessHandOff) {
   EXPECT_EQ(given->pong()->host_pid(), b.pid());
   EXPECT_EQ(given->pong()->caller_pid(), c.pid());
 
-  // A lets go; C's reference keeps B's object alive.
-  { auto drop = std::move(object_b); }
+  // A lets go (of the reference and of the reply that lent it); C's
+  // reference keeps B's object alive.
+  {
+    auto drop = std::move(object_b);
+    auto drop_reply = std::move(made);
+  }
   ASSERT_OK_AND_ASSIGN(auto stats_b, holder_b->Stats());
   EXPECT_EQ(stats_b->live_objects(), 1);
   ASSERT_OK_AND_ASSIGN(auto pong, holder_c->CallHeld(8));
@@ -172,6 +176,84 @@ TEST_F(ObjectTest, ThreeProcessHandOff) {
     auto stats = holder_b->Stats();
     return stats.ok() && (*stats)->live_objects() == 0 && (*stats)->exported_references() == 0;
   }));
+}
+
+// The Stats of `holder` once its live objects and exported references are
+// `live` and `references` (releases arrive oneway, a moment after).
+bool PeerSettlesAt(Connection<objects::HolderProxy>& holder, int64_t live, uint64_t references) {
+  return Eventually([&] {
+    auto stats = holder->Stats();
+    return stats.ok() && (*stats)->live_objects() == live &&
+           (*stats)->exported_references() == references;
+  });
+}
+
+// An object in a result goes by handle over the connection itself: no
+// descriptor, no channel; lent while its Response lives, held once the
+// Response goes if taken, released when the last Remote<> goes.
+TEST_F(ObjectTest, AnObjectInAResultGoesByHandleAndLivesOnlyWhileHeld) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  ASSERT_OK_AND_ASSIGN(auto base, holder->Stats());
+  const int64_t live = base->live_objects();
+  const uint64_t references = base->exported_references();
+  const int fds_before = CountOpenFds();
+
+  {
+    ASSERT_OK_AND_ASSIGN(auto made, holder->Make());
+    EXPECT_TRUE(rpc::object_wire::IsHandleField(made->callback())) << made->callback();
+    EXPECT_TRUE(made.TakeFds().empty());
+    ASSERT_OK_AND_ASSIGN(auto stats, holder->Stats());
+    EXPECT_EQ(stats->live_objects(), live + 1);
+    EXPECT_EQ(stats->exported_references(), references + 1);
+  }
+  // Never taken: its loan ended with the Response.
+  EXPECT_TRUE(PeerSettlesAt(holder, live, references));
+
+  std::optional<rpc::Remote<objects::CallbackProxy>> remote;
+  {
+    ASSERT_OK_AND_ASSIGN(auto made, holder->Make());
+    ASSERT_OK_AND_ASSIGN(remote, rpc::TakeObject<objects::CallbackProxy>(made, made->callback()));
+    // Taking it twice gives the same reference.
+    ASSERT_OK_AND_ASSIGN(auto twice,
+                         rpc::TakeObject<objects::CallbackProxy>(made, made->callback()));
+    EXPECT_EQ(twice.object(), remote->object());
+  }
+  // Kept past its Response: still there, and called with our identity.
+  ASSERT_OK_AND_ASSIGN(auto pong, (*remote)->Call(1));
+  EXPECT_EQ(pong->value(), 101);
+  EXPECT_EQ(pong->host_pid(), peer.pid());
+  EXPECT_EQ(pong->caller_pid(), getpid());
+  ASSERT_OK_AND_ASSIGN(auto stats, holder->Stats());
+  EXPECT_EQ(stats->live_objects(), live + 1);
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  { auto drop_reply = std::move(pong); }
+  remote.reset();
+  EXPECT_TRUE(PeerSettlesAt(holder, live, references));
+}
+
+// A holder of an object from a result that dies (SIGKILL: no Release, no
+// settle) releases it all the same: its connection ends.
+TEST_F(ObjectTest, AnObjectInAResultIsReleasedWhenItsHolderDies) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  ASSERT_OK_AND_ASSIGN(auto base, holder->Stats());
+  ASSERT_OK_AND_ASSIGN(Subprocess client, Subprocess::SpawnAndWaitReady(
+                                              {SLUICE_OBJECT_PEER, socket_, "--keep_made=holder"}));
+  EXPECT_TRUE(PeerSettlesAt(holder, base->live_objects() + 1, base->exported_references() + 1));
+  ASSERT_OK(client.Kill(SIGKILL));
+  EXPECT_TRUE(PeerSettlesAt(holder, base->live_objects(), base->exported_references()));
+}
+
+// A hostile reply: a handle field in a reply that lends nothing.
+TEST_F(ObjectTest, AHandleInAReplyThatLendsNothingIsDataLoss) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  ASSERT_OK_AND_ASSIGN(auto stats, holder->Stats());
+  // Stats lends nothing; read its open_fds field as if it were an object.
+  EXPECT_THAT(
+      rpc::TakeObject<objects::CallbackProxy>(stats, rpc::object_wire::HandleField(3)).status(),
+      StatusIs(absl::StatusCode::kDataLoss, HasSubstr("lends no objects")));
 }
 
 TEST_F(ObjectTest, DescriptorFieldArrivesOwnedAndBadOnesAreRefused) {
@@ -295,6 +377,43 @@ TEST_F(ObjectTest, TenThousandPassAndDropCyclesLeakNothing) {
   EXPECT_EQ(peer_after->open_fds(), peer_fds_before);
   EXPECT_EQ(peer_after->memfd_mappings(), peer_maps_before);
   EXPECT_EQ(peer_after->exported_references(), 0u);
+}
+
+// The same for objects in results: taken, called, kept past the Response
+// or not, dropped.
+TEST_F(ObjectTest, TenThousandResultObjectCyclesLeakNothing) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  ASSERT_OK_AND_ASSIGN(auto warm, holder->Make());
+  { auto drop = std::move(warm); }
+  ASSERT_TRUE(PeerSettlesAt(holder, 0, 0));
+  ASSERT_OK_AND_ASSIGN(auto peer_before, holder->Stats());
+  const int fds_before = CountOpenFds();
+  const int maps_before = CountMappings("memfd:");
+
+  constexpr int kCycles = 10'000;
+  for (int i = 0; i < kCycles; ++i) {
+    std::optional<rpc::Remote<objects::CallbackProxy>> kept;
+    {
+      auto made = holder->Make();
+      ASSERT_OK(made.status()) << "cycle " << i;
+      if (i % 3 == 2) continue;  // Not taken.
+      auto remote = rpc::TakeObject<objects::CallbackProxy>(*made, (*made)->callback());
+      ASSERT_OK(remote.status()) << "cycle " << i;
+      if (i % 3 == 1) kept = *std::move(remote);  // Outlives the Response.
+    }
+    if (kept) {
+      auto pong = (*kept)->Call(i);
+      ASSERT_OK(pong.status()) << "cycle " << i;
+      ASSERT_EQ(pong->get()->value(), i + 100);
+    }
+  }
+  EXPECT_TRUE(PeerSettlesAt(holder, 0, 0));
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  EXPECT_EQ(CountMappings("memfd:"), maps_before);
+  ASSERT_OK_AND_ASSIGN(auto peer_after, holder->Stats());
+  EXPECT_EQ(peer_after->open_fds(), peer_before->open_fds());
+  EXPECT_EQ(peer_after->memfd_mappings(), peer_before->memfd_mappings());
 }
 
 }  // namespace
