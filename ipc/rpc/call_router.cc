@@ -90,8 +90,12 @@ void ThreadCalls::Post(RoutedCall routed) {
     queue_.push_back(std::move(routed));
     queued_.fetch_add(1, std::memory_order_release);
   }
+  // Against MailboxSleep: either it sees the new mailbox value (and so
+  // queued_), or this sees it asleep.
   mailbox_.fetch_add(1, std::memory_order_seq_cst);
-  FutexWake(mailbox_, 1, FutexScope::kPrivate);
+  if (mailbox_sleeping_.load(std::memory_order_seq_cst)) {
+    FutexWake(mailbox_, 1, FutexScope::kPrivate);
+  }
 }
 
 bool ThreadCalls::HasWork() {
@@ -132,11 +136,11 @@ void ThreadCalls::RunQueued() {
 absl::Status ThreadCalls::Sleep(const FutexWord& reply_word, uint32_t unanswered,
                                 absl::Time deadline) {
   if (sleeper_ != nullptr) return sleeper_->SleepBlocked(*this, reply_word, unanswered, deadline);
-  const uint32_t mail = mailbox_.load(std::memory_order_seq_cst);
+  const MailboxSleep sleeping(*this);
   if (queued_.load(std::memory_order_acquire) != 0) return absl::OkStatus();
   const FutexWaitEntry entries[] = {
       {&reply_word, unanswered, FutexScope::kShared},
-      {&mailbox_, mail, FutexScope::kPrivate},
+      {&mailbox_, sleeping.mail(), FutexScope::kPrivate},
   };
   absl::StatusOr<int> woken = FutexWaitAny(entries, deadline);
   return woken.ok() ? absl::OkStatus() : woken.status();

@@ -115,9 +115,29 @@ class ThreadCalls final : public ReplyWaiter {
   // serves meanwhile is nested in the handler that made the outgoing one.
   int calls_in_progress() const { return calls_in_progress_; }
 
-  // Queues `routed` for this thread and wakes it. Called by the router.
+  // Queues `routed` for this thread and wakes it if it sleeps. Called by
+  // the router, also on the thread itself (it claimed a call of its chain).
   void Post(RoutedCall routed);
   const FutexWord& mailbox() const { return mailbox_; }
+
+  // Around a sleep with the mailbox in its wait: Post makes the wake-up
+  // syscall only while one is in progress (a spinning thread sees queued_
+  // itself). mail() is the mailbox value to wait on.
+  class MailboxSleep {
+   public:
+    explicit MailboxSleep(ThreadCalls& thread) : thread_(thread) {
+      thread_.mailbox_sleeping_.store(true, std::memory_order_seq_cst);
+      mail_ = thread_.mailbox_.load(std::memory_order_seq_cst);
+    }
+    ~MailboxSleep() { thread_.mailbox_sleeping_.store(false, std::memory_order_relaxed); }
+    MailboxSleep(const MailboxSleep&) = delete;
+    MailboxSleep& operator=(const MailboxSleep&) = delete;
+    uint32_t mail() const { return mail_; }
+
+   private:
+    ThreadCalls& thread_;
+    uint32_t mail_;
+  };
 
   // ReplyWaiter:
   bool HasWork() override;
@@ -158,6 +178,7 @@ class ThreadCalls final : public ReplyWaiter {
   int calls_in_progress_ = 0;
   BlockedSleeper* sleeper_ = nullptr;
   FutexWord mailbox_{0};
+  std::atomic<bool> mailbox_sleeping_{false};
   std::atomic<uint32_t> queued_{0};
   Mutex mu_;
   // Calls posted to this thread; queue_[next_] is served next. A vector that

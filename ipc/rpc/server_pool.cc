@@ -70,7 +70,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
 
   absl::Status SleepBlocked(ThreadCalls& thread, const FutexWord& reply_word, uint32_t unanswered,
                             absl::Time deadline) override {
-    const uint32_t mail = thread.mailbox().load(std::memory_order_seq_cst);
+    const ThreadCalls::MailboxSleep sleeping(thread);
     const uint32_t changed = pool_.changed_.load(std::memory_order_seq_cst);
     pool_.Refresh(local_, &generation_);
     // Keep the entries alive while their doorbells are in the wait. On
@@ -78,7 +78,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
     const Snapshot group = local_;
     std::vector<FutexWaitEntry> waits = {
         {&reply_word, unanswered, FutexScope::kShared},
-        {&thread.mailbox(), mail, FutexScope::kPrivate},
+        {&thread.mailbox(), sleeping.mail(), FutexScope::kPrivate},
         {&pool_.changed_, changed, FutexScope::kPrivate},
     };
     constexpr size_t kFirstDoorbell = 3;
@@ -143,15 +143,21 @@ ServerPool::~ServerPool() {
 }
 
 bool ServerPool::PendingFor(uint64_t chain) {
-  MutexLock lock(&mu_);
-  if (entries_.size() > kMaxChannelsPolled) return false;
-  for (const auto& [id, entry] : entries_) {
-    if (entry->waiting().NestedRequestPending(
-            [chain](uint64_t chain_id) { return chain_id == chain; })) {
-      return true;
+  // Polled in a spin: never wait for the pool's threads (nor make them wait
+  // long). A look skipped is taken on the next turn of the spin.
+  if (!mu_.TryLock()) return false;
+  bool pending = false;
+  if (entries_.size() <= kMaxChannelsPolled) {
+    for (const auto& [id, entry] : entries_) {
+      if (entry->waiting().NestedRequestPending(
+              [chain](uint64_t chain_id) { return chain_id == chain; })) {
+        pending = true;
+        break;
+      }
     }
   }
-  return false;
+  mu_.Unlock();
+  return pending;
 }
 
 void ServerPool::TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) {
