@@ -111,10 +111,9 @@ absl::StatusOr<std::unique_ptr<Caller>> ConnectRpc() {
 int ServeRpc(RunControl& run, int connections) {
   absl::StatusOr<std::unique_ptr<PeerWatcher>> watcher = PeerWatcher::Create();
   if (!watcher.ok()) Die(watcher.status(), "PeerWatcher::Create");
-  // Served as ServiceHost serves a published stub, the stub wrapped for the
-  // object protocol; one stub instance for every channel.
-  const std::shared_ptr<rpc::ServiceStub> stub =
-      rpc::ServeWithObjectProtocol(std::make_shared<BenchServer>());
+  // Served as ServiceHost serves a published stub: one stub instance, each
+  // channel with an object protocol of its own.
+  const auto stub = std::make_shared<BenchServer>();
   Mutex mu;
   int ended = 0;
   absl::Status failure;
@@ -132,7 +131,9 @@ int ServeRpc(RunControl& run, int connections) {
     absl::StatusOr<std::unique_ptr<ServerChannel>> channel =
         ServerChannel::Open(*std::move(region), UniqueFd(5 + 2 * i), **watcher, SameUserTrust());
     if (!channel.ok()) Die(channel.status(), "ServerChannel::Open");
-    if (absl::Status added = pool.Add(*std::move(channel), stub, on_end); !added.ok()) {
+    if (absl::Status added =
+            pool.Add(*std::move(channel), rpc::ServeWithObjectProtocol(stub), on_end);
+        !added.ok()) {
       Die(added, "ServerPool::Add");
     }
   }

@@ -191,6 +191,15 @@ class ClientChannel {
   // NOT_FOUND if `id` is unknown or already fired. After OK it never runs.
   absl::Status UnlinkToDeath(uint64_t id) { return endpoint_->UnlinkToDeath(id); }
 
+  // Tells the server what this side's upper layer can take in replies
+  // (bits opaque to the channel, ORed into ClientWords::features).
+  void AnnounceFeatures(uint32_t bits) {
+    auto& features = endpoint_->client_words().features;
+    if ((features.load(std::memory_order_relaxed) & bits) != bits) {
+      features.fetch_or(bits, std::memory_order_release);
+    }
+  }
+
   // Fails calls in progress with CANCELLED and refuses new ones.
   void Close();
   // OK while usable; otherwise the reason it is not (e.g. IsPeerDead()),

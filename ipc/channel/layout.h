@@ -98,7 +98,10 @@ struct alignas(kCacheLine) ClientWords {
   std::atomic<uint32_t> reception;
   // Largest reply, in bytes, the client accepts (a hint, as above).
   std::atomic<uint64_t> max_reply_size;
-  uint32_t reserved[10];
+  // Opaque to the channel: what the client's RPC layer can take in replies
+  // (ClientChannel::AnnounceFeatures); zero from peers that predate it.
+  std::atomic<uint32_t> features;
+  uint32_t reserved[9];
 };
 static_assert(sizeof(ClientWords) == kCacheLine);
 

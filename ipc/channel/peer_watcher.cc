@@ -4,6 +4,9 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include "ipc/base/errno_status.h"
 
 namespace sluice {
@@ -97,6 +100,21 @@ void PeerWatcher::Run() {
       callback_done_.SignalAll();
     }
   }
+}
+
+PeerWatcher& ProcessPeerWatcher() {
+  // Leaked on purpose: channels may be dropped by static destructors or by
+  // threads still running at exit.
+  static PeerWatcher* watcher = [] {
+    absl::StatusOr<std::unique_ptr<PeerWatcher>> created = PeerWatcher::Create();
+    if (!created.ok()) {
+      std::fprintf(stderr, "sluice: cannot create the process peer watcher: %s\n",
+                   created.status().ToString().c_str());
+      std::abort();
+    }
+    return created->release();
+  }();
+  return *watcher;
 }
 
 }  // namespace sluice

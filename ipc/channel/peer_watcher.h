@@ -66,6 +66,11 @@ class PeerWatcher {
   std::thread thread_;
 };
 
+// The watcher of this process, made at first use and never destroyed:
+// channels that may outlive whatever made them (object references, service
+// connections kept by the objects their replies lent) are watched by it.
+PeerWatcher& ProcessPeerWatcher();
+
 }  // namespace sluice
 
 #endif  // SLUICE_IPC_CHANNEL_PEER_WATCHER_H_

@@ -48,6 +48,8 @@ IncomingCall::IncomingCall(IncomingCall&& other) noexcept
       request_(other.request_),
       header_(other.header_),
       oneway_(other.oneway_),
+      reply_word_(other.reply_word_),
+      reply_word_sent_(other.reply_word_sent_),
       has_reservation_(std::exchange(other.has_reservation_, false)),
       reservation_(other.reservation_),
       reply_spill_(std::move(other.reply_spill_)),
@@ -66,6 +68,8 @@ IncomingCall& IncomingCall::operator=(IncomingCall&& other) noexcept {
     request_ = other.request_;
     header_ = other.header_;
     oneway_ = other.oneway_;
+    reply_word_ = other.reply_word_;
+    reply_word_sent_ = other.reply_word_sent_;
     has_reservation_ = std::exchange(other.has_reservation_, false);
     reservation_ = other.reservation_;
     reply_spill_ = std::move(other.reply_spill_);
@@ -141,6 +145,11 @@ absl::StatusOr<std::span<std::byte>> IncomingCall::ReserveReply(uint64_t capacit
   reply_spill_ = *std::move(spill);
   reserved_ = std::span<std::byte>(reply_spill_->data(), static_cast<size_t>(capacity));
   return reserved_;
+}
+
+uint32_t IncomingCall::client_features() const {
+  if (channel_ == nullptr) return 0;
+  return channel_->endpoint_->client_words().features.load(std::memory_order_acquire);
 }
 
 absl::Status IncomingCall::Reply(std::span<const std::byte> message) {
@@ -471,8 +480,8 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
   }
   call.reply_spill_.reset();
   shared.reply_flags.store(reply_flags, std::memory_order_relaxed);
-  shared.reply_word.store(code == absl::StatusCode::kOk ? call.reply_word_ : 0,
-                          std::memory_order_relaxed);
+  call.reply_word_sent_ = code == absl::StatusCode::kOk && call.reply_word_ != 0;
+  shared.reply_word.store(call.reply_word_sent_ ? call.reply_word_ : 0, std::memory_order_relaxed);
   shared.status_code.store(static_cast<uint32_t>(code), std::memory_order_relaxed);
   shared.reply_offset.store(offset, std::memory_order_relaxed);
   shared.reply_length.store(length, std::memory_order_relaxed);

@@ -71,6 +71,9 @@ class IncomingCall {
   // oneway call.
   absl::Status AttachReplyFds(std::span<const int> fds);
   const PeerCredentials& caller() const { return *caller_; }
+  // The client's ClientChannel::AnnounceFeatures bits, as it wrote them:
+  // untrusted. 0 once answered.
+  uint32_t client_features() const;
 
   // Space for the reply, at least `capacity` bytes, in memory only this
   // process can write: the reply arena when it fits there now (and, over
@@ -84,6 +87,9 @@ class IncomingCall {
   void set_reply_word(uint64_t word) { reply_word_ = word; }
   // Sends `message`, a span inside the reserved space (or empty).
   absl::Status Reply(std::span<const std::byte> message);
+  // After Reply: whether an OK reply went out with a non-zero reply word
+  // (not when sending its descriptors failed and it became INTERNAL).
+  bool reply_word_sent() const { return reply_word_sent_; }
   // Sends `error` (not OK) to the caller, code and message.
   absl::Status Fail(const absl::Status& error);
 
@@ -103,6 +109,7 @@ class IncomingCall {
   CallHeader header_;
   bool oneway_ = false;
   uint64_t reply_word_ = 0;
+  bool reply_word_sent_ = false;
   bool has_reservation_ = false;       // In the reply arena, at reservation_.
   uint64_t reservation_ = 0;           // Reply arena offset.
   std::optional<Region> reply_spill_;  // Or a memfd of its own.

@@ -405,7 +405,11 @@ class ConnectionStub final : public ServiceStub {
     connection.results = results_.get();
     // An object a reply of ours lent by handle: served as the connection's
     // own object is, objects passed both ways included.
-    if (object_wire::IsObjectWord(word)) return DispatchToHandle(*results_, call, connection);
+    // (A service whose own id happens to look like an object word is still
+    // itself.)
+    if (object_wire::IsObjectWord(word) && word != inner_->interface_id()) {
+      return DispatchToHandle(*results_, call, connection);
+    }
     return inner_->Dispatch(call, connection);
   }
 
@@ -473,21 +477,6 @@ class ConnectionStub final : public ServiceStub {
 
 std::shared_ptr<ServiceStub> ServeWithObjectProtocol(std::shared_ptr<ServiceStub> stub) {
   return std::make_shared<ConnectionStub>(std::move(stub), /*counted=*/false);
-}
-
-PeerWatcher& ProcessPeerWatcher() {
-  // Leaked on purpose: object channels may be dropped by static destructors
-  // or by threads still running at exit.
-  static PeerWatcher* watcher = [] {
-    absl::StatusOr<std::unique_ptr<PeerWatcher>> created = PeerWatcher::Create();
-    if (!created.ok()) {
-      std::fprintf(stderr, "sluice: cannot create the process peer watcher: %s\n",
-                   created.status().ToString().c_str());
-      std::abort();
-    }
-    return created->release();
-  }();
-  return *watcher;
 }
 
 // ---------------------------------------------------------------------------
@@ -589,10 +578,14 @@ std::shared_ptr<ImportLink> ExportLink::ReplyLink(ClientChannel& primary,
 // ---------------------------------------------------------------------------
 // Objects lent in replies
 
-void ReplyLoans::PublishSlow(IncomingCall& call) {
+absl::Status ReplyLoans::ReplySlow(IncomingCall& call, std::span<const std::byte> message) {
   const uint32_t ticket = table_->OpenTicket(handles_);
   handles_.clear();  // The ticket has them now (or they went with a closed table).
   call.set_reply_word(ticket);
+  absl::Status sent = call.Reply(message);
+  // Nobody will settle a ticket the caller never saw.
+  if (ticket != 0 && !call.reply_word_sent()) (void)table_->Settle(ticket, {});
+  return sent;
 }
 
 void ReplyLoans::EndLoans() {
@@ -613,13 +606,18 @@ ReplyObjects::~ReplyObjects() {
       }
     }
   }
-  // The references stay alive until the message went, so that a Release of
-  // any of them follows it on the channel.
-  const bool sent = link_->SendSettle(ticket_, kept).ok();
-  for (const std::shared_ptr<RemoteObject>& object : keeping) object->EndKeep(sent);
+  // Queued before any of them can queue its Release (they are settling
+  // until then): the link sends in order.
+  link_->Settle(ticket_, kept);
+  for (const std::shared_ptr<RemoteObject>& object : keeping) object->EndKeep();
 }
 
-std::shared_ptr<RemoteObject> ReplyObjects::Take(uint32_t handle) {
+absl::StatusOr<std::shared_ptr<RemoteObject>> ReplyObjects::Take(uint32_t handle) {
+  if (!keeps_channel_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the reply lends object handle ", handle,
+        " on a channel nothing keeps open for it; take it through a Connection<> or Remote<>"));
+  }
   std::shared_ptr<RemoteObject> object = link_->Import(handle, nullptr);
   if (!object->held()) {
     MutexLock lock(&mu_);
@@ -664,66 +662,68 @@ absl::Status ImportLink::Acquire(uint32_t handle) {
 void ImportLink::Release(uint32_t handle) {
   {
     MutexLock lock(&mu_);
-    releases_.push_back(handle);
-    // One thread sends at a time; what others queue meanwhile goes in its
-    // next batch.
-    if (flushing_) return;
-    flushing_ = true;
+    // Releases in a row go in one message.
+    if (outbox_.empty() || outbox_.back().method != kReleaseMethod ||
+        outbox_.back().words.size() >= object_wire::kMaxReleasesPerCall) {
+      outbox_.push_back(Outgoing{kReleaseMethod, {}});
+    }
+    outbox_.back().words.push_back(handle);
+    if (!StartFlushLocked()) return;
   }
-  FlushReleases();
+  Flush();
 }
 
-void ImportLink::FlushReleases() {
+void ImportLink::Settle(uint32_t ticket, std::span<const uint32_t> kept) {
+  {
+    MutexLock lock(&mu_);
+    Outgoing settle{kSettleMethod, {ticket}};
+    settle.words.insert(settle.words.end(), kept.begin(), kept.end());
+    outbox_.push_back(std::move(settle));
+    if (!StartFlushLocked()) return;
+  }
+  Flush();
+}
+
+bool ImportLink::StartFlushLocked() {
+  // One thread sends at a time, in order; what others queue meanwhile goes
+  // after, so a Release never overtakes the Settle that made it a hold.
+  if (flushing_) return false;
+  flushing_ = true;
+  return true;
+}
+
+void ImportLink::Flush() {
   for (;;) {
-    std::vector<uint32_t> batch;
+    Outgoing next;
     {
       MutexLock lock(&mu_);
-      if (releases_.empty()) {
+      if (outbox_.empty()) {
         flushing_ = false;
         return;
       }
-      const size_t n = std::min<size_t>(releases_.size(), object_wire::kMaxReleasesPerCall);
-      batch.assign(releases_.begin(), releases_.begin() + static_cast<std::ptrdiff_t>(n));
-      releases_.erase(releases_.begin(), releases_.begin() + static_cast<std::ptrdiff_t>(n));
+      next = std::move(outbox_.front());
+      outbox_.pop_front();
     }
-    const size_t bytes = batch.size() * sizeof(uint32_t);
-    // A destructor sends this: bounded, so a stuck host cannot hang it. On
+    const size_t bytes = next.words.size() * sizeof(uint32_t);
+    // A destructor sends these: bounded, so a stuck host cannot hang it. On
     // a channel that ended the host released everything anyway.
     absl::StatusOr<OutgoingCall> call =
         channel_->BeginCall(bytes, absl::Now() + absl::Seconds(5), /*chain_id=*/0);
     absl::Status sent = call.status();
     if (call.ok()) {
-      std::memcpy(call->buffer().data(), batch.data(), bytes);
+      std::memcpy(call->buffer().data(), next.words.data(), bytes);
       const std::span<const std::byte> message = call->buffer().first(bytes);
-      call->header() = CallHeader{kControlInterfaceId, kReleaseMethod, 0};
+      call->header() = CallHeader{kControlInterfaceId, next.method, 0};
       sent = channel_->Send(*std::move(call), message);
     }
     if (!sent.ok() && channel_->health().ok()) {
-      // Not sent, yet the channel lives: keep them for the next release.
+      // Not sent, yet the channel lives: first in line for the next flush.
       MutexLock lock(&mu_);
-      releases_.insert(releases_.begin(), batch.begin(), batch.end());
+      outbox_.push_front(std::move(next));
       flushing_ = false;
       return;
     }
   }
-}
-
-absl::Status ImportLink::SendSettle(uint32_t ticket, std::span<const uint32_t> kept) {
-  if (kept.size() > object_wire::kMaxLoansPerReply) {
-    return absl::InvalidArgumentError("more objects kept than a reply lends");
-  }
-  const size_t bytes = (kept.size() + 1) * sizeof(uint32_t);
-  // A destructor sends this, as Release: bounded.
-  absl::StatusOr<OutgoingCall> call =
-      channel_->BeginCall(bytes, absl::Now() + absl::Seconds(5), /*chain_id=*/0);
-  if (!call.ok()) return call.status();
-  std::memcpy(call->buffer().data(), &ticket, sizeof(ticket));
-  if (!kept.empty()) {
-    std::memcpy(call->buffer().data() + sizeof(ticket), kept.data(), kept.size_bytes());
-  }
-  const std::span<const std::byte> message = call->buffer().first(bytes);
-  call->header() = CallHeader{kControlInterfaceId, kSettleMethod, 0};
-  return channel_->Send(*std::move(call), message);
 }
 
 void ImportLink::Forget(uint32_t handle) {
@@ -769,11 +769,7 @@ bool RemoteObject::BeginKeep() {
   return state_.compare_exchange_strong(expected, State::kSettling, std::memory_order_acq_rel);
 }
 
-void RemoteObject::EndKeep(bool sent) {
-  // Not sent: the host keeps the loan until the connection ends, and this
-  // reference, still borrowed, releases nothing.
-  state_.store(sent ? State::kHeld : State::kBorrowed, std::memory_order_release);
-}
+void RemoteObject::EndKeep() { state_.store(State::kHeld, std::memory_order_release); }
 
 absl::StatusOr<uint64_t> RemoteObject::LinkToDeath(absl::AnyInvocable<void()> recipient) {
   absl::StatusOr<uint64_t> id = channel().LinkToDeath(std::move(recipient));
@@ -910,7 +906,8 @@ std::shared_ptr<ReplyObjects> ObjectsOfReply(ExportLink* exports, ClientChannel&
   std::shared_ptr<ImportLink> link = exports != nullptr
                                          ? exports->ReplyLink(channel, owner)
                                          : std::make_shared<ImportLink>(channel, owner);
-  return std::make_shared<ReplyObjects>(std::move(link), static_cast<uint32_t>(word));
+  return std::make_shared<ReplyObjects>(std::move(link), static_cast<uint32_t>(word),
+                                        /*keeps_channel=*/owner != nullptr);
 }
 
 absl::StatusOr<UniqueFd> FdAt(UniqueFd fd, uint64_t field) {
@@ -948,7 +945,8 @@ absl::StatusOr<uint32_t> AttachObject(const CallContext& context, const ObjectRe
   if (context.call == nullptr) return absl::FailedPreconditionError("not inside a call");
   if (object.is_null()) return 0;
   if (object.local() != nullptr && context.lends != nullptr && context.lends->table() != nullptr &&
-      context.lends->size() < object_wire::kMaxLoansPerReply) {
+      context.lends->size() < object_wire::kMaxLoansPerReply &&
+      (context.call->client_features() & object_wire::kTakesReplyHandles) != 0) {
     absl::StatusOr<uint32_t> handle = context.lends->table()->Lend(object.local(), true);
     if (handle.ok()) {
       context.lends->Add(*handle);

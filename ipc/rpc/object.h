@@ -24,9 +24,10 @@
 // * By handle in a reply: a local object a handler attaches to its reply
 //   (AttachObject) on a connection served with the object protocol is
 //   entered in that connection's own table; the caller calls it on the
-//   connection itself, and keeps what it took when the Response goes.
+//   connection itself, and keeps what it took when the Response goes
+//   (only for proxies that keep their channel open: Connection<>, Remote<>).
 // * As a dedicated channel (everything else: proxies passed on, oneway
-//   calls, proxies over bare channels): a channel of its
+//   calls, proxies over bare channels either way): a channel of its
 //   own made by the object's host, whose client ends travel with the message
 //   as SCM_RIGHTS descriptors. Passing on a proxy asks the host for a fresh
 //   one, so references never route through intermediaries.
@@ -51,6 +52,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <span>
 #include <utility>
@@ -81,9 +83,6 @@ struct ObjectFds {
   UniqueFd liveness;
 };
 
-// Watches the peers of every object channel of this process. Never destroyed.
-PeerWatcher& ProcessPeerWatcher();
-
 // Serves this process's exported objects: one ServerPool, started on first
 // export, living until the process exits. It serves the dedicated channels
 // and the reverse channels this process opens (ExportLink).
@@ -98,8 +97,9 @@ class ObjectHost {
   absl::StatusOr<ObjectFds> Export(std::shared_ptr<ServiceStub> stub);
 
   // References peers hold to this process's objects now: dedicated channels
-  // open, plus objects lent or held by handle (one per object and reverse
-  // channel, however many times it was passed).
+  // open, plus objects lent or held by handle (one per object and table:
+  // a reverse channel's, a connection's for its replies; however many
+  // times it was passed).
   size_t reference_count() const {
     return static_cast<size_t>(references_.load(std::memory_order_acquire));
   }
@@ -190,23 +190,32 @@ class ImportLink : public std::enable_shared_from_this<ImportLink> {
   friend class RemoteObject;
   friend class ReplyObjects;
   // Tells the host which of a reply's objects this process keeps (oneway,
-  // kSettleMethod).
-  absl::Status SendSettle(uint32_t ticket, std::span<const uint32_t> kept);
+  // kSettleMethod), in order with the releases.
+  void Settle(uint32_t ticket, std::span<const uint32_t> kept);
   // Keeps `handle` beyond the call that lent it (a round trip to its host,
   // on the calling thread's chain).
   absl::Status Acquire(uint32_t handle);
-  // Gives back one Acquire of `handle` (queued, sent oneway).
+  // Gives back one hold of `handle` (queued, sent oneway).
   void Release(uint32_t handle);
   // `object` (of `handle`) is going: forgets it unless a newer one took its place.
   void Forget(uint32_t handle);
-  void FlushReleases();
+  // Sends what is queued, in order, unless another thread is at it.
+  bool StartFlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Flush();
+
+  // A control message waiting to go: Release (handles) or Settle (ticket,
+  // handles).
+  struct Outgoing {
+    uint64_t method = 0;
+    std::vector<uint32_t> words;
+  };
 
   ClientChannel* const channel_;
   const std::shared_ptr<void> keep_;
   const std::shared_ptr<ExportLink> exports_;
   Mutex mu_;
   absl::flat_hash_map<uint32_t, std::weak_ptr<RemoteObject>> imports_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint32_t> releases_ ABSL_GUARDED_BY(mu_);
+  std::deque<Outgoing> outbox_ ABSL_GUARDED_BY(mu_);
   bool flushing_ ABSL_GUARDED_BY(mu_) = false;
 };
 
@@ -243,9 +252,9 @@ class RemoteObject final : public internal::DeathLinks {
   // Borrowed -> held (BorrowedObjects::Settle).
   void Settle();
   // Borrowed -> settling, for a reply's settle message; false if it was not
-  // borrowed. EndKeep(sent) ends it: held if the message went.
+  // borrowed. EndKeep, once the message is queued: held.
   bool BeginKeep();
-  void EndKeep(bool sent);
+  void EndKeep();
 
   std::unique_ptr<ClientChannel> channel_;  // A dedicated channel; or
   std::shared_ptr<ImportLink> link_;        // the channel it has a handle on.
@@ -326,18 +335,21 @@ class ObjectRef {
 // ticket is settled with those still alive, which this process then holds.
 class ReplyObjects {
  public:
-  ReplyObjects(std::shared_ptr<ImportLink> link, uint32_t ticket)
-      : link_(std::move(link)), ticket_(ticket) {}
+  // `keeps_channel`: the link keeps its channel open (the proxy had an
+  // owner); otherwise nothing may be taken, only settled.
+  ReplyObjects(std::shared_ptr<ImportLink> link, uint32_t ticket, bool keeps_channel)
+      : link_(std::move(link)), ticket_(ticket), keeps_channel_(keeps_channel) {}
   ~ReplyObjects();
   ReplyObjects(const ReplyObjects&) = delete;
   ReplyObjects& operator=(const ReplyObjects&) = delete;
 
   // The object of a handle field of the reply.
-  std::shared_ptr<RemoteObject> Take(uint32_t handle);
+  absl::StatusOr<std::shared_ptr<RemoteObject>> Take(uint32_t handle);
 
  private:
   const std::shared_ptr<ImportLink> link_;
   const uint32_t ticket_;
+  const bool keeps_channel_;
   Mutex mu_;
   std::vector<std::weak_ptr<RemoteObject>> taken_ ABSL_GUARDED_BY(mu_);
 };

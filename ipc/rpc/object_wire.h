@@ -89,6 +89,11 @@ constexpr bool IsTicketWord(uint64_t word) { return word != 0 && word <= uint64_
 // handle the reply did not lend, is DATA_LOSS (the connection closes).
 inline constexpr uint64_t kSettleMethod =
     MethodWord(Fnv1a32("Settle"), Fnv1a32("Ticket,Handles->,oneway"));
+// The client's feature bit (ClientChannel::AnnounceFeatures) saying it
+// takes objects by handle in replies: set by proxies that keep their
+// channel alive (a Connection<>'s, a Remote<>'s). Without it a server sends
+// objects in replies as dedicated channels, as to peers that predate it.
+inline constexpr uint32_t kTakesReplyHandles = 1u << 0;
 // Most objects one reply lends by handle; more go as dedicated channels.
 inline constexpr uint32_t kMaxLoansPerReply = kMaxReleasesPerCall - 1;
 

@@ -83,13 +83,19 @@ class ProxyBase {
   // For a proxy over a channel someone shares (rpc::Remote): every Response
   // keeps `owner` too, so a reply may outlive the proxy it came from.
   ProxyBase(ClientChannel& channel, std::shared_ptr<void> owner)
-      : channel_(&channel), owner_(std::move(owner)) {}
+      : channel_(&channel), owner_(std::move(owner)) {
+    if (owner_ != nullptr) channel_->AnnounceFeatures(object_wire::kTakesReplyHandles);
+  }
   explicit ProxyBase(ProxyTarget target)
       : channel_(target.channel),
         owner_(std::move(target.owner)),
         exports_(std::move(target.exports)),
         deaths_(target.deaths),
-        handle_(target.handle) {}
+        handle_(target.handle) {
+    // Objects its replies lend by handle may outlive the call: only a proxy
+    // that keeps its channel can take them (object.h).
+    if (owner_ != nullptr) channel_->AnnounceFeatures(object_wire::kTakesReplyHandles);
+  }
   ClientChannel& channel() const { return *channel_; }
   // The object handle this proxy calls on its channel (0: the channel's own).
   uint32_t handle() const { return handle_; }

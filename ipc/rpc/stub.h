@@ -77,13 +77,14 @@ class ReplyLoans {
   ExportTable* table() const { return table_; }
   size_t size() const { return handles_.size(); }
   void Add(uint32_t handle) { handles_.push_back(handle); }
-  // Before the reply goes: its ticket, as its reply word.
-  void Publish(IncomingCall& call) {
-    if (!handles_.empty()) PublishSlow(call);
+  // Sends the reply, with the loans' ticket as its word; a reply that did
+  // not go out with it ends them.
+  absl::Status Reply(IncomingCall& call, std::span<const std::byte> message) {
+    return handles_.empty() ? call.Reply(message) : ReplySlow(call, message);
   }
 
  private:
-  void PublishSlow(IncomingCall& call);
+  absl::Status ReplySlow(IncomingCall& call, std::span<const std::byte> message);
   void EndLoans();
   ExportTable* const table_;
   absl::InlinedVector<uint32_t, 2> handles_;
@@ -237,7 +238,6 @@ absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t
   // Before the reply: the caller's loans end when it has the reply.
   borrowed.Settle();
   if (!root.ok()) return call.Fail(root.status());
-  lends.Publish(call);
   fbb.Finish(*root);
   const size_t size = fbb.GetSize();
   const auto* data = reinterpret_cast<const std::byte*>(fbb.GetBufferPointer());
@@ -248,7 +248,7 @@ absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t
       (void)stats.reply_hint.compare_exchange_strong(
           current, std::max(kMinReplyReservation, hint / 2), std::memory_order_relaxed);
     }
-    return call.Reply({data, size});
+    return lends.Reply(call, {data, size});
   }
   // The reply outgrew its reservation: copy it once more, and reserve enough
   // next time.
@@ -258,7 +258,7 @@ absl::Status HandleCall(IncomingCall& call, const CallContext& context, uint64_t
   absl::StatusOr<std::span<std::byte>> bigger = call.ReserveReply(size);
   if (!bigger.ok()) return call.Fail(bigger.status());
   std::memcpy(bigger->data(), data, size);
-  return call.Reply(bigger->first(size));
+  return lends.Reply(call, bigger->first(size));
 }
 
 }  // namespace sluice::rpc

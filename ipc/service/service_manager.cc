@@ -124,21 +124,14 @@ absl::StatusOr<std::unique_ptr<ServiceManager>> ServiceManager::Connect(
   if (!session.ok()) {
     return WithContext(session.status(), absl::StrCat("hello to service manager at ", path));
   }
-  std::unique_ptr<PeerWatcher> owned;
-  PeerWatcher* watcher = options.watcher;
-  if (watcher == nullptr) {
-    SLUICE_ASSIGN_OR_RETURN(owned, PeerWatcher::Create());
-    watcher = owned.get();
-  }
-  return std::unique_ptr<ServiceManager>(new ServiceManager(
-      std::move(path), *std::move(session), std::move(owned), watcher, std::move(options)));
+  PeerWatcher* watcher = options.watcher != nullptr ? options.watcher : &ProcessPeerWatcher();
+  return std::unique_ptr<ServiceManager>(
+      new ServiceManager(std::move(path), *std::move(session), watcher, std::move(options)));
 }
 
-ServiceManager::ServiceManager(std::string path, Session session,
-                               std::unique_ptr<PeerWatcher> owned_watcher, PeerWatcher* watcher,
+ServiceManager::ServiceManager(std::string path, Session session, PeerWatcher* watcher,
                                ServiceManagerOptions options)
     : path_(std::move(path)),
-      owned_watcher_(std::move(owned_watcher)),
       watcher_(watcher),
       request_timeout_(options.request_timeout),
       reconnect_(options.reconnect),

@@ -20,9 +20,8 @@
 //     rather than deadlock.
 //   - Handlers (on_connect, on_client_gone, name events) run on the reader
 //     thread, one at a time. Keep them short: hand the channel to a worker.
-//   - Channels use a PeerWatcher: the caller's (ServiceManagerOptions::watcher)
-//     or one the ServiceManager owns. Destroy every channel before whichever
-//     watcher it uses.
+//   - Channels use a PeerWatcher: the caller's (ServiceManagerOptions::watcher),
+//     which must outlive them, or by default the process's, which does.
 //   - If the daemon goes away (crash, restart), the reader thread reconnects
 //     by itself with back-off (5 ms doubling to 250 ms) and replays what
 //     this object owns: its registrations (so a ServiceHost's names come
@@ -73,8 +72,9 @@ namespace sluice {
 struct ServiceManagerOptions {
   // Empty: DefaultServiceManagerSocketPath() (ipc/service/socket_path.h).
   std::string socket_path;
-  // Watches the peers of every channel this ServiceManager creates. Null: the
-  // ServiceManager creates and owns one.
+  // Watches the peers of every channel this ServiceManager creates. Null:
+  // the process's (ProcessPeerWatcher), which outlives every channel, so
+  // connections may outlive the ServiceManager.
   PeerWatcher* watcher = nullptr;
   // Bound on every request to the daemon other than WaitFor.
   absl::Duration request_timeout = absl::Seconds(10);
@@ -289,8 +289,8 @@ class ServiceManager {
   // reader thread uses the socket).
   static absl::StatusOr<Session> OpenSession(const std::string& path, uint64_t previous_epoch,
                                              absl::Duration timeout);
-  ServiceManager(std::string path, Session session, std::unique_ptr<PeerWatcher> owned_watcher,
-                 PeerWatcher* watcher, ServiceManagerOptions options);
+  ServiceManager(std::string path, Session session, PeerWatcher* watcher,
+                 ServiceManagerOptions options);
   // Sends one request (whose Envelope carries `request_id`) and waits until
   // `deadline` for its reply. A non-OK status in the reply is returned as the
   // error.
@@ -317,7 +317,6 @@ class ServiceManager {
   void FailAllPending(const absl::Status& why, bool keep_waits) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const std::string path_;
-  std::unique_ptr<PeerWatcher> owned_watcher_;
   PeerWatcher* const watcher_;
   const absl::Duration request_timeout_;
   const bool reconnect_;

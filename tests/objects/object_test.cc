@@ -245,6 +245,21 @@ TEST_F(ObjectTest, AnObjectInAResultIsReleasedWhenItsHolderDies) {
   EXPECT_TRUE(PeerSettlesAt(holder, base->live_objects(), base->exported_references()));
 }
 
+// A proxy that does not keep its channel (here over a bare Lookup) never
+// announced that it takes objects by handle in replies: it gets them as
+// dedicated channels, as a peer from before handles in replies would.
+TEST_F(ObjectTest, AProxyThatCannotKeepItsChannelGetsResultObjectsAsDedicatedChannels) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection connection, sm_->Lookup("holder"));
+  objects::HolderProxy bare(*connection.channel);
+  ASSERT_OK_AND_ASSIGN(auto made, bare.Make());
+  EXPECT_FALSE(rpc::object_wire::IsHandleField(made->callback())) << made->callback();
+  ASSERT_OK_AND_ASSIGN(auto remote,
+                       rpc::TakeObject<objects::CallbackProxy>(made, made->callback()));
+  ASSERT_OK_AND_ASSIGN(auto pong, remote->Call(2));
+  EXPECT_EQ(pong->value(), 102);
+}
+
 // A hostile reply: a handle field in a reply that lends nothing.
 TEST_F(ObjectTest, AHandleInAReplyThatLendsNothingIsDataLoss) {
   ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
