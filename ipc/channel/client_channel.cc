@@ -400,13 +400,19 @@ absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time
     if (spin.call_spin > absl::ZeroDuration() &&
         endpoint_->PeerOnAnotherCpu(
             endpoint_->server_words().activity.load(std::memory_order_relaxed))) {
+      if (waiter != nullptr) waiter->BeginSpin();
       (void)endpoint_->Spin(ready, spin.call_spin);
     }
-    if (answered()) return absl::OkStatus();
+    if (answered()) {
+      if (waiter != nullptr) waiter->EndSpin();
+      return absl::OkStatus();
+    }
     if (waiter != nullptr && waiter->HasWork()) {
       waiter->RunWork();
+      waiter->EndSpin();
       continue;
     }
+    if (waiter != nullptr) waiter->EndSpin();
     endpoint_->PublishActivity(ActivityState::kSleeping);
     for (;;) {
       if (answered()) break;

@@ -24,6 +24,12 @@ class ReplyWaiter {
   virtual bool HasWork() = 0;
   // Runs the queued work.
   virtual void RunWork() = 0;
+  // Around each spell of spinning for the reply, while HasWork is polled:
+  // the waiter may tell whoever would be woken for its work that it looks
+  // itself. EndSpin comes after the spell (also after a RunWork it ended
+  // in, which may end it first); calling it again is harmless.
+  virtual void BeginSpin() {}
+  virtual void EndSpin() {}
   // Sleeps until `reply_word` != `unanswered`, work is queued, or `deadline`.
   // OK on any wake-up; the channel re-checks its conditions.
   virtual absl::Status Sleep(const FutexWord& reply_word, uint32_t unanswered,

@@ -99,15 +99,49 @@ void ThreadCalls::Post(RoutedCall routed) {
 }
 
 bool ThreadCalls::HasWork() {
-  return queued_.load(std::memory_order_acquire) != 0 ||
-         (sleeper_ != nullptr && sleeper_->NestedPending()) ||
-         CallRouter::Get().PendingFor(chain());
+  if (queued_.load(std::memory_order_acquire) != 0) return true;
+  if (sleeper_ != nullptr && sleeper_->NestedPending()) return true;
+  return polled_.empty() ? CallRouter::Get().PendingFor(chain()) : PollAnnounced();
+}
+
+bool ThreadCalls::PollAnnounced() {
+  const uint64_t mine = chain();
+  bool found = false;
+  for (size_t i = 0; i < polled_.size();) {
+    bool others = false;
+    found = polled_[i]->waiting().NestedRequestPending([&](uint64_t chain_id) {
+      if (chain_id == mine) return true;
+      others = true;
+      return false;
+    }) || found;
+    if (others) {
+      // Not ours to serve: a pool thread must hear of it.
+      polled_[i]->waiting().EndPoll();
+      polled_.erase(polled_.begin() + static_cast<std::ptrdiff_t>(i));
+      continue;
+    }
+    ++i;
+  }
+  return found;
+}
+
+void ThreadCalls::BeginSpin() {
+  if (chain() == 0 || !polled_.empty() || !CallRouter::Get().enabled()) return;
+  CallRouter::Get().AnnouncePoller(polled_);
+}
+
+void ThreadCalls::EndSpin() {
+  for (const auto& entry : polled_) entry->waiting().EndPoll();
+  polled_.clear();
 }
 
 void ThreadCalls::RunWork() {
   // Requests of this thread's chain still on the channels: claim them here
-  // rather than wait for a pool thread to see them (NestedSource).
+  // rather than wait for a pool thread to see them (NestedSource), and only
+  // then stop polling, so that the poll's end finds nothing of ours to wake
+  // a pool thread for.
   CallRouter::Get().TakeFor(chain());
+  EndSpin();
   RunQueued();
 }
 
@@ -173,6 +207,12 @@ bool CallRouter::PendingFor(uint64_t chain) {
     if (source->PendingFor(chain)) return true;
   }
   return false;
+}
+
+void CallRouter::AnnouncePoller(absl::InlinedVector<std::shared_ptr<ServedChannel>, 8>& out) {
+  std::unique_lock lock(sources_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return;
+  for (NestedSource* source : sources_) source->AnnouncePoller(out);
 }
 
 void CallRouter::TakeFor(uint64_t chain) {

@@ -87,6 +87,10 @@ class NestedSource {
   virtual bool PendingFor(uint64_t chain) = 0;
   // Claims the pending requests of `chain` into `out`, serving none of them.
   virtual void TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) = 0;
+  // Announces a poller (ServerWaiting::BeginPoll) on each channel it lets a
+  // waiting thread poll, while `out` has room, and adds them to `out`. The
+  // thread ends each poll (EndPoll) when it stops looking.
+  virtual void AnnouncePoller(absl::InlinedVector<std::shared_ptr<ServedChannel>, 8>& out) = 0;
 };
 
 // What a pool thread blocked in a call does instead of a plain sleep: watch
@@ -142,6 +146,13 @@ class ThreadCalls final : public ReplyWaiter {
   // ReplyWaiter:
   bool HasWork() override;
   void RunWork() override;
+  // While it spins for a reply, a thread counts as a poller on the pools'
+  // channels it looks at for its chain: a peer calling back into it then
+  // skips waking a pool thread (which would only find the call taken, and
+  // take a CPU from the two threads of the chain). A request for anybody
+  // else on such a channel ends its poll there, which wakes a pool thread.
+  void BeginSpin() override;
+  void EndSpin() override;
   absl::Status Sleep(const FutexWord& reply_word, uint32_t unanswered,
                      absl::Time deadline) override;
 
@@ -166,6 +177,9 @@ class ThreadCalls final : public ReplyWaiter {
   ThreadCalls();
   // Routes what the pool's channels hold (pool threads) and serves the queue.
   void RunQueued();
+  // HasWork while announced: a request of this chain on a polled channel;
+  // ends the poll on a channel with a request for another.
+  bool PollAnnounced();
 
   friend class CallRouter;
 
@@ -177,6 +191,8 @@ class ThreadCalls final : public ReplyWaiter {
   int depth_ = 0;
   int calls_in_progress_ = 0;
   BlockedSleeper* sleeper_ = nullptr;
+  // The channels this thread counts as a poller on (BeginSpin .. EndSpin).
+  absl::InlinedVector<std::shared_ptr<ServedChannel>, 8> polled_;
   FutexWord mailbox_{0};
   std::atomic<bool> mailbox_sleeping_{false};
   std::atomic<uint32_t> queued_{0};
@@ -203,6 +219,9 @@ class CallRouter {
 
   // True if some source holds a request of `chain` (ThreadCalls::HasWork).
   bool PendingFor(uint64_t chain);
+  // NestedSource::AnnouncePoller on every source (skipped if another thread
+  // holds the sources: the spin then polls without announcing).
+  void AnnouncePoller(absl::InlinedVector<std::shared_ptr<ServedChannel>, 8>& out);
   // Claims the requests of `chain` from every source and delivers them to
   // the chain's waiting thread (or serves them here if none waits any more).
   void TakeFor(uint64_t chain);

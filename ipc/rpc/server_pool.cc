@@ -160,6 +160,18 @@ bool ServerPool::PendingFor(uint64_t chain) {
   return pending;
 }
 
+void ServerPool::AnnouncePoller(absl::InlinedVector<std::shared_ptr<ServedChannel>, 8>& out) {
+  if (!mu_.TryLock()) return;
+  if (entries_.size() <= kMaxChannelsPolled) {
+    for (const auto& [id, entry] : entries_) {
+      if (out.size() == out.capacity()) break;  // Never allocates: the spin goes on without.
+      entry->waiting().BeginPoll();
+      out.push_back(entry);
+    }
+  }
+  mu_.Unlock();
+}
+
 void ServerPool::TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) {
   absl::InlinedVector<std::shared_ptr<ServedChannel>, kMaxChannelsPolled> entries;
   {

@@ -161,6 +161,7 @@ class ServerPool final : private NestedSource {
   // NestedSource: a thread waiting in `chain` claims its requests itself.
   bool PendingFor(uint64_t chain) override;
   void TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) override;
+  void AnnouncePoller(absl::InlinedVector<std::shared_ptr<ServedChannel>, 8>& out) override;
   void Remove(const std::shared_ptr<ServedChannel>& entry);
   // Calls the entry's on_end, once.
   static void TellEnded(ServedChannel& entry);
