@@ -20,6 +20,8 @@
 #include "ipc/base/errors.h"
 #include "ipc/base/mutex.h"
 #include "ipc/base/notification.h"
+#include "ipc/rpc/object.h"
+#include "ipc/rpc/object_wire.h"
 #include "ipc/testing/subprocess.h"
 #include "tests/rpc/kitchen_sink_service.h"
 #include "tests/testing/channel_pair.h"
@@ -324,6 +326,36 @@ TEST(ServerPool, ShutdownWakesAWorkerThatHasJustSeenThePoolRunning) {
   }
   stopper.join();
   EXPECT_EQ(pool->thread_count(), 0u);
+}
+
+// A hand-written service whose interface id happens to carry the object
+// word's tag (about one name in 65,536 hashes so: this is
+// Fnv1a64("acme.Service1027440")). Answers every call with an empty reply.
+class TagLookalikeService final : public rpc::ServiceStub {
+ public:
+  static constexpr uint64_t kId = 0x0b1ecc2a160b6fe8ull;
+  absl::string_view service_name() const override { return "acme.Service1027440"; }
+  uint64_t interface_id() const override { return kId; }
+  absl::Status Dispatch(IncomingCall& call, const rpc::CallContext&) override {
+    return call.Reply({});
+  }
+};
+static_assert(rpc::Fnv1a64("acme.Service1027440") == TagLookalikeService::kId);
+static_assert(rpc::object_wire::IsObjectWord(TagLookalikeService::kId));
+
+// Regression: the object protocol took every call whose interface word
+// looked like an object word for a call on an object its replies lent, so
+// such a service answered nothing but NOT_FOUND.
+TEST(ServerPool, AServiceWhoseIdLooksLikeAnObjectWordIsStillItself) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  rpc::ServerPool pool({.max_threads = 1});
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  ASSERT_OK(pool.Add(std::move(pair.server),
+                     rpc::ServeWithObjectProtocol(std::make_shared<TagLookalikeService>())));
+  ASSERT_OK_AND_ASSIGN(OutgoingCall call,
+                       pair.client->BeginCall(0, absl::Now() + absl::Seconds(10)));
+  call.header() = CallHeader{TagLookalikeService::kId, rpc::MethodWord(1, 2), 0};
+  EXPECT_OK(pair.client->Call(std::move(call), {}, absl::Now() + absl::Seconds(10)).status());
 }
 
 }  // namespace
