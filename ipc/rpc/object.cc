@@ -150,7 +150,7 @@ class ExportTable {
     const uint32_t handle = next_handle_++;
     handles_.emplace(stub.get(), handle);
     entries_.emplace(handle, Entry{std::move(stub), 1, 0});
-    ObjectHost::Get().CountReference(1);
+    ObjectHost::CountReference(1);
     return handle;
   }
 
@@ -249,7 +249,7 @@ class ExportTable {
     }
     // Counted down before the objects go, so that a test that sees an
     // object destroyed sees its reference gone too.
-    ObjectHost::Get().CountReference(-static_cast<int>(entries.size()));
+    ObjectHost::CountReference(-static_cast<int>(entries.size()));
   }
 
   bool closed() {
@@ -281,7 +281,7 @@ class ExportTable {
     std::shared_ptr<ServiceStub> stub = std::move(it->second.stub);
     handles_.erase(stub.get());
     entries_.erase(it);
-    ObjectHost::Get().CountReference(-1);
+    ObjectHost::CountReference(-1);
     return stub;
   }
 
@@ -388,11 +388,11 @@ class ConnectionStub final : public ServiceStub {
   // `counted`: the channel is a dedicated reference to `inner`.
   ConnectionStub(std::shared_ptr<ServiceStub> inner, bool counted)
       : inner_(std::move(inner)), counted_(counted) {
-    if (counted_) ObjectHost::Get().CountReference(1);
+    if (counted_) ObjectHost::CountReference(1);
   }
   ~ConnectionStub() override {
     results_->Close();
-    if (counted_) ObjectHost::Get().CountReference(-1);
+    if (counted_) ObjectHost::CountReference(-1);
   }
   absl::string_view service_name() const override { return inner_->service_name(); }
   uint64_t interface_id() const override { return inner_->interface_id(); }
@@ -481,6 +481,18 @@ std::shared_ptr<ServiceStub> ServeWithObjectProtocol(std::shared_ptr<ServiceStub
 
 // ---------------------------------------------------------------------------
 // ObjectHost
+
+namespace {
+std::atomic<int64_t> references{0};
+}  // namespace
+
+void ObjectHost::CountReference(int delta) {
+  references.fetch_add(delta, std::memory_order_acq_rel);
+}
+
+size_t ObjectHost::reference_count() const {
+  return static_cast<size_t>(references.load(std::memory_order_acquire));
+}
 
 ObjectHost& ObjectHost::Get() {
   static ObjectHost* host = new ObjectHost();  // Serves until exit, like Binder's pool.

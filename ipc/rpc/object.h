@@ -100,9 +100,7 @@ class ObjectHost {
   // open, plus objects lent or held by handle (one per object and table:
   // a reverse channel's, a connection's for its replies; however many
   // times it was passed).
-  size_t reference_count() const {
-    return static_cast<size_t>(references_.load(std::memory_order_acquire));
-  }
+  size_t reference_count() const;
   size_t thread_count() { return pool_.thread_count(); }
 
  private:
@@ -110,11 +108,12 @@ class ObjectHost {
   friend class ExportTable;
   friend class ConnectionStub;
   ObjectHost();
-  void CountReference(int delta) { references_.fetch_add(delta, std::memory_order_acq_rel); }
+  // Process-wide, without making the host: tables and channels count from
+  // any thread, their destructors included, some under a pool's lock.
+  static void CountReference(int delta);
 
   channel_layout::Geometry geometry_;
   ServerPool pool_;
-  std::atomic<int64_t> references_{0};
 };
 
 // The object protocol for one served channel (a service connection, a

@@ -313,8 +313,10 @@ void ServerPool::Refresh(Snapshot& local, uint64_t* generation) {
   }
   const uint64_t now = generation_.load(std::memory_order_acquire);
   if (now == *generation) return;
-  MutexLock lock(&mu_);
+  // Before mu_: this may drop the last reference to a channel, and its
+  // stub's destructor may do anything, take locks ranked before mu_ too.
   local.clear();  // Keeps the capacity: no allocation in the steady state.
+  MutexLock lock(&mu_);
   for (const auto& [id, entry] : entries_) local.push_back(entry);
   *generation = generation_.load(std::memory_order_relaxed);
 }
