@@ -148,7 +148,10 @@ TEST_F(ManagerRestartTest, ManagerKilledRepeatedlyUnderTrafficLosesNothing) {
     SCOPED_TRACE(absl::StrCat("kill ", k));
     const std::string late = absl::StrCat("rs.late", k);
     absl::Status waited = absl::UnknownError("not run");
-    std::thread waiter([&] { waited = watcher->WaitFor(late, absl::Seconds(20)); });
+    // A jthread: an ASSERT that ends the test early still joins it (a
+    // joinable std::thread would terminate the process, and the run would
+    // show a timeout instead of the failure).
+    std::jthread waiter([&] { waited = watcher->WaitFor(late, absl::Seconds(20)); });
     // A random moment: traffic keeps flowing meanwhile.
     absl::SleepFor(absl::Microseconds(rng() % 30000));
     ASSERT_OK(daemon.Kill(SIGKILL));
