@@ -766,10 +766,7 @@ RemoteObject::~RemoteObject() {
 }
 
 void RemoteObject::Settle() {
-  State expected = State::kBorrowed;
-  if (!state_.compare_exchange_strong(expected, State::kSettling, std::memory_order_acq_rel)) {
-    return;
-  }
+  if (!BeginKeep()) return;
   // Failed: the host is gone, or never lent it (a forged handle); calls on
   // it fail the same way.
   const absl::Status acquired = link_->Acquire(handle_);

@@ -250,7 +250,7 @@ class RemoteObject final : public internal::DeathLinks {
         state_(State::kBorrowed) {}
   // Borrowed -> held (BorrowedObjects::Settle).
   void Settle();
-  // Borrowed -> settling, for a reply's settle message; false if it was not
+  // Borrowed -> settling (for Settle, or a reply's settle message); false if it was not
   // borrowed. EndKeep, once the message is queued: held.
   bool BeginKeep();
   void EndKeep();
