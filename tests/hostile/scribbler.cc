@@ -17,8 +17,11 @@
 // thing the design promises can never happen.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -101,21 +104,38 @@ void TryToWrite(const Mapping& m) {
   }
 }
 
+std::atomic<uint64_t> scribbled{0};
+
 void Scribble(std::atomic<bool>& stop) {
-  std::mt19937_64 rng(static_cast<uint64_t>(::getpid()) * 7919);
+  constexpr size_t kRuns = 256;
+  constexpr size_t kMaxRun = 64;
+  const pid_t self = ::getpid();
+  std::mt19937_64 rng(static_cast<uint64_t>(self) * 7919);
+  std::vector<uint8_t> noise(kRuns * kMaxRun);
   while (!stop.load(std::memory_order_relaxed)) {
     for (const Mapping& m : SluiceMappings()) {
       if (!m.writable) {
         TryToWrite(m);
         continue;
       }
-      auto* bytes = reinterpret_cast<volatile uint8_t*>(m.begin);
+      // Written through process_vm_writev rather than by stores: a mapping
+      // that went since /proc/self/maps was read costs an EFAULT, not a
+      // SIGSEGV, and the sanitizers do not take these deliberate races for
+      // bugs of the runtime (a TSan report racing a deadly signal handler
+      // deadlocked TSan itself, leaving the scribbler hung).
       const size_t size = m.end - m.begin;
-      for (int i = 0; i < 256; ++i) {
+      iovec local{noise.data(), 0};
+      std::array<iovec, kRuns> remote;
+      for (iovec& run : remote) {
         const size_t at = rng() % size;
-        const size_t run = std::min<size_t>(1 + rng() % 64, size - at);
-        for (size_t k = 0; k < run; ++k) bytes[at + k] = static_cast<uint8_t>(rng());
+        run.iov_base = reinterpret_cast<void*>(m.begin + at);
+        run.iov_len = std::min<size_t>(1 + rng() % kMaxRun, size - at);
+        local.iov_len += run.iov_len;
       }
+      for (uint8_t& byte : noise) byte = static_cast<uint8_t>(rng());
+      // Stops at the first run that fails; the next round maps afresh.
+      const ssize_t wrote = ::process_vm_writev(self, &local, 1, remote.data(), remote.size(), 0);
+      if (wrote > 0) scribbled.fetch_add(static_cast<uint64_t>(wrote), std::memory_order_relaxed);
     }
     // A thousand rounds a second: enough to hit every call, while leaving
     // windows in which a connection can open and calls can complete.
@@ -235,6 +255,8 @@ int main(int argc, char** argv) {
                                         : RunClient(**manager, end);
   stop.store(true);
   scribbler.join();
+  std::fprintf(stderr, "scribbler: wrote %llu bytes over shared memory\n",
+               static_cast<unsigned long long>(scribbled.load()));
   // Quick exit: the scribbled state of this process is not worth unwinding.
   std::fflush(nullptr);
   ::_exit(code);
