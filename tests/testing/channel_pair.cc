@@ -6,7 +6,8 @@
 namespace sluice::testing {
 
 absl::StatusOr<LocalPair> MakeLocalPair(PeerWatcher& watcher,
-                                        const channel_layout::Geometry& geometry) {
+                                        const channel_layout::Geometry& geometry,
+                                        const ChannelOptions& client_options) {
   auto region = CreateChannelRegion(geometry);
   if (!region.ok()) return region.status();
   auto sockets = SeqPacketPair();
@@ -17,7 +18,8 @@ absl::StatusOr<LocalPair> MakeLocalPair(PeerWatcher& watcher,
   if (!server_region.ok()) return server_region.status();
   auto server = ServerChannel::Open(*std::move(server_region), std::move(sockets->second), watcher);
   if (!server.ok()) return server.status();
-  auto client = ClientChannel::Open(*std::move(region), std::move(sockets->first), watcher);
+  auto client =
+      ClientChannel::Open(*std::move(region), std::move(sockets->first), watcher, client_options);
   if (!client.ok()) return client.status();
   return LocalPair{*std::move(client), *std::move(server)};
 }

@@ -21,8 +21,10 @@ struct LocalPair {
   std::unique_ptr<ServerChannel> server;
 };
 
+// `client_options`: the client end's (a fuzzer's small reply limit, say).
 absl::StatusOr<LocalPair> MakeLocalPair(PeerWatcher& watcher,
-                                        const channel_layout::Geometry& geometry = {});
+                                        const channel_layout::Geometry& geometry = {},
+                                        const ChannelOptions& client_options = {});
 
 struct ChildConnection {
   std::unique_ptr<ClientChannel> client;
