@@ -382,6 +382,40 @@ TEST(ChannelLifecycle, CallHeaderTravelsWithTheRequest) {
   EXPECT_TRUE(incoming.oneway());
 }
 
+// The reply word goes with an OK reply only, and the server learns which
+// word the client got: the RPC layer ends the loans of a ticket whose reply
+// went as an error (ipc/rpc/stub.h, ReplyLoans).
+TEST(ChannelLifecycle, TheReplyWordGoesWithAnOkReplyOnlyAndTheServerSeesWhichWent) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  auto& client = pair.client;
+  auto& server = pair.server;
+  for (const bool ok : {true, false}) {
+    std::thread caller([&] {
+      ASSERT_OK_AND_ASSIGN(OutgoingCall call, client->BeginCall(8));
+      absl::StatusOr<Reply> reply = client->Call(std::move(call), call.buffer().first(0));
+      if (ok) {
+        ASSERT_OK(reply);
+        EXPECT_EQ(reply->word(), 0x1234u);
+      } else {
+        EXPECT_THAT(reply, StatusIs(absl::StatusCode::kAborted));
+      }
+    });
+    ASSERT_OK_AND_ASSIGN(IncomingCall received, server->Receive());
+    received.set_reply_word(0x1234);
+    // Moved (as the pool does with what it routes), the word goes along:
+    // the caller checks it arrived.
+    IncomingCall incoming = std::move(received);
+    if (ok) {
+      ASSERT_OK(incoming.Reply({}));
+    } else {
+      ASSERT_OK(incoming.Fail(absl::AbortedError("no")));
+    }
+    EXPECT_EQ(incoming.reply_word_sent(), ok);
+    caller.join();
+  }
+}
+
 TEST(ChannelLifecycle, ReceiveTimesOutWithDeadlineExceeded) {
   ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
   ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());

@@ -14,8 +14,10 @@
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
 #include "ipc/host/service_host.h"
+#include "ipc/rpc/server_pool.h"
 #include "ipc/testing/subprocess.h"
 #include "tests/objects/objects_service.h"
+#include "tests/testing/channel_pair.h"
 #include "tests/testing/status_matchers.h"
 
 namespace sluice::testing {
@@ -429,6 +431,48 @@ TEST_F(ObjectTest, TenThousandResultObjectCyclesLeakNothing) {
   ASSERT_OK_AND_ASSIGN(auto peer_after, holder->Stats());
   EXPECT_EQ(peer_after->open_fds(), peer_before->open_fds());
   EXPECT_EQ(peer_after->memfd_mappings(), peer_before->memfd_mappings());
+}
+
+// Lends a new Callback in each ReadFd reply, which is 16 KiB: over a
+// caller's reply limit of 4 KiB it fails after the loan was made.
+class OversizedLender : public HolderService {
+ public:
+  absl::StatusOr<flatbuffers::Offset<objects::FdResponse>> ReadFd(
+      const rpc::CallContext& context, const objects::FdRequest& /*request*/,
+      flatbuffers::FlatBufferBuilder& reply) override {
+    absl::StatusOr<uint32_t> field = rpc::AttachObject(context, std::make_shared<CallbackObject>());
+    if (!field.ok()) return field.status();
+    EXPECT_TRUE(rpc::object_wire::IsHandleField(*field)) << *field;
+    return objects::CreateFdResponseDirect(reply, std::string(16 * 1024, 'x').c_str());
+  }
+};
+
+// Regression (fuzz/object_protocol_fuzzer): a reply that lent objects but
+// went as an error (here it outgrew the caller's reply limit) left its
+// ticket open, and no caller ever learns that ticket, so its objects stayed
+// lent until the connection ended. Its loans end with the failed reply.
+TEST(ObjectsInResults, AReplyThatFailsAfterLendingEndsItsLoans) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ChannelOptions small_replies;
+  small_replies.max_message_size = 4096;
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher, {}, small_replies));
+  rpc::ServerPool pool;
+  ASSERT_OK(pool.Add(std::move(pair.server),
+                     rpc::ServeWithObjectProtocol(std::make_shared<OversizedLender>())));
+  objects::HolderProxy holder(*pair.client);
+  const int64_t live = CallbackObject::live();
+  const uint64_t references = rpc::ObjectHost::Get().reference_count();
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THAT(holder.ReadFd(),
+                StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("limit")));
+  }
+  EXPECT_TRUE(Eventually([&] { return CallbackObject::live() == live; }))
+      << CallbackObject::live() - live << " objects of failed replies still lent";
+  EXPECT_EQ(rpc::ObjectHost::Get().reference_count(), references);
+  // The connection itself is fine, and lends what fits.
+  ASSERT_OK_AND_ASSIGN(auto made, holder.Make());
+  EXPECT_TRUE(rpc::object_wire::IsHandleField(made->callback()));
+  EXPECT_NE(made.lent_objects(), nullptr);
 }
 
 }  // namespace
