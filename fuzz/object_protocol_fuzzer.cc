@@ -1,6 +1,6 @@
 // libFuzzer target: the object protocol as a hostile peer reaches it.
 //
-// Two surfaces, both served by the runtime's own pools in this process:
+// Three surfaces, all served by the runtime's own pools in this process:
 //   reverse     the reverse channel this process serves for the objects it
 //               lent by handle (three Painters): calls addressed to any
 //               handle and interface fold, Acquire and Release with any
@@ -10,33 +10,60 @@
 //               Clone and OpenReverse (with no descriptors, with a memfd of
 //               the input's bytes posing as a channel region, with a real
 //               region, with too many) beside the service's own methods.
+//   objects     a connection whose replies lend objects by handle (its
+//               service, a LendingPainter, has a Lend method that attaches
+//               fresh, repeated and long-lived local objects to its reply):
+//               a script of steps, each a Lend (on the connection or on a
+//               lent object), a Settle of real, settled, unknown or no
+//               tickets keeping lent, unlent and repeated handles, with
+//               sizes right, short, ragged and too long, oneway or sync, a
+//               Release of held and unheld handles, a call addressed to an
+//               object word (any handle, any fold, the Painter methods,
+//               Lend, Clone, control calls, raw method words), a Clone of a
+//               handle or of the connection called through, or a reconnect
+//               (with a small reply limit, so that a reply that lent objects
+//               can fail after its ticket opened). The script keeps a model
+//               of what the host lends and holds; at its end it settles and
+//               releases the rest, and then every object lent must go while
+//               the connection is still open, and every object at all once
+//               it closed: a leak aborts.
 // Every input must end in a reply or an error; a call that outlives its
 // deadline is a hang and aborts. A reverse channel or connection that the
 // host closed as malformed is made again for the next input.
 //
-// Input: byte 0 flags (bit 0 surface: 0 reverse, 1 connection; bit 1
-// oneway; bits 2-3 how to address the call; bits 4-6 which descriptors go
-// with it), byte 1 a handle or method pick, bytes 2-17 an interface word
-// and method word used when bits 2-3 say raw, then the request bytes.
+// Input: byte 0 flags (bit 0 surface: 0 reverse, 1 connection; with bit 7
+// also set, the objects surface: bits 1-2 its first reply limit, then the
+// script's steps, see ObjectScript). Otherwise bit 1 oneway; bits 2-3 how
+// to address the call; bits 4-6 which descriptors go with it; byte 1 a
+// handle or method pick, bytes 2-17 an interface word and method word used
+// when bits 2-3 say raw, then the request bytes.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/clock.h"
 #include "ipc/channel/channel_region.h"
 #include "ipc/channel/client_channel.h"
 #include "ipc/rpc/object.h"
 #include "ipc/rpc/object_wire.h"
 #include "ipc/rpc/server_pool.h"
+#include "ipc/rpc/stub.h"
 #include "ipc/socket/unix_socket.h"
 #include "tests/rpc/kitchen_sink_service.h"
 #include "tests/testing/channel_pair.h"
@@ -56,6 +83,14 @@ bool Waits(uint64_t method) {
   const uint32_t id = rpc::MethodIdOf(method);
   return id == rpc::MethodIdOf(sink::PainterInterface::kHang) ||
          id == rpc::MethodIdOf(sink::PainterInterface::kSleep);
+}
+
+// Methods whose cost is the size they are asked for (a Download or Produce
+// of up to 64 MiB), which a script's raw calls leave to the other surfaces.
+bool Heavy(uint64_t method) {
+  const uint32_t id = rpc::MethodIdOf(method);
+  return id == rpc::MethodIdOf(sink::PainterInterface::kDownload) ||
+         id == rpc::MethodIdOf(sink::PainterInterface::kProduce);
 }
 
 [[noreturn]] void Hung(const absl::Status& status) {
@@ -208,10 +243,679 @@ uint64_t ControlMethod(uint8_t pick) {
   }
 }
 
+// --- The objects surface: objects lent in replies, on the connection --------
+
+// LendingPainters alive, and of them those a Lend made to lend (fresh).
+std::atomic<int64_t> g_painters{0};
+std::atomic<int64_t> g_fresh{0};
+
+// A Painter with one more method, Lend(Counter):Blob, whose handler lends
+// local objects by handle in its reply (rpc::AttachObject). Request value:
+// bits 0-2 how many, or, when bits 24-31 are 0xa5, one more than a reply
+// lends by handle (the last goes as a dedicated channel); bits 3-4 which:
+// 0 fresh ones, 1 one fresh object again and again, 2 this Painter's
+// resident (the same object in every reply), 3 those three in turn; bit 5
+// fail after attaching them; bits 8-14 the reply's padding, in 32-byte
+// units, or KiB with bit 15 (to pass a reply limit, or spill). Reply data:
+// the count, the field AttachObject returned for each (uint32 each), then
+// the padding.
+class LendingPainter final : public rpc::ServiceStub {
+ public:
+  static constexpr uint64_t kLendMethod =
+      rpc::MethodWord(rpc::Fnv1a32("Lend"), rpc::Fnv1a32("Counter->Blob"));
+
+  explicit LendingPainter(bool fresh) : fresh_(fresh) {
+    g_painters.fetch_add(1);
+    if (fresh_) g_fresh.fetch_add(1);
+  }
+  ~LendingPainter() override {
+    if (fresh_) g_fresh.fetch_sub(1);
+    g_painters.fetch_sub(1);
+  }
+  absl::string_view service_name() const override { return painter_.service_name(); }
+  uint64_t interface_id() const override { return painter_.interface_id(); }
+
+  absl::Status Dispatch(sluice::IncomingCall& call, const rpc::CallContext& context) override {
+    if (rpc::TargetInterface(call, context) == interface_id() &&
+        rpc::MethodIdOf(call.header().method) == rpc::MethodIdOf(kLendMethod)) {
+      return rpc::HandleCall<sink::Counter, sink::Blob>(
+          call, context, kLendMethod, "fuzz.LendingPainter.Lend", lend_stats_,
+          [this](const rpc::CallContext& c, const sink::Counter& r,
+                 flatbuffers::FlatBufferBuilder& b) { return Lend(c, r, b); });
+    }
+    return painter_.Dispatch(call, context);
+  }
+
+ private:
+  absl::StatusOr<flatbuffers::Offset<sink::Blob>> Lend(const rpc::CallContext& context,
+                                                       const sink::Counter& request,
+                                                       flatbuffers::FlatBufferBuilder& reply) {
+    const uint64_t value = request.value();
+    const uint32_t count = (value >> 24) == 0xa5 ? wire::kMaxLoansPerReply + 1 : value & 7;
+    const uint32_t which = (value >> 3) & 3;
+    const size_t padding = ((value >> 8) & 0x7f) * ((value & 0x8000) != 0 ? 1024 : 32);
+    std::vector<uint32_t> words = {count};
+    std::shared_ptr<LendingPainter> last;
+    for (uint32_t i = 0; i < count; ++i) {
+      std::shared_ptr<LendingPainter> object;
+      switch (which == 3 ? i % 3 : which) {
+        case 0:
+          object = std::make_shared<LendingPainter>(/*fresh=*/true);
+          break;
+        case 1:
+          object = last != nullptr ? last : std::make_shared<LendingPainter>(/*fresh=*/true);
+          break;
+        default:
+          object = Resident();
+          break;
+      }
+      last = object;
+      absl::StatusOr<uint32_t> field = rpc::AttachObject(context, object);
+      if (!field.ok()) return field.status();
+      words.push_back(*field);
+    }
+    if ((value >> 5) & 1) return absl::AbortedError("Lend: failing after lending, as asked");
+    uint8_t* out = nullptr;
+    const size_t size = words.size() * sizeof(uint32_t);
+    auto data = reply.CreateUninitializedVector(size + padding, &out);
+    std::memcpy(out, words.data(), size);
+    std::memset(out + size, 0, padding);
+    return sink::CreateBlob(reply, data);
+  }
+
+  std::shared_ptr<LendingPainter> Resident() {
+    std::lock_guard lock(mu_);
+    if (resident_ == nullptr) resident_ = std::make_shared<LendingPainter>(/*fresh=*/false);
+    return resident_;
+  }
+
+  const bool fresh_;
+  sluice::testing::PainterService painter_;
+  rpc::MethodStats lend_stats_;
+  std::mutex mu_;
+  std::shared_ptr<LendingPainter> resident_;
+};
+
+[[noreturn]] void Wrong(const char* what) {
+  std::fprintf(stderr, "object_protocol_fuzzer: %s (%lld LendingPainters alive, %lld lent ones)\n",
+               what, static_cast<long long>(g_painters.load()),
+               static_cast<long long>(g_fresh.load()));
+  std::abort();
+}
+
+// Waits (bounded) for `done`, which the host owes us; a finding if it never
+// comes.
+template <typename Done>
+void Eventually(Done done, const char* what) {
+  const absl::Time deadline = absl::Now() + kPatience;
+  while (!done()) {
+    if (absl::Now() > deadline) Wrong(what);
+    absl::SleepFor(absl::Microseconds(50));
+  }
+}
+
+// One call on `channel`: whether it went, and its reply if it has one.
+struct Outcome {
+  bool sent = false;
+  std::optional<absl::StatusOr<sluice::Reply>> reply;
+};
+
+Outcome Exchange(sluice::ClientChannel& channel, const sluice::CallHeader& header, bool oneway,
+                 std::span<const uint8_t> body) {
+  Outcome outcome;
+  auto call = channel.BeginCall(body.empty() ? 1 : body.size(), absl::Now() + kPatience);
+  if (!call.ok()) {
+    if (absl::IsDeadlineExceeded(call.status())) Hung(call.status());
+    return outcome;
+  }
+  if (!body.empty()) std::memcpy(call->buffer().data(), body.data(), body.size());
+  call->header() = header;
+  const auto message = call->buffer().first(body.size());
+  if (oneway) {
+    outcome.sent = channel.Send(*std::move(call), message).ok();
+    return outcome;
+  }
+  outcome.sent = true;
+  outcome.reply = channel.Call(*std::move(call), message, absl::Now() + kPatience);
+  if (!outcome.reply->ok() && absl::IsDeadlineExceeded(outcome.reply->status())) {
+    Hung(outcome.reply->status());
+  }
+  return outcome;
+}
+
+template <typename Build>
+std::vector<uint8_t> Encode(Build build) {
+  flatbuffers::FlatBufferBuilder fbb;
+  fbb.Finish(build(fbb));
+  return std::vector<uint8_t>(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+}
+
+std::vector<uint8_t> CounterRequest(uint64_t value) {
+  return Encode([&](auto& fbb) { return sink::CreateCounter(fbb, value); });
+}
+std::vector<uint8_t> EmptyRequest() {
+  return Encode([](auto& fbb) { return sink::CreateEmpty(fbb); });
+}
+
+// The fields a Lend reply lists (see LendingPainter), if it is one.
+std::vector<uint32_t> LentFields(const sluice::Reply& reply) {
+  const auto bytes = reply.data();
+  const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+  flatbuffers::Verifier verifier(data, bytes.size());
+  if (!verifier.VerifyBuffer<sink::Blob>(nullptr)) return {};
+  const sink::Blob* blob = flatbuffers::GetRoot<sink::Blob>(data);
+  if (blob->data() == nullptr || blob->data()->size() < sizeof(uint32_t)) return {};
+  const uint8_t* words = blob->data()->data();
+  uint32_t count = 0;
+  std::memcpy(&count, words, sizeof(count));
+  count = std::min<uint32_t>(count, blob->data()->size() / sizeof(uint32_t) - 1);
+  std::vector<uint32_t> fields(count);
+  if (count > 0) std::memcpy(fields.data(), words + sizeof(uint32_t), count * sizeof(uint32_t));
+  return fields;
+}
+
+// A connection of the objects surface, and what the host lends and holds on
+// it as this client's calls made it (which the host must agree with).
+struct ObjectConnection {
+  std::unique_ptr<sluice::ClientChannel> channel;
+  struct Ticket {
+    uint32_t ticket = 0;
+    std::vector<uint32_t> lent;
+    bool open = true;
+  };
+  std::vector<Ticket> tickets;    // Every reply ticket seen here, settled ones too.
+  std::vector<uint32_t> handles;  // Every handle lent here, in order.
+  absl::flat_hash_map<uint32_t, uint32_t> holds;
+  // Sent something the host closes the connection for: the model says
+  // nothing any more.
+  bool doomed = false;
+  // Settled a ticket no reply had given yet: the host closes the connection
+  // for it, or, if a reply opened that ticket first, settles it (and then
+  // the model's settle of the same ticket closes it).
+  bool guessed = false;
+};
+
+// Small arenas: a connection per script is cheap to make, and a large
+// reply (Lend's padding) spills to a memfd of its own.
+constexpr sluice::channel_layout::Geometry kObjectsGeometry{
+    .slot_count = 16, .request_arena_size = 64 * 1024, .reply_arena_size = 64 * 1024};
+
+// The objects surface. A script is a sequence of steps, each an op byte
+// (op & 7 says which: 0 and 7 Lend, 1 Settle, 2 Release, 3 a call to an
+// object word, 4 Clone, 5 reconnect, 6 another control call; the other
+// bits vary it) and the bytes it reads (see each step); missing bytes read
+// as 0. A step on a connection the host closed first opens another.
+class ObjectScript {
+ public:
+  // Bounds on what one script costs, so that the slowest stays far below
+  // the fuzzer's timeout: steps, Lends of more than a reply lends by handle
+  // (1024 objects each), clones, connections.
+  static constexpr int kMaxSteps = 64;
+  static constexpr int kMaxBigLends = 2;
+  static constexpr int kMaxClones = 16;
+  static constexpr int kMaxConnections = 16;
+
+  ObjectScript(Harness& h, std::span<const uint8_t> steps) : h_(h), in_(steps) {}
+
+  // Runs the script on a connection of its own, then closes it: the pool
+  // must drop it, and every object made for it go.
+  void Run(uint8_t flags) {
+    Open(ReplyLimit(flags >> 1));
+    for (int step = 0; step < kMaxSteps && at_ < in_.size(); ++step) Step();
+    Finish();
+    conn_.channel.reset();
+    Eventually([&] { return ended_->load() == made_; },
+               "the pool never dropped a connection this client closed");
+    Eventually([&] { return g_painters.load() == 0 && References() <= references_; },
+               "objects of a connection outlive it (and every clone of them)");
+  }
+
+ private:
+  uint8_t Byte() { return at_ < in_.size() ? in_[at_++] : 0; }
+  // A Lend's request value within the script's budget.
+  uint32_t Budgeted(uint32_t value) {
+    if ((value >> 24) == 0xa5 && ++big_lends_ > kMaxBigLends) value &= 0x00ffffff;
+    return value;
+  }
+  uint32_t Word() {
+    uint32_t word = 0;
+    for (int i = 0; i < 4; ++i) word |= uint32_t{Byte()} << (8 * i);
+    return word;
+  }
+  std::vector<uint8_t> Bytes(size_t n) {
+    std::vector<uint8_t> bytes;
+    for (size_t i = 0; i < n && at_ < in_.size(); ++i) bytes.push_back(Byte());
+    return bytes;
+  }
+  static uint64_t ReplyLimit(uint8_t pick) {
+    switch (pick & 3) {
+      case 1:
+        return 4096;
+      case 2:
+        return 64 * 1024;
+      default:
+        return sluice::ChannelOptions{}.max_message_size;
+    }
+  }
+
+  void Open(uint64_t reply_limit) {
+    sluice::ChannelOptions options;
+    options.max_message_size = reply_limit;
+    auto pair = *sluice::testing::MakeLocalPair(*h_.watcher, kObjectsGeometry, options);
+    conn_ = ObjectConnection();
+    conn_.channel = std::move(pair.client);
+    ++made_;
+    if (!h_.pool
+             .Add(std::move(pair.server),
+                  rpc::ServeWithObjectProtocol(std::make_shared<LendingPainter>(/*fresh=*/false)),
+                  [ended = ended_](absl::Status) { ended->fetch_add(1); })
+             .ok()) {
+      std::abort();
+    }
+  }
+
+  // A handle: p < 0x80 one of `preferred` (else of every handle lent
+  // here); then small numbers, lent or not; then edge values.
+  uint32_t Handle(uint8_t p, std::span<const uint32_t> preferred) {
+    if (p < 0x80) {
+      if (!preferred.empty()) return preferred[p % preferred.size()];
+      if (!conn_.handles.empty()) return conn_.handles[p % conn_.handles.size()];
+      return p & 7;
+    }
+    if (p < 0xe0) return p & 0x3f;
+    const uint32_t next = conn_.handles.empty()
+                              ? 1
+                              : *std::max_element(conn_.handles.begin(), conn_.handles.end()) + 1;
+    const uint32_t edges[] = {0, next, wire::kMaxHandle, wire::kHandleFlag | 1, 0xffffffff};
+    return edges[p % std::size(edges)];
+  }
+  uint32_t Handle(uint8_t p) { return Handle(p, conn_.handles); }
+
+  // One call on the connection; a reply with a ticket is recorded.
+  Outcome Call(const sluice::CallHeader& header, bool oneway, std::span<const uint8_t> body) {
+    Outcome outcome = Exchange(*conn_.channel, header, oneway, body);
+    if (outcome.reply.has_value() && outcome.reply->ok() && (*outcome.reply)->word() != 0) {
+      const uint64_t word = (*outcome.reply)->word();
+      ObjectConnection::Ticket ticket;
+      ticket.ticket = static_cast<uint32_t>(word);
+      if (!wire::IsTicketWord(word)) Wrong("a reply word that is no ticket");
+      for (uint32_t field : LentFields(**outcome.reply)) {
+        if (!wire::IsHandleField(field)) continue;  // A dedicated channel (closes with the reply).
+        ticket.lent.push_back(wire::HandleOfField(field));
+        conn_.handles.push_back(wire::HandleOfField(field));
+      }
+      conn_.tickets.push_back(std::move(ticket));
+    }
+    if (!outcome.sent && oneway && !conn_.channel->health().ok()) conn_.doomed = true;
+    return outcome;
+  }
+
+  // What a oneway Settle or Release the host received does to the model.
+  void ModelSettle(std::span<const uint8_t> body) {
+    if (body.size() % 4 != 0 || body.size() < 4 ||
+        body.size() > (wire::kMaxLoansPerReply + 1) * sizeof(uint32_t)) {
+      conn_.doomed = true;
+      return;
+    }
+    std::vector<uint32_t> words(body.size() / 4);
+    std::memcpy(words.data(), body.data(), body.size());
+    auto ticket = std::find_if(conn_.tickets.begin(), conn_.tickets.end(),
+                               [&](const auto& t) { return t.open && t.ticket == words[0]; });
+    if (ticket == conn_.tickets.end()) {
+      conn_.doomed = true;
+      // A number no reply gave yet: a reply still on its way may open it
+      // before the host reads this (oneway) Settle, which then settles it.
+      if (std::none_of(conn_.tickets.begin(), conn_.tickets.end(),
+                       [&](const auto& t) { return t.ticket == words[0]; })) {
+        conn_.guessed = true;
+      }
+      return;
+    }
+    ticket->open = false;
+    std::vector<uint32_t> lent = ticket->lent;
+    for (size_t i = 1; i < words.size(); ++i) {
+      auto it = std::find(lent.begin(), lent.end(), words[i]);
+      if (it == lent.end()) {
+        conn_.doomed = true;
+        return;
+      }
+      lent.erase(it);
+      ++conn_.holds[words[i]];
+    }
+  }
+  void ModelRelease(std::span<const uint8_t> body) {
+    if (body.size() % 4 != 0 || body.size() > wire::kMaxReleasesPerCall * sizeof(uint32_t)) {
+      conn_.doomed = true;
+      return;
+    }
+    for (size_t i = 0; i < body.size(); i += 4) {
+      uint32_t handle = 0;
+      std::memcpy(&handle, body.data() + i, 4);
+      auto it = conn_.holds.find(handle);
+      if (it == conn_.holds.end() || it->second == 0) {
+        conn_.doomed = true;
+        return;
+      }
+      if (--it->second == 0) conn_.holds.erase(it);
+    }
+  }
+  void Control(uint64_t method, bool oneway, std::span<const uint8_t> body) {
+    const Outcome outcome = Call({wire::kControlInterfaceId, method, 0}, oneway, body);
+    if (!oneway || !outcome.sent || conn_.doomed) return;
+    if (method == wire::kSettleMethod) ModelSettle(body);
+    if (method == wire::kReleaseMethod) ModelRelease(body);
+  }
+
+  void Step() {
+    const uint8_t op = Byte();
+    if (!conn_.channel->health().ok()) Reconnect(0);  // The host closed it.
+    switch (op & 7) {
+      case 0:
+      case 7:
+        return Lend(op);
+      case 1:
+        return Settle(op);
+      case 2:
+        return Release(op);
+      case 3:
+        return CallObject(op);
+      case 4:
+        return Clone(op);
+      case 5:
+        return Reconnect(op >> 3);
+      default:
+        return RawControl(op);
+    }
+  }
+
+  // [op][value u32][handle pick if bit 3]: Lend on the connection, or on a
+  // lent object (bit 3); oneway (bit 4) is the wrong kind.
+  void Lend(uint8_t op) {
+    const uint32_t value = Word();
+    const uint64_t target =
+        (op & 8) != 0 ? wire::ObjectWord(Handle(Byte()), sink::PainterInterface::kInterfaceId)
+                      : sink::PainterInterface::kInterfaceId;
+    (void)Call({target, LendingPainter::kLendMethod, 0}, (op & 16) != 0,
+               CounterRequest(Budgeted(value)));
+  }
+
+  // [op][ticket pick][count][handle picks...]: bit 3 sync; bits 4-5 the
+  // ticket: a real one (open or settled), an unknown one, four input
+  // bytes, or none; bits 6-7 the size: right, ragged, too long, too short.
+  void Settle(uint8_t op) {
+    const uint8_t ticket_pick = Byte();
+    const ObjectConnection::Ticket* real =
+        conn_.tickets.empty() ? nullptr : &conn_.tickets[ticket_pick % conn_.tickets.size()];
+    std::vector<uint32_t> words;
+    switch ((op >> 4) & 3) {
+      case 0:
+        words.push_back(real != nullptr ? real->ticket : ticket_pick + 1);
+        break;
+      case 1:
+        words.push_back(0x10000u + ticket_pick);
+        break;
+      case 2:
+        words.push_back(Word());
+        break;
+      default:
+        break;
+    }
+    const std::span<const uint32_t> lent =
+        real != nullptr ? std::span<const uint32_t>(real->lent) : std::span<const uint32_t>();
+    const uint8_t count = Byte() % 16;
+    for (uint8_t i = 0; i < count; ++i) words.push_back(Handle(Byte(), lent));
+    std::vector<uint8_t> body(words.size() * 4);
+    if (!words.empty()) std::memcpy(body.data(), words.data(), body.size());
+    Mangle(body, op >> 6, wire::kMaxLoansPerReply + 2);
+    Control(wire::kSettleMethod, (op & 8) == 0, body);
+  }
+
+  // [op][count][handle picks...]: bit 3 sync; bits 4-5 the size: right,
+  // ragged, too long, empty.
+  void Release(uint8_t op) {
+    const uint8_t count = Byte() % 16;
+    std::vector<uint8_t> body;
+    for (uint8_t i = 0; i < count; ++i) {
+      const uint32_t handle = Handle(Byte());
+      const auto* bytes = reinterpret_cast<const uint8_t*>(&handle);
+      body.insert(body.end(), bytes, bytes + 4);
+    }
+    const uint8_t size = (op >> 4) & 3;
+    if (size == 3) body.clear();
+    Mangle(body, size, wire::kMaxReleasesPerCall + 1);
+    Control(wire::kReleaseMethod, (op & 8) == 0, body);
+  }
+
+  // 1: 1-3 bytes more; 2: `too_many` words (repeating the first);
+  // 3 (Settle only): fewer than 4 bytes.
+  void Mangle(std::vector<uint8_t>& body, int how, size_t too_many) {
+    if (how == 1) {
+      body.resize(body.size() + 1 + Byte() % 3, 0xa5);
+    } else if (how == 2) {
+      uint32_t first = 1;
+      if (body.size() >= 4) std::memcpy(&first, body.data(), 4);
+      while (body.size() < too_many * 4) {
+        const auto* bytes = reinterpret_cast<const uint8_t*>(&first);
+        body.insert(body.end(), bytes, bytes + 4);
+      }
+    } else if (how == 3) {
+      body.resize(std::min<size_t>(body.size(), Byte() % 4));
+    }
+  }
+
+  // [op][handle pick][mode][...]: a call addressed to an object word. Bits
+  // 3-4 the fold: Painter's, the control interface's, two input bytes,
+  // Calculator's; bits 5-7 the method: Lend, Total, WhoAmI, Note, Echo,
+  // Clone, a raw method word (8 bytes, then a length byte and the body), a
+  // control method (pick byte, length byte, body). Mode bit 0: the other
+  // kind (oneway for sync, sync for oneway).
+  void CallObject(uint8_t op) {
+    const uint32_t handle = Handle(Byte());
+    const bool flip = (Byte() & 1) != 0;
+    uint64_t fold_of = sink::PainterInterface::kInterfaceId;
+    uint64_t word = 0;
+    switch ((op >> 3) & 3) {
+      case 1:
+        fold_of = wire::kControlInterfaceId;
+        break;
+      case 2: {
+        const uint64_t fold = Byte() | uint64_t{Byte()} << 8;
+        word = (wire::kObjectTag << 48) | (fold << 32) | handle;
+        break;
+      }
+      case 3:
+        fold_of = sink::CalculatorInterface::kInterfaceId;
+        break;
+      default:
+        break;
+    }
+    if (word == 0) word = wire::ObjectWord(handle, fold_of);
+    uint64_t method = 0;
+    bool oneway = false;
+    std::vector<uint8_t> body;
+    switch (op >> 5) {
+      case 0:
+        method = LendingPainter::kLendMethod;
+        body = CounterRequest(Budgeted(Word()));
+        break;
+      case 1:
+        method = sink::PainterInterface::kTotal;
+        body = EmptyRequest();
+        break;
+      case 2:
+        method = sink::PainterInterface::kWhoAmI;
+        body = EmptyRequest();
+        break;
+      case 3:
+        method = sink::PainterInterface::kNote;
+        oneway = true;
+        body = CounterRequest(Word());
+        break;
+      case 4: {
+        const int64_t number = static_cast<int32_t>(Word());
+        method = sink::PainterInterface::kEcho;
+        body = Encode([&](auto& fbb) {
+          sink::EchoRequestBuilder echo(fbb);
+          echo.add_number(number);
+          return echo.Finish();
+        });
+        break;
+      }
+      case 5:
+        method = wire::kCloneMethod;
+        break;
+      case 6: {
+        method = Word() | uint64_t{Word()} << 32;
+        body = Bytes(Byte());
+        break;
+      }
+      default:
+        method = ControlMethod(Byte());
+        if (Byte() & 1) method = wire::kSettleMethod;
+        oneway = true;
+        body = Bytes(Byte());
+        break;
+    }
+    if (Waits(method) || Heavy(method)) return;
+    if (rpc::MethodIdOf(method) == rpc::MethodIdOf(LendingPainter::kLendMethod)) {
+      return;  // A raw Lend: its request is the input's, not budgeted.
+    }
+    (void)Call({word, method, 0}, oneway != flip, body);
+  }
+
+  // [op][handle pick][value u32]: Clone of a handle (or, bit 3, of the
+  // connection's own object); bit 4 oneway (the wrong kind); bit 5 adopt
+  // the clone and call it: bits 6-7 WhoAmI, Lend(value), Clone of the
+  // clone, Lend(value) and a Settle keeping all it lent.
+  void Clone(uint8_t op) {
+    const uint64_t target = (op & 8) != 0
+                                ? wire::kControlInterfaceId
+                                : wire::ObjectWord(Handle(Byte()), wire::kControlInterfaceId);
+    const uint32_t value = Word();
+    if (++clones_ > kMaxClones) return;
+    Outcome outcome = Call({target, wire::kCloneMethod, 0}, (op & 16) != 0, {});
+    if ((op & 32) == 0 || !outcome.reply.has_value() || !outcome.reply->ok()) return;
+    std::vector<sluice::UniqueFd> fds = (*outcome.reply)->TakeFds();
+    if (fds.size() != 2) Wrong("a Clone answered without its two descriptors");
+    auto clone = rpc::RemoteObject::Adopt(rpc::ObjectFds{std::move(fds[0]), std::move(fds[1])});
+    if (!clone.ok()) Wrong("a Clone's descriptors are no object channel");
+    sluice::ClientChannel& channel = (*clone)->channel();
+    const uint64_t painter = sink::PainterInterface::kInterfaceId;
+    switch (op >> 6) {
+      case 0:
+        (void)Exchange(channel, {painter, sink::PainterInterface::kWhoAmI, 0}, false,
+                       EmptyRequest());
+        break;
+      case 2:
+        (void)Exchange(channel, {wire::kControlInterfaceId, wire::kCloneMethod, 0}, false, {});
+        break;
+      default: {
+        Outcome lent = Exchange(channel, {painter, LendingPainter::kLendMethod, 0}, false,
+                                CounterRequest(Budgeted(value)));
+        if ((op >> 6) != 3 || !lent.reply.has_value() || !lent.reply->ok()) break;
+        const uint64_t ticket = (*lent.reply)->word();
+        if (ticket == 0) break;
+        std::vector<uint32_t> words = {static_cast<uint32_t>(ticket)};
+        for (uint32_t field : LentFields(**lent.reply)) {
+          if (wire::IsHandleField(field)) words.push_back(wire::HandleOfField(field));
+        }
+        lent.reply.reset();
+        std::vector<uint8_t> body(words.size() * 4);
+        std::memcpy(body.data(), words.data(), body.size());
+        (void)Exchange(channel, {wire::kControlInterfaceId, wire::kSettleMethod, 0}, true, body);
+        break;
+      }
+    }
+    // The clone closes here, and with it everything it holds.
+  }
+
+  // [op][method pick][length][body]: a control call on the connection;
+  // bit 3 sync. The pick: ControlMethod's, or (bit 0 of the length byte
+  // set and pick odd) Settle.
+  void RawControl(uint8_t op) {
+    const uint8_t pick = Byte();
+    const uint8_t length = Byte();
+    uint64_t method = ControlMethod(pick);
+    if ((pick & 1) != 0 && (length & 1) != 0) method = wire::kSettleMethod;
+    if (method == wire::kOpenReverseMethod) return;  // The connection surface's.
+    Control(method, (op & 8) == 0, Bytes(length));
+  }
+
+  // Ends this connection the polite way (Finish) and opens another.
+  void Reconnect(uint8_t limit) {
+    if (++connections_ > kMaxConnections) return;
+    Finish();
+    conn_.channel.reset();
+    Open(ReplyLimit(limit));
+  }
+
+  // Objects this process lends or serves on dedicated channels; those of
+  // the other surfaces stay put (or go) while a script runs.
+  static size_t References() { return rpc::ObjectHost::Get().reference_count(); }
+
+  // Ends what this connection did, so that nothing is cut off by its close
+  // (the host serves oneway calls after the client saw them go): a doomed
+  // one must be closed by the host; otherwise every open ticket is settled
+  // keeping nothing and every hold released, and then no object may stay
+  // lent while the connection is still open. (After a guessed ticket, the
+  // host closes the connection or the model's own Settle of it does.)
+  void Finish() {
+    sluice::ClientChannel& channel = *conn_.channel;
+    if (!channel.health().ok()) return;
+    if (conn_.doomed && !conn_.guessed) {
+      Eventually([&] { return !channel.health().ok(); },
+                 "the host kept a connection whose client sent a malformed Settle or Release, "
+                 "an unknown ticket, a handle its ticket did not lend, or one it did not hold");
+      return;
+    }
+    for (const ObjectConnection::Ticket& ticket : conn_.tickets) {
+      if (!ticket.open) continue;
+      const auto* bytes = reinterpret_cast<const uint8_t*>(&ticket.ticket);
+      if (!Exchange(*conn_.channel, {wire::kControlInterfaceId, wire::kSettleMethod, 0}, true,
+                    std::span(bytes, 4))
+               .sent) {
+        return;
+      }
+    }
+    std::vector<uint32_t> held;
+    for (const auto& [handle, holds] : conn_.holds) held.insert(held.end(), holds, handle);
+    for (size_t i = 0; i < held.size(); i += wire::kMaxReleasesPerCall) {
+      const size_t n = std::min<size_t>(held.size() - i, wire::kMaxReleasesPerCall);
+      const auto* bytes = reinterpret_cast<const uint8_t*>(held.data() + i);
+      if (!Exchange(*conn_.channel, {wire::kControlInterfaceId, wire::kReleaseMethod, 0}, true,
+                    std::span(bytes, n * 4))
+               .sent) {
+        return;
+      }
+    }
+    Eventually(
+        [&] {
+          return (g_fresh.load() == 0 && References() <= references_) || !channel.health().ok();
+        },
+        "objects stay lent on an open connection whose tickets are all settled and "
+        "whose holds are all released");
+  }
+
+  Harness& h_;
+  std::span<const uint8_t> in_;
+  size_t at_ = 0;
+  ObjectConnection conn_;
+  const size_t references_ = References();
+  int big_lends_ = 0;
+  int clones_ = 0;
+  int connections_ = 1;
+  int made_ = 0;
+  std::shared_ptr<std::atomic<int>> ended_ = std::make_shared<std::atomic<int>>(0);
+};
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Harness* harness = new Harness();
+  if (size >= 1 && (data[0] & 0x81) == 0x81) {
+    ObjectScript(*harness, std::span(data + 1, std::min<size_t>(size - 1, 64 * 1024))).Run(data[0]);
+    return 0;
+  }
   if (size < 18) return 0;
   const uint8_t flags = data[0];
   const uint8_t pick = data[1];
