@@ -504,6 +504,8 @@ class ObjectScript {
     auto pair = *sluice::testing::MakeLocalPair(*h_.watcher, kObjectsGeometry, options);
     conn_ = ObjectConnection();
     conn_.channel = std::move(pair.client);
+    // As a Connection<> does: this client takes objects in replies by handle.
+    conn_.channel->AnnounceFeatures(wire::kTakesReplyHandles);
     ++made_;
     if (!h_.pool
              .Add(std::move(pair.server),

@@ -459,7 +459,9 @@ TEST(ObjectsInResults, AReplyThatFailsAfterLendingEndsItsLoans) {
   rpc::ServerPool pool;
   ASSERT_OK(pool.Add(std::move(pair.server),
                      rpc::ServeWithObjectProtocol(std::make_shared<OversizedLender>())));
-  objects::HolderProxy holder(*pair.client);
+  // Owned, as by a Connection<>, so the proxy takes objects by handle.
+  std::shared_ptr<ClientChannel> channel = std::move(pair.client);
+  objects::HolderProxy holder(*channel, channel);
   const int64_t live = CallbackObject::live();
   const uint64_t references = rpc::ObjectHost::Get().reference_count();
   for (int i = 0; i < 3; ++i) {
