@@ -4,8 +4,10 @@
 //   mode 0  the victim is a ServerChannel: the input writes the control
 //           region (header copy aside, any byte: slot client lines, client
 //           words) and sends liveness messages (hello, arena, descriptor
-//           tags, with memfds sealed right or wrong, pipes); then the server
-//           claims what it finds, verifies it as the stub does and answers.
+//           tags, with memfds sealed right or wrong, pipes; floods of rings);
+//           then the server claims what it finds (draining its bell first
+//           when it waits on it, as a pool of many channels does), verifies
+//           it as the stub does and answers.
 //   mode 1  the victim is a ClientChannel: the same for the server lines of
 //           the slots and the reply-side messages; then a call reads the
 //           reply as the proxy does (Response<T>::Make verifies it).
@@ -15,6 +17,7 @@
 // sanitizer report; each input starts from a fresh channel.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstddef>
@@ -85,7 +88,7 @@ UniqueFd MakeMemfd(std::span<const uint8_t> bytes, uint64_t size, int kind) {
 // Applies the hostile side's writes and messages until the input runs out.
 void PlayHostile(Input& in, Region& region, int socket, uint64_t arena_size) {
   for (int op = 0; op < 64 && !in.empty(); ++op) {
-    switch (in.Byte() % 4) {
+    switch (in.Byte() % 5) {
       case 0: {  // Eight bytes anywhere past the header.
         const uint64_t at =
             sizeof(channel_layout::ChannelHeader) +
@@ -147,6 +150,14 @@ void PlayHostile(Input& in, Region& region, int socket, uint64_t arena_size) {
         (void)SendMessage(socket, std::span<const std::byte>(bytes, length), raw);
         break;
       }
+      case 4: {  // Rings of the bell, up to far more than a client ever queues.
+        const int rings = 1 + in.Byte() * 2;
+        const uint64_t tag = channel_layout::kBellTag;
+        for (int i = 0; i < rings; ++i) {
+          if (::send(socket, &tag, sizeof(tag), MSG_DONTWAIT | MSG_NOSIGNAL) != sizeof(tag)) break;
+        }
+        break;
+      }
     }
   }
 }
@@ -155,7 +166,11 @@ void FuzzServer(Input& in) {
   auto region = CreateChannelRegion();
   auto sockets = SeqPacketPair();
   if (!region.ok() || !sockets.ok()) return;
-  const bool hello = (in.Byte() & 1) != 0;
+  const uint8_t flags = in.Byte();
+  const bool hello = (flags & 1) != 0;
+  // Waiting as a pool with many channels does: on the bell (the liveness
+  // socket), draining it before each look.
+  const bool bells = (flags & 2) != 0;
   if (hello) (void)EnableSenderCredentials(sockets->first.get());
   auto hostile = Region::Adopt(*region->DuplicateFd(), 0, Region::kMaxSize);
   ChannelOptions options;
@@ -164,11 +179,16 @@ void FuzzServer(Input& in) {
   auto server =
       ServerChannel::Open(*std::move(region), std::move(sockets->first), Watcher(), options);
   if (!server.ok() || !hostile.ok()) return;
+  // Rings can fill the socket: a full one refuses instead of blocking.
+  (void)::fcntl(sockets->second.get(), F_SETFL, O_NONBLOCK);
+  ServerWaiting waiting(**server);
+  if (bells) waiting.ListenOnBell([] {});
   PlayHostile(in, *hostile, sockets->second.get(),
               channel_layout::PlanRegion({})->request_arena_size);
   rpc::MessageBuffer copy;
   for (int i = 0; i < 4; ++i) {
-    auto call = ServerWaiting(**server).TryReceive();
+    if (bells) waiting.DrainBell();
+    auto call = waiting.TryReceive();
     if (!call.ok() || !call->has_value()) break;
     IncomingCall& c = **call;
     auto request = rpc::VerifyMessage<sink::EchoRequest>(
@@ -196,6 +216,7 @@ void FuzzClient(Input& in) {
   auto client =
       ClientChannel::Open(*std::move(region), std::move(sockets->first), Watcher(), options);
   if (!client.ok() || !hostile.ok()) return;
+  (void)::fcntl(sockets->second.get(), F_SETFL, O_NONBLOCK);  // As for the server.
   // The client's own arena and hello arrive at the hostile end; drop them.
   for (;;) {
     auto message = TryReceiveMessage(sockets->second.get(), 8);

@@ -112,6 +112,9 @@ absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region regio
     return valid;
   }
   if (!liveness) return absl::InvalidArgumentError("channel needs a liveness fd for its peer");
+  // Mapped, the region needs no descriptor: the liveness socket stays each
+  // side's only one per channel.
+  region.CloseFd();
   // This side's arena is made here, by the only process that will write it,
   // and sealed before its fd leaves: the peer can map it read-only only.
   const bool client = side == Side::kClient;
@@ -124,20 +127,8 @@ absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region regio
     // A failure here shows again, and is handled, on the arena's send below.
     (void)SendTagged(liveness.get(), kHelloTag, {});
   }
-  // The server's bell goes with its arena (see RingBell).
-  UniqueFd bell;
-  UniqueFd bell_sender;
-  std::vector<int> first_fds = {arena->fd()};
-  if (!client) {
-    int pair[2];
-    if (::socketpair(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
-      return ErrnoStatus("socketpair for the channel's bell", errno);
-    }
-    bell = UniqueFd(pair[0]);
-    bell_sender = UniqueFd(pair[1]);
-    first_fds.push_back(bell_sender.get());
-  }
-  absl::Status sent = SendTagged(liveness.get(), channel_layout::kArenaTag, first_fds);
+  const int arena_fd = arena->fd();
+  absl::Status sent = SendTagged(liveness.get(), channel_layout::kArenaTag, {&arena_fd, 1});
   // UNAVAILABLE: the peer's end is closed already (it exited, or gave up on
   // the channel). The channel opens, ended: calls fail as on any dead peer.
   if (!sent.ok() && !absl::IsUnavailable(sent)) return sent;
@@ -145,8 +136,6 @@ absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region regio
   std::unique_ptr<Endpoint> ep(new Endpoint(side, std::move(region), *std::move(arena),
                                             std::move(liveness), header, options));
   Endpoint* raw = ep.get();
-  raw->bell_ = std::move(bell);
-  raw->bell_sender_ = std::move(bell_sender);
   if (!sent.ok()) {
     raw->Terminate(
         PeerDeadError(absl::StrCat(client ? "the server" : "the client",
@@ -154,8 +143,8 @@ absl::StatusOr<std::unique_ptr<Endpoint>> Endpoint::Open(Side side, Region regio
   }
   // A server that opened first (through the manager it always has: it
   // acknowledges the connection before the client gets it) has its arena
-  // and bell queued already: taking them now keeps this side's descriptors
-  // the same from here on, instead of one more after the first reply.
+  // queued already: mapping it now keeps this side's descriptors the same
+  // from here on.
   if (client) raw->TakePeerArenaIfQueued();
   auto id =
       watcher.Watch(raw->liveness_.get(), PeerWatcher::FdKind::kSocket, [raw] { raw->PeerDied(); });
@@ -268,11 +257,9 @@ absl::Status Endpoint::MapPeerArenaLocked(std::vector<UniqueFd> fds) {
   if (peer_arena_.load(std::memory_order_relaxed) != nullptr) {
     return absl::DataLossError("the peer sent its arena twice");
   }
-  // A server sends its bell beside its arena.
-  const size_t expected = side_ == Side::kClient ? 2 : 1;
-  if (fds.size() != expected) {
-    return absl::DataLossError(absl::StrCat("the peer's arena message carries ", fds.size(),
-                                            " descriptors, not ", expected));
+  if (fds.size() != 1) {
+    return absl::DataLossError(
+        absl::StrCat("the peer's arena message carries ", fds.size(), " descriptors, not 1"));
   }
   const uint64_t size = peer_arena_size();
   absl::StatusOr<Region> region = Region::Adopt(
@@ -281,12 +268,6 @@ absl::Status Endpoint::MapPeerArenaLocked(std::vector<UniqueFd> fds) {
     return absl::DataLossError(absl::StrCat("the peer's arena: ", region.status().message()));
   }
   region->CloseFd();
-  if (side_ == Side::kClient) {
-    // Whatever the server sent as its bell, ringing it never blocks here
-    // (MSG_DONTWAIT): a bad one costs only the server's own wake-ups.
-    peer_bell_owned_ = std::move(fds[1]);
-    peer_bell_.store(peer_bell_owned_.get(), std::memory_order_release);
-  }
   peer_arena_region_ = *std::move(region);
   peer_arena_.store(peer_arena_region_.data(), std::memory_order_release);
   return absl::OkStatus();
@@ -324,8 +305,9 @@ void Endpoint::Terminate(absl::Status why) {
   } else {
     client_words_->doorbell.fetch_add(1, std::memory_order_seq_cst);
     FutexWake(client_words_->doorbell, INT_MAX);
-    // A thread waiting on the bell must learn of the end as well.
-    if (server_words_->bell_listeners.load(std::memory_order_seq_cst) > 0) RingBell();
+    // A thread waiting on the bell must learn of the end as well (the
+    // client's death makes the socket readable too; a local end does not).
+    RingBell();
   }
 }
 
@@ -373,21 +355,35 @@ absl::Status Endpoint::UnlinkToDeath(uint64_t id) {
 namespace {
 // Descriptor messages held for other calls before the peer counts as flooding.
 constexpr size_t kMaxStashedFdMessages = 2 * channel_layout::kMaxSlots;
+// Rings read in one go before the peer counts as flooding.
+constexpr int kMaxQueuedRings = 4 * channel_layout::kMaxSlots;
 }  // namespace
 
 absl::StatusOr<PeerCredentials> Endpoint::ReceiveHello() {
   MutexLock lock(&fds_mu_);
+  ReadHelloLocked();
+  if (!hello_.has_value()) {
+    return absl::DataLossError(
+        "the client of an object reference called without introducing itself first");
+  }
+  return *hello_;
+}
+
+void Endpoint::ReadHelloLocked() {
+  if (hello_.has_value()) return;
   absl::StatusOr<std::optional<ReceivedMessage>> message =
       TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
   if (!message.ok()) {
-    return absl::DataLossError(
+    hello_ = absl::DataLossError(
         absl::StrCat("reading the client's hello: ", message.status().message()));
+    return;
   }
+  if (!message->has_value()) return;  // Not sent (yet): ReceiveHello says so.
   uint64_t tag = 0;
-  if (message->has_value() && (**message).bytes.size() == sizeof(tag)) {
+  if ((**message).bytes.size() == sizeof(tag)) {
     std::memcpy(&tag, (**message).bytes.data(), sizeof(tag));
   }
-  if (!message->has_value() || tag != kHelloTag || !(**message).fds.empty()) {
+  if (tag != kHelloTag || !(**message).fds.empty()) {
     // Whatever else the impostor queued (a call's descriptors) is closed now,
     // not held for the channel's life.
     for (;;) {
@@ -395,17 +391,19 @@ absl::StatusOr<PeerCredentials> Endpoint::ReceiveHello() {
           TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
       if (!rest.ok() || !rest->has_value()) break;
     }
-    return absl::DataLossError(
+    hello_ = absl::DataLossError(
         "the client of an object reference called without introducing itself first");
+    return;
   }
   if (!(**message).sender.has_value()) {
     // Not the client's doing: the kernel records credentials for every
     // message sent while the receiving socket asks for them.
-    return absl::DataLossError(
+    hello_ = absl::DataLossError(
         "the client's hello carries no credentials: the server's liveness socket needs "
         "EnableSenderCredentials before the client sends it");
+    return;
   }
-  return *(**message).sender;
+  hello_ = *(**message).sender;
 }
 
 absl::Status Endpoint::SendFds(uint64_t tag, std::span<const int> fds) const {
@@ -423,6 +421,7 @@ absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFdsLocked(uint64_t tag) {
     stashed_fds_.erase(it);
     return fds;
   }
+  int rings = 0;
   for (;;) {
     absl::StatusOr<std::optional<ReceivedMessage>> message =
         TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
@@ -437,58 +436,93 @@ absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFdsLocked(uint64_t tag) {
               : "the peer flagged a call as carrying file descriptors but sent none");
     }
     ReceivedMessage& received = **message;
-    if (received.bytes.size() != sizeof(uint64_t) || received.fds.empty()) {
-      return absl::DataLossError("malformed descriptor message on the liveness socket");
-    }
-    uint64_t got;
-    std::memcpy(&got, received.bytes.data(), sizeof(got));
-    if (got == tag) return std::move(received.fds);
-    if (got == channel_layout::kArenaTag) {
-      // Mapped on the way rather than stashed: it is needed sooner or later,
-      // and a stashed one would hold a descriptor for the channel's life.
-      if (absl::Status mapped = MapPeerArenaLocked(std::move(received.fds)); !mapped.ok()) {
-        return mapped;
+    uint64_t got = 0;
+    if (received.bytes.size() == sizeof(got)) std::memcpy(&got, received.bytes.data(), sizeof(got));
+    if (got == channel_layout::kBellTag && received.fds.empty()) {
+      // A client rings once per drain and thread at most (RingBell).
+      if (++rings > kMaxQueuedRings) {
+        return absl::DataLossError("the peer floods the liveness socket with rings");
       }
       continue;
     }
-    if (stashed_fds_.size() >= kMaxStashedFdMessages || stashed_fds_.contains(got)) {
-      return absl::DataLossError("the peer sent descriptors no call asked for");
+    if (received.bytes.size() != sizeof(got) || received.fds.empty()) {
+      return absl::DataLossError("malformed descriptor message on the liveness socket");
     }
-    stashed_fds_.emplace(got, std::move(received.fds));
+    if (got == tag) return std::move(received.fds);
+    if (absl::Status kept = StashLocked(got, std::move(received.fds)); !kept.ok()) return kept;
   }
 }
 
-int Endpoint::PeerBell() {
-  const int bell = peer_bell_.load(std::memory_order_acquire);
-  if (bell >= 0) return bell;
-  // The server sent its bell before it could ask to be rung, so it is queued.
-  if (!PeerArena().ok()) return -1;
-  return peer_bell_.load(std::memory_order_acquire);
+absl::Status Endpoint::StashLocked(uint64_t tag, std::vector<UniqueFd> fds) {
+  if (tag == channel_layout::kArenaTag) {
+    // Mapped on the way rather than stashed: it is needed sooner or later,
+    // and a stashed one would hold a descriptor for the channel's life.
+    return MapPeerArenaLocked(std::move(fds));
+  }
+  if (stashed_fds_.size() >= kMaxStashedFdMessages || stashed_fds_.contains(tag)) {
+    return absl::DataLossError("the peer sent descriptors no call asked for");
+  }
+  stashed_fds_.emplace(tag, std::move(fds));
+  return absl::OkStatus();
+}
+
+void Endpoint::SetBellKick(absl::AnyInvocable<void() const> kick) {
+  kick_ = std::move(kick);
+  kick_set_.store(true, std::memory_order_release);
 }
 
 void Endpoint::RingBell() {
-  const int bell = side_ == Side::kClient ? PeerBell() : bell_sender_.get();
-  if (bell < 0) return;
-  const char ring = 0;
-  // EAGAIN: the bell is full of unread rings, so a wake-up is pending anyway.
-  (void)::send(bell, &ring, sizeof(ring), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (side_ == Side::kServer) {
+    // Only what this process set: bell_listeners, which the client can
+    // write, never decides whether there is a kick to call.
+    if (kick_set_.load(std::memory_order_acquire)) kick_();
+    return;
+  }
+  // One unheard ring is enough: the server drains and then looks at every
+  // slot, so a request published before this check is found by that look.
+  auto& rings = client_words_->bell_rings;
+  const uint32_t rung = rings.load(std::memory_order_seq_cst);
+  if (rung != server_words_->bell_heard.load(std::memory_order_seq_cst)) return;
+  rings.store(rung + 1, std::memory_order_seq_cst);
+  const uint64_t tag = channel_layout::kBellTag;
+  // EAGAIN: the socket is full of unread messages, so a wake-up is pending
+  // anyway.
+  (void)::send(liveness_.get(), &tag, sizeof(tag), MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
-void Endpoint::DrainBell() const {
-  if (!bell_) return;
-  constexpr unsigned kBatch = 32;
-  char bytes[kBatch];
-  struct iovec iov[kBatch];
-  struct mmsghdr messages[kBatch] = {};
-  for (unsigned i = 0; i < kBatch; ++i) {
-    iov[i] = {&bytes[i], 1};
-    messages[i].msg_hdr.msg_iov = &iov[i];
-    messages[i].msg_hdr.msg_iovlen = 1;
+void Endpoint::DrainBell() {
+  if (side_ != Side::kServer) return;
+  // Before the reads: a ring sent after this load is not marked heard, so
+  // its client rings again if its ring was drained below unseen.
+  server_words_->bell_heard.store(client_words_->bell_rings.load(std::memory_order_seq_cst),
+                                  std::memory_order_seq_cst);
+  absl::Status kept = ReadQueuedMessages();
+  if (!kept.ok()) Terminate(kept);
+}
+
+absl::Status Endpoint::ReadQueuedMessages() {
+  MutexLock lock(&fds_mu_);
+  // The hello is the first message an introducing client sends.
+  if (options_.hello_identity) {
+    ReadHelloLocked();
+    if (!hello_.has_value()) return absl::OkStatus();  // Nothing queued yet.
   }
-  // A full batch may mean more are queued.
-  while (::recvmmsg(bell_.get(), messages, kBatch, MSG_DONTWAIT, nullptr) ==
-         static_cast<int>(kBatch)) {
+  // Bounded: a client that rings without pause must not keep this thread.
+  // What is left stays readable for TakeFds, and the next ring is an edge.
+  for (int i = 0; i < kMaxQueuedRings + static_cast<int>(kMaxStashedFdMessages); ++i) {
+    absl::StatusOr<std::optional<ReceivedMessage>> message =
+        TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
+    if (!message.ok() || !message->has_value()) return absl::OkStatus();  // Ended, or empty.
+    ReceivedMessage& received = **message;
+    uint64_t tag = 0;
+    if (received.bytes.size() == sizeof(tag)) std::memcpy(&tag, received.bytes.data(), sizeof(tag));
+    if (tag == channel_layout::kBellTag && received.fds.empty()) continue;
+    if (received.bytes.size() != sizeof(tag) || received.fds.empty()) {
+      return absl::DataLossError("malformed message on the liveness socket");
+    }
+    if (absl::Status kept = StashLocked(tag, std::move(received.fds)); !kept.ok()) return kept;
   }
+  return absl::OkStatus();
 }
 
 void Endpoint::Notify() {

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <utility>
@@ -149,15 +150,21 @@ class Endpoint {
   absl::StatusOr<PeerCredentials> ReceiveHello();
 
   // --- The bell (see channel_layout::ServerWords::bell_listeners) ---
-  // Sends one datagram on the bell, never blocking: the client rings for a
-  // new request, the server to hand a wake-up on to another of its threads.
-  // Best effort: a full bell already has a wake-up pending, and a peer
-  // that sent no bell (or a broken one) only loses its own wake-ups.
+  // Client: sends a ring on the liveness socket, never blocking, unless a
+  // ring is still unheard (ClientWords::bell_rings). Server: calls the kick
+  // SetBellKick gave, which hands a wake-up on to another of its threads.
+  // Best effort: a full socket already has a wake-up pending.
   void RingBell();
-  // Server only: the end to wait on (readable when rung) and, after a
-  // wake-up, the datagrams to consume so the next ring is an edge again.
-  int bell() const { return bell_.get(); }
-  void DrainBell() const;
+  // Server only, once, before it listens on the bell: what RingBell does
+  // on this side. Called from any thread, also after the channel ended.
+  void SetBellKick(absl::AnyInvocable<void() const> kick);
+  // Server only: the descriptor to wait on (readable when rung, or when the
+  // client sent descriptors or went) and, after a wake-up, before looking
+  // at the slots: marks the rings so far heard and reads what is queued,
+  // keeping descriptors and the hello for those who ask for them, so the
+  // next ring is an edge again. A peer that floods it ends the channel.
+  int bell() const { return liveness_.get(); }
+  void DrainBell();
 
   // Spins until `done()` or `budget` passes or the channel ends. True if done.
   template <typename Done>
@@ -175,8 +182,6 @@ class Endpoint {
  private:
   Endpoint(Side side, Region region, Region own_arena, UniqueFd liveness,
            const channel_layout::ChannelHeader& h, const ChannelOptions& options);
-  // Client only: the bell the server sent beside its arena, -1 until then.
-  int PeerBell();
   // Client only, at open: maps the server's arena (and keeps its bell) if
   // its message is queued already; a bad one ends the channel (DATA_LOSS).
   void TakePeerArenaIfQueued();
@@ -195,10 +200,9 @@ class Endpoint {
   PeerWatcher* watcher_ = nullptr;
   PeerWatcher::WatchId watch_id_ = 0;
 
-  // Server: the bell's receiving end, and its sending end (the one the
-  // client got a copy of), kept to ring its own threads.
-  UniqueFd bell_;
-  UniqueFd bell_sender_;
+  // Server: RingBell's kick, set once (SetBellKick) before kick_set_.
+  absl::AnyInvocable<void() const> kick_;
+  std::atomic<bool> kick_set_{false};
 
   mutable FutexWord events_{0};  // Private futex; see the file comment.
   std::atomic<bool> terminated_{false};
@@ -212,6 +216,14 @@ class Endpoint {
 
   absl::StatusOr<std::vector<UniqueFd>> TakeFdsLocked(uint64_t tag)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
+  // DrainBell's reads (under fds_mu_); an error ends the channel.
+  absl::Status ReadQueuedMessages();
+  // Reads the hello into hello_ unless it was read already.
+  void ReadHelloLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
+  // Keeps one received descriptor message (or maps the peer's arena): for
+  // TakeFdsLocked and DrainBell, which read past messages for others.
+  absl::Status StashLocked(uint64_t tag, std::vector<UniqueFd> fds)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
   absl::Status MapPeerArenaLocked(std::vector<UniqueFd> fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
 
   Mutex fds_mu_;
@@ -219,9 +231,9 @@ class Endpoint {
   // Set once, under fds_mu_, when the peer's arena is mapped.
   Region peer_arena_region_ ABSL_GUARDED_BY(fds_mu_);
   std::atomic<const std::byte*> peer_arena_{nullptr};
-  // Client: the server's bell, owned, set once under fds_mu_ with the arena.
-  UniqueFd peer_bell_owned_ ABSL_GUARDED_BY(fds_mu_);
-  std::atomic<int> peer_bell_{-1};
+  // Server: the client's hello, once read: by DrainBell, which may find it
+  // first, or by ReceiveHello.
+  std::optional<absl::StatusOr<PeerCredentials>> hello_ ABSL_GUARDED_BY(fds_mu_);
 };
 
 using ::sluice::CpuRelax;

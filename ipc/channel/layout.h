@@ -16,10 +16,11 @@
 //
 // Each arena's memfd is the first descriptor message its owner sends on the
 // liveness socket (tag kArenaTag); the peer maps it when it first needs it.
-// The server's message also carries the sending end of the channel's bell:
-// a datagram socket pair whose other end the server can wait on with epoll,
-// for a server watching more channels than one futex_waitv can hold
-// (ServerWords::bell_listeners).
+// The liveness socket is also the channel's bell: for a server watching
+// more channels than one futex_waitv can hold, the client sends a ring
+// message on it (ServerWords::bell_listeners), and the server waits for
+// the socket to turn readable in an epoll set. After the channel opens,
+// each side holds the liveness socket as its one descriptor.
 // Builders' scratch and every byte either side reads back lives in memory
 // the other side cannot write: the kernel enforces it.
 //
@@ -41,7 +42,7 @@
 namespace sluice::channel_layout {
 
 inline constexpr uint32_t kMagic = 0x48434c53;  // "SLCH" in little-endian bytes.
-inline constexpr uint32_t kLayoutVersion = 3;
+inline constexpr uint32_t kLayoutVersion = 4;
 inline constexpr uint32_t kMaxSlots = 64;
 inline constexpr uint64_t kCacheLine = 64;
 // Arena blocks start on a cache line, so FlatBuffers' largest alignment (and
@@ -101,7 +102,11 @@ struct alignas(kCacheLine) ClientWords {
   // Opaque to the channel: what the client's RPC layer can take in replies
   // (ClientChannel::AnnounceFeatures); zero from peers that predate it.
   std::atomic<uint32_t> features;
-  uint32_t reserved[9];
+  // +1 for every ring the client sends on the bell. It rings only while
+  // ServerWords::bell_heard equals it, so at most a few rings are ever
+  // queued on the liveness socket, ahead of descriptors a call needs.
+  std::atomic<uint32_t> bell_rings;
+  uint32_t reserved[8];
 };
 static_assert(sizeof(ClientWords) == kCacheLine);
 
@@ -122,11 +127,14 @@ struct alignas(kCacheLine) ServerWords {
   std::atomic<uint32_t> reception;
   // Non-zero while the server waits for this channel's requests on its bell
   // (an epoll over many channels) rather than on the doorbell: the client
-  // then also sends a datagram on the bell for every request it publishes
-  // (unless a poller is announced), never blocking.
+  // then also rings the bell for a request it publishes (unless a poller is
+  // announced, or a ring is still unheard), never blocking.
   std::atomic<uint32_t> bell_listeners;
+  // The ClientWords::bell_rings the server saw before it last drained the
+  // bell and looked at the slots: rings up to it are heard.
+  std::atomic<uint32_t> bell_heard;
   std::atomic<uint64_t> max_request_size;
-  uint32_t reserved[8];
+  uint32_t reserved[6];
 };
 static_assert(sizeof(ServerWords) == kCacheLine);
 
@@ -156,6 +164,8 @@ constexpr uint64_t FdTag(uint32_t slot, uint32_t seq) { return (uint64_t{slot} <
 // The tag of the message that carries a side's arena memfd. Never an FdTag
 // (slots are numbered below kMaxSlots) nor the hello's ~0.
 inline constexpr uint64_t kArenaTag = ~uint64_t{1};
+// The tag of a ring of the bell (client to server, no descriptors).
+inline constexpr uint64_t kBellTag = ~uint64_t{2};
 
 // One call in flight. A slot is pending when request_seq differs from the
 // seq the server last served; it is answered when reply_seq == request_seq.

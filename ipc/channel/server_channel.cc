@@ -324,7 +324,9 @@ void ServerChannel::WakeAnotherServerThread() {
   if (server_words.sleepers.load(std::memory_order_seq_cst) > 0) {
     FutexWake(endpoint_->client_words().doorbell, 1);
   }
-  if (server_words.bell_listeners.load(std::memory_order_seq_cst) > 0) endpoint_->RingBell();
+  // Whether there is a bell to ring is this side's own state, not a word
+  // the client can write.
+  endpoint_->RingBell();
 }
 
 absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,

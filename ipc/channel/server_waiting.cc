@@ -65,13 +65,14 @@ void ServerWaiting::EndSleep() {
   channel_->endpoint_->server_words().sleepers.fetch_sub(1, std::memory_order_seq_cst);
 }
 
-void ServerWaiting::ListenOnBell() {
+void ServerWaiting::ListenOnBell(absl::AnyInvocable<void() const> kick) {
+  channel_->endpoint_->SetBellKick(std::move(kick));
   channel_->endpoint_->server_words().bell_listeners.store(1, std::memory_order_seq_cst);
 }
 
 int ServerWaiting::bell() const { return channel_->endpoint_->bell(); }
 
-void ServerWaiting::DrainBell() const { channel_->endpoint_->DrainBell(); }
+void ServerWaiting::DrainBell() { channel_->endpoint_->DrainBell(); }
 
 void ServerWaiting::RingBell() { channel_->endpoint_->RingBell(); }
 

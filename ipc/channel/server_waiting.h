@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "ipc/channel/server_channel.h"
@@ -67,15 +68,17 @@ class ServerWaiting {
   int64_t PollUntilNanos() const { return channel_->PollUntilNanos(); }
 
   // --- Waiting on the bell, for more channels than a futex_waitv holds ---
-  // ListenOnBell() once makes the client ring bell() (a socket to add to an
-  // epoll set, edge-triggered) for every request it publishes; DrainBell()
-  // after each wake-up, before TryReceive, so the next ring is an edge
-  // again. RingBell() rings it from this side: to pass a wake-up on to
-  // another thread waiting on the bell (more requests are pending than one
-  // thread takes). Closing or the client's death rings it too.
-  void ListenOnBell();
+  // ListenOnBell(kick) once makes the client ring bell() (the liveness
+  // socket, to add to an epoll set edge-triggered) for a request it
+  // publishes; DrainBell() after each wake-up, before TryReceive, so the
+  // next ring is an edge again. The client's death makes bell() readable.
+  // This side cannot ring the client's end, so wake-ups it must pass on
+  // to another of its threads (more requests are pending than one thread
+  // takes, a local end) go to `kick`, from any thread, at any time until
+  // the channel is destroyed; RingBell() calls it.
+  void ListenOnBell(absl::AnyInvocable<void() const> kick);
   int bell() const;
-  void DrainBell() const;
+  void DrainBell();
   void RingBell();
 
  private:

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <deque>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "ipc/base/errno_status.h"
@@ -18,8 +20,10 @@ namespace {
 // Polling for requests (nested ones included) while spinning is cheap only
 // for a few channels.
 constexpr size_t kMaxChannelsPolled = 8;
-// The epoll key of ServerPool::stop_fd_; channels' keys start at 1.
+// The epoll keys of ServerPool::stop_fd_ and of its kicks' eventfd;
+// channels' keys start at 1 and never reach these.
 constexpr uint64_t kStopKey = 0;
+constexpr uint64_t kKickKey = ~uint64_t{0};
 
 int EpollTimeoutMs(absl::Time deadline) {
   if (deadline == absl::InfiniteFuture()) return -1;
@@ -29,6 +33,48 @@ int EpollTimeoutMs(absl::Time deadline) {
   return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, INT_MAX));
 }
 }  // namespace
+
+// A channel's wake-ups for another of the pool's threads, on bells: a
+// queue of channel ids and an eventfd (a semaphore) in the pool's epoll set
+// that counts them, so each kick wakes one waiting thread for one look.
+class ServerPool::Kicks {
+ public:
+  static absl::StatusOr<std::shared_ptr<Kicks>> Create() {
+    UniqueFd fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE));
+    if (!fd) return ErrnoStatus("eventfd for a pool's wake-ups on bells", errno);
+    return std::make_shared<Kicks>(std::move(fd));
+  }
+  explicit Kicks(UniqueFd fd) : fd_(std::move(fd)) {}
+
+  int fd() const { return fd_.get(); }
+
+  void Kick(uint64_t id) {
+    {
+      MutexLock lock(&mu_);
+      ids_.push_back(id);
+    }
+    const uint64_t one = 1;
+    (void)!::write(fd_.get(), &one, sizeof(one));
+  }
+
+  // The channel one kick is for, once the eventfd turned readable; nullopt
+  // when another thread took it first.
+  std::optional<uint64_t> Take() {
+    uint64_t count = 0;
+    if (::read(fd_.get(), &count, sizeof(count)) != sizeof(count)) return std::nullopt;
+    MutexLock lock(&mu_);
+    // Never empty here: every count was written after its id was queued.
+    if (ids_.empty()) return std::nullopt;
+    const uint64_t id = ids_.front();
+    ids_.pop_front();
+    return id;
+  }
+
+ private:
+  UniqueFd fd_;
+  Mutex mu_;
+  std::deque<uint64_t> ids_ ABSL_GUARDED_BY(mu_);
+};
 
 // Lets a worker blocked in an outgoing call (inside a stub method) pick up
 // the nested calls that arrive on the pool's channels.
@@ -247,6 +293,14 @@ absl::Status ServerPool::SwitchToBellsLocked() {
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, stop_fd_.get(), &stop) != 0) {
     return ErrnoStatus("epoll_ctl adding a pool's shutdown eventfd", errno);
   }
+  absl::StatusOr<std::shared_ptr<Kicks>> kicks = Kicks::Create();
+  if (!kicks.ok()) return kicks.status();
+  kicks_ = *std::move(kicks);
+  // Level-triggered: readable while kicks are untaken.
+  epoll_event kick = {.events = EPOLLIN, .data = {.u64 = kKickKey}};
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, kicks_->fd(), &kick) != 0) {
+    return ErrnoStatus("epoll_ctl adding a pool's wake-up eventfd", errno);
+  }
   for (const auto& [id, entry] : entries_) {
     if (absl::Status watched = WatchBellLocked(*entry); !watched.ok()) return watched;
   }
@@ -260,8 +314,10 @@ absl::Status ServerPool::SwitchToBellsLocked() {
 
 absl::Status ServerPool::WatchBellLocked(ServedChannel& entry) {
   // Listening first: a request published from here on rings the bell.
-  entry.waiting().ListenOnBell();
-  epoll_event event = {.events = EPOLLIN | EPOLLET, .data = {.u64 = entry.id}};
+  entry.waiting().ListenOnBell([kicks = kicks_, id = entry.id] { kicks->Kick(id); });
+  // The socket also turns readable when the client sends descriptors (read
+  // on the way by DrainBell) or goes (RDHUP).
+  epoll_event event = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data = {.u64 = entry.id}};
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, entry.waiting().bell(), &event) != 0) {
     const int error = errno;
     return absl::ResourceExhaustedError(
@@ -457,15 +513,20 @@ bool ServerPool::WaitOnBells(absl::Time deadline) {
   const int n = ::epoll_wait(epoll_.get(), &event, 1, EpollTimeoutMs(deadline));
   if (n == 0) return absl::Now() < deadline;
   if (n < 0 || event.data.u64 == kStopKey) return true;  // EINTR, or Shutdown.
+  const uint64_t key = event.data.u64;
+  const bool kicked = key == kKickKey;
+  std::optional<uint64_t> id = kicked ? kicks_->Take() : std::optional<uint64_t>(key);
+  if (!id.has_value()) return true;  // Another thread took the kick.
   std::shared_ptr<ServedChannel> entry;
   {
     MutexLock lock(&mu_);
-    auto it = entries_.find(event.data.u64);
+    auto it = entries_.find(*id);
     if (it == entries_.end()) return true;  // Removed since it rang.
     entry = it->second;
   }
-  // Before looking: a request published after the drain rings again.
-  entry->waiting().DrainBell();
+  // Before looking: a request published after the drain rings again. A
+  // kick says nothing about the socket, which its own edge drains.
+  if (!kicked) entry->waiting().DrainBell();
   Snapshot polled;
   (void)ServeFrom(entry, polled);
   return true;

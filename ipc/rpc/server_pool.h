@@ -207,6 +207,11 @@ class ServerPool final : private NestedSource {
   std::atomic<bool> bells_{false};
   UniqueFd epoll_;
   UniqueFd stop_fd_;  // An eventfd in epoll_, made readable by Shutdown.
+  // On bells, the wake-ups the pool passes to its own threads (a channel's
+  // RingBell on this side): which channels to look at, counted by an
+  // eventfd in epoll_. Shared with the channels, which may outlive the pool.
+  class Kicks;
+  std::shared_ptr<Kicks> kicks_;
 };
 
 }  // namespace sluice::rpc

@@ -283,6 +283,40 @@ TEST_F(HelloLocalTest, OnewayFirstCallCarriesTheIdentity) {
   asker.join();
 }
 
+// A server waiting on its bell (a pool with many channels) reads the
+// liveness socket before it looks at the slots, so it meets the hello there
+// first: it keeps it for the first call instead of taking it for a
+// malformed message, and each request still rings.
+TEST_F(HelloLocalTest, AServerOnItsBellKeepsTheHelloItDrainsFirst) {
+  ASSERT_OK_AND_ASSIGN(auto server, OpenServer());
+  ASSERT_OK_AND_ASSIGN(auto client, OpenClient(/*hello=*/true));
+  ServerWaiting waiting(*server);
+  waiting.ListenOnBell([] {});
+  // The hello and the client's arena are queued already: a first drain
+  // takes them (as a pool's first look does) and leaves nothing to read.
+  waiting.DrainBell();
+  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> none, waiting.TryReceive());
+  EXPECT_FALSE(none.has_value());
+  pollfd drained = {.fd = waiting.bell(), .events = POLLIN, .revents = 0};
+  EXPECT_EQ(::poll(&drained, 1, 0), 0) << "the drain left messages queued";
+  for (int i = 0; i < 3; ++i) {
+    std::thread asker([&] {
+      absl::StatusOr<PeerCredentials> seen = AskCaller(*client, absl::Now() + absl::Seconds(20));
+      ASSERT_OK(seen);
+      ExpectSameProcess(*seen, ::getpid());
+    });
+    pollfd bell = {.fd = waiting.bell(), .events = POLLIN, .revents = 0};
+    ASSERT_EQ(::poll(&bell, 1, 20'000), 1) << "call " << i << " did not ring";
+    waiting.DrainBell();
+    ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> call, waiting.TryReceive());
+    ASSERT_TRUE(call.has_value()) << "call " << i;
+    ExpectSameProcess(call->caller(), ::getpid());
+    EXPECT_OK(AnswerWithCaller(*call));
+    asker.join();
+  }
+  EXPECT_OK(server->health());
+}
+
 // A hello received without SO_PASSCRED names nobody: the server must not
 // serve the channel as if it knew who calls.
 TEST_F(HelloLocalTest, HelloWithoutSenderCredentialsIsRefused) {
