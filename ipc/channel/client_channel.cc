@@ -24,6 +24,9 @@ namespace {
 
 int LowestBit(uint64_t bits) { return __builtin_ctzll(bits); }
 
+// Unread reply words kept for the upper layer (TakeUnreadReplyWords).
+constexpr size_t kMaxUnreadReplyWords = 4096;
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -119,7 +122,10 @@ void ClientChannel::Close() { endpoint_->Terminate(absl::CancelledError("client 
 bool ClientChannel::TryReserveLocked(uint64_t capacity, bool in_arena, uint64_t chain_id,
                                      uint32_t* slot, std::optional<uint64_t>* block,
                                      uint32_t* seq) {
-  if (free_slots_ == 0) ReclaimDetachedLocked();
+  // Abandoned calls are reclaimed as soon as they are answered, not only
+  // when slots run out: their replies' words are for the upper layer to
+  // settle (TakeUnreadReplyWords).
+  if (free_slots_ == 0 || abandoned_slots_ != 0) ReclaimDetachedLocked();
   if (free_slots_ == 0) return false;
   std::optional<uint64_t> offset;
   if (in_arena) {
@@ -154,15 +160,32 @@ void ClientChannel::ReclaimDetachedLocked() {
     channel_layout::Slot& shared = endpoint_->slot(i);
     if (shared.reply_seq.load(std::memory_order_acquire) != slots_[i].seq) continue;
     // The server is done with the request; whatever reply it left is unread.
+    if (slots_[i].abandoned && shared.status_code.load(std::memory_order_relaxed) == 0) {
+      const uint64_t word = shared.reply_word.load(std::memory_order_relaxed);
+      // Bounded: a server that lends on every late reply holds no more open
+      // than it allows itself; past this the words are dropped, and what
+      // they stand for ends with the channel.
+      if (word != 0 && unread_words_.size() < kMaxUnreadReplyWords) {
+        unread_words_.push_back(word);
+        has_unread_words_.store(true, std::memory_order_release);
+      }
+    }
     shared.reply_released_seq.store(slots_[i].seq, std::memory_order_release);
     detached_slots_ &= ~(uint64_t{1} << i);
     ReleaseSlotLocked(i);
   }
 }
 
+std::vector<uint64_t> ClientChannel::TakeUnreadReplyWords() {
+  MutexLock lock(&mu_);
+  has_unread_words_.store(false, std::memory_order_relaxed);
+  return std::exchange(unread_words_, {});
+}
+
 void ClientChannel::ReleaseSlotLocked(uint32_t slot) {
   FreeBlockLocked(slot);
   slots_[slot].use = SlotUse::kFree;
+  if (slots_[slot].abandoned) --abandoned_slots_;
   slots_[slot].abandoned = false;
   free_slots_ |= uint64_t{1} << slot;
 }
@@ -286,7 +309,8 @@ void ClientChannel::ReleaseUnsent(uint32_t slot) {
 }
 
 absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
-                                                std::span<const std::byte> message, bool oneway) {
+                                                std::span<const std::byte> message, bool oneway,
+                                                absl::Time deadline) {
   if (call.channel_ != this) {
     return absl::InvalidArgumentError("call was not begun on this channel");
   }
@@ -311,7 +335,7 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
   // Descriptors go first, so the server finds them queued once it sees the
   // request. On failure the call still owns its slot.
   if (!call.fds_.empty()) {
-    absl::Status sent = endpoint_->SendFds(channel_layout::FdTag(i, seq), call.fds_);
+    absl::Status sent = endpoint_->SendFds(channel_layout::FdTag(i, seq), call.fds_, deadline);
     if (spilled) {
       call.fds_.pop_back();
       call.spill_.reset();  // The server holds its own descriptor now.
@@ -358,13 +382,14 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
 }
 
 absl::Status ClientChannel::Send(OutgoingCall call, std::span<const std::byte> message) {
-  return Publish(call, message, /*oneway=*/true).status();
+  return Publish(call, message, /*oneway=*/true, absl::Now() + internal::kDescriptorSendBound)
+      .status();
 }
 
 absl::StatusOr<Reply> ClientChannel::Call(OutgoingCall call, std::span<const std::byte> message,
                                           absl::Time deadline, ReplyWaiter* waiter) {
   const uint32_t slot = call.slot_;
-  absl::StatusOr<uint32_t> seq = Publish(call, message, /*oneway=*/false);
+  absl::StatusOr<uint32_t> seq = Publish(call, message, /*oneway=*/false, deadline);
   if (!seq.ok()) return seq.status();
   if (absl::Status waited = WaitForReply(slot, *seq, deadline, waiter); !waited.ok()) {
     // The server may still be reading the request: leave the slot to be
@@ -372,6 +397,7 @@ absl::StatusOr<Reply> ClientChannel::Call(OutgoingCall call, std::span<const std
     MutexLock lock(&mu_);
     slots_[slot].use = SlotUse::kDetached;
     slots_[slot].abandoned = true;
+    ++abandoned_slots_;
     detached_slots_ |= uint64_t{1} << slot;
     return waited;
   }

@@ -200,6 +200,14 @@ class ClientChannel {
     }
   }
 
+  // The words (Reply::word) of OK replies to calls whose callers abandoned
+  // them at their deadlines, found as their slots are reclaimed (at a later
+  // BeginCall): nobody read those replies, so the layer that gives the
+  // words a meaning must end what they stand for. Takes them; the cheap
+  // check says whether there are any.
+  bool HasUnreadReplyWords() const { return has_unread_words_.load(std::memory_order_acquire); }
+  std::vector<uint64_t> TakeUnreadReplyWords();
+
   // Fails calls in progress with CANCELLED and refuses new ones.
   void Close();
   // OK while usable; otherwise the reason it is not (e.g. IsPeerDead()),
@@ -235,9 +243,10 @@ class ClientChannel {
   };
 
   explicit ClientChannel(std::unique_ptr<internal::Endpoint> endpoint);
-  // Publishes the request; returns its seq.
+  // Publishes the request; returns its seq. `deadline` bounds sending its
+  // descriptors (a server that reads none).
   absl::StatusOr<uint32_t> Publish(OutgoingCall& call, std::span<const std::byte> message,
-                                   bool oneway);
+                                   bool oneway, absl::Time deadline);
   absl::Status WaitForReply(uint32_t slot, uint32_t seq, absl::Time deadline, ReplyWaiter* waiter);
   absl::StatusOr<Reply> TakeReply(uint32_t slot);
   // Takes a free slot, and `capacity` bytes of arena for it when `in_arena`
@@ -256,10 +265,13 @@ class ClientChannel {
   std::unique_ptr<internal::Endpoint> endpoint_;
   mutable Mutex mu_;
   ArenaAllocator arena_ ABSL_GUARDED_BY(mu_);
-  uint64_t free_slots_ ABSL_GUARDED_BY(mu_);      // Bit i: slot i is free.
-  uint64_t detached_slots_ ABSL_GUARDED_BY(mu_);  // Bit i: waiting for the server to finish.
+  uint64_t free_slots_ ABSL_GUARDED_BY(mu_);           // Bit i: slot i is free.
+  uint64_t detached_slots_ ABSL_GUARDED_BY(mu_);       // Bit i: waiting for the server to finish.
+  uint32_t abandoned_slots_ ABSL_GUARDED_BY(mu_) = 0;  // Detached with SlotState::abandoned.
   SlotState slots_[channel_layout::kMaxSlots] ABSL_GUARDED_BY(mu_);
   uint64_t next_oneway_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<uint64_t> unread_words_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> has_unread_words_{false};
   // Threads waiting for a slot or arena space; releasing wakes them only
   // when non-zero.
   std::atomic<uint32_t> local_waiters_{0};

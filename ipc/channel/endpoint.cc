@@ -1,6 +1,7 @@
 #include "ipc/channel/endpoint.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -9,6 +10,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "ipc/base/errno_status.h"
@@ -355,6 +357,9 @@ absl::Status Endpoint::UnlinkToDeath(uint64_t id) {
 namespace {
 // Descriptor messages held for other calls before the peer counts as flooding.
 constexpr size_t kMaxStashedFdMessages = 2 * channel_layout::kMaxSlots;
+// Descriptors held so, in all: a few calls' worth, so that one hostile
+// client cannot fill this process's descriptor table for everyone.
+constexpr size_t kMaxStashedFds = 4 * kMaxFdsPerCall;
 // Rings read in one go before the peer counts as flooding.
 constexpr int kMaxQueuedRings = 4 * channel_layout::kMaxSlots;
 }  // namespace
@@ -385,8 +390,8 @@ void Endpoint::ReadHelloLocked() {
   }
   if (tag != kHelloTag || !(**message).fds.empty()) {
     // Whatever else the impostor queued (a call's descriptors) is closed now,
-    // not held for the channel's life.
-    for (;;) {
+    // not held for the channel's life; bounded, as it may keep sending.
+    for (size_t i = 0; i < kMaxStashedFdMessages + kMaxQueuedRings; ++i) {
       absl::StatusOr<std::optional<ReceivedMessage>> rest =
           TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
       if (!rest.ok() || !rest->has_value()) break;
@@ -406,8 +411,27 @@ void Endpoint::ReadHelloLocked() {
   hello_ = *(**message).sender;
 }
 
-absl::Status Endpoint::SendFds(uint64_t tag, std::span<const int> fds) const {
-  return SendTagged(liveness_.get(), tag, fds);
+absl::Status Endpoint::SendFds(uint64_t tag, std::span<const int> fds, absl::Time deadline) const {
+  std::byte bytes[sizeof(tag)];
+  std::memcpy(bytes, &tag, sizeof(tag));
+  for (;;) {
+    // Never blocking in the send itself: a peer that stops reading (a full
+    // socket) must not hold this thread past its deadline.
+    absl::StatusOr<bool> sent = TrySendMessage(liveness_.get(), bytes, fds);
+    if (!sent.ok() || *sent) return sent.status();
+    pollfd writable = {.fd = liveness_.get(), .events = POLLOUT, .revents = 0};
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      return absl::DeadlineExceededError(
+          "the peer reads nothing from the channel's socket (it is full): the call's "
+          "descriptors could not be sent before its deadline");
+    }
+    const int ms = deadline == absl::InfiniteFuture()
+                       ? -1
+                       : static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1,
+                                                            std::numeric_limits<int>::max()));
+    (void)RetryOnEintr([&] { return ::poll(&writable, 1, ms); });
+  }
 }
 
 absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFds(uint64_t tag) {
@@ -419,6 +443,7 @@ absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFdsLocked(uint64_t tag) {
   if (auto it = stashed_fds_.find(tag); it != stashed_fds_.end()) {
     std::vector<UniqueFd> fds = std::move(it->second);
     stashed_fds_.erase(it);
+    stashed_fd_count_ -= fds.size();
     return fds;
   }
   int rings = 0;
@@ -439,11 +464,16 @@ absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFdsLocked(uint64_t tag) {
     uint64_t got = 0;
     if (received.bytes.size() == sizeof(got)) std::memcpy(&got, received.bytes.data(), sizeof(got));
     if (got == channel_layout::kBellTag && received.fds.empty()) {
-      // A client rings once per drain and thread at most (RingBell).
+      // A client rings once per drain and thread at most (RingBell). Read
+      // here, the rings count as heard as if a drain had read them.
+      if (side_ == Side::kServer) MarkRingsHeardLocked();
       if (++rings > kMaxQueuedRings) {
         return absl::DataLossError("the peer floods the liveness socket with rings");
       }
       continue;
+    }
+    if (got == channel_layout::kBellTag) {
+      return absl::DataLossError("a ring on the liveness socket carries descriptors");
     }
     if (received.bytes.size() != sizeof(got) || received.fds.empty()) {
       return absl::DataLossError("malformed descriptor message on the liveness socket");
@@ -459,14 +489,18 @@ absl::Status Endpoint::StashLocked(uint64_t tag, std::vector<UniqueFd> fds) {
     // and a stashed one would hold a descriptor for the channel's life.
     return MapPeerArenaLocked(std::move(fds));
   }
-  if (stashed_fds_.size() >= kMaxStashedFdMessages || stashed_fds_.contains(tag)) {
+  if (stashed_fds_.size() >= kMaxStashedFdMessages || stashed_fds_.contains(tag) ||
+      stashed_fd_count_ + fds.size() > kMaxStashedFds) {
     return absl::DataLossError("the peer sent descriptors no call asked for");
   }
+  stashed_fd_count_ += fds.size();
   stashed_fds_.emplace(tag, std::move(fds));
   return absl::OkStatus();
 }
 
 void Endpoint::SetBellKick(absl::AnyInvocable<void() const> kick) {
+  // Once: other threads may be calling it from here on.
+  if (kick_set_.load(std::memory_order_acquire)) return;
   kick_ = std::move(kick);
   kick_set_.store(true, std::memory_order_release);
 }
@@ -492,35 +526,62 @@ void Endpoint::RingBell() {
 
 void Endpoint::DrainBell() {
   if (side_ != Side::kServer) return;
-  // Before the reads: a ring sent after this load is not marked heard, so
-  // its client rings again if its ring was drained below unseen.
-  server_words_->bell_heard.store(client_words_->bell_rings.load(std::memory_order_seq_cst),
-                                  std::memory_order_seq_cst);
-  absl::Status kept = ReadQueuedMessages();
-  if (!kept.ok()) Terminate(kept);
+  absl::Status read = ReadQueuedMessages();
+  if (!read.ok()) Terminate(read);
 }
 
 absl::Status Endpoint::ReadQueuedMessages() {
   MutexLock lock(&fds_mu_);
+  absl::Status read = ReadRingsLocked();
+  MarkRingsHeardLocked();
+  return read;
+}
+
+void Endpoint::MarkRingsHeardLocked() {
+  // After the reads, under fds_mu_: every ring read so far was sent after
+  // its client counted it, so this load covers it, and heard only grows.
+  // The caller looks at the slots after this (the fence orders the store
+  // before those loads): a client that saw the old value and skipped its
+  // ring published before that look.
+  server_words_->bell_heard.store(client_words_->bell_rings.load(std::memory_order_seq_cst),
+                                  std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+absl::Status Endpoint::ReadRingsLocked() {
   // The hello is the first message an introducing client sends.
   if (options_.hello_identity) {
     ReadHelloLocked();
     if (!hello_.has_value()) return absl::OkStatus();  // Nothing queued yet.
+    if (!hello_->ok()) return hello_->status();
   }
   // Bounded: a client that rings without pause must not keep this thread.
-  // What is left stays readable for TakeFds, and the next ring is an edge.
-  for (int i = 0; i < kMaxQueuedRings + static_cast<int>(kMaxStashedFdMessages); ++i) {
-    absl::StatusOr<std::optional<ReceivedMessage>> message =
-        TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
-    if (!message.ok() || !message->has_value()) return absl::OkStatus();  // Ended, or empty.
-    ReceivedMessage& received = **message;
+  // What is left stays readable, and the next ring is an edge.
+  for (int i = 0; i < kMaxQueuedRings; ++i) {
+    std::byte head[sizeof(uint64_t)];
+    absl::StatusOr<std::optional<PeekedMessage>> peeked = PeekMessage(liveness_.get(), head);
+    if (!peeked.ok() || !peeked->has_value()) return absl::OkStatus();  // Ended, or empty.
     uint64_t tag = 0;
-    if (received.bytes.size() == sizeof(tag)) std::memcpy(&tag, received.bytes.data(), sizeof(tag));
-    if (tag == channel_layout::kBellTag && received.fds.empty()) continue;
-    if (received.bytes.size() != sizeof(tag) || received.fds.empty()) {
-      return absl::DataLossError("malformed message on the liveness socket");
+    const bool tagged = (*peeked)->length == sizeof(tag) && !(*peeked)->longer;
+    if (tagged) std::memcpy(&tag, head, sizeof(tag));
+    if (tagged && tag == channel_layout::kBellTag && !(*peeked)->has_fds) {
+      DiscardMessage(liveness_.get());
+      continue;
     }
-    if (absl::Status kept = StashLocked(tag, std::move(received.fds)); !kept.ok()) return kept;
+    if (tagged && tag == channel_layout::kArenaTag && (*peeked)->has_fds &&
+        peer_arena_.load(std::memory_order_relaxed) == nullptr) {
+      // Needed before any request is read; mapped, it holds no descriptor.
+      absl::StatusOr<std::optional<ReceivedMessage>> arena =
+          TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
+      if (!arena.ok() || !arena->has_value()) return absl::OkStatus();
+      if (absl::Status mapped = MapPeerArenaLocked(std::move((**arena).fds)); !mapped.ok()) {
+        return mapped;
+      }
+      continue;
+    }
+    // A call's descriptors, or anything else: left queued, not taken into
+    // this process, for the call that asks for them (TakeFds judges them).
+    return absl::OkStatus();
   }
   return absl::OkStatus();
 }

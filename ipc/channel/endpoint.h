@@ -45,6 +45,11 @@ namespace sluice::internal {
 // Longest error message carried back from a server; longer ones are cut.
 inline constexpr uint64_t kMaxErrorMessage = 4096;
 
+// How long a side waits to send descriptors when nothing else bounds it (a
+// reply's, a oneway's) on a peer that reads none: a peer that keeps its
+// socket full this long is not reading, and must not hold a thread here.
+inline constexpr absl::Duration kDescriptorSendBound = absl::Seconds(5);
+
 // True if `inner` lies within `outer` (an empty `inner` anywhere).
 bool Contains(std::span<const std::byte> outer, std::span<const std::byte> inner);
 
@@ -137,7 +142,8 @@ class Endpoint {
   // File descriptors of a call travel on the liveness socket, as one
   // SCM_RIGHTS message whose 8 bytes are the call's FdTag. Send before the
   // call (or reply) is published, so the receiver finds them already queued.
-  absl::Status SendFds(uint64_t tag, std::span<const int> fds) const;
+  // DEADLINE_EXCEEDED if the peer leaves its socket full until `deadline`.
+  absl::Status SendFds(uint64_t tag, std::span<const int> fds, absl::Time deadline) const;
   // The descriptors sent under `tag`. Messages for other calls read on the
   // way are kept for their own callers. DATA_LOSS if none is queued (the
   // peer flagged descriptors it never sent) or the peer floods us.
@@ -155,14 +161,17 @@ class Endpoint {
   // SetBellKick gave, which hands a wake-up on to another of its threads.
   // Best effort: a full socket already has a wake-up pending.
   void RingBell();
-  // Server only, once, before it listens on the bell: what RingBell does
-  // on this side. Called from any thread, also after the channel ended.
+  // Server only, before it listens on the bell: what RingBell does on this
+  // side. Called from any thread, also after the channel ended. The first
+  // kick set stays; later ones are ignored.
   void SetBellKick(absl::AnyInvocable<void() const> kick);
   // Server only: the descriptor to wait on (readable when rung, or when the
   // client sent descriptors or went) and, after a wake-up, before looking
-  // at the slots: marks the rings so far heard and reads what is queued,
-  // keeping descriptors and the hello for those who ask for them, so the
-  // next ring is an edge again. A peer that floods it ends the channel.
+  // at the slots: reads the rings queued at the front (the hello and the
+  // client's arena too, on the way) and then marks the rings so far heard,
+  // so the next ring is an edge again. A call's descriptors stay queued,
+  // never taken into this process before the call asks for them. A bad
+  // hello or arena ends the channel.
   int bell() const { return liveness_.get(); }
   void DrainBell();
 
@@ -182,7 +191,7 @@ class Endpoint {
  private:
   Endpoint(Side side, Region region, Region own_arena, UniqueFd liveness,
            const channel_layout::ChannelHeader& h, const ChannelOptions& options);
-  // Client only, at open: maps the server's arena (and keeps its bell) if
+  // Client only, at open: maps the server's arena if
   // its message is queued already; a bad one ends the channel (DATA_LOSS).
   void TakePeerArenaIfQueued();
 
@@ -218,16 +227,20 @@ class Endpoint {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
   // DrainBell's reads (under fds_mu_); an error ends the channel.
   absl::Status ReadQueuedMessages();
+  absl::Status ReadRingsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
+  // Server: stores the client's ring count as heard (see DrainBell).
+  void MarkRingsHeardLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
   // Reads the hello into hello_ unless it was read already.
   void ReadHelloLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
   // Keeps one received descriptor message (or maps the peer's arena): for
-  // TakeFdsLocked and DrainBell, which read past messages for others.
+  // TakeFdsLocked, which reads past messages for others.
   absl::Status StashLocked(uint64_t tag, std::vector<UniqueFd> fds)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
   absl::Status MapPeerArenaLocked(std::vector<UniqueFd> fds) ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
 
   Mutex fds_mu_;
   absl::flat_hash_map<uint64_t, std::vector<UniqueFd>> stashed_fds_ ABSL_GUARDED_BY(fds_mu_);
+  size_t stashed_fd_count_ ABSL_GUARDED_BY(fds_mu_) = 0;
   // Set once, under fds_mu_, when the peer's arena is mapped.
   Region peer_arena_region_ ABSL_GUARDED_BY(fds_mu_);
   std::atomic<const std::byte*> peer_arena_{nullptr};

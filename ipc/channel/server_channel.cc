@@ -471,7 +471,10 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
     }
     absl::Status sent = spilled ? call.reply_spill_->SealImmutable() : absl::OkStatus();
     if (sent.ok() && spilled) raw.push_back(call.reply_spill_->fd());
-    if (sent.ok()) sent = endpoint_->SendFds(channel_layout::FdTag(i, call.seq_), raw);
+    if (sent.ok()) {
+      sent = endpoint_->SendFds(channel_layout::FdTag(i, call.seq_), raw,
+                                absl::Now() + internal::kDescriptorSendBound);
+    }
     if (sent.ok()) {
       reply_flags = channel_layout::kReplyFlagHasFds |
                     (spilled ? channel_layout::kReplyFlagSpilled : uint64_t{0});

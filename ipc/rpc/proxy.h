@@ -129,6 +129,7 @@ class ProxyBase {
     if (!request.ok()) return request.status();
     absl::StatusOr<Reply> reply = channel_->Call(std::move(request->first), request->second,
                                                  options.deadline, chain.waiter());
+    SettleUnreadReplies();
     if (!reply.ok()) return NameTheMethod(reply.status(), what);
     std::shared_ptr<ReplyObjects> lent;
     if (reply->word() != 0) {
@@ -143,10 +144,22 @@ class ProxyBase {
     auto request = BuildRequest(Addressed(header), what, std::max(size_hint, options.size_hint),
                                 build, options);
     if (!request.ok()) return request.status();
-    return channel_->Send(std::move(request->first), request->second);
+    absl::Status sent = channel_->Send(std::move(request->first), request->second);
+    SettleUnreadReplies();
+    return sent;
   }
 
  private:
+  // Replies the channel found unread (their callers gave up at their
+  // deadlines) may have lent objects by handle: with nobody to take them,
+  // their loans end now, as a Response's do when it goes.
+  void SettleUnreadReplies() {
+    if (!channel_->HasUnreadReplyWords()) return;
+    for (const uint64_t word : channel_->TakeUnreadReplyWords()) {
+      (void)internal::ObjectsOfReply(exports_.get(), *channel_, owner_, word);
+    }
+  }
+
   // The server answers a method it lacks, or a call for another interface,
   // with ids only (it cannot name what it does not know); the proxy knows
   // what it asked for and says so.

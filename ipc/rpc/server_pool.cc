@@ -283,23 +283,30 @@ absl::Status ServerPool::Add(std::unique_ptr<ServerChannel> channel,
 }
 
 absl::Status ServerPool::SwitchToBellsLocked() {
-  epoll_ = UniqueFd(::epoll_create1(EPOLL_CLOEXEC));
-  if (!epoll_) return ErrnoStatus("epoll_create1 for a pool's bells", errno);
-  stop_fd_ = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!stop_fd_) return ErrnoStatus("eventfd for a pool's shutdown", errno);
-  // Level-triggered and never read: once Shutdown writes it, it wakes every
-  // thread that waits, each time.
-  epoll_event stop = {.events = EPOLLIN, .data = {.u64 = kStopKey}};
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, stop_fd_.get(), &stop) != 0) {
-    return ErrnoStatus("epoll_ctl adding a pool's shutdown eventfd", errno);
-  }
-  absl::StatusOr<std::shared_ptr<Kicks>> kicks = Kicks::Create();
-  if (!kicks.ok()) return kicks.status();
-  kicks_ = *std::move(kicks);
-  // Level-triggered: readable while kicks are untaken.
-  epoll_event kick = {.events = EPOLLIN, .data = {.u64 = kKickKey}};
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, kicks_->fd(), &kick) != 0) {
-    return ErrnoStatus("epoll_ctl adding a pool's wake-up eventfd", errno);
+  // Made once: a switch that failed part way (a full descriptor table, say)
+  // is tried again by the next Add, with the same set, eventfds and kicks,
+  // which the channels watched so far already hold.
+  if (!epoll_) {
+    UniqueFd epoll(::epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll) return ErrnoStatus("epoll_create1 for a pool's bells", errno);
+    UniqueFd stop_fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!stop_fd) return ErrnoStatus("eventfd for a pool's shutdown", errno);
+    // Level-triggered and never read: once Shutdown writes it, it wakes every
+    // thread that waits, each time.
+    epoll_event stop = {.events = EPOLLIN, .data = {.u64 = kStopKey}};
+    if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, stop_fd.get(), &stop) != 0) {
+      return ErrnoStatus("epoll_ctl adding a pool's shutdown eventfd", errno);
+    }
+    absl::StatusOr<std::shared_ptr<Kicks>> kicks = Kicks::Create();
+    if (!kicks.ok()) return kicks.status();
+    // Level-triggered: readable while kicks are untaken.
+    epoll_event kick = {.events = EPOLLIN, .data = {.u64 = kKickKey}};
+    if (::epoll_ctl(epoll.get(), EPOLL_CTL_ADD, (*kicks)->fd(), &kick) != 0) {
+      return ErrnoStatus("epoll_ctl adding a pool's wake-up eventfd", errno);
+    }
+    epoll_ = std::move(epoll);
+    stop_fd_ = std::move(stop_fd);
+    kicks_ = *std::move(kicks);
   }
   for (const auto& [id, entry] : entries_) {
     if (absl::Status watched = WatchBellLocked(*entry); !watched.ok()) return watched;
@@ -318,7 +325,9 @@ absl::Status ServerPool::WatchBellLocked(ServedChannel& entry) {
   // The socket also turns readable when the client sends descriptors (read
   // on the way by DrainBell) or goes (RDHUP).
   epoll_event event = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data = {.u64 = entry.id}};
-  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, entry.waiting().bell(), &event) != 0) {
+  // EEXIST: watched by a switch that failed after it (tried again now).
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, entry.waiting().bell(), &event) != 0 &&
+      errno != EEXIST) {
     const int error = errno;
     return absl::ResourceExhaustedError(
         absl::StrCat("watching one more channel's bell (", entries_.size(),

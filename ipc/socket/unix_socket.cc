@@ -1,6 +1,7 @@
 #include "ipc/socket/unix_socket.h"
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <cstring>
 
@@ -151,6 +152,43 @@ absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes) {
 
 absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, size_t max_bytes) {
   return Receive(socket, max_bytes, MSG_DONTWAIT);
+}
+
+absl::StatusOr<std::optional<PeekedMessage>> PeekMessage(int socket, std::span<std::byte> head) {
+  iovec iov{head.data(), head.size()};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  // Room for credentials only (SO_PASSCRED adds them to every message): a
+  // message's descriptors do not fit beside them, and MSG_CTRUNC says they
+  // are there. Without credentials a few would fit; those copies are closed
+  // at once below.
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(ucred))];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof(control);
+  const ssize_t got = RetryOnEintr(
+      [&] { return ::recvmsg(socket, &msg, MSG_PEEK | MSG_DONTWAIT | MSG_CMSG_CLOEXEC); });
+  if (got < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return std::optional<PeekedMessage>();
+    return ErrnoStatus("recvmsg(MSG_PEEK)", errno);
+  }
+  bool has_fds = (msg.msg_flags & MSG_CTRUNC) != 0;
+  for (cmsghdr* cmsg = CMSG_FIRSTHDR(&msg); cmsg != nullptr; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+    if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+    has_fds = true;
+    const size_t count = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (size_t i = 0; i < count; ++i) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof(int));
+      ::close(fd);
+    }
+  }
+  return PeekedMessage{static_cast<size_t>(got), (msg.msg_flags & MSG_TRUNC) != 0, has_fds};
+}
+
+void DiscardMessage(int socket) {
+  char byte;
+  (void)RetryOnEintr([&] { return ::recv(socket, &byte, 0, MSG_DONTWAIT); });
 }
 
 absl::StatusOr<ReceivedInto> ReceiveMessageInto(int socket, std::span<std::byte> buffer,

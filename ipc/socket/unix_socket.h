@@ -64,6 +64,19 @@ absl::StatusOr<ReceivedMessage> ReceiveMessage(int socket, size_t max_bytes);
 // As ReceiveMessage, but returns nullopt at once when no message is queued.
 absl::StatusOr<std::optional<ReceivedMessage>> TryReceiveMessage(int socket, size_t max_bytes);
 
+// The first queued message, looked at without taking it (and without taking
+// any descriptor it carries into this process): up to head.size() of its
+// bytes, whether it is longer, and whether it carries descriptors. nullopt
+// when none is queued. Never blocks.
+struct PeekedMessage {
+  size_t length = 0;  // Bytes copied into the head.
+  bool longer = false;
+  bool has_fds = false;
+};
+absl::StatusOr<std::optional<PeekedMessage>> PeekMessage(int socket, std::span<std::byte> head);
+// Drops the first queued message (closing any descriptors it carries).
+void DiscardMessage(int socket);
+
 // A message received into a buffer its caller owns (ReceiveMessageInto).
 struct ReceivedInto {
   // The prefix of the caller's buffer this message filled: the only bytes of

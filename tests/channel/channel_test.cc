@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -498,6 +499,125 @@ TEST(ChannelLifecycle, ARequestOnASlotStillBeingFreedIsHandedOnByItsLastAnswer) 
   ASSERT_TRUE(second.has_value());
   ASSERT_OK(second->Reply({}));
   caller.join();
+}
+
+// Regression (a hostile read of the bell on the liveness socket): a ring
+// read by a claim's TakeFds, not by a drain, was never marked heard, so the
+// client, seeing a ring still unheard, stopped ringing, and with nothing
+// left on the socket no thread ever looked at the channel again.
+TEST(ChannelLifecycle, ARingReadByACallsDescriptorsStillCountsAsHeard) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  auto& client = pair.client;
+  ServerWaiting waiting(*pair.server);
+  waiting.ListenOnBell([] {});
+  waiting.DrainBell();  // The client's arena.
+  auto rang = [&](int ms) {
+    pollfd bell = {.fd = waiting.bell(), .events = POLLIN, .revents = 0};
+    return ::poll(&bell, 1, ms) == 1;
+  };
+  auto answer = [&](int calls) {
+    for (int answered = 0; answered < calls;) {
+      ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> call, waiting.TryReceive());
+      if (!call.has_value()) continue;
+      (void)call->TakeFds();
+      ASSERT_OK(call->Reply({}));
+      ++answered;
+    }
+  };
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  const UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+  auto call = [&](bool with_fd) {
+    ASSERT_OK_AND_ASSIGN(OutgoingCall outgoing, client->BeginCall(8));
+    if (with_fd) {
+      const int fd = read_end.get();
+      ASSERT_OK(outgoing.AttachFds({&fd, 1}));
+    }
+    EXPECT_OK(client->Call(std::move(outgoing), {}, absl::Now() + absl::Seconds(20)).status());
+  };
+  // The first call rings; the ring waits, undrained, on the socket.
+  std::thread first(call, false);
+  ASSERT_TRUE(rang(5000)) << "the first call did not ring";
+  // The second carries a descriptor, queued behind that ring, and skips its
+  // own ring (one is unheard). Claiming it reads the ring on the way.
+  std::thread second(call, true);
+  while (!waiting.RequestPending() || !rang(0)) absl::SleepFor(absl::Milliseconds(1));
+  absl::SleepFor(absl::Milliseconds(20));
+  answer(2);
+  first.join();
+  second.join();
+  EXPECT_FALSE(rang(0)) << "the socket should be empty";
+  // The third must ring again.
+  std::thread third(call, false);
+  EXPECT_TRUE(rang(5000)) << "the third call did not ring: its channel went silent";
+  answer(1);
+  third.join();
+}
+
+// Regression: a drain read every queued message, taking a client's
+// descriptor messages into the server's descriptor table before any call
+// asked for them, so one hostile client could fill it for everyone. A
+// drain reads the rings at the front only and leaves descriptors queued.
+TEST(ChannelLifecycle, ADrainTakesNoDescriptorsIntoTheServer) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
+  ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
+  ASSERT_OK_AND_ASSIGN(auto server,
+                       ServerChannel::Open(std::move(region), std::move(sockets.first), *watcher));
+  ServerWaiting waiting(*server);
+  waiting.ListenOnBell([] {});
+  const int hostile = sockets.second.get();
+  const uint64_t ring = channel_layout::kBellTag;
+  for (int i = 0; i < 20; ++i) ASSERT_EQ(::send(hostile, &ring, sizeof(ring), 0), 8);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  const UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+  const std::vector<int> many(32, read_end.get());
+  for (uint32_t seq = 1; seq <= 16; ++seq) {
+    const uint64_t tag = channel_layout::FdTag(0, seq);
+    std::byte bytes[sizeof(tag)];
+    std::memcpy(bytes, &tag, sizeof(tag));
+    ASSERT_OK(SendMessage(hostile, bytes, many));
+  }
+  ASSERT_EQ(::send(hostile, &ring, sizeof(ring), 0), 8);
+  const int before = CountOpenFds();
+  waiting.DrainBell();
+  EXPECT_EQ(CountOpenFds(), before) << "the drain took descriptors no call asked for";
+  EXPECT_OK(server->health());
+  // The rings in front are gone, the descriptor messages are still queued.
+  std::byte head[8];
+  ASSERT_OK_AND_ASSIGN(std::optional<PeekedMessage> next,
+                       PeekMessage(waiting.bell(), std::span<std::byte>(head)));
+  ASSERT_TRUE(next.has_value());
+  EXPECT_TRUE(next->has_fds);
+  EXPECT_EQ(CountOpenFds(), before) << "peeking took descriptors";
+}
+
+// Regression: a call's descriptors were sent with a blocking send, so a
+// server that keeps its socket full (it reads nothing, while it answers in
+// shared memory) held the caller past its deadline, forever.
+TEST(ChannelLifecycle, ACallsDescriptorsToAServerThatReadsNothingEndAtTheDeadline) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(Region region, CreateChannelRegion());
+  ASSERT_OK_AND_ASSIGN(auto sockets, SeqPacketPair());
+  ASSERT_OK_AND_ASSIGN(UniqueFd filler, sockets.first.Duplicate());
+  ASSERT_OK_AND_ASSIGN(auto client,
+                       ClientChannel::Open(std::move(region), std::move(sockets.first), *watcher));
+  // Nobody reads the server's end: fill it.
+  const uint64_t ring = channel_layout::kBellTag;
+  while (::send(filler.get(), &ring, sizeof(ring), MSG_DONTWAIT) == sizeof(ring)) {
+  }
+  ASSERT_EQ(errno, EAGAIN);
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
+  const UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+  ASSERT_OK_AND_ASSIGN(OutgoingCall call, client->BeginCall(8));
+  const int fd = read_end.get();
+  ASSERT_OK(call.AttachFds({&fd, 1}));
+  const absl::Time start = absl::Now();
+  EXPECT_THAT(client->Call(std::move(call), {}, start + absl::Milliseconds(200)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("reads nothing")));
 }
 
 // ---------------------------------------------------------------------------

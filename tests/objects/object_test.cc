@@ -13,6 +13,7 @@
 
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
+#include "ipc/base/notification.h"
 #include "ipc/host/service_host.h"
 #include "ipc/rpc/server_pool.h"
 #include "ipc/testing/subprocess.h"
@@ -475,6 +476,31 @@ TEST(ObjectsInResults, AReplyThatFailsAfterLendingEndsItsLoans) {
   ASSERT_OK_AND_ASSIGN(auto made, holder.Make());
   EXPECT_TRUE(rpc::object_wire::IsHandleField(made->callback()));
   EXPECT_NE(made.lent_objects(), nullptr);
+}
+
+// A caller that gave up at its deadline never reads the reply that comes
+// after it, so nothing settled the objects that reply lent: they stayed lent
+// (and alive) until the connection ended. The channel keeps the unread
+// reply's word when it reclaims the slot, and the proxy's next call ends
+// those loans.
+TEST_F(ObjectTest, AReplyItsCallerGaveUpOnEndsItsLoansAtTheNextCall) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  // Watched over a connection of its own: calls on `holder` would reclaim
+  // the slot themselves.
+  ASSERT_OK_AND_ASSIGN(auto observer, Holder("holder"));
+  ASSERT_OK_AND_ASSIGN(auto base, observer->Stats());
+  EXPECT_THAT(holder->MakeLate(300, {.deadline = absl::Now() + absl::Milliseconds(20)}),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  // The late reply lends its object; nobody takes it.
+  EXPECT_TRUE(Eventually([&] {
+    auto stats = observer->Stats();
+    return stats.ok() && (*stats)->live_objects() == base->live_objects() + 1;
+  }));
+  // The next call reclaims the slot and, with it, ends the late reply's loan.
+  ASSERT_OK(holder->Stats().status());
+  EXPECT_TRUE(PeerSettlesAt(observer, base->live_objects(), base->exported_references()))
+      << "the object of an unread reply is still lent";
 }
 
 }  // namespace

@@ -64,13 +64,27 @@ absl::StatusOr<flatbuffers::Offset<objects::Empty>> HolderService::Drop(
   return objects::CreateEmpty(reply);
 }
 
-absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> HolderService::Make(
-    const rpc::CallContext& context, const objects::Empty& /*request*/,
-    flatbuffers::FlatBufferBuilder& reply) {
+namespace {
+absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> MakeObject(
+    const rpc::CallContext& context, flatbuffers::FlatBufferBuilder& reply) {
   absl::StatusOr<uint32_t> index =
       rpc::AttachObject(context, std::make_shared<CallbackObject>(100));
   if (!index.ok()) return index.status();
   return objects::CreateObjectResponse(reply, *index);
+}
+}  // namespace
+
+absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> HolderService::Make(
+    const rpc::CallContext& context, const objects::Empty& /*request*/,
+    flatbuffers::FlatBufferBuilder& reply) {
+  return MakeObject(context, reply);
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> HolderService::MakeLate(
+    const rpc::CallContext& context, const objects::Ping& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::SleepFor(absl::Milliseconds(request.value()));
+  return MakeObject(context, reply);
 }
 
 absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> HolderService::Held(

@@ -44,6 +44,9 @@ class HolderService : public objects::HolderStub {
   absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> Make(
       const rpc::CallContext& context, const objects::Empty& request,
       flatbuffers::FlatBufferBuilder& reply) override;
+  absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> MakeLate(
+      const rpc::CallContext& context, const objects::Ping& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
   absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> Held(
       const rpc::CallContext& context, const objects::Empty& request,
       flatbuffers::FlatBufferBuilder& reply) override;
