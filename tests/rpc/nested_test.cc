@@ -161,8 +161,14 @@ class NestedCallTest : public ::testing::Test {
   }
 
   // Publishes this process's Bouncer "A" with a host of `max_threads`.
-  void HostA(int max_threads, BouncerService::Hook hook = nullptr) {
-    host_ = std::make_unique<ServiceHost>(*sm_, ServiceHost::Options{.max_threads = max_threads});
+  // `thread_cap`: 0 for the pool's default; max_threads for a pool the
+  // watchdog may not grow (a slow peer on a loaded machine would otherwise
+  // make it add a thread, which is its job but not what a test of pool
+  // sizes may count on).
+  void HostA(int max_threads, BouncerService::Hook hook = nullptr, int thread_cap = 0) {
+    ServiceHost::Options options{.max_threads = max_threads};
+    if (thread_cap > 0) options.thread_cap = thread_cap;
+    host_ = std::make_unique<ServiceHost>(*sm_, options);
     bouncer_ = std::make_shared<BouncerService>(*sm_, "A", std::move(hook));
     ASSERT_OK(host_->Publish(bouncer_, "A"));
   }
@@ -233,7 +239,8 @@ TEST_F(NestedCallTest, LoopbackCallIsServedByTheCallingThread) {
 // thread serves the first visit and is blocked in its call to B while B
 // calls back into A; it serves that call itself, at every depth.
 TEST_F(NestedCallTest, PoolsOfOneDoNotDeadlock) {
-  HostA(/*max_threads=*/1);
+  // Held to one thread: no growth could serve the recursion instead.
+  HostA(/*max_threads=*/1, nullptr, /*thread_cap=*/1);
   ASSERT_OK_AND_ASSIGN(const pid_t b_pid, StartPeer("B", /*max_threads=*/1));
   const std::vector<std::string> route = Route({"B", "A"}, 24);
   for (int round = 0; round < 3; ++round) {
@@ -333,12 +340,15 @@ TEST_F(NestedCallTest, PoolServesOtherCallersWhileAThreadIsBlocked) {
     std::atomic<bool> armed{true};
   };
   auto hold = std::make_shared<Hold>();
-  HostA(/*max_threads=*/2, [hold](absl::Span<const std::string> route) {
-    // Only the nested visit of the held chain (the last of its route).
-    if (!route.empty() || !hold->armed.exchange(false)) return;
-    hold->held.Notify();
-    EXPECT_TRUE(hold->release.WaitForNotificationWithTimeout(kCallTimeout));
-  });
+  HostA(
+      /*max_threads=*/2,
+      [hold](absl::Span<const std::string> route) {
+        // Only the nested visit of the held chain (the last of its route).
+        if (!route.empty() || !hold->armed.exchange(false)) return;
+        hold->held.Notify();
+        EXPECT_TRUE(hold->release.WaitForNotificationWithTimeout(kCallTimeout));
+      },
+      /*thread_cap=*/2);
   absl::Cleanup release_on_exit = [hold] {
     if (!hold->release.HasBeenNotified()) hold->release.Notify();
   };
