@@ -8,13 +8,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cstring>
-#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "ipc/base/errno_status.h"
 #include "ipc/base/errors.h"
+#include "ipc/base/poll_timeout.h"
 #include "ipc/socket/unix_socket.h"
 
 namespace sluice {
@@ -48,10 +49,22 @@ bool RangeInArena(uint64_t offset, uint64_t length, uint64_t arena_size) {
 constexpr uint64_t kHelloTag = ~uint64_t{0};
 
 // One message on the liveness socket: an 8-byte tag and its descriptors.
+using TagBytes = std::array<std::byte, sizeof(uint64_t)>;
+TagBytes BytesOfTag(uint64_t tag) {
+  TagBytes bytes;
+  std::memcpy(bytes.data(), &tag, sizeof(tag));
+  return bytes;
+}
+// The tag a received message carries; nullopt if it is not 8 bytes long.
+std::optional<uint64_t> TagOf(std::span<const std::byte> bytes) {
+  if (bytes.size() != sizeof(uint64_t)) return std::nullopt;
+  uint64_t tag;
+  std::memcpy(&tag, bytes.data(), sizeof(tag));
+  return tag;
+}
+
 absl::Status SendTagged(int socket, uint64_t tag, std::span<const int> fds) {
-  std::byte bytes[sizeof(tag)];
-  std::memcpy(bytes, &tag, sizeof(tag));
-  return SendMessage(socket, bytes, fds);
+  return SendMessage(socket, BytesOfTag(tag), fds);
 }
 }  // namespace
 
@@ -242,10 +255,8 @@ void Endpoint::TakePeerArenaIfQueued() {
       TryReceiveMessage(liveness_.get(), sizeof(uint64_t));
   if (!message.ok() || !message->has_value()) return;  // Not yet: taken when first needed.
   ReceivedMessage& received = **message;
-  uint64_t tag = 0;
-  if (received.bytes.size() == sizeof(tag)) std::memcpy(&tag, received.bytes.data(), sizeof(tag));
   absl::Status taken = absl::OkStatus();
-  if (tag != channel_layout::kArenaTag || received.fds.empty()) {
+  if (TagOf(received.bytes) != channel_layout::kArenaTag || received.fds.empty()) {
     taken =
         absl::DataLossError("the server's first message on the liveness socket is not its arena");
   } else {
@@ -384,11 +395,7 @@ void Endpoint::ReadHelloLocked() {
     return;
   }
   if (!message->has_value()) return;  // Not sent (yet): ReceiveHello says so.
-  uint64_t tag = 0;
-  if ((**message).bytes.size() == sizeof(tag)) {
-    std::memcpy(&tag, (**message).bytes.data(), sizeof(tag));
-  }
-  if (tag != kHelloTag || !(**message).fds.empty()) {
+  if (TagOf((**message).bytes) != kHelloTag || !(**message).fds.empty()) {
     // Whatever else the impostor queued (a call's descriptors) is closed now,
     // not held for the channel's life; bounded, as it may keep sending.
     for (size_t i = 0; i < kMaxStashedFdMessages + kMaxQueuedRings; ++i) {
@@ -412,24 +419,19 @@ void Endpoint::ReadHelloLocked() {
 }
 
 absl::Status Endpoint::SendFds(uint64_t tag, std::span<const int> fds, absl::Time deadline) const {
-  std::byte bytes[sizeof(tag)];
-  std::memcpy(bytes, &tag, sizeof(tag));
+  const TagBytes bytes = BytesOfTag(tag);
   for (;;) {
     // Never blocking in the send itself: a peer that stops reading (a full
     // socket) must not hold this thread past its deadline.
     absl::StatusOr<bool> sent = TrySendMessage(liveness_.get(), bytes, fds);
     if (!sent.ok() || *sent) return sent.status();
-    pollfd writable = {.fd = liveness_.get(), .events = POLLOUT, .revents = 0};
-    const absl::Duration left = deadline - absl::Now();
-    if (left <= absl::ZeroDuration()) {
+    const int ms = PollTimeoutMs(deadline);
+    if (ms == 0) {
       return absl::DeadlineExceededError(
           "the peer reads nothing from the channel's socket (it is full): the call's "
           "descriptors could not be sent before its deadline");
     }
-    const int ms = deadline == absl::InfiniteFuture()
-                       ? -1
-                       : static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1,
-                                                            std::numeric_limits<int>::max()));
+    pollfd writable = {.fd = liveness_.get(), .events = POLLOUT, .revents = 0};
     (void)RetryOnEintr([&] { return ::poll(&writable, 1, ms); });
   }
 }
@@ -461,9 +463,8 @@ absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFdsLocked(uint64_t tag) {
               : "the peer flagged a call as carrying file descriptors but sent none");
     }
     ReceivedMessage& received = **message;
-    uint64_t got = 0;
-    if (received.bytes.size() == sizeof(got)) std::memcpy(&got, received.bytes.data(), sizeof(got));
-    if (got == channel_layout::kBellTag && received.fds.empty()) {
+    const std::optional<uint64_t> tagged = TagOf(received.bytes);
+    if (tagged == channel_layout::kBellTag && received.fds.empty()) {
       // A client rings once per drain and thread at most (RingBell). Read
       // here, the rings count as heard as if a drain had read them.
       if (side_ == Side::kServer) MarkRingsHeardLocked();
@@ -472,14 +473,14 @@ absl::StatusOr<std::vector<UniqueFd>> Endpoint::TakeFdsLocked(uint64_t tag) {
       }
       continue;
     }
-    if (got == channel_layout::kBellTag) {
+    if (tagged == channel_layout::kBellTag) {
       return absl::DataLossError("a ring on the liveness socket carries descriptors");
     }
-    if (received.bytes.size() != sizeof(got) || received.fds.empty()) {
+    if (!tagged.has_value() || received.fds.empty()) {
       return absl::DataLossError("malformed descriptor message on the liveness socket");
     }
-    if (got == tag) return std::move(received.fds);
-    if (absl::Status kept = StashLocked(got, std::move(received.fds)); !kept.ok()) return kept;
+    if (*tagged == tag) return std::move(received.fds);
+    if (absl::Status kept = StashLocked(*tagged, std::move(received.fds)); !kept.ok()) return kept;
   }
 }
 
@@ -518,23 +519,21 @@ void Endpoint::RingBell() {
   const uint32_t rung = rings.load(std::memory_order_seq_cst);
   if (rung != server_words_->bell_heard.load(std::memory_order_seq_cst)) return;
   rings.store(rung + 1, std::memory_order_seq_cst);
-  const uint64_t tag = channel_layout::kBellTag;
-  // EAGAIN: the socket is full of unread messages, so a wake-up is pending
-  // anyway.
-  (void)::send(liveness_.get(), &tag, sizeof(tag), MSG_DONTWAIT | MSG_NOSIGNAL);
+  // False (full): the socket holds unread messages, so a wake-up is
+  // pending anyway.
+  (void)TrySendMessage(liveness_.get(), BytesOfTag(channel_layout::kBellTag), {});
 }
 
 void Endpoint::DrainBell() {
   if (side_ != Side::kServer) return;
-  absl::Status read = ReadQueuedMessages();
+  absl::Status read;
+  {
+    MutexLock lock(&fds_mu_);
+    read = ReadRingsLocked();
+    MarkRingsHeardLocked();
+  }
+  // Outside fds_mu_: ending the channel kicks another thread.
   if (!read.ok()) Terminate(read);
-}
-
-absl::Status Endpoint::ReadQueuedMessages() {
-  MutexLock lock(&fds_mu_);
-  absl::Status read = ReadRingsLocked();
-  MarkRingsHeardLocked();
-  return read;
 }
 
 void Endpoint::MarkRingsHeardLocked() {
@@ -561,14 +560,14 @@ absl::Status Endpoint::ReadRingsLocked() {
     std::byte head[sizeof(uint64_t)];
     absl::StatusOr<std::optional<PeekedMessage>> peeked = PeekMessage(liveness_.get(), head);
     if (!peeked.ok() || !peeked->has_value()) return absl::OkStatus();  // Ended, or empty.
-    uint64_t tag = 0;
-    const bool tagged = (*peeked)->length == sizeof(tag) && !(*peeked)->longer;
-    if (tagged) std::memcpy(&tag, head, sizeof(tag));
-    if (tagged && tag == channel_layout::kBellTag && !(*peeked)->has_fds) {
+    const std::optional<uint64_t> tag =
+        (*peeked)->longer ? std::nullopt
+                          : TagOf(std::span<const std::byte>(head, (*peeked)->length));
+    if (tag == channel_layout::kBellTag && !(*peeked)->has_fds) {
       DiscardMessage(liveness_.get());
       continue;
     }
-    if (tagged && tag == channel_layout::kArenaTag && (*peeked)->has_fds &&
+    if (tag == channel_layout::kArenaTag && (*peeked)->has_fds &&
         peer_arena_.load(std::memory_order_relaxed) == nullptr) {
       // Needed before any request is read; mapped, it holds no descriptor.
       absl::StatusOr<std::optional<ReceivedMessage>> arena =

@@ -225,8 +225,7 @@ class Endpoint {
 
   absl::StatusOr<std::vector<UniqueFd>> TakeFdsLocked(uint64_t tag)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
-  // DrainBell's reads (under fds_mu_); an error ends the channel.
-  absl::Status ReadQueuedMessages();
+  // DrainBell's reads; an error ends the channel.
   absl::Status ReadRingsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);
   // Server: stores the client's ring count as heard (see DrainBell).
   void MarkRingsHeardLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(fds_mu_);

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "ipc/base/errno_status.h"
+#include "ipc/base/poll_timeout.h"
 #include "ipc/channel/endpoint.h"
 #include "ipc/channel/server_waiting.h"
 
@@ -24,14 +25,6 @@ constexpr size_t kMaxChannelsPolled = 8;
 // channels' keys start at 1 and never reach these.
 constexpr uint64_t kStopKey = 0;
 constexpr uint64_t kKickKey = ~uint64_t{0};
-
-int EpollTimeoutMs(absl::Time deadline) {
-  if (deadline == absl::InfiniteFuture()) return -1;
-  const absl::Duration left = deadline - absl::Now();
-  if (left <= absl::ZeroDuration()) return 0;
-  // Rounded up: a wait that returns early only to wait again costs a loop.
-  return static_cast<int>(std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, INT_MAX));
-}
 }  // namespace
 
 // A channel's wake-ups for another of the pool's threads, on bells: a
@@ -519,7 +512,7 @@ bool ServerPool::SleepOnDoorbells(const Snapshot& local, Snapshot& polled, size_
 
 bool ServerPool::WaitOnBells(absl::Time deadline) {
   epoll_event event;
-  const int n = ::epoll_wait(epoll_.get(), &event, 1, EpollTimeoutMs(deadline));
+  const int n = ::epoll_wait(epoll_.get(), &event, 1, PollTimeoutMs(deadline));
   if (n == 0) return absl::Now() < deadline;
   if (n < 0 || event.data.u64 == kStopKey) return true;  // EINTR, or Shutdown.
   const uint64_t key = event.data.u64;

@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "ipc/base/errno_status.h"
 #include "ipc/base/errors.h"
 #include "ipc/base/notification.h"
 #include "ipc/channel/channel_region.h"
@@ -36,6 +37,17 @@ namespace sluice::testing {
 namespace {
 
 using ::testing::HasSubstr;
+
+// A pipe's two ends: descriptors for calls to carry.
+struct Pipe {
+  UniqueFd read_end;
+  UniqueFd write_end;
+};
+absl::StatusOr<Pipe> MakePipe() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus("pipe2", errno);
+  return Pipe{UniqueFd(fds[0]), UniqueFd(fds[1])};
+}
 
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr bool kSanitized = true;
@@ -525,13 +537,11 @@ TEST(ChannelLifecycle, ARingReadByACallsDescriptorsStillCountsAsHeard) {
       ++answered;
     }
   };
-  int pipe_fds[2];
-  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
-  const UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+  ASSERT_OK_AND_ASSIGN(const Pipe pipe, MakePipe());
   auto call = [&](bool with_fd) {
     ASSERT_OK_AND_ASSIGN(OutgoingCall outgoing, client->BeginCall(8));
     if (with_fd) {
-      const int fd = read_end.get();
+      const int fd = pipe.read_end.get();
       ASSERT_OK(outgoing.AttachFds({&fd, 1}));
     }
     EXPECT_OK(client->Call(std::move(outgoing), {}, absl::Now() + absl::Seconds(20)).status());
@@ -570,10 +580,8 @@ TEST(ChannelLifecycle, ADrainTakesNoDescriptorsIntoTheServer) {
   const int hostile = sockets.second.get();
   const uint64_t ring = channel_layout::kBellTag;
   for (int i = 0; i < 20; ++i) ASSERT_EQ(::send(hostile, &ring, sizeof(ring), 0), 8);
-  int pipe_fds[2];
-  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
-  const UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
-  const std::vector<int> many(32, read_end.get());
+  ASSERT_OK_AND_ASSIGN(const Pipe pipe, MakePipe());
+  const std::vector<int> many(32, pipe.read_end.get());
   for (uint32_t seq = 1; seq <= 16; ++seq) {
     const uint64_t tag = channel_layout::FdTag(0, seq);
     std::byte bytes[sizeof(tag)];
@@ -609,11 +617,9 @@ TEST(ChannelLifecycle, ACallsDescriptorsToAServerThatReadsNothingEndAtTheDeadlin
   while (::send(filler.get(), &ring, sizeof(ring), MSG_DONTWAIT) == sizeof(ring)) {
   }
   ASSERT_EQ(errno, EAGAIN);
-  int pipe_fds[2];
-  ASSERT_EQ(::pipe2(pipe_fds, O_CLOEXEC), 0);
-  const UniqueFd read_end(pipe_fds[0]), write_end(pipe_fds[1]);
+  ASSERT_OK_AND_ASSIGN(const Pipe pipe, MakePipe());
   ASSERT_OK_AND_ASSIGN(OutgoingCall call, client->BeginCall(8));
-  const int fd = read_end.get();
+  const int fd = pipe.read_end.get();
   ASSERT_OK(call.AttachFds({&fd, 1}));
   const absl::Time start = absl::Now();
   EXPECT_THAT(client->Call(std::move(call), {}, start + absl::Milliseconds(200)),
