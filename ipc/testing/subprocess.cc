@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -14,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "ipc/base/errno_status.h"
+#include "ipc/base/poll_timeout.h"
 #include "ipc/base/unique_fd.h"
 
 namespace sluice::testing {
@@ -64,6 +66,20 @@ absl::StatusOr<Subprocess> Subprocess::SpawnAndWaitReady(std::vector<std::string
   char buffer[16];
   if (RetryOnEintr([&] { return ::read(read_end.get(), buffer, sizeof(buffer)); }) <= 0) {
     return absl::UnavailableError(absl::StrCat(argv[0], " exited before it was ready"));
+  }
+  // Then the child closes its end: waiting for that too means the child no
+  // longer holds the descriptor once this returns, so a test that counts a
+  // peer's descriptors from here on counts a stable number (one left for
+  // a moment between the write and the close once made a leak test fail).
+  pollfd closed = {.fd = read_end.get(), .events = POLLIN, .revents = 0};
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  for (;;) {
+    const int ms = PollTimeoutMs(give_up);
+    if (RetryOnEintr([&] { return ::poll(&closed, 1, ms); }) == 0) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          argv[0], " said it was ready but kept its ready descriptor open for 30 s"));
+    }
+    if (RetryOnEintr([&] { return ::read(read_end.get(), buffer, sizeof(buffer)); }) <= 0) break;
   }
   return child;
 }

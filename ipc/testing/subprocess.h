@@ -30,8 +30,9 @@ class Subprocess {
                                           std::optional<int> cpu = std::nullopt);
 
   // Spawns `argv` plus "--ready_fd=3" with a pipe at fd 3, and returns once
-  // the child wrote to it (the convention of sluice-servicemanager, kv_server
-  // and the test peers). UNAVAILABLE if the child exits first.
+  // the child wrote to it and closed it (the convention of
+  // sluice-servicemanager, kv_server and the test peers). UNAVAILABLE if the
+  // child exits first; DEADLINE_EXCEEDED if it keeps the pipe open 30 s.
   static absl::StatusOr<Subprocess> SpawnAndWaitReady(std::vector<std::string> argv);
 
   Subprocess(Subprocess&& other) noexcept;

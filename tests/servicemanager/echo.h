@@ -17,34 +17,55 @@ namespace sluice::testing {
 
 class EchoServer {
  public:
-  ~EchoServer() {
-    std::vector<std::thread> threads;
-    {
-      absl::MutexLock lock(&mu_);
-      for (auto& channel : channels_) channel->Close();
-      threads = std::move(threads_);
-    }
-    for (auto& t : threads) t.join();
-  }
+  EchoServer() : state_(std::make_shared<State>()) {}
+  ~EchoServer() { state_->Stop(); }
+  // The handler may be called after this object is gone: the manager
+  // connection that holds it (and delivers connections on its own thread)
+  // is often destroyed after the EchoServer, and a connection whose Lookup
+  // returned at the acknowledgement may still be on its way to the handler.
+  // So the handler shares the state, and once stopped turns connections
+  // away (the client sees the server end close).
   ConnectionHandler Handler() {
-    return [this](IncomingConnection connection) {
-      absl::MutexLock lock(&mu_);
-      ServerChannel* channel = connection.channel.get();
-      channels_.push_back(std::move(connection.channel));
-      clients_.push_back(connection.client);
-      threads_.emplace_back([channel] { Serve(*channel); });
-    };
+    return
+        [state = state_](IncomingConnection connection) { state->Accept(std::move(connection)); };
   }
   size_t connections() const {
-    absl::MutexLock lock(&mu_);
-    return channels_.size();
+    absl::MutexLock lock(&state_->mu);
+    return state_->channels.size();
   }
   std::vector<PeerCredentials> clients() const {
-    absl::MutexLock lock(&mu_);
-    return clients_;
+    absl::MutexLock lock(&state_->mu);
+    return state_->clients;
   }
 
  private:
+  struct State {
+    void Accept(IncomingConnection connection) {
+      absl::MutexLock lock(&mu);
+      if (stopped) return;
+      ServerChannel* channel = connection.channel.get();
+      channels.push_back(std::move(connection.channel));
+      clients.push_back(connection.client);
+      threads.emplace_back([channel] { Serve(*channel); });
+    }
+    void Stop() {
+      std::vector<std::thread> serving;
+      {
+        absl::MutexLock lock(&mu);
+        stopped = true;
+        for (auto& channel : channels) channel->Close();
+        serving = std::move(threads);
+      }
+      for (auto& t : serving) t.join();
+    }
+
+    mutable absl::Mutex mu;
+    bool stopped ABSL_GUARDED_BY(mu) = false;
+    std::vector<std::unique_ptr<ServerChannel>> channels ABSL_GUARDED_BY(mu);
+    std::vector<PeerCredentials> clients ABSL_GUARDED_BY(mu);
+    std::vector<std::thread> threads ABSL_GUARDED_BY(mu);
+  };
+
   static void Serve(ServerChannel& channel) {
     for (;;) {
       auto call = channel.Receive();  // Ends with CANCELLED on Close().
@@ -60,10 +81,7 @@ class EchoServer {
     }
   }
 
-  mutable absl::Mutex mu_;
-  std::vector<std::unique_ptr<ServerChannel>> channels_ ABSL_GUARDED_BY(mu_);
-  std::vector<PeerCredentials> clients_ ABSL_GUARDED_BY(mu_);
-  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<State> state_;
 };
 
 // One echo round trip.
