@@ -23,6 +23,7 @@
 #include "ipc/base/errno_status.h"
 #include "ipc/base/errors.h"
 #include "ipc/base/notification.h"
+#include "ipc/base/status_macros.h"
 #include "ipc/channel/channel_region.h"
 #include "ipc/channel/client_channel.h"
 #include "ipc/channel/server_channel.h"
@@ -600,6 +601,72 @@ TEST(ChannelLifecycle, ADrainTakesNoDescriptorsIntoTheServer) {
   ASSERT_TRUE(next.has_value());
   EXPECT_TRUE(next->has_fds);
   EXPECT_EQ(CountOpenFds(), before) << "peeking took descriptors";
+}
+
+// A hostile client of a server channel, raw: it writes the control region
+// and sends on the liveness socket itself.
+struct RawClient {
+  std::unique_ptr<ServerChannel> server;
+  Region region;  // The client's own mapping of the control region.
+  UniqueFd socket;
+
+  static absl::StatusOr<RawClient> Open(PeerWatcher& watcher) {
+    SLUICE_ASSIGN_OR_RETURN(Region region, CreateChannelRegion());
+    SLUICE_ASSIGN_OR_RETURN(UniqueFd region_fd, region.DuplicateFd());
+    SLUICE_ASSIGN_OR_RETURN(Region mapping,
+                            Region::Adopt(std::move(region_fd), 0, Region::kMaxSize));
+    SLUICE_ASSIGN_OR_RETURN(auto sockets, SeqPacketPair());
+    SLUICE_ASSIGN_OR_RETURN(
+        auto server, ServerChannel::Open(std::move(region), std::move(sockets.first), watcher));
+    return RawClient{std::move(server), std::move(mapping), std::move(sockets.second)};
+  }
+  absl::Status Send(uint64_t tag, std::span<const int> fds) {
+    std::byte bytes[sizeof(tag)];
+    std::memcpy(bytes, &tag, sizeof(tag));
+    return SendMessage(socket.get(), bytes, fds);
+  }
+  // Publishes an empty request on slot 0 (seq 1) that says it carries
+  // descriptors.
+  void PublishWithFds() {
+    auto* slots = reinterpret_cast<channel_layout::Slot*>(
+        region.data() + channel_layout::PlanRegion({})->slots_offset);
+    slots[0].flags.store(channel_layout::kSlotFlagHasFds);
+    slots[0].request_seq.store(1, std::memory_order_release);
+  }
+};
+
+// What a claim's TakeFds reads past on the liveness socket is bounded: a
+// ring with descriptors, and descriptors no call asked for beyond a few
+// calls' worth, end the channel with DATA_LOSS instead of filling the
+// server's descriptor table. (A flood of rings, the third bound, needs more
+// rings than a socket's buffer holds here; channel_fuzzer sends them.)
+TEST(ChannelLifecycle, WhatAClaimReadsPastOnTheSocketIsBounded) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(const Pipe pipe, MakePipe());
+  const int fd = pipe.read_end.get();
+  const uint64_t call_tag = channel_layout::FdTag(0, 1);
+  {
+    ASSERT_OK_AND_ASSIGN(RawClient hostile, RawClient::Open(*watcher));
+    ASSERT_OK(hostile.Send(channel_layout::kBellTag, {&fd, 1}));
+    ASSERT_OK(hostile.Send(call_tag, {&fd, 1}));
+    hostile.PublishWithFds();
+    EXPECT_THAT(ServerWaiting(*hostile.server).TryReceive(),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("ring")));
+  }
+  {
+    ASSERT_OK_AND_ASSIGN(RawClient hostile, RawClient::Open(*watcher));
+    const std::vector<int> many(kMaxFdsPerCall, fd);
+    for (uint32_t seq = 2; seq < 10; ++seq) {
+      ASSERT_OK(hostile.Send(channel_layout::FdTag(1, seq), many));
+    }
+    ASSERT_OK(hostile.Send(call_tag, {&fd, 1}));
+    hostile.PublishWithFds();
+    const int before = CountOpenFds();
+    EXPECT_THAT(ServerWaiting(*hostile.server).TryReceive(),
+                StatusIs(absl::StatusCode::kDataLoss, HasSubstr("no call asked for")));
+    EXPECT_LE(CountOpenFds(), before + static_cast<int>(4 * kMaxFdsPerCall))
+        << "more than a few calls' descriptors were taken in";
+  }
 }
 
 // Regression: a call's descriptors were sent with a blocking send, so a
