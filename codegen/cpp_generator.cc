@@ -91,7 +91,13 @@ std::string Member(const FlatParam& p, absl::string_view member) {
   return absl::StrCat(p.field, p.optional ? "->" : ".", member);
 }
 
-void GenerateFlatOverload(Writer& w, const Method& m) {
+// How a proxy method calls its method: the header it sends.
+std::string HeaderOf(const Method& m) {
+  return absl::StrCat(
+      "::sluice::CallHeader{Interface::kInterfaceId, Interface::", Namer::MethodConstant(m), "}");
+}
+
+void GenerateFlatOverload(Writer& w, const Service& s, const Method& m) {
   const std::vector<FlatParam>& params = *m.flat_params;
   // C++ takes default arguments on a trailing run of parameters only: the
   // defaults after the last parameter without one.
@@ -130,11 +136,12 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
                p.kind == FlatParam::Kind::kBlob;
   }
   if (attaches) {
-    // Synchronous calls lend local objects by handle (the proxy's
-    // connection carries them); a oneway sender cannot know when its call
-    // is served, so its objects travel as dedicated channels.
-    w.Line(m.oneway ? "::sluice::rpc::Attachments attachments_(options.fds);"
-                    : "::sluice::rpc::Attachments attachments_(*this, options.fds);");
+    // Local objects are lent by handle when the proxy's connection carries
+    // them: for a synchronous call until it returns, for a oneway one under
+    // a ticket until the receiver has served it.
+    w.Line(m.oneway
+               ? "::sluice::rpc::Attachments attachments_(*this, options.fds, /*oneway=*/true);"
+               : "::sluice::rpc::Attachments attachments_(*this, options.fds);");
     for (const FlatParam& p : params) {
       if (p.kind == FlatParam::Kind::kObject) {
         w.Line(absl::StrFormat(
@@ -154,8 +161,12 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
     }
     w.Line("sized_.fds = attachments_.fds();");
   }
-  w.Line(absl::StrCat("return ", m.name, "("));
+  // A oneway call's loans ride on its request word: it goes out through
+  // InvokeOneway with them rather than through the build overload.
+  const bool lends_oneway = attaches && m.oneway;
+  w.Line(lends_oneway ? std::string("return InvokeOneway(") : absl::StrCat("return ", m.name, "("));
   w.Indent();
+  if (lends_oneway) w.Line(absl::StrCat(HeaderOf(m), ", \"", FullMethodName(s, m), "\", 0,"));
   w.Line("[&](::flatbuffers::FlatBufferBuilder& fbb_) {");
   w.Indent();
   for (const FlatParam& p : params) {
@@ -198,7 +209,7 @@ void GenerateFlatOverload(Writer& w, const Method& m) {
   w.Line("return builder_.Finish();");
   w.Outdent();
   w.Line("},");
-  w.Line("sized_);");
+  w.Line(lends_oneway ? "sized_, &attachments_);" : "sized_);");
   w.Outdent();
   w.Outdent();
   w.Line("}");
@@ -215,7 +226,7 @@ void GenerateProxy(Writer& w, const Service& s) {
   w.Line("using ProxyBase::ProxyBase;");
   for (const Method& m : s.methods) {
     w.Line();
-    if (m.flat_params) GenerateFlatOverload(w, m);
+    if (m.flat_params) GenerateFlatOverload(w, s, m);
     w.Line(absl::StrCat("// ", m.name, ", with the request built by `build(fbb) -> Offset<",
                         m.request_fqn, ">`"));
     w.Line("// directly in region memory (e.g. CreateUninitializedVector for large fields).");
@@ -225,8 +236,7 @@ void GenerateProxy(Writer& w, const Service& s) {
     w.Line(absl::StrCat(ResultType(m), " ", m.name,
                         "(Build&& build, const ::sluice::rpc::CallOptions& options = {}) {"));
     w.Indent();
-    const std::string header = absl::StrCat(
-        "::sluice::CallHeader{Interface::kInterfaceId, Interface::", Namer::MethodConstant(m), "}");
+    const std::string header = HeaderOf(m);
     if (m.oneway) {
       w.Line(absl::StrCat("return InvokeOneway(", header, ", \"", FullMethodName(s, m),
                           "\", 0, build, options);"));

@@ -3,8 +3,9 @@
 // Three surfaces, all served by the runtime's own pools in this process:
 //   reverse     the reverse channel this process serves for the objects it
 //               lent by handle (three Painters): calls addressed to any
-//               handle and interface fold, Acquire and Release with any
-//               payload, Clone of a handle, in any order. The fuzzer holds
+//               handle and interface fold, Acquire, Release and Settle
+//               (of the oneway ticket the lender opened) with any payload,
+//               Clone of a handle, in any order. The fuzzer holds
 //               the holder's end, as the peer would.
 //   connection  a service connection served with ServeWithObjectProtocol:
 //               Clone and OpenReverse (with no descriptors, with a memfd of
@@ -134,6 +135,21 @@ std::unique_ptr<Lender> MakeLender(sluice::PeerWatcher& watcher) {
     lender->loans.push_back(*std::move(loan));
   }
   answer.join();
+  // And one lent as a oneway call lends it, under a ticket (the table's
+  // first: 1) that the holder's Settle ends.
+  rpc::ProxyBase proxy(rpc::ProxyTarget{.channel = lender->primary.client.get(),
+                                        .owner = nullptr,
+                                        .handle = 0,
+                                        .deaths = nullptr,
+                                        .exports = lender->link});
+  rpc::Attachments oneway(proxy, {}, /*oneway=*/true);
+  if (!oneway
+           .AddObject(std::make_shared<sluice::testing::PainterService>(), 0,
+                      absl::Now() + kPatience)
+           .ok() ||
+      rpc::internal::LendUnderTicket(oneway) == 0) {
+    std::abort();
+  }
   return lender;
 }
 
@@ -229,7 +245,7 @@ uint64_t PainterMethod(uint8_t pick) {
 }
 
 uint64_t ControlMethod(uint8_t pick) {
-  switch (pick % 5) {
+  switch (pick % 6) {
     case 0:
       return wire::kAcquireMethod;
     case 1:
@@ -238,6 +254,8 @@ uint64_t ControlMethod(uint8_t pick) {
       return wire::kCloneMethod;
     case 3:
       return wire::kOpenReverseMethod;
+    case 4:
+      return wire::kSettleMethod;
     default:
       return uint64_t{pick} << 32 | pick;
   }
@@ -291,7 +309,7 @@ class LendingPainter final : public rpc::ServiceStub {
                                                        const sink::Counter& request,
                                                        flatbuffers::FlatBufferBuilder& reply) {
     const uint64_t value = request.value();
-    const uint32_t count = (value >> 24) == 0xa5 ? wire::kMaxLoansPerReply + 1 : value & 7;
+    const uint32_t count = (value >> 24) == 0xa5 ? wire::kMaxLoansPerTicket + 1 : value & 7;
     const uint32_t which = (value >> 3) & 3;
     const size_t padding = ((value >> 8) & 0x7f) * ((value & 0x8000) != 0 ? 1024 : 32);
     std::vector<uint32_t> words = {count};
@@ -555,7 +573,7 @@ class ObjectScript {
   // What a oneway Settle or Release the host received does to the model.
   void ModelSettle(std::span<const uint8_t> body) {
     if (body.size() % 4 != 0 || body.size() < 4 ||
-        body.size() > (wire::kMaxLoansPerReply + 1) * sizeof(uint32_t)) {
+        body.size() > (wire::kMaxLoansPerTicket + 1) * sizeof(uint32_t)) {
       conn_.doomed = true;
       return;
     }
@@ -668,7 +686,7 @@ class ObjectScript {
     for (uint8_t i = 0; i < count; ++i) words.push_back(Handle(Byte(), lent));
     std::vector<uint8_t> body(words.size() * 4);
     if (!words.empty()) std::memcpy(body.data(), words.data(), body.size());
-    Mangle(body, op >> 6, wire::kMaxLoansPerReply + 2);
+    Mangle(body, op >> 6, wire::kMaxLoansPerTicket + 2);
     Control(wire::kSettleMethod, (op & 8) == 0, body);
   }
 
@@ -944,7 +962,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         header.interface_id =
             (wire::kObjectTag << 48) | (header.interface_id & 0x0000ffff00000000) | handle;
         break;
-      case 2:  // A control call: Acquire, Release (handles from the input), Clone.
+      case 2:  // A control call: Acquire, Release, Settle (words from the input), Clone.
         header.interface_id = (pick & 0x80) != 0
                                   ? wire::ObjectWord(handle, wire::kControlInterfaceId)
                                   : wire::kControlInterfaceId;

@@ -16,13 +16,17 @@ namespace sluice {
 // less the one a spilled message needs.
 inline constexpr size_t kMaxFdsPerCall = kMaxFdsPerMessage - 1;
 
-// The RPC layer puts its interface id and method id (plus signature) here.
+// The RPC layer puts its interface id and method id (plus signature) here,
+// and whatever its words mean.
 // On the server side it is as the client wrote it: untrusted.
 struct CallHeader {
   uint64_t interface_id = 0;
   uint64_t method = 0;
   // The call chain this call belongs to (rpc::CallRouter); 0 for none.
   uint64_t chain_id = 0;
+  // A word the RPC layer sends with the request, as a reply carries
+  // Reply::word (rpc: the ticket of a oneway call's loans); 0 for none.
+  uint64_t word = 0;
 };
 
 }  // namespace sluice

@@ -360,9 +360,12 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
   shared.interface_id.store(call.header_.interface_id, std::memory_order_relaxed);
   shared.method.store(call.header_.method, std::memory_order_relaxed);
   shared.chain_id.store(call.header_.chain_id, std::memory_order_relaxed);
+  const bool has_word = call.header_.word != 0;
+  if (has_word) shared.request_word.store(call.header_.word, std::memory_order_relaxed);
   shared.flags.store((oneway ? kSlotFlagOneway : 0) |
                          (has_fds ? channel_layout::kSlotFlagHasFds : 0) |
-                         (spilled ? channel_layout::kSlotFlagSpilled : 0),
+                         (spilled ? channel_layout::kSlotFlagSpilled : 0) |
+                         (has_word ? channel_layout::kSlotFlagHasWord : 0),
                      std::memory_order_relaxed);
   shared.request_seq.store(seq, std::memory_order_release);
 

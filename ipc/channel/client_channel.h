@@ -177,7 +177,8 @@ class ClientChannel {
                              ReplyWaiter* waiter = nullptr);
 
   // Sends `message` oneway: returns once it is published; the server runs
-  // oneway messages one at a time in the order they were sent.
+  // oneway messages one at a time in the order they were sent. An error
+  // means it was not published: the server never sees it.
   absl::Status Send(OutgoingCall call, std::span<const std::byte> message);
 
   // Runs `recipient` exactly once, on the PeerWatcher thread, when the

@@ -8,7 +8,8 @@
 //                                        copied and validated by each side
 //     header_size     ClientWords       one cache line, written by the client
 //     +64             ServerWords       one cache line, written by the server
-//     slots_offset    Slot[slot_count]  per call: a client line and a server line
+//     slots_offset    Slot[slot_count]  per call: a client line, a server line
+//                                        and the client's rarely used line
 //
 //   request arena (memfd made by the client, sealed F_SEAL_FUTURE_WRITE
 //   before the server gets it: the server maps it read-only)
@@ -42,7 +43,7 @@
 namespace sluice::channel_layout {
 
 inline constexpr uint32_t kMagic = 0x48434c53;  // "SLCH" in little-endian bytes.
-inline constexpr uint32_t kLayoutVersion = 4;
+inline constexpr uint32_t kLayoutVersion = 5;
 inline constexpr uint32_t kMaxSlots = 64;
 inline constexpr uint64_t kCacheLine = 64;
 // Arena blocks start on a cache line, so FlatBuffers' largest alignment (and
@@ -151,7 +152,11 @@ inline constexpr uint32_t kSlotFlagHasFds = 1u << 1;
 // descriptor message (so kSlotFlagHasFds is set too); request_offset and
 // request_length locate the message inside it.
 inline constexpr uint32_t kSlotFlagSpilled = 1u << 2;
-inline constexpr uint32_t kKnownSlotFlags = kSlotFlagOneway | kSlotFlagHasFds | kSlotFlagSpilled;
+// Slot::request_word holds the RPC layer's word for this request. Without
+// it the server does not read that line (it may be stale).
+inline constexpr uint32_t kSlotFlagHasWord = 1u << 3;
+inline constexpr uint32_t kKnownSlotFlags =
+    kSlotFlagOneway | kSlotFlagHasFds | kSlotFlagSpilled | kSlotFlagHasWord;
 
 // Reply flags, written by the server.
 inline constexpr uint64_t kReplyFlagHasFds = 1u << 0;
@@ -201,9 +206,16 @@ struct Slot {
   // word the server's RPC layer sends with an OK reply; 0 for none.
   std::atomic<uint64_t> reply_word;
   std::atomic<uint64_t> server_reserved[3];
+  // ---- client's second line: what most calls never touch ----
+  // Opaque to the channel, like reply_word the other way: a word the
+  // client's RPC layer sends with the request (CallHeader::word), valid
+  // only under kSlotFlagHasWord.
+  alignas(kCacheLine) std::atomic<uint64_t> request_word;
+  std::atomic<uint64_t> client_reserved[7];
 };
-static_assert(sizeof(Slot) == 2 * kCacheLine);
+static_assert(sizeof(Slot) == 3 * kCacheLine);
 static_assert(offsetof(Slot, reply_seq) == kCacheLine);
+static_assert(offsetof(Slot, request_word) == 2 * kCacheLine);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 
 // Channel geometry, chosen by whoever sets the channel up. The arena sizes

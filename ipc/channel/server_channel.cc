@@ -402,7 +402,10 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,
     }
     scan_start_ = (i + 1) % n;
     const CallHeader header{shared.interface_id.load(std::memory_order_relaxed),
-                            shared.method.load(std::memory_order_relaxed), chain_id};
+                            shared.method.load(std::memory_order_relaxed), chain_id,
+                            (flags & channel_layout::kSlotFlagHasWord) != 0
+                                ? shared.request_word.load(std::memory_order_relaxed)
+                                : 0};
     call->emplace(
         IncomingCall(this, i, seq, *request, header, oneway, std::move(fds), std::move(spill)));
     return absl::OkStatus();

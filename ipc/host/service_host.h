@@ -72,7 +72,7 @@ class ServiceHost {
 };
 
 // A proxy together with the connection it calls through. Local objects
-// passed in its synchronous calls are lent by handle over the connection's
+// passed in its calls (sync or oneway) are lent by handle over the connection's
 // reverse channel (rpc::ExportLink), opened at the first one. The channel
 // stays open while anything made from it lives: the Responses of its calls,
 // and the objects its replies lent by handle.

@@ -131,13 +131,14 @@ class ExportTable {
  public:
   ~ExportTable() { Close(); }
 
-  // `for_reply`: RESOURCE_EXHAUSTED when too many replies are unsettled.
-  absl::StatusOr<uint32_t> Lend(std::shared_ptr<ServiceStub> stub, bool for_reply = false) {
+  // `under_ticket` (for a reply, a oneway call): RESOURCE_EXHAUSTED while
+  // too many tickets are open.
+  absl::StatusOr<uint32_t> Lend(std::shared_ptr<ServiceStub> stub, bool under_ticket = false) {
     MutexLock lock(&mu_);
     if (closed_) return absl::FailedPreconditionError("the channel of this object table has ended");
-    if (for_reply && tickets_.size() >= kMaxOpenTickets) {
+    if (under_ticket && tickets_.size() >= kMaxOpenTickets) {
       return absl::ResourceExhaustedError(
-          absl::StrCat(tickets_.size(), " replies with objects are not settled yet"));
+          absl::StrCat(tickets_.size(), " tickets of objects lent are not settled yet"));
     }
     auto known = handles_.find(stub.get());
     if (known != handles_.end()) {
@@ -185,9 +186,9 @@ class ExportTable {
     return absl::OkStatus();
   }
 
-  // A reply lends `handles` (each loaned once by Lend): they stay lent
-  // under the returned ticket until Settle. 0 if the table closed meanwhile
-  // (the loans are gone with it).
+  // A reply or a oneway call lends `handles` (each loaned once by Lend):
+  // they stay lent under the returned ticket until Settle. 0 if the table
+  // closed meanwhile (the loans are gone with it).
   uint32_t OpenTicket(std::span<const uint32_t> handles) {
     MutexLock lock(&mu_);
     if (closed_) return 0;
@@ -198,8 +199,8 @@ class ExportTable {
     return next_ticket_;
   }
 
-  // The holder's answer for a reply: it keeps `kept` (one occurrence each),
-  // the other loans end.
+  // The holder's answer for a ticket: it keeps `kept` (one occurrence
+  // each), the other loans end.
   absl::Status Settle(uint32_t ticket, std::span<const uint32_t> kept) {
     std::vector<std::shared_ptr<ServiceStub>> dropped;
     MutexLock lock(&mu_);
@@ -207,7 +208,7 @@ class ExportTable {
     auto found = tickets_.find(ticket);
     if (found == tickets_.end()) {
       return absl::DataLossError(
-          absl::StrCat("the holder settled reply ticket ", ticket, ", which is not open"));
+          absl::StrCat("the holder settled ticket ", ticket, ", which is not open"));
     }
     Ticket lent = std::move(found->second);
     tickets_.erase(found);
@@ -217,7 +218,7 @@ class ExportTable {
         // Its other loans end all the same: the caller is cut off anyway.
         for (uint32_t other : lent) dropped.push_back(EndLoanLocked(other));
         return absl::DataLossError(absl::StrCat("the holder kept object handle ", handle,
-                                                ", which reply ticket ", ticket, " did not lend"));
+                                                ", which ticket ", ticket, " did not lend"));
       }
       lent.erase(it);
       auto entry = entries_.find(handle);
@@ -333,10 +334,26 @@ absl::Status AnswerRelease(IncomingCall& call, ExportTable& table) {
   return call.Reply({});
 }
 
+// Settle (oneway): a ticket, then the 4-byte handles the holder keeps.
+absl::Status AnswerSettle(IncomingCall& call, ExportTable& table) {
+  const size_t size = call.request().size();
+  if (size % sizeof(uint32_t) != 0 || size < sizeof(uint32_t) ||
+      size > (object_wire::kMaxLoansPerTicket + 1) * sizeof(uint32_t)) {
+    return Malformed(
+        call, absl::DataLossError(absl::StrCat("Settle carries a ticket and 4-byte handles, not ",
+                                               size, " bytes")));
+  }
+  const std::vector<uint32_t> words = CopyHandles(call);
+  if (absl::Status settled = table.Settle(words[0], std::span(words).subspan(1)); !settled.ok()) {
+    return Malformed(call, settled);
+  }
+  return call.Reply({});
+}
+
 // Serves a reverse channel: calls addressed to object handles go to the
-// object lent under that handle; the holder's Acquire and Release adjust
-// the table. Destroyed when the pool lets the channel go, which releases
-// every object on it.
+// object lent under that handle; the holder's Acquire, Release and Settle
+// (of the oneway calls that lent objects) adjust the table. Destroyed when the pool lets the
+// channel go, which releases every object on it.
 class ReverseStub final : public ServiceStub {
  public:
   explicit ReverseStub(std::shared_ptr<ExportTable> exports) : exports_(std::move(exports)) {}
@@ -372,6 +389,7 @@ class ReverseStub final : public ServiceStub {
       return call.Reply({});
     }
     if (method == kReleaseMethod && call.oneway()) return AnswerRelease(call, *exports_);
+    if (method == kSettleMethod && call.oneway()) return AnswerSettle(call, *exports_);
     return NoSuchControl(call);
   }
 
@@ -403,6 +421,32 @@ class ConnectionStub final : public ServiceStub {
     CallContext connection = context;
     connection.imports = imports_.load(std::memory_order_acquire);
     connection.results = results_.get();
+    const uint64_t ticket = call.header().word;
+    if (!call.oneway() || connection.imports == nullptr || !object_wire::IsTicketWord(ticket)) {
+      return DispatchCall(call, connection);
+    }
+    // A oneway call whose objects its sender lent under a ticket: settled
+    // once it was served, whatever came of it (refused, malformed, failed),
+    // so that nothing stays lent that nobody holds.
+    BorrowedObjects borrowed;
+    connection.borrowed = &borrowed;
+    const absl::Status served = DispatchCall(call, connection);
+    borrowed.SettleUnder(*connection.imports, static_cast<uint32_t>(ticket));
+    return served;
+  }
+
+ private:
+  absl::Status Control(IncomingCall& call) {
+    const uint64_t method = call.header().method;
+    if (method == kCloneMethod) return AnswerClone(call, inner_);
+    if (method == kOpenReverseMethod && !call.oneway()) return OpenReverse(call);
+    if (method == kSettleMethod && call.oneway()) return AnswerSettle(call, *results_);
+    if (method == kReleaseMethod && call.oneway()) return AnswerRelease(call, *results_);
+    return NoSuchControl(call);
+  }
+
+  absl::Status DispatchCall(IncomingCall& call, const CallContext& connection) {
+    const uint64_t word = call.header().interface_id;
     // An object a reply of ours lent by handle: served as the connection's
     // own object is, objects passed both ways included.
     // (A service whose own id happens to look like an object word is still
@@ -411,32 +455,6 @@ class ConnectionStub final : public ServiceStub {
       return DispatchToHandle(*results_, call, connection);
     }
     return inner_->Dispatch(call, connection);
-  }
-
- private:
-  absl::Status Control(IncomingCall& call) {
-    const uint64_t method = call.header().method;
-    if (method == kCloneMethod) return AnswerClone(call, inner_);
-    if (method == kOpenReverseMethod && !call.oneway()) return OpenReverse(call);
-    if (method == kSettleMethod && call.oneway()) return Settle(call);
-    if (method == kReleaseMethod && call.oneway()) return AnswerRelease(call, *results_);
-    return NoSuchControl(call);
-  }
-
-  absl::Status Settle(IncomingCall& call) {
-    const size_t size = call.request().size();
-    if (size % sizeof(uint32_t) != 0 || size < sizeof(uint32_t) ||
-        size > (object_wire::kMaxLoansPerReply + 1) * sizeof(uint32_t)) {
-      return Malformed(
-          call, absl::DataLossError(absl::StrCat("Settle carries a ticket and 4-byte handles, not ",
-                                                 size, " bytes")));
-    }
-    const std::vector<uint32_t> words = CopyHandles(call);
-    if (absl::Status settled = results_->Settle(words[0], std::span(words).subspan(1));
-        !settled.ok()) {
-      return Malformed(call, settled);
-    }
-    return call.Reply({});
   }
 
   absl::Status OpenReverse(IncomingCall& call) {
@@ -548,7 +566,7 @@ absl::StatusOr<std::shared_ptr<ExportTable>> ExportLink::OpenReverse(ClientChann
 
 absl::StatusOr<ExportLink::Loan> ExportLink::Lend(ClientChannel& primary,
                                                   std::shared_ptr<ServiceStub> stub,
-                                                  absl::Time deadline) {
+                                                  absl::Time deadline, bool under_ticket) {
   std::shared_ptr<ExportTable> exports;
   {
     MutexLock lock(&mu_);
@@ -567,7 +585,7 @@ absl::StatusOr<ExportLink::Loan> ExportLink::Lend(ClientChannel& primary,
     }
     exports = current_;
   }
-  absl::StatusOr<uint32_t> handle = exports->Lend(std::move(stub));
+  absl::StatusOr<uint32_t> handle = exports->Lend(std::move(stub), under_ticket);
   if (!handle.ok()) return handle.status();
   return Loan{std::move(exports), *handle};
 }
@@ -606,22 +624,12 @@ void ReplyLoans::EndLoans() {
 }
 
 ReplyObjects::~ReplyObjects() {
-  std::vector<std::shared_ptr<RemoteObject>> keeping;
-  std::vector<uint32_t> kept;
+  std::vector<std::weak_ptr<RemoteObject>> taken;
   {
     MutexLock lock(&mu_);
-    for (const std::weak_ptr<RemoteObject>& taken : taken_) {
-      std::shared_ptr<RemoteObject> alive = taken.lock();
-      if (alive != nullptr && alive->BeginKeep()) {
-        kept.push_back(alive->handle());
-        keeping.push_back(std::move(alive));
-      }
-    }
+    taken.swap(taken_);
   }
-  // Queued before any of them can queue its Release (they are settling
-  // until then): the link sends in order.
-  link_->Settle(ticket_, kept);
-  for (const std::shared_ptr<RemoteObject>& object : keeping) object->EndKeep();
+  link_->SettleKeeping(ticket_, taken);
 }
 
 absl::StatusOr<std::shared_ptr<RemoteObject>> ReplyObjects::Take(uint32_t handle) {
@@ -656,6 +664,24 @@ std::shared_ptr<RemoteObject> ImportLink::Import(uint32_t handle, BorrowedObject
   }
   if (!object->held() && borrowed != nullptr) borrowed->Add(object);
   return object;
+}
+
+void ImportLink::SettleKeeping(uint32_t ticket,
+                               std::span<const std::weak_ptr<RemoteObject>> taken) {
+  std::vector<std::shared_ptr<RemoteObject>> keeping;
+  std::vector<uint32_t> kept;
+  for (const std::weak_ptr<RemoteObject>& object : taken) {
+    std::shared_ptr<RemoteObject> alive = object.lock();
+    // Only this link's objects were lent under its tickets.
+    if (alive != nullptr && alive->link_.get() == this && alive->BeginKeep()) {
+      kept.push_back(alive->handle());
+      keeping.push_back(std::move(alive));
+    }
+  }
+  // Queued before any of them can queue its Release (they are settling
+  // until then): the link sends in order.
+  Settle(ticket, kept);
+  for (const std::shared_ptr<RemoteObject>& object : keeping) object->EndKeep();
 }
 
 absl::Status ImportLink::Acquire(uint32_t handle) {
@@ -798,6 +824,11 @@ absl::Status RemoteObject::UnlinkToDeath(uint64_t id) {
   return channel().UnlinkToDeath(id);
 }
 
+void BorrowedObjects::SettleUnder(ImportLink& link, uint32_t ticket) {
+  link.SettleKeeping(ticket, objects_);
+  objects_.clear();
+}
+
 void BorrowedObjects::SettleSlow() {
   for (const std::weak_ptr<RemoteObject>& borrowed : objects_) {
     if (std::shared_ptr<RemoteObject> kept = borrowed.lock()) kept->Settle();
@@ -855,8 +886,10 @@ absl::StatusOr<uint32_t> Attachments::AddObject(const ObjectRef& object, uint64_
         "the object passed implements interface 0x", absl::Hex(object.local_interface_id()),
         ", the field wants 0x", absl::Hex(interface_id)));
   }
-  if (exports_ != nullptr && object.local() != nullptr) {
-    absl::StatusOr<ExportLink::Loan> loan = exports_->Lend(*channel_, object.local(), deadline);
+  if (exports_ != nullptr && object.local() != nullptr &&
+      (!oneway_ || loans_.size() < object_wire::kMaxLoansPerTicket)) {
+    absl::StatusOr<ExportLink::Loan> loan =
+        exports_->Lend(*channel_, object.local(), deadline, /*under_ticket=*/oneway_);
     if (loan.ok()) {
       loans_.push_back(*loan);
       return object_wire::HandleField(loan->handle);
@@ -878,6 +911,29 @@ absl::StatusOr<uint32_t> Attachments::AddObject(const ObjectRef& object, uint64_
 }
 
 namespace internal {
+
+uint32_t LendUnderTicket(Attachments& attachments) {
+  if (attachments.loans_.empty()) return 0;
+  // Every loan is in the table of the link's reverse channel: one table,
+  // unless that channel ended between two of them, which took its loans.
+  std::shared_ptr<ExportTable> table = attachments.loans_.back().exports;
+  absl::InlinedVector<uint32_t, 2> handles;
+  for (const ExportLink::Loan& loan : attachments.loans_) {
+    if (loan.exports == table) {
+      handles.push_back(loan.handle);
+    } else {
+      ExportLink::EndLoan(loan);
+    }
+  }
+  attachments.loans_.clear();
+  const uint32_t ticket = table->OpenTicket(handles);
+  attachments.ticket_table_ = std::move(table);
+  return ticket;
+}
+
+void EndUnsentTicket(Attachments& attachments, uint32_t ticket) {
+  if (attachments.ticket_table_ != nullptr) (void)attachments.ticket_table_->Settle(ticket, {});
+}
 
 absl::StatusOr<std::shared_ptr<RemoteObject>> AdoptAt(UniqueFd region, UniqueFd liveness,
                                                       uint64_t field) {
@@ -954,7 +1010,7 @@ absl::StatusOr<uint32_t> AttachObject(const CallContext& context, const ObjectRe
   if (context.call == nullptr) return absl::FailedPreconditionError("not inside a call");
   if (object.is_null()) return 0;
   if (object.local() != nullptr && context.lends != nullptr && context.lends->table() != nullptr &&
-      context.lends->size() < object_wire::kMaxLoansPerReply &&
+      context.lends->size() < object_wire::kMaxLoansPerTicket &&
       (context.call->client_features() & object_wire::kTakesReplyHandles) != 0) {
     absl::StatusOr<uint32_t> handle = context.lends->table()->Lend(object.local(), true);
     if (handle.ok()) {

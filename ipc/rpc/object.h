@@ -13,8 +13,8 @@
 //
 // Two ways a reference travels (docs/objects.md has the whole design):
 //
-// * By handle (the fast path): a local object passed in a synchronous call
-//   through a proxy that has an ExportLink (a service Connection<>, a
+// * By handle (the fast path): a local object passed in a call (sync or
+//   oneway) through a proxy that has an ExportLink (a service Connection<>, a
 //   Remote<> on a dedicated channel) is entered in a table of the caller's
 //   and the field holds its handle. The callee calls it on the connection's
 //   reverse channel: one channel per connection, opened by the caller at the
@@ -26,8 +26,9 @@
 //   entered in that connection's own table; the caller calls it on the
 //   connection itself, and keeps what it took when the Response goes
 //   (only for proxies that keep their channel open: Connection<>, Remote<>).
-// * As a dedicated channel (everything else: proxies passed on, oneway
-//   calls, proxies over bare channels either way): a channel of its
+// * As a dedicated channel (everything else: proxies passed on, objects
+//   passed in calls on a reverse channel, proxies over bare channels
+//   either way): a channel of its
 //   own made by the object's host, whose client ends travel with the message
 //   as SCM_RIGHTS descriptors. Passing on a proxy asks the host for a fresh
 //   one, so references never route through intermediaries.
@@ -36,7 +37,8 @@
 // handler borrows it; what the handler keeps past its return is acquired
 // from the host (one control call) before the reply goes, and released when
 // its last Remote<> goes. A handle in a reply is lent until the Response
-// goes; the caller then settles the reply's ticket (one oneway message)
+// goes, one in a oneway call until the receiver has served it; the holder
+// then settles the ticket they were lent under (one oneway message)
 // naming what it keeps. The host keeps the object while it is lent or
 // held, and drops every handle of a reverse channel when that channel ends
 // (the holder closed it or died). A dedicated channel is one reference, as
@@ -135,16 +137,18 @@ class ExportLink : public std::enable_shared_from_this<ExportLink> {
  public:
   static std::shared_ptr<ExportLink> Create() { return std::make_shared<ExportLink>(); }
 
-  // One loan of a local object for a synchronous call on `primary` (the
-  // channel this link belongs to): its handle, or an error. UNIMPLEMENTED or
+  // One loan of a local object for a call on `primary` (the channel this
+  // link belongs to): its handle, or an error. UNIMPLEMENTED or
   // FAILED_PRECONDITION if the peer cannot take objects by handle (it then
   // gets dedicated channels, and this link is not tried again).
+  // `under_ticket` (a oneway call's): RESOURCE_EXHAUSTED while too many
+  // tickets are open.
   struct Loan {
     std::shared_ptr<ExportTable> exports;
     uint32_t handle = 0;
   };
   absl::StatusOr<Loan> Lend(ClientChannel& primary, std::shared_ptr<ServiceStub> stub,
-                            absl::Time deadline);
+                            absl::Time deadline, bool under_ticket = false);
   // Ends a loan once its call has returned.
   static void EndLoan(const Loan& loan);
 
@@ -185,11 +189,14 @@ class ImportLink : public std::enable_shared_from_this<ImportLink> {
   // Response (recorded in `borrowed`).
   std::shared_ptr<RemoteObject> Import(uint32_t handle, BorrowedObjects* borrowed);
 
+  // Settles `ticket` (a reply's, a oneway call's): those of `taken` still
+  // alive are kept, from now on held; every other loan of it ends.
+  void SettleKeeping(uint32_t ticket, std::span<const std::weak_ptr<RemoteObject>> taken);
+
  private:
   friend class RemoteObject;
-  friend class ReplyObjects;
-  // Tells the host which of a reply's objects this process keeps (oneway,
-  // kSettleMethod), in order with the releases.
+  // Tells the host which objects lent under `ticket` this process keeps
+  // (oneway, kSettleMethod), in order with the releases.
   void Settle(uint32_t ticket, std::span<const uint32_t> kept);
   // Keeps `handle` beyond the call that lent it (a round trip to its host,
   // on the calling thread's chain).
@@ -239,7 +246,6 @@ class RemoteObject final : public internal::DeathLinks {
  private:
   friend class ImportLink;
   friend class BorrowedObjects;
-  friend class ReplyObjects;
   enum class State : uint8_t { kBorrowed, kSettling, kHeld };
   explicit RemoteObject(std::unique_ptr<ClientChannel> channel)
       : channel_(std::move(channel)), exports_(ExportLink::Create()), state_(State::kHeld) {}
@@ -361,12 +367,14 @@ class Attachments {
   // `leading`: descriptors attached without a field (CallOptions::fds),
   // which keep their indices at the front. Objects go as dedicated channels.
   explicit Attachments(std::span<const int> leading = {}) : raw_(leading.begin(), leading.end()) {}
-  // For a synchronous call through `proxy`: local objects are lent by handle
-  // when the proxy has an ExportLink.
-  Attachments(const ProxyBase& proxy, std::span<const int> leading = {})
+  // For a call through `proxy`: local objects are lent by handle when the
+  // proxy has an ExportLink; for a `oneway` one, under a ticket
+  // (LendUnderTicket) rather than until this goes.
+  Attachments(const ProxyBase& proxy, std::span<const int> leading = {}, bool oneway = false)
       : raw_(leading.begin(), leading.end()),
         channel_(&proxy.channel()),
-        exports_(proxy.exports()) {}
+        exports_(proxy.exports()),
+        oneway_(oneway) {}
   ~Attachments();
   Attachments(const Attachments&) = delete;
   Attachments& operator=(const Attachments&) = delete;
@@ -385,11 +393,17 @@ class Attachments {
   std::span<const int> fds() const { return raw_; }
 
  private:
+  friend uint32_t internal::LendUnderTicket(Attachments& attachments);
+  friend void internal::EndUnsentTicket(Attachments& attachments, uint32_t ticket);
+
   std::vector<int> raw_;
   std::vector<UniqueFd> owned_;
   ClientChannel* channel_ = nullptr;
   std::shared_ptr<ExportLink> exports_;
+  const bool oneway_ = false;
   absl::InlinedVector<ExportLink::Loan, 2> loans_;
+  // The table a oneway call's ticket is open in.
+  std::shared_ptr<ExportTable> ticket_table_;
 };
 
 namespace internal {

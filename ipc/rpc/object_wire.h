@@ -22,8 +22,9 @@ namespace sluice::rpc::object_wire {
 //                          its two descriptors (region, liveness) in the call
 //   kHandleFlag | handle   object `handle` of the sender (1 .. 2^31 - 1):
 //                          in a request, on the reverse channel the sender
-//                          opened on this connection; in a reply, on this
-//                          connection itself (see kSettleMethod)
+//                          opened on this connection (a oneway request's
+//                          under its ticket, see kSettleMethod); in a
+//                          reply, on this connection itself
 inline constexpr uint32_t kHandleFlag = uint32_t{1} << 31;
 inline constexpr uint32_t kMaxHandle = kHandleFlag - 1;
 
@@ -76,17 +77,21 @@ inline constexpr uint64_t kReleaseMethod =
 // Most handles one Release carries.
 inline constexpr uint32_t kMaxReleasesPerCall = 1024;
 
-// --- Objects lent in replies -------------------------------------------------
-// A reply that lends objects by handle carries a ticket (1 .. 2^32 - 1) as
-// its reply word (Reply::word); its objects are lent until the holder
-// settles the ticket. Calls on them go on the connection the reply came on,
-// addressed by object word, like calls on a reverse channel.
+// --- Objects lent until the holder says what it keeps ------------------------
+// Nobody waits for the end of a reply, or of a oneway call, so their loans
+// cannot end with a call: a reply that lends objects by handle carries a
+// ticket (1 .. 2^32 - 1) as its reply word (Reply::word), a oneway request
+// as its request word (CallHeader::word), and its objects stay lent until
+// the holder settles the ticket. Calls on a reply's objects go on the
+// connection the reply came on, addressed by object word, like calls on a
+// reverse channel; a oneway call's objects are on the reverse channel.
 constexpr bool IsTicketWord(uint64_t word) { return word != 0 && word <= uint64_t{0xffffffff}; }
-// Holder to host on that connection, oneway, once the reply is gone: the
-// ticket, then the handles of the objects the holder keeps (uint32 each),
-// each of which becomes one hold (given back by Release, also accepted on
-// connections); every other loan of the reply ends. An unknown ticket, or a
-// handle the reply did not lend, is DATA_LOSS (the connection closes).
+// Holder to host, oneway, once the reply is gone (on that connection) or
+// the oneway call was served, whatever came of it (on the reverse channel):
+// the ticket, then the handles of the objects the holder keeps (uint32
+// each), each of which becomes one hold (given back by Release, accepted on
+// both); every other loan of the ticket ends. An unknown ticket, or a
+// handle the ticket did not lend, is DATA_LOSS (the channel closes).
 inline constexpr uint64_t kSettleMethod =
     MethodWord(Fnv1a32("Settle"), Fnv1a32("Ticket,Handles->,oneway"));
 // The client's feature bit (ClientChannel::AnnounceFeatures) saying it
@@ -94,8 +99,9 @@ inline constexpr uint64_t kSettleMethod =
 // channel alive (a Connection<>'s, a Remote<>'s). Without it a server sends
 // objects in replies as dedicated channels, as to peers that predate it.
 inline constexpr uint32_t kTakesReplyHandles = 1u << 0;
-// Most objects one reply lends by handle; more go as dedicated channels.
-inline constexpr uint32_t kMaxLoansPerReply = kMaxReleasesPerCall - 1;
+// Most objects one ticket (a reply, a oneway call) lends by handle; more go
+// as dedicated channels.
+inline constexpr uint32_t kMaxLoansPerTicket = kMaxReleasesPerCall - 1;
 
 }  // namespace sluice::rpc::object_wire
 

@@ -34,8 +34,16 @@
 namespace sluice::rpc {
 
 class ExportLink;
+class Attachments;
 
 namespace internal {
+// A oneway call's objects lent by handle stay lent under a ticket, its
+// request word, until the receiver has served it (object.h): the ticket,
+// 0 if it lends nothing by handle.
+uint32_t LendUnderTicket(Attachments& attachments);
+// The call under `ticket` never went out: its loans end.
+void EndUnsentTicket(Attachments& attachments, uint32_t ticket);
+
 // The objects a reply lends by handle (its word is their ticket): taken
 // through the proxy's ExportLink, which knows the connection's objects.
 // Null for a word that is no ticket.
@@ -61,8 +69,8 @@ struct ProxyTarget {
   std::shared_ptr<void> owner;
   uint32_t handle = 0;
   internal::DeathLinks* deaths = nullptr;  // Null: the channel's own.
-  // Where local objects passed in synchronous calls through this proxy are
-  // lent by handle (null: each goes as a dedicated channel).
+  // Where local objects passed in calls through this proxy are lent by
+  // handle (null: each goes as a dedicated channel).
   std::shared_ptr<ExportLink> exports;
 };
 
@@ -138,13 +146,22 @@ class ProxyBase {
     return rpc::Response<Response>::Make(*std::move(reply), what, owner_, std::move(lent));
   }
 
+  // `lending`: the objects the request passes (generated code's), whose
+  // loans by handle outlive this call.
   template <typename Build>
   absl::Status InvokeOneway(const CallHeader& header, absl::string_view what, size_t size_hint,
-                            Build&& build, const CallOptions& options) {
-    auto request = BuildRequest(Addressed(header), what, std::max(size_hint, options.size_hint),
-                                build, options);
-    if (!request.ok()) return request.status();
-    absl::Status sent = channel_->Send(std::move(request->first), request->second);
+                            Build&& build, const CallOptions& options,
+                            Attachments* lending = nullptr) {
+    CallHeader addressed = Addressed(header);
+    addressed.word = lending != nullptr ? internal::LendUnderTicket(*lending) : 0;
+    auto request =
+        BuildRequest(addressed, what, std::max(size_hint, options.size_hint), build, options);
+    absl::Status sent = request.ok() ? channel_->Send(std::move(request->first), request->second)
+                                     : request.status();
+    // Send fails only before the request is published.
+    if (!sent.ok() && addressed.word != 0) {
+      internal::EndUnsentTicket(*lending, static_cast<uint32_t>(addressed.word));
+    }
     SettleUnreadReplies();
     return sent;
   }

@@ -55,6 +55,10 @@ class BorrowedObjects {
   void Settle() {
     if (!objects_.empty()) SettleSlow();
   }
+  // For a oneway call, whose objects were lent under `ticket`: settles it on
+  // `link`, keeping every borrowed object still alive (one oneway message,
+  // no round trip). Called once the call was served, whatever came of it.
+  void SettleUnder(ImportLink& link, uint32_t ticket);
 
  private:
   void SettleSlow();
@@ -100,7 +104,8 @@ struct CallContext {
   // The reverse channel the caller opened on this connection, through which
   // objects it passes by handle are called (null until it opens one).
   ImportLink* imports = nullptr;
-  // Where TakeObject records the objects it borrows (HandleCall sets it).
+  // Where TakeObject records the objects it borrows (HandleCall sets it;
+  // for a oneway call the object protocol does).
   BorrowedObjects* borrowed = nullptr;
   // Where local objects attached to the reply are lent by handle: the
   // connection's table, set by its object protocol (null: dedicated channels).
@@ -208,9 +213,10 @@ absl::Status HandleOneway(IncomingCall& call, const CallContext& context, uint64
       AcceptRequest<Request>(call, method_word, /*oneway=*/true, what, stats);
   if (!request.ok()) return request.status();
   // A oneway caller is not waiting for the outcome; errors go nowhere.
-  // Nothing is lent by handle with a oneway call (its sender cannot know
-  // when it is served), so nothing is borrowed either.
-  const CallContext this_call = ContextFor(call, context, nullptr, nullptr);
+  // What it lent by handle is lent under a ticket: the object protocol
+  // (ServeWithObjectProtocol) gave us `borrowed`, and settles it once this
+  // returns, keeping what the handler kept.
+  const CallContext this_call = ContextFor(call, context, context.borrowed, nullptr);
   (void)handler(this_call, **request);
   return call.Reply({});
 }

@@ -348,6 +348,86 @@ TEST_F(ObjectTest, AnObjectPassedAgainWhileHeldIsStillOneReference) {
       Eventually([&] { return rpc::ObjectHost::Get().reference_count() == references_before; }));
 }
 
+// A oneway call lends its objects by handle too, under a ticket the
+// receiver settles once it has served the call: no descriptor or channel per
+// pass; held afterwards if the handler kept it, let go otherwise.
+TEST_F(ObjectTest, AnObjectInAOnewayCallGoesByHandleAndIsKeptOnlyIfTheHandlerKeepsIt) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  const size_t references_before = rpc::ObjectHost::Get().reference_count();
+  auto callback = std::make_shared<CallbackObject>(20);
+  // Opens the connection's reverse channel, which every later pass reuses.
+  ASSERT_OK(holder->Give(callback, 0, /*keep=*/false).status());
+  ASSERT_TRUE(
+      Eventually([&] { return rpc::ObjectHost::Get().reference_count() == references_before; }));
+  ASSERT_OK_AND_ASSIGN(auto peer_before, holder->Stats());
+  const int fds_before = CountOpenFds();
+
+  ASSERT_OK(holder->Hand(callback, 1, /*keep=*/true));
+  // A synchronous call may overtake a oneway one: wait until it was served.
+  ASSERT_TRUE(Eventually([&] { return holder->CallHeld(2).ok(); }));
+  ASSERT_OK_AND_ASSIGN(auto pong, holder->CallHeld(3));
+  EXPECT_EQ(pong->value(), 23);
+  EXPECT_EQ(pong->host_pid(), getpid());
+  EXPECT_EQ(pong->caller_pid(), peer.pid());
+  // Held by handle: one table entry, and no descriptor on either side (a
+  // dedicated channel costs each side one).
+  EXPECT_TRUE(Eventually(
+      [&] { return rpc::ObjectHost::Get().reference_count() == references_before + 1; }));
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  ASSERT_OK_AND_ASSIGN(auto peer_holding, holder->Stats());
+  EXPECT_EQ(peer_holding->open_fds(), peer_before->open_fds());
+
+  ASSERT_OK(holder->Drop().status());
+  EXPECT_TRUE(
+      Eventually([&] { return rpc::ObjectHost::Get().reference_count() == references_before; }));
+
+  // Taken and let go, or never taken: its loan ends all the same.
+  ASSERT_OK(holder->Hand(callback, 4, /*keep=*/false));
+  ASSERT_OK(holder->Hand(callback, -1, /*keep=*/false));
+  EXPECT_TRUE(
+      Eventually([&] { return rpc::ObjectHost::Get().reference_count() == references_before; }));
+  EXPECT_THAT(holder->CallHeld(5).status(), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+// A client built from a newer interface: it calls a oneway method this
+// server does not have, passing an object.
+class NewerHolderProxy : public objects::HolderProxy {
+ public:
+  using HolderProxy::HolderProxy;
+  absl::Status HandLater(const rpc::ObjectRef& callback) {
+    rpc::Attachments attachments(*this, {}, /*oneway=*/true);
+    absl::StatusOr<uint32_t> field = attachments.AddObject(callback);
+    if (!field.ok()) return field.status();
+    const CallHeader header{
+        Interface::kInterfaceId,
+        rpc::MethodWord(rpc::Fnv1a32("HandLater"), rpc::Fnv1a32("GiveRequest->Empty,oneway"))};
+    return InvokeOneway(
+        header, "sluice.test.objects.Holder.HandLater", 0,
+        [&](flatbuffers::FlatBufferBuilder& fbb) {
+          objects::GiveRequestBuilder request(fbb);
+          request.add_callback(*field);
+          return request.Finish();
+        },
+        {}, &attachments);
+  }
+};
+
+// The ticket of a oneway call is settled whatever comes of the call, here
+// refused before any handler runs: nothing stays lent.
+TEST_F(ObjectTest, AOnewayCallRefusedBeforeAnyHandlerRunsStillEndsItsLoans) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Connect<NewerHolderProxy>(*sm_, "holder"));
+  const size_t references_before = rpc::ObjectHost::Get().reference_count();
+  auto callback = std::make_shared<CallbackObject>();
+  ASSERT_OK(holder->HandLater(callback));
+  EXPECT_TRUE(
+      Eventually([&] { return rpc::ObjectHost::Get().reference_count() == references_before; }));
+  // The connection goes on, reverse channel and all.
+  ASSERT_OK_AND_ASSIGN(auto given, holder->Give(callback, 1, /*keep=*/false));
+  EXPECT_EQ(given->pong()->value(), 2);
+}
+
 // The holder of a handle passes it on (here back to us, as a result): the
 // host makes a dedicated channel for it, as for any proxy passed on.
 TEST_F(ObjectTest, AHeldHandlePassedOnIsClonedByItsHost) {
@@ -395,6 +475,43 @@ TEST_F(ObjectTest, TenThousandPassAndDropCyclesLeakNothing) {
   EXPECT_EQ(peer_after->open_fds(), peer_fds_before);
   EXPECT_EQ(peer_after->memfd_mappings(), peer_maps_before);
   EXPECT_EQ(peer_after->exported_references(), 0u);
+}
+
+// The same for objects in oneway calls, kept and let go in turn.
+TEST_F(ObjectTest, ThousandsOfOnewayPassesLeakNothing) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  auto callback = std::make_shared<CallbackObject>();
+  ASSERT_OK(holder->Give(callback, 0, false).status());
+  ASSERT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == 0; }));
+  ASSERT_OK_AND_ASSIGN(auto peer_before, holder->Stats());
+  const int fds_before = CountOpenFds();
+  const int maps_before = CountMappings("memfd:");
+  const int64_t live_before = CallbackObject::live();
+
+  constexpr int kCycles = 3'000;
+  for (int i = 0; i < kCycles; ++i) {
+    // A new object every other pass: the one held before is let go.
+    if (i % 2 == 0) callback = std::make_shared<CallbackObject>();
+    ASSERT_OK(holder->Hand(callback, i, /*keep=*/i % 3 == 0)) << "pass " << i;
+  }
+  callback.reset();
+  ASSERT_OK(holder->Drop().status());
+  // The Drop may overtake the last Hands, which then keep theirs: drop again
+  // once every ticket is settled.
+  EXPECT_TRUE(Eventually([&] {
+    if (rpc::ObjectHost::Get().reference_count() == 0) return true;
+    (void)holder->Drop();
+    return false;
+  }));
+  EXPECT_TRUE(Eventually([&] { return CallbackObject::live() == live_before - 1; }));
+  EXPECT_TRUE(Eventually([&] { return CountOpenFds() == fds_before; }))
+      << CountOpenFds() << " fds vs " << fds_before;
+  EXPECT_TRUE(Eventually([&] { return CountMappings("memfd:") == maps_before; }));
+  ASSERT_OK_AND_ASSIGN(auto peer_after, holder->Stats());
+  EXPECT_EQ(peer_after->open_fds(), peer_before->open_fds());
+  EXPECT_EQ(peer_after->memfd_mappings(), peer_before->memfd_mappings());
+  EXPECT_EQ(peer_after->live_objects(), 0);
 }
 
 // The same for objects in results: taken, called, kept past the Response

@@ -42,6 +42,20 @@ absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> HolderService::Give(
   return objects::CreateGiveResponse(reply, CopyPong(reply, **pong));
 }
 
+absl::Status HolderService::Hand(const rpc::CallContext& context,
+                                 const objects::GiveRequest& request) {
+  if (request.value() < 0) return absl::OkStatus();
+  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> callback =
+      rpc::TakeObject<objects::CallbackProxy>(context, request.callback());
+  if (!callback.ok()) return callback.status();
+  absl::Status called = (*callback)->Call(request.value()).status();
+  if (request.keep()) {
+    MutexLock lock(&mu_);
+    held_ = *std::move(callback);
+  }
+  return called;
+}
+
 absl::StatusOr<flatbuffers::Offset<objects::Pong>> HolderService::CallHeld(
     const rpc::CallContext& /*context*/, const objects::Ping& request,
     flatbuffers::FlatBufferBuilder& reply) {

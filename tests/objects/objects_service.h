@@ -35,6 +35,7 @@ class HolderService : public objects::HolderStub {
   absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> Give(
       const rpc::CallContext& context, const objects::GiveRequest& request,
       flatbuffers::FlatBufferBuilder& reply) override;
+  absl::Status Hand(const rpc::CallContext& context, const objects::GiveRequest& request) override;
   absl::StatusOr<flatbuffers::Offset<objects::Pong>> CallHeld(
       const rpc::CallContext& context, const objects::Ping& request,
       flatbuffers::FlatBufferBuilder& reply) override;

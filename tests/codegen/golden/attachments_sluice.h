@@ -179,17 +179,18 @@ class FeedProxy : public ::sluice::rpc::ProxyBase {
     size_t hint_ = 64 + 8;
     ::sluice::rpc::CallOptions sized_ = options;
     if (sized_.size_hint < hint_) sized_.size_hint = hint_;
-    ::sluice::rpc::Attachments attachments_(options.fds);
+    ::sluice::rpc::Attachments attachments_(*this, options.fds, /*oneway=*/true);
     auto fd_offset_ = attachments_.AddFd(fd);
     if (!fd_offset_.ok()) return fd_offset_.status();
     sized_.fds = attachments_.fds();
-    return Post(
+    return InvokeOneway(
+      ::sluice::CallHeader{Interface::kInterfaceId, Interface::kPost}, "sluice.test.attach.Feed.Post", 0,
       [&](::flatbuffers::FlatBufferBuilder& fbb_) {
         ::sluice::test::attach::HandleBuilder builder_(fbb_);
         builder_.add_fd(*fd_offset_);
         return builder_.Finish();
       },
-      sized_);
+      sized_, &attachments_);
   }
   // Post, with the request built by `build(fbb) -> Offset<sluice.test.attach.Handle>`
   // directly in region memory (e.g. CreateUninitializedVector for large fields).
