@@ -430,6 +430,23 @@ TEST(ChannelLifecycle, TheReplyWordGoesWithAnOkReplyOnlyAndTheServerSeesWhichWen
   }
 }
 
+// A request's word reaches the server with its call, and only with it: the
+// next call on the same slot (the only one) without a word reads 0, not the
+// line the word before it left.
+TEST(ChannelLifecycle, TheRequestWordGoesWithItsCallOnly) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher, {.slot_count = 1}));
+  for (const uint64_t word : {uint64_t{0xfeedfacecafe}, uint64_t{0}, uint64_t{7}}) {
+    ASSERT_OK_AND_ASSIGN(OutgoingCall call, pair.client->BeginCall(8));
+    call.header() = CallHeader{.interface_id = 1, .method = 2, .chain_id = 0, .word = word};
+    ASSERT_OK(pair.client->Send(std::move(call), call.buffer().first(0)));
+    ASSERT_OK_AND_ASSIGN(IncomingCall incoming, pair.server->Receive());
+    EXPECT_EQ(incoming.header().word, word);
+    EXPECT_EQ(incoming.header().interface_id, 1u);
+    ASSERT_OK(incoming.Reply({}));
+  }
+}
+
 // Once open and past a first call (each side has mapped the other's arena),
 // a channel holds one descriptor per side, its liveness socket, which is
 // also its bell: what lets a server hold ten thousand connections within
