@@ -352,8 +352,8 @@ absl::Status AnswerSettle(IncomingCall& call, ExportTable& table) {
 
 // Serves a reverse channel: calls addressed to object handles go to the
 // object lent under that handle; the holder's Acquire, Release and Settle
-// (of the oneway calls that lent objects) adjust the table. Destroyed when the pool lets the
-// channel go, which releases every object on it.
+// (of the oneway calls that lent objects) adjust the table. Destroyed when
+// the pool lets the channel go, which releases every object on it.
 class ReverseStub final : public ServiceStub {
  public:
   explicit ReverseStub(std::shared_ptr<ExportTable> exports) : exports_(std::move(exports)) {}
