@@ -416,11 +416,12 @@ TEST_F(ObjectTest, AnObjectInAOnewayCallGoesByHandleAndIsKeptOnlyIfTheHandlerKee
 }
 
 // A client built from a newer interface: it calls a oneway method this
-// server does not have, passing an object.
+// server does not have, passing an object (with `options`, e.g. a size hint
+// over the server's limit, which refuses the call before it is sent).
 class NewerHolderProxy : public objects::HolderProxy {
  public:
   using HolderProxy::HolderProxy;
-  absl::Status HandLater(const rpc::ObjectRef& callback) {
+  absl::Status HandLater(const rpc::ObjectRef& callback, const rpc::CallOptions& options = {}) {
     rpc::Attachments attachments(*this, {}, /*oneway=*/true);
     absl::StatusOr<uint32_t> field = attachments.AddObject(callback);
     if (!field.ok()) return field.status();
@@ -434,7 +435,7 @@ class NewerHolderProxy : public objects::HolderProxy {
           request.add_callback(*field);
           return request.Finish();
         },
-        {}, &attachments);
+        options, &attachments);
   }
 };
 
@@ -449,6 +450,21 @@ TEST_F(ObjectTest, AOnewayCallRefusedBeforeAnyHandlerRunsStillEndsItsLoans) {
   EXPECT_TRUE(
       Eventually([&] { return rpc::ObjectHost::Get().reference_count() == references_before; }));
   // The connection goes on, reverse channel and all.
+  ASSERT_OK_AND_ASSIGN(auto given, holder->Give(callback, 1, /*keep=*/false));
+  EXPECT_EQ(given->pong()->value(), 2);
+}
+
+// A oneway call that never went out (its request could not get space)
+// ends its loans at once: nobody will settle its ticket.
+TEST_F(ObjectTest, AOnewayCallThatIsNeverSentEndsItsLoansAtOnce) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Connect<NewerHolderProxy>(*sm_, "holder"));
+  const size_t references_before = rpc::ObjectHost::Get().reference_count();
+  auto callback = std::make_shared<CallbackObject>();
+  const uint64_t too_large = holder.channel().max_request_size() + 1;
+  EXPECT_THAT(holder->HandLater(callback, {.size_hint = too_large}),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(rpc::ObjectHost::Get().reference_count(), references_before);
   ASSERT_OK_AND_ASSIGN(auto given, holder->Give(callback, 1, /*keep=*/false));
   EXPECT_EQ(given->pong()->value(), 2);
 }
