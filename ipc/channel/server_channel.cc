@@ -70,6 +70,8 @@ IncomingCall& IncomingCall::operator=(IncomingCall&& other) noexcept {
     oneway_ = other.oneway_;
     reply_word_ = other.reply_word_;
     reply_word_sent_ = other.reply_word_sent_;
+    // An earlier answer's announced poll (poll_announced_) is still owed.
+    announce_poll_ = false;
     has_reservation_ = std::exchange(other.has_reservation_, false);
     reservation_ = other.reservation_;
     reply_spill_ = std::move(other.reply_spill_);
@@ -493,6 +495,10 @@ absl::Status ServerChannel::Complete(IncomingCall& call, absl::StatusCode code, 
   shared.status_code.store(static_cast<uint32_t>(code), std::memory_order_relaxed);
   shared.reply_offset.store(offset, std::memory_order_relaxed);
   shared.reply_length.store(length, std::memory_order_relaxed);
+  if (std::exchange(call.announce_poll_, false)) {
+    BeginPoll();
+    call.poll_announced_ = true;
+  }
   shared.reply_seq.store(call.seq_, std::memory_order_seq_cst);
   if (shared.reply_waiters.load(std::memory_order_seq_cst) > 0) {
     FutexWake(shared.reply_seq, INT_MAX);

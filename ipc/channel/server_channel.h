@@ -93,6 +93,19 @@ class IncomingCall {
   // Sends `error` (not OK) to the caller, code and message.
   absl::Status Fail(const absl::Status& error);
 
+  // For a server thread that looks for the channel's next request as soon
+  // as it has answered this call (a ServerPool thread, when the handler
+  // returns): the answer then announces that look as a poll
+  // (ServerWaiting::BeginPoll) before the client can see it, so that the
+  // client's next request, which may come at once (on one CPU the reply's
+  // wake-up hands the CPU to the client), does not wake another thread only
+  // for this one to take it. The thread owes the EndPoll when
+  // poll_announced(). A moved call no longer announces: whoever answers it
+  // then owes nothing. Off again once the handler has returned: a call it
+  // left unanswered is abandoned later, with no look to follow.
+  void set_announce_poll_with_reply(bool announce) { announce_poll_ = announce; }
+  bool poll_announced() const { return poll_announced_; }
+
  private:
   friend class ServerChannel;
   IncomingCall(ServerChannel* channel, uint32_t slot, uint32_t seq,
@@ -110,6 +123,8 @@ class IncomingCall {
   bool oneway_ = false;
   uint64_t reply_word_ = 0;
   bool reply_word_sent_ = false;
+  bool announce_poll_ = false;
+  bool poll_announced_ = false;
   bool has_reservation_ = false;       // In the reply arena, at reservation_.
   uint64_t reservation_ = 0;           // Reply arena offset.
   std::optional<Region> reply_spill_;  // Or a memfd of its own.

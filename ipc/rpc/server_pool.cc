@@ -436,7 +436,14 @@ ServerPool::Took ServerPool::ServeFrom(const std::shared_ptr<ServedChannel>& ent
     watchdog_word_.fetch_add(1, std::memory_order_seq_cst);
     FutexWake(watchdog_word_, 1, FutexScope::kPrivate);
   }
+  // This thread looks at the channels again as soon as the handler
+  // returns (on bells it goes back to epoll instead). Only a sync call's
+  // client waits for the answer, to ask again at once.
+  if (!bells() && !routed.call.oneway()) routed.call.set_announce_poll_with_reply(true);
   ServeRouted(routed);
+  routed.call.set_announce_poll_with_reply(false);
+  // Ended by the next look's claim, or when this thread stops looking.
+  if (routed.call.poll_announced()) polled.push_back(entry);
   if (!entry->channel->health().ok()) Remove(entry);
   progress_.fetch_add(1, std::memory_order_relaxed);
   busy_.fetch_sub(1, std::memory_order_acq_rel);
@@ -571,7 +578,7 @@ void ServerPool::Worker(Thread* self) {
       // Sized with the channel set rather than at the first poll: a warm
       // thread may start polling only later (once its client runs on
       // another CPU), and a call must not allocate then.
-      if (polled.capacity() < local.size()) polled.reserve(local.size());
+      if (polled.capacity() < local.size() + 1) polled.reserve(local.size() + 1);
       // Only a call served here starts a spin: after routing one to a
       // waiting thread, that thread polls for the next request of its chain
       // itself (NestedSource), and a spinning router would only take a CPU
@@ -594,9 +601,13 @@ void ServerPool::Worker(Thread* self) {
         // Announced, so that clients do not wake idle threads for requests
         // this one is about to take: on two CPUs a woken thread preempts a
         // spinning one.
-        if (polled.empty()) {
-          polled = local;
-          for (const auto& entry : polled) entry->waiting().BeginPoll();
+        // `polled` may hold one channel already, announced by the last
+        // answer (ServeFrom); announced twice, it is ended twice.
+        if (polled.size() < local.size()) {
+          for (const auto& entry : local) {
+            entry->waiting().BeginPoll();
+            polled.push_back(entry);
+          }
         }
         internal::CpuRelax();
         continue;

@@ -156,6 +156,11 @@ class ServiceStub {
   virtual InterfaceSchema schema() const { return {}; }
   // Answers `call`. Returns DATA_LOSS when the request was malformed, after
   // failing the call; the server then closes the channel (ServeRouted).
+  // Return soon after answering: from its answer until Dispatch returns, a
+  // pool thread counts as about to look for the channel's next request, so
+  // the client wakes no other thread for it
+  // (IncomingCall::set_announce_poll_with_reply). To answer later, or from
+  // another thread, move the call out.
   virtual absl::Status Dispatch(IncomingCall& call, const CallContext& context) = 0;
 };
 
