@@ -334,8 +334,11 @@ void ServerChannel::WakeAnotherServerThread() {
 absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,
                                            absl::FunctionRef<bool(uint64_t)>* accept) {
   const uint32_t n = endpoint_->header().slot_count;
-  for (uint32_t k = 0; k < n; ++k) {
-    const uint32_t i = (scan_start_ + k) % n;
+  // From scan_start_ round to it, wrapping by a compare, not a `%` (a
+  // division per slot looked at; a client reuses its lowest slots, so the
+  // scan usually goes nearly all the way round).
+  uint32_t i = scan_start_ < n ? scan_start_ : 0;
+  for (uint32_t k = 0; k < n; ++k, i = i + 1 == n ? 0 : i + 1) {
     SlotState& state = slots_[i];
     channel_layout::Slot& shared = endpoint_->slot(i);
     const uint32_t seq = shared.request_seq.load(std::memory_order_acquire);
@@ -402,7 +405,7 @@ absl::Status ServerChannel::TryClaimLocked(std::optional<IncomingCall>* call,
       oneway_in_service_ = true;
       oneway_busy_.store(true, std::memory_order_relaxed);
     }
-    scan_start_ = (i + 1) % n;
+    scan_start_ = i + 1 == n ? 0 : i + 1;
     const CallHeader header{shared.interface_id.load(std::memory_order_relaxed),
                             shared.method.load(std::memory_order_relaxed), chain_id,
                             (flags & channel_layout::kSlotFlagHasWord) != 0
