@@ -480,6 +480,13 @@ TEST(ChannelLifecycle, ReceiveTimesOutWithDeadlineExceeded) {
   EXPECT_OK(server->health());
 }
 
+// True once the server's bell (its end of the liveness socket) has
+// something to read, waiting at most `timeout_ms`.
+bool BellReadableWithin(const ServerWaiting& waiting, int timeout_ms) {
+  pollfd bell = {.fd = waiting.bell(), .events = POLLIN, .revents = 0};
+  return ::poll(&bell, 1, timeout_ms) == 1;
+}
+
 // Regression: kv_server with thousands of connections (its pool on bells)
 // sometimes left a call unanswered for good. The client read a reply and
 // published its next request on the same slot before the answering thread
@@ -493,10 +500,6 @@ TEST(ChannelLifecycle, ARequestOnASlotStillBeingFreedIsHandedOnByItsLastAnswer) 
   ServerWaiting waiting(*server);
   std::atomic<int> kicks{0};
   waiting.ListenOnBell([&] { kicks.fetch_add(1); });
-  auto rang = [&] {
-    pollfd bell = {.fd = waiting.bell(), .events = POLLIN, .revents = 0};
-    return ::poll(&bell, 1, 5000) == 1;
-  };
   Notification published, proceed;
   server->SetReplyPublishedHookForTesting([&] {
     if (published.HasBeenNotified()) return;
@@ -516,7 +519,8 @@ TEST(ChannelLifecycle, ARequestOnASlotStillBeingFreedIsHandedOnByItsLastAnswer) 
     ASSERT_OK_AND_ASSIGN(OutgoingCall second, client->BeginCall(8));
     EXPECT_OK(client->Call(std::move(second), {}, absl::Now() + absl::Seconds(10)).status());
   });
-  ASSERT_TRUE(rang()) << "the client did not ring for its second request";
+  ASSERT_TRUE(BellReadableWithin(waiting, 5000))
+      << "the client did not ring for its second request";
   waiting.DrainBell();
   ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> passed_over, waiting.TryReceive());
   EXPECT_FALSE(passed_over.has_value()) << "the slot was free already: the window was missed";
@@ -546,10 +550,6 @@ TEST(ChannelLifecycle, AnAnswerThatAnnouncesALookKeepsTheNextRequestFromWakingAn
   ServerWaiting waiting(*server);
   std::atomic<int> kicks{0};
   waiting.ListenOnBell([&] { kicks.fetch_add(1); });
-  auto bell_readable = [&] {
-    pollfd bell = {.fd = waiting.bell(), .events = POLLIN, .revents = 0};
-    return ::poll(&bell, 1, 0) == 1;
-  };
   // What the client's next request rang, published while the answer is
   // visible and this thread has not looked yet.
   bool rang_for_the_next = false;
@@ -559,7 +559,7 @@ TEST(ChannelLifecycle, AnAnswerThatAnnouncesALookKeepsTheNextRequestFromWakingAn
     waiting.DrainBell();
     ASSERT_OK_AND_ASSIGN(OutgoingCall next, client->BeginCall(8));
     ASSERT_OK(client->Send(std::move(next), {}));
-    rang_for_the_next = bell_readable();
+    rang_for_the_next = BellReadableWithin(waiting, 0);
   });
   for (const bool announce : {true, false}) {
     SCOPED_TRACE(announce ? "announced" : "not announced");
@@ -570,8 +570,7 @@ TEST(ChannelLifecycle, AnAnswerThatAnnouncesALookKeepsTheNextRequestFromWakingAn
     });
     // The caller's request rings (no look is announced yet); that ring is
     // drained in the hook, so it is not taken for the next one's.
-    pollfd bell = {.fd = waiting.bell(), .events = POLLIN, .revents = 0};
-    ASSERT_EQ(::poll(&bell, 1, 10000), 1) << "the caller did not ring for its request";
+    ASSERT_TRUE(BellReadableWithin(waiting, 10000)) << "the caller did not ring for its request";
     ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> call, waiting.TryReceive());
     ASSERT_TRUE(call.has_value());
     call->set_announce_poll_with_reply(announce);
@@ -621,10 +620,6 @@ TEST(ChannelLifecycle, ARingReadByACallsDescriptorsStillCountsAsHeard) {
   ServerWaiting waiting(*pair.server);
   waiting.ListenOnBell([] {});
   waiting.DrainBell();  // The client's arena.
-  auto rang = [&](int ms) {
-    pollfd bell = {.fd = waiting.bell(), .events = POLLIN, .revents = 0};
-    return ::poll(&bell, 1, ms) == 1;
-  };
   auto answer = [&](int calls) {
     for (int answered = 0; answered < calls;) {
       ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> call, waiting.TryReceive());
@@ -645,19 +640,21 @@ TEST(ChannelLifecycle, ARingReadByACallsDescriptorsStillCountsAsHeard) {
   };
   // The first call rings; the ring waits, undrained, on the socket.
   std::thread first(call, false);
-  ASSERT_TRUE(rang(5000)) << "the first call did not ring";
+  ASSERT_TRUE(BellReadableWithin(waiting, 5000)) << "the first call did not ring";
   // The second carries a descriptor, queued behind that ring, and skips its
   // own ring (one is unheard). Claiming it reads the ring on the way.
   std::thread second(call, true);
-  while (!waiting.RequestPending() || !rang(0)) absl::SleepFor(absl::Milliseconds(1));
+  while (!waiting.RequestPending() || !BellReadableWithin(waiting, 0))
+    absl::SleepFor(absl::Milliseconds(1));
   absl::SleepFor(absl::Milliseconds(20));
   answer(2);
   first.join();
   second.join();
-  EXPECT_FALSE(rang(0)) << "the socket should be empty";
+  EXPECT_FALSE(BellReadableWithin(waiting, 0)) << "the socket should be empty";
   // The third must ring again.
   std::thread third(call, false);
-  EXPECT_TRUE(rang(5000)) << "the third call did not ring: its channel went silent";
+  EXPECT_TRUE(BellReadableWithin(waiting, 5000))
+      << "the third call did not ring: its channel went silent";
   answer(1);
   third.join();
 }
