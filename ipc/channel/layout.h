@@ -120,9 +120,10 @@ struct alignas(kCacheLine) ServerWords {
   FutexWord completions;
   // Server threads polling the slots for a request right now (spinning
   // after a call, or about to look again having just answered one:
-  // IncomingCall::set_announce_poll_with_reply). While non-zero the client skips its FUTEX_WAKE: a
-  // poller takes the request, and a poller that stops re-checks and passes the wake on
-  // (ServerChannel::EndPoll). Zero from a peer that predates it: the client then wakes as before.
+  // IncomingCall::set_announce_poll_with_reply). While non-zero the client
+  // skips its FUTEX_WAKE: a poller takes the request, and a poller that
+  // stops re-checks and passes the wake on (ServerChannel::EndPoll). Zero
+  // from a peer that predates it: the client then wakes as before.
   std::atomic<uint32_t> pollers;
   // As ClientWords::reception and max_reply_size, for requests.
   std::atomic<uint32_t> reception;
