@@ -15,7 +15,8 @@
 //               service, a LendingPainter, has a Lend method that attaches
 //               fresh, repeated and long-lived local objects to its reply):
 //               a script of steps, each a Lend (on the connection or on a
-//               lent object), a Settle of real, settled, unknown or no
+//               lent object), an Acquire (a raw control call), a Settle
+//               of real, settled, unknown or no
 //               tickets keeping lent, unlent and repeated handles, with
 //               sizes right, short, ragged and too long, oneway or sync, a
 //               Release of held and unheld handles, a call addressed to an
@@ -103,7 +104,7 @@ bool Heavy(uint64_t method) {
 // end this fuzzer plays to take the reverse channel's holder end.
 struct Lender {
   sluice::testing::LocalPair primary;
-  std::shared_ptr<rpc::ExportLink> link = rpc::ExportLink::Create();
+  std::shared_ptr<rpc::ExportLink> link;
   std::vector<rpc::ExportLink::Loan> loans;
   std::shared_ptr<rpc::RemoteObject> holder;
 
@@ -115,6 +116,7 @@ struct Lender {
 std::unique_ptr<Lender> MakeLender(sluice::PeerWatcher& watcher) {
   auto lender = std::make_unique<Lender>();
   lender->primary = *sluice::testing::MakeLocalPair(watcher);
+  lender->link = rpc::ExportLink::Create(lender->primary.client.get());
   // The first loan opens the reverse channel: a synchronous OpenReverse on
   // primary, answered here with the holder's end adopted.
   std::thread answer([&lender] {
@@ -128,8 +130,7 @@ std::unique_ptr<Lender> MakeLender(sluice::PeerWatcher& watcher) {
     (void)call->Reply({});
   });
   for (int i = 0; i < kLent; ++i) {
-    auto loan = lender->link->Lend(*lender->primary.client,
-                                   std::make_shared<sluice::testing::PainterService>(),
+    auto loan = lender->link->Lend(std::make_shared<sluice::testing::PainterService>(),
                                    absl::Now() + kPatience);
     if (!loan.ok()) std::abort();
     lender->loans.push_back(*std::move(loan));
@@ -140,7 +141,7 @@ std::unique_ptr<Lender> MakeLender(sluice::PeerWatcher& watcher) {
   rpc::ProxyBase proxy(rpc::ProxyTarget{.channel = lender->primary.client.get(),
                                         .owner = nullptr,
                                         .handle = 0,
-                                        .deaths = nullptr,
+                                        .reference = nullptr,
                                         .exports = lender->link});
   rpc::Attachments oneway(proxy, {}, /*oneway=*/true);
   if (!oneway
@@ -603,6 +604,18 @@ class ObjectScript {
       ++conn_.holds[words[i]];
     }
   }
+  // A granted Acquire is one more hold (of a handle still lent); a
+  // malformed one closes the connection.
+  void ModelAcquire(const Outcome& outcome, std::span<const uint8_t> body) {
+    if (body.size() != sizeof(uint32_t)) {
+      if (outcome.sent) conn_.doomed = true;
+      return;
+    }
+    if (!outcome.reply.has_value() || !outcome.reply->ok()) return;
+    uint32_t handle = 0;
+    std::memcpy(&handle, body.data(), sizeof(handle));
+    ++conn_.holds[handle];
+  }
   void ModelRelease(std::span<const uint8_t> body) {
     if (body.size() % 4 != 0 || body.size() > wire::kMaxReleasesPerCall * sizeof(uint32_t)) {
       conn_.doomed = true;
@@ -621,6 +634,8 @@ class ObjectScript {
   }
   void Control(uint64_t method, bool oneway, std::span<const uint8_t> body) {
     const Outcome outcome = Call({wire::kControlInterfaceId, method, 0}, oneway, body);
+    if (!oneway && method == wire::kAcquireMethod && !conn_.doomed)
+      return ModelAcquire(outcome, body);
     if (!oneway || !outcome.sent || conn_.doomed) return;
     if (method == wire::kSettleMethod) ModelSettle(body);
     if (method == wire::kReleaseMethod) ModelRelease(body);

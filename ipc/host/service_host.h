@@ -97,8 +97,8 @@ class Connection {
         proxy_(rpc::ProxyTarget{.channel = channel_.get(),
                                 .owner = channel_,
                                 .handle = 0,
-                                .deaths = nullptr,
-                                .exports = rpc::ExportLink::Create()}) {}
+                                .reference = nullptr,
+                                .exports = rpc::ExportLink::Create(channel_.get(), channel_)}) {}
 
   PeerCredentials server_;
   std::shared_ptr<ClientChannel> channel_;

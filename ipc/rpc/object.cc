@@ -319,6 +319,20 @@ absl::Status DispatchToHandle(ExportTable& table, IncomingCall& call, CallContex
   return stub->Dispatch(call, resolved);
 }
 
+// Acquire (synchronous): one 4-byte handle lent for the call in progress,
+// from now on held.
+absl::Status AnswerAcquire(IncomingCall& call, ExportTable& table) {
+  if (call.request().size() != sizeof(uint32_t)) {
+    return Malformed(call,
+                     absl::DataLossError(absl::StrCat("Acquire carries one 4-byte handle, not ",
+                                                      call.request().size(), " bytes")));
+  }
+  if (absl::Status acquired = table.Acquire(CopyHandles(call)[0]); !acquired.ok()) {
+    return call.Fail(acquired);
+  }
+  return call.Reply({});
+}
+
 // Release (oneway): each 4-byte handle of the request gives back one hold.
 absl::Status AnswerRelease(IncomingCall& call, ExportTable& table) {
   const size_t size = call.request().size();
@@ -350,13 +364,61 @@ absl::Status AnswerSettle(IncomingCall& call, ExportTable& table) {
   return call.Reply({});
 }
 
+// Serves `call` with `dispatch(context)`. A oneway call whose objects
+// its sender lent under a ticket (its request word) is settled through
+// `imports` once it was served, whatever came of it (refused, malformed,
+// failed), so that nothing stays lent that nobody holds.
+template <typename Dispatch>
+absl::Status ServeSettlingTicket(IncomingCall& call, CallContext context, Dispatch&& dispatch) {
+  const uint64_t ticket = call.header().word;
+  if (!call.oneway() || context.imports == nullptr || !object_wire::IsTicketWord(ticket)) {
+    return dispatch(context);
+  }
+  BorrowedObjects borrowed;
+  context.borrowed = &borrowed;
+  const absl::Status served = dispatch(context);
+  borrowed.SettleUnder(*context.imports, static_cast<uint32_t>(ticket));
+  return served;
+}
+
+// The objects a holder passes in calls on a reverse channel: its own, lent
+// in the table of the connection the channel was opened on, and called
+// there (the lender's PeerLink, found at the first one; it lives only while
+// something keeps that connection open).
+class HolderObjects final : public ImportSource {
+ public:
+  explicit HolderObjects(std::shared_ptr<ExportLink> lender) : lender_(std::move(lender)) {}
+
+  absl::StatusOr<std::shared_ptr<RemoteObject>> TakeLent(uint32_t handle,
+                                                         BorrowedObjects* borrowed) override {
+    std::shared_ptr<ImportLink> link = lender_->PeerLink();
+    if (link == nullptr) {
+      return absl::UnavailableError(
+          absl::StrCat("the message passes object handle ", handle,
+                       ", lent on a connection to its sender that is no longer open"));
+    }
+    return link->Import(handle, borrowed);
+  }
+  void SettleKeeping(uint32_t ticket, std::span<const std::weak_ptr<RemoteObject>> taken) override {
+    // Without the connection there is nobody to tell: its table went with it.
+    if (std::shared_ptr<ImportLink> link = lender_->PeerLink()) link->SettleKeeping(ticket, taken);
+  }
+
+ private:
+  const std::shared_ptr<ExportLink> lender_;
+};
+
 // Serves a reverse channel: calls addressed to object handles go to the
 // object lent under that handle; the holder's Acquire, Release and Settle
-// (of the oneway calls that lent objects) adjust the table. Destroyed when
-// the pool lets the channel go, which releases every object on it.
+// (of the oneway calls and replies that lent objects) adjust the table.
+// Objects the holder passes in those calls are its own, lent on our
+// connection to it (`lender`'s); objects in their replies are lent in this
+// channel's table. Destroyed when the pool lets the channel go, which
+// releases every object on it.
 class ReverseStub final : public ServiceStub {
  public:
-  explicit ReverseStub(std::shared_ptr<ExportTable> exports) : exports_(std::move(exports)) {}
+  ReverseStub(std::shared_ptr<ExportTable> exports, std::shared_ptr<ExportLink> lender)
+      : exports_(std::move(exports)), holder_objects_(std::move(lender)) {}
   ~ReverseStub() override { exports_->Close(); }
   absl::string_view service_name() const override { return "sluice.ReverseChannel"; }
   uint64_t interface_id() const override { return 0; }
@@ -370,30 +432,24 @@ class ReverseStub final : public ServiceStub {
                        absl::Hex(word))));
     }
     CallContext resolved = context;
-    resolved.imports = nullptr;  // The holder passes nothing by handle here,
-    resolved.results = nullptr;  // nor is anything lent to it in replies.
-    return DispatchToHandle(*exports_, call, resolved);
+    resolved.imports = &holder_objects_;
+    resolved.results = exports_.get();
+    return ServeSettlingTicket(call, resolved, [&](const CallContext& served) {
+      return DispatchToHandle(*exports_, call, served);
+    });
   }
 
  private:
   absl::Status Control(IncomingCall& call) {
     const uint64_t method = call.header().method;
-    if (method == kAcquireMethod && !call.oneway()) {
-      const std::vector<uint32_t> handles = CopyHandles(call);
-      if (handles.size() != 1 || call.request().size() != sizeof(uint32_t)) {
-        return Malformed(call, absl::DataLossError("Acquire carries one 4-byte handle"));
-      }
-      if (absl::Status acquired = exports_->Acquire(handles[0]); !acquired.ok()) {
-        return call.Fail(acquired);
-      }
-      return call.Reply({});
-    }
+    if (method == kAcquireMethod && !call.oneway()) return AnswerAcquire(call, *exports_);
     if (method == kReleaseMethod && call.oneway()) return AnswerRelease(call, *exports_);
     if (method == kSettleMethod && call.oneway()) return AnswerSettle(call, *exports_);
     return NoSuchControl(call);
   }
 
   const std::shared_ptr<ExportTable> exports_;
+  HolderObjects holder_objects_;
 };
 
 }  // namespace
@@ -421,18 +477,8 @@ class ConnectionStub final : public ServiceStub {
     CallContext connection = context;
     connection.imports = imports_.load(std::memory_order_acquire);
     connection.results = results_.get();
-    const uint64_t ticket = call.header().word;
-    if (!call.oneway() || connection.imports == nullptr || !object_wire::IsTicketWord(ticket)) {
-      return DispatchCall(call, connection);
-    }
-    // A oneway call whose objects its sender lent under a ticket: settled
-    // once it was served, whatever came of it (refused, malformed, failed),
-    // so that nothing stays lent that nobody holds.
-    BorrowedObjects borrowed;
-    connection.borrowed = &borrowed;
-    const absl::Status served = DispatchCall(call, connection);
-    borrowed.SettleUnder(*connection.imports, static_cast<uint32_t>(ticket));
-    return served;
+    return ServeSettlingTicket(
+        call, connection, [&](const CallContext& served) { return DispatchCall(call, served); });
   }
 
  private:
@@ -440,6 +486,9 @@ class ConnectionStub final : public ServiceStub {
     const uint64_t method = call.header().method;
     if (method == kCloneMethod) return AnswerClone(call, inner_);
     if (method == kOpenReverseMethod && !call.oneway()) return OpenReverse(call);
+    // For the objects our replies lent, and those we passed in calls on
+    // the client's objects (on the reverse channel).
+    if (method == kAcquireMethod && !call.oneway()) return AnswerAcquire(call, *results_);
     if (method == kSettleMethod && call.oneway()) return AnswerSettle(call, *results_);
     if (method == kReleaseMethod && call.oneway()) return AnswerRelease(call, *results_);
     return NoSuchControl(call);
@@ -473,7 +522,20 @@ class ConnectionStub final : public ServiceStub {
     absl::StatusOr<std::unique_ptr<ClientChannel>> channel =
         OpenObjectChannel(ObjectFds{std::move(fds[0]), std::move(fds[1])});
     if (!channel.ok()) return Malformed(call, channel.status());
-    auto link = std::make_shared<ImportLink>(std::shared_ptr<ClientChannel>(*std::move(channel)));
+    // Objects we pass in calls on the client's objects are lent in our
+    // table, if the client calls them here (it says so); otherwise they go
+    // as dedicated channels.
+    std::shared_ptr<ExportLink> lender;
+    if ((call.client_features() & object_wire::kTakesHandlesInReverseCalls) != 0) {
+      lender = ExportLink::InTable(results_);
+    }
+    std::shared_ptr<ClientChannel> reverse(*std::move(channel));
+    auto link = std::make_shared<ImportLink>(*reverse, reverse, lender);
+    if (lender != nullptr) {
+      // Objects in the replies on that channel are called through this link too.
+      MutexLock lock(&lender->mu_);
+      lender->peer_ = link;
+    }
     {
       MutexLock lock(&mu_);
       imports_.store(link.get(), std::memory_order_release);
@@ -484,7 +546,8 @@ class ConnectionStub final : public ServiceStub {
 
   const std::shared_ptr<ServiceStub> inner_;
   const bool counted_;
-  // The objects our replies lend the client by handle.
+  // The objects we lend the client by handle: in our replies, and in our
+  // calls on its objects.
   const std::shared_ptr<ExportTable> results_ = std::make_shared<ExportTable>();
   Mutex mu_;
   // Every reverse channel the client opened (the newest is imports_): kept
@@ -534,25 +597,30 @@ absl::StatusOr<ObjectFds> ObjectHost::Export(std::shared_ptr<ServiceStub> stub) 
 // ---------------------------------------------------------------------------
 // ExportLink
 
-absl::StatusOr<std::shared_ptr<ExportTable>> ExportLink::OpenReverse(ClientChannel& primary,
-                                                                     absl::Time deadline) {
+absl::StatusOr<std::shared_ptr<ExportTable>> ExportLink::OpenReverse(absl::Time deadline) {
+  if (primary_ == nullptr) {
+    return absl::FailedPreconditionError("no channel to open a reverse channel on");
+  }
   auto made = MakeObjectChannel(kReverseGeometry);
   if (!made.ok()) return made.status();
   auto exports = std::make_shared<ExportTable>();
-  if (absl::Status added = ObjectHost::Get().pool_.Add(std::move(made->first),
-                                                       std::make_shared<ReverseStub>(exports));
+  if (absl::Status added = ObjectHost::Get().pool_.Add(
+          std::move(made->first), std::make_shared<ReverseStub>(exports, shared_from_this()));
       !added.ok()) {
     return added;
   }
+  // The peer may lend us its objects in its calls on ours if we can call
+  // them on primary_ (PeerLink): something must keep it open.
+  if (!owner_.expired()) primary_->AnnounceFeatures(object_wire::kTakesHandlesInReverseCalls);
   // Hand the client ends over on the connection itself. Part of the
   // caller's chain, like any call it makes.
   CallRouter::Outgoing chain;
-  absl::StatusOr<OutgoingCall> call = primary.BeginCall(0, deadline, chain.chain_id());
+  absl::StatusOr<OutgoingCall> call = primary_->BeginCall(0, deadline, chain.chain_id());
   if (!call.ok()) return call.status();
   const int raw[] = {made->second.region.get(), made->second.liveness.get()};
   if (absl::Status attached = call->AttachFds(raw); !attached.ok()) return attached;
   call->header() = CallHeader{kControlInterfaceId, kOpenReverseMethod, chain.chain_id()};
-  absl::StatusOr<Reply> reply = primary.Call(*std::move(call), {}, deadline, chain.waiter());
+  absl::StatusOr<Reply> reply = primary_->Call(*std::move(call), {}, deadline, chain.waiter());
   // Our copies of the client ends close here: if the peer did not adopt
   // them, the pool sees the channel hang up and drops it.
   if (!reply.ok()) {
@@ -564,15 +632,19 @@ absl::StatusOr<std::shared_ptr<ExportTable>> ExportLink::OpenReverse(ClientChann
   return exports;
 }
 
-absl::StatusOr<ExportLink::Loan> ExportLink::Lend(ClientChannel& primary,
-                                                  std::shared_ptr<ServiceStub> stub,
+absl::StatusOr<ExportLink::Loan> ExportLink::Lend(std::shared_ptr<ServiceStub> stub,
                                                   absl::Time deadline, bool under_ticket) {
   std::shared_ptr<ExportTable> exports;
   {
     MutexLock lock(&mu_);
     if (unsupported_) return absl::UnimplementedError("the peer takes no objects by handle");
-    if (current_ == nullptr || current_->closed()) {
-      absl::StatusOr<std::shared_ptr<ExportTable>> opened = OpenReverse(primary, deadline);
+    if (fixed_) {
+      // A connection's table ends with the connection; there is no other.
+      if (current_->closed()) {
+        return absl::FailedPreconditionError("the connection this channel was opened on has ended");
+      }
+    } else if (current_ == nullptr || current_->closed()) {
+      absl::StatusOr<std::shared_ptr<ExportTable>> opened = OpenReverse(deadline);
       if (!opened.ok()) {
         // A peer without the object protocol (a bare rpc::Serve) says so
         // once; it gets dedicated channels from then on.
@@ -592,16 +664,16 @@ absl::StatusOr<ExportLink::Loan> ExportLink::Lend(ClientChannel& primary,
 
 void ExportLink::EndLoan(const Loan& loan) { loan.exports->EndLoan(loan.handle); }
 
-std::shared_ptr<ImportLink> ExportLink::ReplyLink(ClientChannel& primary,
-                                                  const std::shared_ptr<void>& owner) {
+std::shared_ptr<ImportLink> ExportLink::PeerLink() {
   MutexLock lock(&mu_);
-  std::shared_ptr<ImportLink> link = replies_.lock();
-  if (link == nullptr) {
-    // Objects passed in calls on what the replies lend go where those on
-    // the connection's own object go: this link, over the reverse channel.
-    link = std::make_shared<ImportLink>(primary, owner, shared_from_this());
-    replies_ = link;
-  }
+  std::shared_ptr<ImportLink> link = peer_.lock();
+  if (link != nullptr || primary_ == nullptr) return link;
+  std::shared_ptr<void> owner = owner_.lock();
+  if (owner == nullptr) return nullptr;
+  // Objects passed in calls on the peer's objects go where those on the
+  // channel's own object go: this link, over the reverse channel.
+  link = std::make_shared<ImportLink>(*primary_, std::move(owner), shared_from_this());
+  peer_ = link;
   return link;
 }
 
@@ -776,7 +848,9 @@ void ImportLink::Forget(uint32_t handle) {
 absl::StatusOr<std::shared_ptr<RemoteObject>> RemoteObject::Adopt(ObjectFds fds) {
   absl::StatusOr<std::unique_ptr<ClientChannel>> channel = OpenObjectChannel(std::move(fds));
   if (!channel.ok()) return channel.status();
-  return std::shared_ptr<RemoteObject>(new RemoteObject(*std::move(channel)));
+  std::shared_ptr<RemoteObject> object(new RemoteObject(*std::move(channel)));
+  object->exports_ = ExportLink::Create(object->channel_.get(), object);
+  return object;
 }
 
 RemoteObject::~RemoteObject() {
@@ -824,7 +898,7 @@ absl::Status RemoteObject::UnlinkToDeath(uint64_t id) {
   return channel().UnlinkToDeath(id);
 }
 
-void BorrowedObjects::SettleUnder(ImportLink& link, uint32_t ticket) {
+void BorrowedObjects::SettleUnder(ImportSource& link, uint32_t ticket) {
   link.SettleKeeping(ticket, objects_);
   objects_.clear();
 }
@@ -889,7 +963,7 @@ absl::StatusOr<uint32_t> Attachments::AddObject(const ObjectRef& object, uint64_
   if (exports_ != nullptr && object.local() != nullptr &&
       (!oneway_ || loans_.size() < object_wire::kMaxLoansPerTicket)) {
     absl::StatusOr<ExportLink::Loan> loan =
-        exports_->Lend(*channel_, object.local(), deadline, /*under_ticket=*/oneway_);
+        exports_->Lend(object.local(), deadline, /*under_ticket=*/oneway_);
     if (loan.ok()) {
       loans_.push_back(*loan);
       return object_wire::HandleField(loan->handle);
@@ -951,7 +1025,7 @@ absl::StatusOr<std::shared_ptr<RemoteObject>> ImportAt(const CallContext& contex
     return absl::DataLossError(absl::StrCat("the message passes object handle ", handle,
                                             ", but its sender opened no reverse channel here"));
   }
-  return context.imports->Import(handle, context.borrowed);
+  return context.imports->TakeLent(handle, context.borrowed);
 }
 
 absl::StatusOr<std::shared_ptr<RemoteObject>> ImportFromReply(ReplyObjects* lent, uint64_t field) {
@@ -968,9 +1042,8 @@ std::shared_ptr<ReplyObjects> ObjectsOfReply(ExportLink* exports, ClientChannel&
   if (!object_wire::IsTicketWord(word)) return nullptr;
   // A proxy without an ExportLink (over a bare channel) gets a link of this
   // reply's own: its objects work the same, only not shared with others.
-  std::shared_ptr<ImportLink> link = exports != nullptr
-                                         ? exports->ReplyLink(channel, owner)
-                                         : std::make_shared<ImportLink>(channel, owner);
+  std::shared_ptr<ImportLink> link = exports != nullptr ? exports->PeerLink() : nullptr;
+  if (link == nullptr) link = std::make_shared<ImportLink>(channel, owner);
   return std::make_shared<ReplyObjects>(std::move(link), static_cast<uint32_t>(word),
                                         /*keeps_channel=*/owner != nullptr);
 }

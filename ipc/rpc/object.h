@@ -11,27 +11,28 @@
 //       rpc::TakeObject<ListenerProxy>(context, request.listener());
 //   (*remote)->OnEvent(...);
 //
-// Two ways a reference travels (docs/objects.md has the whole design):
+// Three ways a reference travels (docs/objects.md has the whole design):
 //
 // * By handle (the fast path): a local object passed in a call (sync or
 //   oneway) through a proxy that has an ExportLink (a service Connection<>, a
-//   Remote<> on a dedicated channel) is entered in a table of the caller's
-//   and the field holds its handle. The callee calls it on the connection's
-//   reverse channel: one channel per connection, opened by the caller at the
-//   first object it passes and served by its ObjectHost pool, which carries
-//   every object the caller ever lends that peer. A pass then costs a table
-//   entry, not a channel.
-// * By handle in a reply: a local object a handler attaches to its reply
-//   (AttachObject) on a connection served with the object protocol is
-//   entered in that connection's own table; the caller calls it on the
-//   connection itself, and keeps what it took when the Response goes
-//   (only for proxies that keep their channel open: Connection<>, Remote<>).
-// * As a dedicated channel (everything else: proxies passed on, objects
-//   passed in calls on a reverse channel, proxies over bare channels
-//   either way): a channel of its
-//   own made by the object's host, whose client ends travel with the message
-//   as SCM_RIGHTS descriptors. Passing on a proxy asks the host for a fresh
-//   one, so references never route through intermediaries.
+//   Remote<>) is entered in a table of the caller's and the field holds its
+//   handle. The callee calls it on the connection's reverse channel: one
+//   channel per connection, opened by the caller at the first object it
+//   passes and served by its ObjectHost pool, which carries every object the
+//   caller ever lends that peer. A pass then costs a table entry, not a
+//   channel.
+// * By handle on the connection: a local object a handler attaches to its
+//   reply (AttachObject) on a connection served with the object protocol,
+//   or that a holder passes in a call on an object lent to it over the
+//   reverse channel, is entered in that connection's own table; its peer
+//   calls it on the connection itself. Objects in replies on a reverse
+//   channel are entered in that channel's table likewise. Only for proxies
+//   that keep their channel open (Connection<>, Remote<>).
+// * As a dedicated channel (everything else: proxies passed on, proxies
+//   over bare channels either way): a channel of its own made by the
+//   object's host, whose client ends travel with the message as SCM_RIGHTS
+//   descriptors. Passing on a proxy asks the host for a fresh one, so
+//   references never route through intermediaries.
 //
 // Lifetime: a handle is lent for the call it travels in. The receiver's
 // handler borrows it; what the handler keeps past its return is acquired
@@ -128,52 +129,102 @@ std::shared_ptr<ServiceStub> ServeWithObjectProtocol(std::shared_ptr<ServiceStub
 class ExportTable;
 class ImportLink;
 
-// The objects this process lends by handle to the peer of one connection it
-// calls out on, and the reverse channel it serves them on (opened at the
-// first object it lends, again if that one ended); and the link through
-// which it calls the objects the peer's replies lend it. Made with the
-// proxy's channel (Connection<>, a dedicated Remote<>); shared by its proxies.
+// Where the handle fields of the request being served are taken from: the
+// reverse channel the caller opened on a connection (an ImportLink), or, in
+// a call on a reverse channel, the holder's objects on the connection the
+// channel was opened on (found when first needed; object.cc).
+class ImportSource {
+ public:
+  virtual ~ImportSource() = default;
+  // The object behind `handle`, borrowed for the call being served (recorded
+  // in `borrowed`) unless this process holds it already. UNAVAILABLE when
+  // the channel it would be called on has closed.
+  virtual absl::StatusOr<std::shared_ptr<RemoteObject>> TakeLent(uint32_t handle,
+                                                                 BorrowedObjects* borrowed) = 0;
+  // Settles `ticket` (a reply's, a oneway call's): those of `taken` still
+  // alive are kept, from now on held; every other loan of it ends.
+  virtual void SettleKeeping(uint32_t ticket,
+                             std::span<const std::weak_ptr<RemoteObject>> taken) = 0;
+};
+
+// Where this process lends its objects by handle to the peer of one channel
+// it calls on, and how it calls the objects that peer lends it. Shared by
+// the proxies of that channel.
+//
+// * On a channel this process calls out on (`primary`: a Connection<>'s, a
+//   dedicated Remote<>'s; Create): its objects go into the table of a
+//   reverse channel it serves for them, opened at the first one (again if
+//   that one ended). The objects the peer lends it, in replies on `primary`
+//   and in calls on that reverse channel, are called on `primary`, through
+//   one ImportLink (PeerLink).
+// * On a reverse channel this process holds (made by the object protocol
+//   for the holder's end): its objects passed in calls on the host's objects
+//   go into the table of the connection the host opened that channel on,
+//   where the host calls them; the host's objects in replies on the reverse
+//   channel are called on it, through the link it already has.
 class ExportLink : public std::enable_shared_from_this<ExportLink> {
  public:
-  static std::shared_ptr<ExportLink> Create() { return std::make_shared<ExportLink>(); }
+  // For `primary`, kept open by `owner` (a Connection's channel, a dedicated
+  // RemoteObject). Without an owner (a test's bare channel) objects the peer
+  // passes in calls on the reverse channel cannot be taken.
+  static std::shared_ptr<ExportLink> Create(ClientChannel* primary,
+                                            std::weak_ptr<void> owner = {}) {
+    return std::shared_ptr<ExportLink>(new ExportLink(primary, std::move(owner), nullptr));
+  }
 
-  // One loan of a local object for a call on `primary` (the channel this
-  // link belongs to): its handle, or an error. UNIMPLEMENTED or
-  // FAILED_PRECONDITION if the peer cannot take objects by handle (it then
-  // gets dedicated channels, and this link is not tried again).
-  // `under_ticket` (a oneway call's): RESOURCE_EXHAUSTED while too many
-  // tickets are open.
+  // One loan of a local object for a call through this link's proxies: its
+  // handle, or an error. UNIMPLEMENTED or FAILED_PRECONDITION if the peer
+  // cannot take objects by handle (it then gets dedicated channels, and
+  // this link is not tried again). `under_ticket` (a oneway call's):
+  // RESOURCE_EXHAUSTED while too many tickets are open.
   struct Loan {
     std::shared_ptr<ExportTable> exports;
     uint32_t handle = 0;
   };
-  absl::StatusOr<Loan> Lend(ClientChannel& primary, std::shared_ptr<ServiceStub> stub,
-                            absl::Time deadline, bool under_ticket = false);
+  absl::StatusOr<Loan> Lend(std::shared_ptr<ServiceStub> stub, absl::Time deadline,
+                            bool under_ticket = false);
   // Ends a loan once its call has returned.
   static void EndLoan(const Loan& loan);
 
-  // The link to the objects replies on `primary` lend by handle, made at
-  // the first one; `owner` keeps `primary` open while they are held.
-  std::shared_ptr<ImportLink> ReplyLink(ClientChannel& primary, const std::shared_ptr<void>& owner);
+  // The link to the objects the peer lends this process by handle, made at
+  // the first one and kept by them. Null once nothing keeps `primary` open
+  // (or nothing was said to).
+  std::shared_ptr<ImportLink> PeerLink();
 
  private:
-  absl::StatusOr<std::shared_ptr<ExportTable>> OpenReverse(ClientChannel& primary,
-                                                           absl::Time deadline)
+  friend class ConnectionStub;
+  ExportLink(ClientChannel* primary, std::weak_ptr<void> owner, std::shared_ptr<ExportTable> fixed)
+      : primary_(primary),
+        owner_(std::move(owner)),
+        fixed_(fixed != nullptr),
+        current_(std::move(fixed)) {}
+  // The holder's end of a reverse channel: lends into `connection_table`.
+  static std::shared_ptr<ExportLink> InTable(std::shared_ptr<ExportTable> connection_table) {
+    return std::shared_ptr<ExportLink>(new ExportLink(nullptr, {}, std::move(connection_table)));
+  }
+
+  absl::StatusOr<std::shared_ptr<ExportTable>> OpenReverse(absl::Time deadline)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
+  ClientChannel* const primary_;
+  // Keeps primary_ open; each PeerLink holds it.
+  const std::weak_ptr<void> owner_;
+  // current_ is a connection's table, never replaced (InTable).
+  const bool fixed_;
   Mutex mu_;
   std::shared_ptr<ExportTable> current_ ABSL_GUARDED_BY(mu_);
   bool unsupported_ ABSL_GUARDED_BY(mu_) = false;
   // Weak: the link's objects keep it, and through it this and the channel.
-  std::weak_ptr<ImportLink> replies_ ABSL_GUARDED_BY(mu_);
+  std::weak_ptr<ImportLink> peer_ ABSL_GUARDED_BY(mu_);
 };
 
 // The channel through which this process calls the objects a peer lent it
 // by handle, and which of them it holds: the receiving end of a reverse
-// channel (kept by the connection's object protocol), or a connection whose
-// replies lend objects (ExportLink::ReplyLink). Kept by every RemoteObject
+// channel (kept by the connection's object protocol), or a channel this
+// process calls out on, whose peer lends it objects in replies and in calls
+// on the reverse channel (ExportLink::PeerLink). Kept by every RemoteObject
 // made from it.
-class ImportLink : public std::enable_shared_from_this<ImportLink> {
+class ImportLink final : public ImportSource, public std::enable_shared_from_this<ImportLink> {
  public:
   // `keep` keeps `channel` open; `exports`: where objects passed in calls on
   // the imported objects are lent (null: as dedicated channels).
@@ -189,9 +240,11 @@ class ImportLink : public std::enable_shared_from_this<ImportLink> {
   // Response (recorded in `borrowed`).
   std::shared_ptr<RemoteObject> Import(uint32_t handle, BorrowedObjects* borrowed);
 
-  // Settles `ticket` (a reply's, a oneway call's): those of `taken` still
-  // alive are kept, from now on held; every other loan of it ends.
-  void SettleKeeping(uint32_t ticket, std::span<const std::weak_ptr<RemoteObject>> taken);
+  absl::StatusOr<std::shared_ptr<RemoteObject>> TakeLent(uint32_t handle,
+                                                         BorrowedObjects* borrowed) override {
+    return Import(handle, borrowed);
+  }
+  void SettleKeeping(uint32_t ticket, std::span<const std::weak_ptr<RemoteObject>> taken) override;
 
  private:
   friend class RemoteObject;
@@ -227,7 +280,7 @@ class ImportLink : public std::enable_shared_from_this<ImportLink> {
 
 // One reference to an object in another process, shared by every Remote<>
 // made from it in this process. Dropping the last one releases it.
-class RemoteObject final : public internal::DeathLinks {
+class RemoteObject final : public internal::HandleReference {
  public:
   // Opens a dedicated reference received as descriptors (as TakeObject does).
   static absl::StatusOr<std::shared_ptr<RemoteObject>> Adopt(ObjectFds fds);
@@ -242,13 +295,16 @@ class RemoteObject final : public internal::DeathLinks {
 
   absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) override;
   absl::Status UnlinkToDeath(uint64_t id) override;
+  void KeepForOneway() override {
+    if (state_.load(std::memory_order_acquire) == State::kBorrowed) Settle();
+  }
 
  private:
   friend class ImportLink;
   friend class BorrowedObjects;
   enum class State : uint8_t { kBorrowed, kSettling, kHeld };
   explicit RemoteObject(std::unique_ptr<ClientChannel> channel)
-      : channel_(std::move(channel)), exports_(ExportLink::Create()), state_(State::kHeld) {}
+      : channel_(std::move(channel)), state_(State::kHeld) {}
   RemoteObject(std::shared_ptr<ImportLink> link, uint32_t handle)
       : link_(std::move(link)),
         handle_(handle),
@@ -264,6 +320,7 @@ class RemoteObject final : public internal::DeathLinks {
   std::unique_ptr<ClientChannel> channel_;  // A dedicated channel; or
   std::shared_ptr<ImportLink> link_;        // the channel it has a handle on.
   const uint32_t handle_ = 0;
+  // Set once, before the object is shared (Adopt, or the handle constructor).
   std::shared_ptr<ExportLink> exports_;
   std::atomic<State> state_;
   Mutex mu_;
@@ -298,7 +355,7 @@ class Remote {
     return ProxyTarget{.channel = &object->channel(),
                        .owner = object,
                        .handle = object->handle(),
-                       .deaths = object.get(),
+                       .reference = object->handle() != 0 ? object.get() : nullptr,
                        .exports = object->exports()};
   }
   std::shared_ptr<RemoteObject> object_;
@@ -371,10 +428,7 @@ class Attachments {
   // proxy has an ExportLink; for a `oneway` one, under a ticket
   // (LendUnderTicket) rather than until this goes.
   Attachments(const ProxyBase& proxy, std::span<const int> leading = {}, bool oneway = false)
-      : raw_(leading.begin(), leading.end()),
-        channel_(&proxy.channel()),
-        exports_(proxy.exports()),
-        oneway_(oneway) {}
+      : raw_(leading.begin(), leading.end()), exports_(proxy.exports()), oneway_(oneway) {}
   ~Attachments();
   Attachments(const Attachments&) = delete;
   Attachments& operator=(const Attachments&) = delete;
@@ -398,7 +452,6 @@ class Attachments {
 
   std::vector<int> raw_;
   std::vector<UniqueFd> owned_;
-  ClientChannel* channel_ = nullptr;
   std::shared_ptr<ExportLink> exports_;
   const bool oneway_ = false;
   absl::InlinedVector<ExportLink::Loan, 2> loans_;

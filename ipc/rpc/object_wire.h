@@ -21,10 +21,13 @@ namespace sluice::rpc::object_wire {
 //   1 .. 63                a dedicated channel: 1 + the index of the first of
 //                          its two descriptors (region, liveness) in the call
 //   kHandleFlag | handle   object `handle` of the sender (1 .. 2^31 - 1):
-//                          in a request, on the reverse channel the sender
-//                          opened on this connection (a oneway request's
-//                          under its ticket, see kSettleMethod); in a
-//                          reply, on this connection itself
+//                          in a request on a connection, on the reverse
+//                          channel the sender opened on it (a oneway
+//                          request's under its ticket, see kSettleMethod);
+//                          in a request on a reverse channel, on the
+//                          connection it was opened on (the sender's
+//                          table there); in a reply, on the channel the
+//                          reply came on
 inline constexpr uint32_t kHandleFlag = uint32_t{1} << 31;
 inline constexpr uint32_t kMaxHandle = kHandleFlag - 1;
 
@@ -99,6 +102,13 @@ inline constexpr uint64_t kSettleMethod =
 // channel alive (a Connection<>'s, a Remote<>'s). Without it a server sends
 // objects in replies as dedicated channels, as to peers that predate it.
 inline constexpr uint32_t kTakesReplyHandles = 1u << 0;
+// The client's feature bit saying it calls, on this connection, the objects
+// the server passes by handle in its calls on the client's objects (on the
+// reverse channel the client opened): the server lends them in the
+// connection's table, as its replies' objects. Set by a proxy's ExportLink
+// before it opens the reverse channel, when something keeps the connection
+// open. Without it those objects go as dedicated channels.
+inline constexpr uint32_t kTakesHandlesInReverseCalls = 1u << 1;
 // Most objects one ticket (a reply, a oneway call) lends by handle; more go
 // as dedicated channels.
 inline constexpr uint32_t kMaxLoansPerTicket = kMaxReleasesPerCall - 1;

@@ -50,14 +50,20 @@ void EndUnsentTicket(Attachments& attachments, uint32_t ticket);
 std::shared_ptr<ReplyObjects> ObjectsOfReply(ExportLink* exports, ClientChannel& channel,
                                              const std::shared_ptr<void>& owner, uint64_t word);
 
-// Death notifications that end with a reference rather than with its
-// channel: an object reached by handle shares its channel with others, so
-// its recipients are unlinked when its last Remote<> goes (RemoteObject).
-class DeathLinks {
+// What a proxy over an object handle needs of the reference it calls
+// through (RemoteObject), which shares its channel with other objects.
+class HandleReference {
  public:
-  virtual ~DeathLinks() = default;
+  virtual ~HandleReference() = default;
+  // Death notifications that end with the reference rather than with the
+  // channel: its recipients are unlinked when its last Remote<> goes.
   virtual absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) = 0;
   virtual absl::Status UnlinkToDeath(uint64_t id) = 0;
+  // Called before a oneway call on the object goes. An object borrowed for
+  // the call being served is lent only until that call returns, which may
+  // be before the host serves the oneway call (nobody waits for it): it is
+  // kept first, as if the handler kept it (one Acquire, once per borrow).
+  virtual void KeepForOneway() = 0;
 };
 }  // namespace internal
 
@@ -68,7 +74,7 @@ struct ProxyTarget {
   // Kept by the proxy and by every Response of its calls (may be null).
   std::shared_ptr<void> owner;
   uint32_t handle = 0;
-  internal::DeathLinks* deaths = nullptr;  // Null: the channel's own.
+  internal::HandleReference* reference = nullptr;  // Null: the channel's own object.
   // Where local objects passed in calls through this proxy are lent by
   // handle (null: each goes as a dedicated channel).
   std::shared_ptr<ExportLink> exports;
@@ -98,7 +104,7 @@ class ProxyBase {
       : channel_(target.channel),
         owner_(std::move(target.owner)),
         exports_(std::move(target.exports)),
-        deaths_(target.deaths),
+        reference_(target.reference),
         handle_(target.handle) {
     // Objects its replies lend by handle may outlive the call: only a proxy
     // that keeps its channel can take them (object.h).
@@ -112,11 +118,11 @@ class ProxyBase {
   // Binder's linkToDeath: `recipient` runs once when the serving process
   // dies. See ClientChannel::LinkToDeath for the rules.
   absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) const {
-    if (deaths_ != nullptr) return deaths_->LinkToDeath(std::move(recipient));
+    if (reference_ != nullptr) return reference_->LinkToDeath(std::move(recipient));
     return channel_->LinkToDeath(std::move(recipient));
   }
   absl::Status UnlinkToDeath(uint64_t id) const {
-    if (deaths_ != nullptr) return deaths_->UnlinkToDeath(id);
+    if (reference_ != nullptr) return reference_->UnlinkToDeath(id);
     return channel_->UnlinkToDeath(id);
   }
 
@@ -152,6 +158,7 @@ class ProxyBase {
   absl::Status InvokeOneway(const CallHeader& header, absl::string_view what, size_t size_hint,
                             Build&& build, const CallOptions& options,
                             Attachments* lending = nullptr) {
+    if (reference_ != nullptr) reference_->KeepForOneway();
     CallHeader addressed = Addressed(header);
     addressed.word = lending != nullptr ? internal::LendUnderTicket(*lending) : 0;
     auto request =
@@ -237,7 +244,7 @@ class ProxyBase {
   ClientChannel* channel_;
   std::shared_ptr<void> owner_;
   std::shared_ptr<ExportLink> exports_;
-  internal::DeathLinks* deaths_ = nullptr;
+  internal::HandleReference* reference_ = nullptr;
   uint32_t handle_ = 0;
 };
 

@@ -36,7 +36,7 @@
 namespace sluice::rpc {
 
 class RemoteObject;
-class ImportLink;
+class ImportSource;
 class ExportTable;
 
 // The objects a call's handler took by handle (TakeObject): lent to us for
@@ -58,7 +58,7 @@ class BorrowedObjects {
   // For a oneway call, whose objects were lent under `ticket`: settles it on
   // `link`, keeping every borrowed object still alive (one oneway message,
   // no round trip). Called once the call was served, whatever came of it.
-  void SettleUnder(ImportLink& link, uint32_t ticket);
+  void SettleUnder(ImportSource& link, uint32_t ticket);
 
  private:
   void SettleSlow();
@@ -101,14 +101,17 @@ struct CallContext {
   PeerCredentials caller;
   // The call being served (null outside a call).
   IncomingCall* call = nullptr;
-  // The reverse channel the caller opened on this connection, through which
-  // objects it passes by handle are called (null until it opens one).
-  ImportLink* imports = nullptr;
+  // Where the objects the caller passes by handle are called: the reverse
+  // channel it opened on this connection, or, in a call on a reverse
+  // channel, the connection it was opened on (null: the caller can pass
+  // none by handle here).
+  ImportSource* imports = nullptr;
   // Where TakeObject records the objects it borrows (HandleCall sets it;
   // for a oneway call the object protocol does).
   BorrowedObjects* borrowed = nullptr;
   // Where local objects attached to the reply are lent by handle: the
-  // connection's table, set by its object protocol (null: dedicated channels).
+  // connection's table or the reverse channel's, set by the object protocol
+  // (null: dedicated channels).
   ExportTable* results = nullptr;
   // The reply's loans (HandleCall sets it from `results`).
   ReplyLoans* lends = nullptr;

@@ -415,6 +415,25 @@ TEST_F(ObjectTest, AnObjectInAOnewayCallGoesByHandleAndIsKeptOnlyIfTheHandlerKee
   EXPECT_THAT(holder->CallHeld(5).status(), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 
+// Regression: a handler that makes a oneway call on an object it was lent
+// for its call (a result receiver) and returns. The object's loan ends when
+// the call returns, which can be before the host serves the oneway call:
+// it then found the handle gone (NOT_FOUND, and a oneway error goes
+// nowhere), so notifications were lost. The oneway call keeps the object
+// first (one Acquire), and the Release follows it in order.
+TEST_F(ObjectTest, AOnewayCallOnABorrowedObjectIsServedAfterItsLoanEnds) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  const size_t references_before = rpc::ObjectHost::Get().reference_count();
+  auto callback = std::make_shared<CallbackObject>();
+  constexpr int kCalls = 500;
+  for (int i = 1; i <= kCalls; ++i) ASSERT_OK(holder->Notify(callback, i).status()) << i;
+  EXPECT_TRUE(Eventually([&] { return callback->notified() == kCalls * (kCalls + 1) / 2; }))
+      << callback->notified();
+  EXPECT_TRUE(
+      Eventually([&] { return rpc::ObjectHost::Get().reference_count() == references_before; }));
+}
+
 // A client built from a newer interface: it calls a oneway method this
 // server does not have, passing an object (with `options`, e.g. a size hint
 // over the server's limit, which refuses the call before it is sent).
@@ -471,6 +490,139 @@ TEST_F(ObjectTest, AOnewayCallThatIsNeverSentEndsItsLoansAtOnce) {
 
 // The holder of a handle passes it on (here back to us, as a result): the
 // host makes a dedicated channel for it, as for any proxy passed on.
+// Objects the holder passes back in calls on what it was lent (B passing
+// its own object to A in a callback) go by handle too, lent in the table of
+// A's connection to B: A calls them there. No channel or descriptor on
+// either side; kept only if A's handler keeps them.
+TEST_F(ObjectTest, AnObjectPassedInACallOnALentObjectGoesByHandleOnTheConnection) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  auto taker = std::make_shared<TakerObject>();
+  // Opens the reverse channel, which every later pass reuses.
+  ASSERT_OK(holder->Offer(taker, 0, /*keep=*/false).status());
+  ASSERT_OK_AND_ASSIGN(auto base, holder->Stats());
+  ASSERT_TRUE(PeerSettlesAt(holder, base->live_objects(), base->exported_references()));
+  const int fds_before = CountOpenFds();
+
+  ASSERT_OK_AND_ASSIGN(auto offered, holder->Offer(taker, 5, /*keep=*/false));
+  EXPECT_TRUE(offered->by_handle());
+  EXPECT_EQ(offered->pong()->value(), 1005);
+  EXPECT_EQ(offered->pong()->host_pid(), peer.pid());
+  // Called on the connection, whose caller we are.
+  EXPECT_EQ(offered->pong()->caller_pid(), getpid());
+  // Never kept: its loan ended with the call.
+  EXPECT_TRUE(PeerSettlesAt(holder, base->live_objects(), base->exported_references()));
+
+  ASSERT_OK(holder->Offer(taker, 6, /*keep=*/true).status());
+  EXPECT_TRUE(PeerSettlesAt(holder, base->live_objects() + 1, base->exported_references() + 1));
+  std::optional<rpc::Remote<objects::CallbackProxy>> kept = taker->kept();
+  ASSERT_TRUE(kept.has_value());
+  // Outside any call now: still there.
+  ASSERT_OK_AND_ASSIGN(auto pong, (*kept)->Call(7));
+  EXPECT_EQ(pong->value(), 1007);
+  EXPECT_EQ(pong->host_pid(), peer.pid());
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  ASSERT_OK_AND_ASSIGN(auto holding, holder->Stats());
+  EXPECT_EQ(holding->open_fds(), base->open_fds());
+  EXPECT_EQ(holding->memfd_mappings(), base->memfd_mappings());
+  { auto drop_reply = std::move(pong); }
+  kept.reset();
+  taker->Drop();
+  EXPECT_TRUE(PeerSettlesAt(holder, base->live_objects(), base->exported_references()));
+  EXPECT_EQ(taker->dedicated(), 0);
+}
+
+// The same in a oneway call on a lent object: lent under a ticket in the
+// connection's table, settled on the connection once the call was served.
+TEST_F(ObjectTest, AnObjectInAOnewayCallOnALentObjectIsKeptOnlyIfTheHandlerKeepsIt) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  auto taker = std::make_shared<TakerObject>();
+  ASSERT_OK(holder->Offer(taker, 0, /*keep=*/false).status());
+  ASSERT_OK_AND_ASSIGN(auto base, holder->Stats());
+  ASSERT_TRUE(PeerSettlesAt(holder, base->live_objects(), base->exported_references()));
+
+  ASSERT_OK(holder->OfferLater(taker, 1, /*keep=*/true).status());
+  ASSERT_TRUE(Eventually([&] { return taker->kept().has_value(); }));
+  ASSERT_OK_AND_ASSIGN(auto pong, (*taker->kept())->Call(2));
+  EXPECT_EQ(pong->value(), 1002);
+  EXPECT_TRUE(PeerSettlesAt(holder, base->live_objects() + 1, base->exported_references() + 1));
+  { auto drop_reply = std::move(pong); }
+  taker->Drop();
+  EXPECT_TRUE(PeerSettlesAt(holder, base->live_objects(), base->exported_references()));
+
+  // Taken and let go, or never taken: its loan ends all the same.
+  ASSERT_OK(holder->OfferLater(taker, 3, /*keep=*/false).status());
+  ASSERT_OK(holder->OfferLater(taker, -1, /*keep=*/false).status());
+  EXPECT_TRUE(PeerSettlesAt(holder, base->live_objects(), base->exported_references()));
+  EXPECT_EQ(taker->dedicated(), 0);
+  EXPECT_GE(taker->by_handle(), 2);
+}
+
+// Objects in the replies of calls on a lent object (A's Make answering B on
+// the reverse channel) are lent in the reverse channel's table: B calls them
+// on it, and keeps them only while it holds them.
+TEST_F(ObjectTest, AnObjectInAReplyOnAReverseChannelGoesByHandle) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  auto taker = std::make_shared<TakerObject>();
+  ASSERT_OK(holder->Offer(taker, 0, /*keep=*/false).status());
+  const int64_t live = CallbackObject::live();
+  const size_t references = rpc::ObjectHost::Get().reference_count();
+  ASSERT_OK_AND_ASSIGN(auto base, holder->Stats());
+  const int fds_before = CountOpenFds();
+
+  ASSERT_OK_AND_ASSIGN(auto fetched, holder->Fetch(taker, 4, /*keep=*/false));
+  EXPECT_TRUE(fetched->by_handle());
+  EXPECT_EQ(fetched->pong()->value(), 104);
+  EXPECT_EQ(fetched->pong()->host_pid(), getpid());
+  EXPECT_EQ(fetched->pong()->caller_pid(), peer.pid());
+  EXPECT_TRUE(Eventually([&] {
+    return CallbackObject::live() == live && rpc::ObjectHost::Get().reference_count() == references;
+  }));
+
+  ASSERT_OK(holder->Fetch(taker, 5, /*keep=*/true).status());
+  ASSERT_OK_AND_ASSIGN(auto pong, holder->CallHeld(6));
+  EXPECT_EQ(pong->value(), 106);
+  EXPECT_EQ(pong->host_pid(), getpid());
+  EXPECT_TRUE(Eventually([&] {
+    return CallbackObject::live() == live + 1 &&
+           rpc::ObjectHost::Get().reference_count() == references + 1;
+  }));
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  ASSERT_OK_AND_ASSIGN(auto holding, holder->Stats());
+  EXPECT_EQ(holding->open_fds(), base->open_fds());
+  ASSERT_OK(holder->Drop().status());
+  EXPECT_TRUE(Eventually([&] {
+    return CallbackObject::live() == live && rpc::ObjectHost::Get().reference_count() == references;
+  }));
+}
+
+// The holder of what A lent it dies while A holds an object the holder
+// passed back (and the holder holds one of A's replies): each side lets go.
+TEST_F(ObjectTest, ObjectsPassedBackAreReleasedWhenTheirHostDies) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  auto taker = std::make_shared<TakerObject>();
+  const int64_t live = CallbackObject::live();
+  const size_t references = rpc::ObjectHost::Get().reference_count();
+  ASSERT_OK(holder->Offer(taker, 1, /*keep=*/true).status());
+  ASSERT_OK(holder->Fetch(taker, 2, /*keep=*/true).status());
+  ASSERT_TRUE(taker->kept().has_value());
+  ASSERT_OK(peer.Kill(SIGKILL));
+  (void)peer.Wait();
+  // Our object the peer held goes with its reverse channel...
+  EXPECT_TRUE(Eventually([&] { return CallbackObject::live() == live; }));
+  // ... and the one we hold of the peer's fails as dead.
+  EXPECT_TRUE(Eventually([&] {
+    auto called = (*taker->kept())->Call(3);
+    return !called.ok() && IsPeerDead(called.status());
+  }));
+  taker->Drop();
+  taker.reset();
+  EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == references; }));
+}
+
 TEST_F(ObjectTest, AHeldHandlePassedOnIsClonedByItsHost) {
   ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
   ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
@@ -575,6 +727,39 @@ TEST_F(ObjectTest, TenThousandResultObjectCyclesLeakNothing) {
   ASSERT_OK_AND_ASSIGN(auto peer_after, holder->Stats());
   EXPECT_EQ(peer_after->open_fds(), peer_before->open_fds());
   EXPECT_EQ(peer_after->memfd_mappings(), peer_before->memfd_mappings());
+}
+
+// The same for objects passed back in calls on lent objects, and in the
+// replies of such calls: kept and let go in turn, both ways.
+TEST_F(ObjectTest, ThousandsOfObjectsPassedBackLeakNothing) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  auto taker = std::make_shared<TakerObject>();
+  ASSERT_OK(holder->Offer(taker, 0, false).status());
+  ASSERT_OK(holder->Fetch(taker, 0, false).status());
+  ASSERT_TRUE(PeerSettlesAt(holder, 0, 0));
+  ASSERT_OK_AND_ASSIGN(const Footprint before, FootprintOf(holder));
+  const int64_t live_before = CallbackObject::live();
+
+  constexpr int kCycles = 3'000;
+  for (int i = 0; i < kCycles; ++i) {
+    const bool keep = i % 3 == 0;
+    auto offered = holder->Offer(taker, i, keep);
+    ASSERT_OK(offered.status()) << "cycle " << i;
+    ASSERT_EQ(offered->get()->pong()->value(), i + 1000);
+    auto fetched = holder->Fetch(taker, i, keep);
+    ASSERT_OK(fetched.status()) << "cycle " << i;
+    ASSERT_EQ(fetched->get()->pong()->value(), i + 100);
+    if (i % 5 == 0) taker->Drop();
+  }
+  taker->Drop();
+  ASSERT_OK(holder->Drop().status());
+  EXPECT_TRUE(PeerSettlesAt(holder, 0, 0));
+  EXPECT_TRUE(Eventually([&] { return CallbackObject::live() == live_before; }));
+  EXPECT_EQ(taker->dedicated(), 0);
+  taker.reset();
+  EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == 0; }));
+  ExpectBackAt(holder, before);
 }
 
 // Lends a new Callback in each ReadFd reply, which is 16 KiB: over a

@@ -22,6 +22,12 @@ absl::StatusOr<flatbuffers::Offset<objects::Pong>> CallbackObject::Call(
                              static_cast<int32_t>(::gettid()));
 }
 
+absl::Status CallbackObject::Notify(const rpc::CallContext& /*context*/,
+                                    const objects::Ping& request) {
+  notified_.fetch_add(request.value());
+  return absl::OkStatus();
+}
+
 flatbuffers::Offset<objects::Pong> CopyPong(flatbuffers::FlatBufferBuilder& fbb,
                                             const objects::Pong& pong) {
   return objects::CreatePong(fbb, pong.value(), pong.host_pid(), pong.caller_pid(), pong.tid());
@@ -39,7 +45,8 @@ absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> HolderService::Give(
     MutexLock lock(&mu_);
     held_ = *std::move(callback);
   }
-  return objects::CreateGiveResponse(reply, CopyPong(reply, **pong));
+  return objects::CreateGiveResponse(reply, CopyPong(reply, **pong),
+                                     rpc::object_wire::IsHandleField(request.callback()));
 }
 
 absl::Status HolderService::Hand(const rpc::CallContext& context,
@@ -54,6 +61,16 @@ absl::Status HolderService::Hand(const rpc::CallContext& context,
     held_ = *std::move(callback);
   }
   return called;
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::Empty>> HolderService::Notify(
+    const rpc::CallContext& context, const objects::GiveRequest& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> callback =
+      rpc::TakeObject<objects::CallbackProxy>(context, request.callback());
+  if (!callback.ok()) return callback.status();
+  if (absl::Status sent = (*callback)->Notify(request.value()); !sent.ok()) return sent;
+  return objects::CreateEmpty(reply);
 }
 
 absl::StatusOr<flatbuffers::Offset<objects::Pong>> HolderService::CallHeld(
@@ -136,6 +153,106 @@ absl::StatusOr<flatbuffers::Offset<objects::Stats>> HolderService::Stats(
     flatbuffers::FlatBufferBuilder& reply) {
   return objects::CreateStats(reply, CountOpenFds(), CountMappings("memfd:"),
                               rpc::ObjectHost::Get().reference_count(), CallbackObject::live());
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> HolderService::Offer(
+    const rpc::CallContext& context, const objects::OfferRequest& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<rpc::Remote<objects::TakerProxy>> taker =
+      rpc::TakeObject<objects::TakerProxy>(context, request.taker());
+  if (!taker.ok()) return taker.status();
+  auto answer =
+      (*taker)->Take(std::make_shared<CallbackObject>(1000), request.value(), request.keep());
+  if (!answer.ok()) return answer.status();
+  if ((*answer)->pong() == nullptr) return absl::DataLossError("Take answered no pong");
+  return objects::CreateGiveResponse(reply, CopyPong(reply, *(*answer)->pong()),
+                                     (*answer)->by_handle());
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::Empty>> HolderService::OfferLater(
+    const rpc::CallContext& context, const objects::OfferRequest& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<rpc::Remote<objects::TakerProxy>> taker =
+      rpc::TakeObject<objects::TakerProxy>(context, request.taker());
+  if (!taker.ok()) return taker.status();
+  if (absl::Status sent = (*taker)->TakeLater(std::make_shared<CallbackObject>(1000),
+                                              request.value(), request.keep());
+      !sent.ok()) {
+    return sent;
+  }
+  return objects::CreateEmpty(reply);
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> HolderService::Fetch(
+    const rpc::CallContext& context, const objects::OfferRequest& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<rpc::Remote<objects::TakerProxy>> taker =
+      rpc::TakeObject<objects::TakerProxy>(context, request.taker());
+  if (!taker.ok()) return taker.status();
+  auto made = (*taker)->Make();
+  if (!made.ok()) return made.status();
+  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> callback =
+      rpc::TakeObject<objects::CallbackProxy>(*made, (*made)->callback());
+  if (!callback.ok()) return callback.status();
+  auto pong = (*callback)->Call(request.value());
+  if (!pong.ok()) return pong.status();
+  if (request.keep()) {
+    MutexLock lock(&mu_);
+    held_ = *std::move(callback);
+  }
+  return objects::CreateGiveResponse(reply, CopyPong(reply, **pong),
+                                     rpc::object_wire::IsHandleField((*made)->callback()));
+}
+
+absl::StatusOr<rpc::Remote<objects::CallbackProxy>> TakerObject::TakeCallback(
+    const rpc::CallContext& context, const objects::GiveRequest& request) {
+  (rpc::object_wire::IsHandleField(request.callback()) ? by_handle_ : dedicated_)++;
+  return rpc::TakeObject<objects::CallbackProxy>(context, request.callback());
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> TakerObject::Take(
+    const rpc::CallContext& context, const objects::GiveRequest& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> callback = TakeCallback(context, request);
+  if (!callback.ok()) return callback.status();
+  auto pong = (*callback)->Call(request.value());
+  if (!pong.ok()) return pong.status();
+  if (request.keep()) {
+    MutexLock lock(&mu_);
+    kept_ = *std::move(callback);
+  }
+  return objects::CreateGiveResponse(reply, CopyPong(reply, **pong),
+                                     rpc::object_wire::IsHandleField(request.callback()));
+}
+
+absl::Status TakerObject::TakeLater(const rpc::CallContext& context,
+                                    const objects::GiveRequest& request) {
+  if (request.value() < 0) return absl::OkStatus();
+  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> callback = TakeCallback(context, request);
+  if (!callback.ok()) return callback.status();
+  absl::Status called = (*callback)->Call(request.value()).status();
+  if (request.keep()) {
+    MutexLock lock(&mu_);
+    kept_ = *std::move(callback);
+  }
+  return called;
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> TakerObject::Make(
+    const rpc::CallContext& context, const objects::Empty& /*request*/,
+    flatbuffers::FlatBufferBuilder& reply) {
+  return MakeObject(context, reply);
+}
+
+std::optional<rpc::Remote<objects::CallbackProxy>> TakerObject::kept() {
+  MutexLock lock(&mu_);
+  return kept_;
+}
+
+void TakerObject::Drop() {
+  std::optional<rpc::Remote<objects::CallbackProxy>> dropped;
+  MutexLock lock(&mu_);
+  dropped.swap(kept_);
 }
 
 }  // namespace sluice::testing

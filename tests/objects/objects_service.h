@@ -25,9 +25,13 @@ class CallbackObject : public objects::CallbackStub {
   absl::StatusOr<flatbuffers::Offset<objects::Pong>> Call(
       const rpc::CallContext& context, const objects::Ping& request,
       flatbuffers::FlatBufferBuilder& reply) override;
+  absl::Status Notify(const rpc::CallContext& context, const objects::Ping& request) override;
+  // The sum of the values notified.
+  int64_t notified() const { return notified_.load(); }
 
  private:
   const int64_t offset_;
+  std::atomic<int64_t> notified_{0};
 };
 
 class HolderService : public objects::HolderStub {
@@ -36,6 +40,9 @@ class HolderService : public objects::HolderStub {
       const rpc::CallContext& context, const objects::GiveRequest& request,
       flatbuffers::FlatBufferBuilder& reply) override;
   absl::Status Hand(const rpc::CallContext& context, const objects::GiveRequest& request) override;
+  absl::StatusOr<flatbuffers::Offset<objects::Empty>> Notify(
+      const rpc::CallContext& context, const objects::GiveRequest& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
   absl::StatusOr<flatbuffers::Offset<objects::Pong>> CallHeld(
       const rpc::CallContext& context, const objects::Ping& request,
       flatbuffers::FlatBufferBuilder& reply) override;
@@ -57,10 +64,48 @@ class HolderService : public objects::HolderStub {
   absl::StatusOr<flatbuffers::Offset<objects::Stats>> Stats(
       const rpc::CallContext& context, const objects::Empty& request,
       flatbuffers::FlatBufferBuilder& reply) override;
+  absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> Offer(
+      const rpc::CallContext& context, const objects::OfferRequest& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
+  absl::StatusOr<flatbuffers::Offset<objects::Empty>> OfferLater(
+      const rpc::CallContext& context, const objects::OfferRequest& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
+  absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> Fetch(
+      const rpc::CallContext& context, const objects::OfferRequest& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
 
  private:
   Mutex mu_;
   std::optional<rpc::Remote<objects::CallbackProxy>> held_ ABSL_GUARDED_BY(mu_);
+};
+
+// Takes the Callbacks a peer passes it (keeping the last one it is asked
+// to), and makes new ones for the asking.
+class TakerObject : public objects::TakerStub {
+ public:
+  absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> Take(
+      const rpc::CallContext& context, const objects::GiveRequest& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
+  absl::Status TakeLater(const rpc::CallContext& context,
+                         const objects::GiveRequest& request) override;
+  absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> Make(
+      const rpc::CallContext& context, const objects::Empty& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
+
+  std::optional<rpc::Remote<objects::CallbackProxy>> kept();
+  void Drop();
+  // How many callbacks came by handle, and how many as dedicated channels.
+  int by_handle() const { return by_handle_.load(); }
+  int dedicated() const { return dedicated_.load(); }
+
+ private:
+  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> TakeCallback(
+      const rpc::CallContext& context, const objects::GiveRequest& request);
+
+  Mutex mu_;
+  std::optional<rpc::Remote<objects::CallbackProxy>> kept_ ABSL_GUARDED_BY(mu_);
+  std::atomic<int> by_handle_{0};
+  std::atomic<int> dedicated_{0};
 };
 
 // Copies a Pong from a response into `fbb`.
