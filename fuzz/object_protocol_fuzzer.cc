@@ -15,7 +15,9 @@
 //               service, a LendingPainter, has a Lend method that attaches
 //               fresh, repeated and long-lived local objects to its reply):
 //               a script of steps, each a Lend (on the connection or on a
-//               lent object), an Acquire (a raw control call), a Settle
+//               lent object), a Take of any interface field (one of the
+//               host's own passed back, the caller's, raw values), an
+//               Acquire (a raw control call), a Settle
 //               of real, settled, unknown or no
 //               tickets keeping lent, unlent and repeated handles, with
 //               sizes right, short, ragged and too long, oneway or sync, a
@@ -294,6 +296,9 @@ class LendingPainter final : public rpc::ServiceStub {
   absl::string_view service_name() const override { return painter_.service_name(); }
   uint64_t interface_id() const override { return painter_.interface_id(); }
 
+  static constexpr uint64_t kTakeMethod =
+      rpc::MethodWord(rpc::Fnv1a32("Take"), rpc::Fnv1a32("Counter->Counter"));
+
   absl::Status Dispatch(sluice::IncomingCall& call, const rpc::CallContext& context) override {
     if (rpc::TargetInterface(call, context) == interface_id() &&
         rpc::MethodIdOf(call.header().method) == rpc::MethodIdOf(kLendMethod)) {
@@ -301,6 +306,14 @@ class LendingPainter final : public rpc::ServiceStub {
           call, context, kLendMethod, "fuzz.LendingPainter.Lend", lend_stats_,
           [this](const rpc::CallContext& c, const sink::Counter& r,
                  flatbuffers::FlatBufferBuilder& b) { return Lend(c, r, b); });
+    }
+    if (rpc::TargetInterface(call, context) == interface_id() &&
+        rpc::MethodIdOf(call.header().method) == rpc::MethodIdOf(kTakeMethod)) {
+      return rpc::HandleCall<sink::Counter, sink::Counter>(
+          call, context, kTakeMethod, "fuzz.LendingPainter.Take", take_stats_,
+          [](const rpc::CallContext& c, const sink::Counter& r, flatbuffers::FlatBufferBuilder& b) {
+            return Take(c, r, b);
+          });
     }
     return painter_.Dispatch(call, context);
   }
@@ -342,6 +355,18 @@ class LendingPainter final : public rpc::ServiceStub {
     return sink::CreateBlob(reply, data);
   }
 
+  // Take(field): the peer's value as an interface field, taken as one of
+  // ours (TakeLocal) and as a proxy, both dropped at once; errors are the
+  // expected answer to most values and stay here.
+  static absl::StatusOr<flatbuffers::Offset<sink::Counter>> Take(
+      const rpc::CallContext& context, const sink::Counter& request,
+      flatbuffers::FlatBufferBuilder& reply) {
+    const uint64_t field = request.value();
+    const bool local = rpc::TakeLocal<LendingPainter>(context, field).ok();
+    const bool remote = rpc::TakeObject<sink::PainterProxy>(context, field).ok();
+    return sink::CreateCounter(reply, uint64_t{local} | uint64_t{remote} << 1);
+  }
+
   std::shared_ptr<LendingPainter> Resident() {
     std::lock_guard lock(mu_);
     if (resident_ == nullptr) resident_ = std::make_shared<LendingPainter>(/*fresh=*/false);
@@ -351,6 +376,7 @@ class LendingPainter final : public rpc::ServiceStub {
   const bool fresh_;
   sluice::testing::PainterService painter_;
   rpc::MethodStats lend_stats_;
+  rpc::MethodStats take_stats_;
   std::mutex mu_;
   std::shared_ptr<LendingPainter> resident_;
 };
@@ -646,8 +672,9 @@ class ObjectScript {
     if (!conn_.channel->health().ok()) Reconnect(0);  // The host closed it.
     switch (op & 7) {
       case 0:
-      case 7:
         return Lend(op);
+      case 7:
+        return Take(op);
       case 1:
         return Settle(op);
       case 2:
@@ -672,6 +699,33 @@ class ObjectScript {
                       : sink::PainterInterface::kInterfaceId;
     (void)Call({target, LendingPainter::kLendMethod, 0}, (op & 16) != 0,
                CounterRequest(Budgeted(value)));
+  }
+
+  // [op][handle pick][u32 if raw]: Take of an interface field, on the
+  // connection or on a lent object (bit 3): bits 4-5 the field: a handle of
+  // ours passed back, a handle of the caller's, the raw u32, a descriptor
+  // index.
+  void Take(uint8_t op) {
+    const uint32_t handle = Handle(Byte());
+    uint64_t field = 0;
+    switch ((op >> 4) & 3) {
+      case 0:
+        field = wire::ReturnedField(handle & wire::kMaxReturnedHandle);
+        break;
+      case 1:
+        field = wire::HandleField(handle);
+        break;
+      case 2:
+        field = Word();
+        break;
+      default:
+        field = handle & 63;
+        break;
+    }
+    const uint64_t target =
+        (op & 8) != 0 ? wire::ObjectWord(Handle(Byte()), sink::PainterInterface::kInterfaceId)
+                      : sink::PainterInterface::kInterfaceId;
+    (void)Call({target, LendingPainter::kTakeMethod, 0}, false, CounterRequest(field));
   }
 
   // [op][ticket pick][count][handle picks...]: bit 3 sync; bits 4-5 the

@@ -960,6 +960,14 @@ absl::StatusOr<uint32_t> Attachments::AddObject(const ObjectRef& object, uint64_
         "the object passed implements interface 0x", absl::Hex(object.local_interface_id()),
         ", the field wants 0x", absl::Hex(interface_id)));
   }
+  // A proxy passed back to its host, in a call on the very channel it was
+  // lent on: the host has the object under that handle (TakeLocal). Not in
+  // a oneway call, which may be served after the loan ended.
+  if (object.local() == nullptr && !oneway_ && channel_ != nullptr &&
+      object.remote_channel() == channel_ && object.remote_handle() != 0 &&
+      object.remote_handle() <= object_wire::kMaxReturnedHandle) {
+    return object_wire::ReturnedField(object.remote_handle());
+  }
   if (exports_ != nullptr && object.local() != nullptr &&
       (!oneway_ || loans_.size() < object_wire::kMaxLoansPerTicket)) {
     absl::StatusOr<ExportLink::Loan> loan =
@@ -1026,6 +1034,32 @@ absl::StatusOr<std::shared_ptr<RemoteObject>> ImportAt(const CallContext& contex
                                             ", but its sender opened no reverse channel here"));
   }
   return context.imports->TakeLent(handle, context.borrowed);
+}
+
+absl::StatusOr<std::shared_ptr<ServiceStub>> ReturnedAt(const CallContext& context,
+                                                        uint64_t field) {
+  if (!object_wire::IsReturnedField(field)) {
+    return absl::NotFoundError(field == 0 ? "the interface field holds no object (null)"
+                                          : "the object passed is not one of this process's own");
+  }
+  const uint32_t handle = object_wire::HandleOfReturnedField(field);
+  std::shared_ptr<ServiceStub> stub =
+      context.results != nullptr ? context.results->Find(handle) : nullptr;
+  if (stub == nullptr) {
+    return absl::NotFoundError(absl::StrCat("object handle ", handle,
+                                            " passed back is not lent to the caller on this "
+                                            "channel (never, or no longer)"));
+  }
+  return stub;
+}
+
+absl::StatusOr<std::shared_ptr<RemoteObject>> ReferenceToReturned(const CallContext& context,
+                                                                  uint64_t field) {
+  absl::StatusOr<std::shared_ptr<ServiceStub>> local = ReturnedAt(context, field);
+  if (!local.ok()) return local.status();
+  absl::StatusOr<ObjectFds> fds = ObjectHost::Get().Export(*std::move(local));
+  if (!fds.ok()) return fds.status();
+  return RemoteObject::Adopt(*std::move(fds));
 }
 
 absl::StatusOr<std::shared_ptr<RemoteObject>> ImportFromReply(ReplyObjects* lent, uint64_t field) {

@@ -11,7 +11,7 @@
 //       rpc::TakeObject<ListenerProxy>(context, request.listener());
 //   (*remote)->OnEvent(...);
 //
-// Three ways a reference travels (docs/objects.md has the whole design):
+// How a reference travels (docs/objects.md has the whole design):
 //
 // * By handle (the fast path): a local object passed in a call (sync or
 //   oneway) through a proxy that has an ExportLink (a service Connection<>, a
@@ -28,6 +28,9 @@
 //   calls it on the connection itself. Objects in replies on a reverse
 //   channel are entered in that channel's table likewise. Only for proxies
 //   that keep their channel open (Connection<>, Remote<>).
+// * Passed back: a proxy passed back to its host, in a synchronous call on
+//   the channel it was lent on, holds the host's own handle; the host gets
+//   its local object (TakeLocal).
 // * As a dedicated channel (everything else: proxies passed on, proxies
 //   over bare channels either way): a channel of its own made by the
 //   object's host, whose client ends travel with the message as SCM_RIGHTS
@@ -381,6 +384,10 @@ class ObjectRef {
   // The local object's interface id; 0 for a remote one (known to its host).
   uint64_t local_interface_id() const { return local_ != nullptr ? local_->interface_id() : 0; }
   const std::shared_ptr<ServiceStub>& local() const { return local_; }
+  // For a remote object: the channel it is called on, and its handle there
+  // (0: the channel's own object). Null and 0 for a local one.
+  ClientChannel* remote_channel() const { return remote_; }
+  uint32_t remote_handle() const { return remote_handle_; }
 
   // Descriptors for one new dedicated reference: a fresh export of a local
   // object, or a new channel from a remote object's host (one round trip).
@@ -428,7 +435,10 @@ class Attachments {
   // proxy has an ExportLink; for a `oneway` one, under a ticket
   // (LendUnderTicket) rather than until this goes.
   Attachments(const ProxyBase& proxy, std::span<const int> leading = {}, bool oneway = false)
-      : raw_(leading.begin(), leading.end()), exports_(proxy.exports()), oneway_(oneway) {}
+      : raw_(leading.begin(), leading.end()),
+        channel_(&proxy.channel()),
+        exports_(proxy.exports()),
+        oneway_(oneway) {}
   ~Attachments();
   Attachments(const Attachments&) = delete;
   Attachments& operator=(const Attachments&) = delete;
@@ -452,6 +462,8 @@ class Attachments {
 
   std::vector<int> raw_;
   std::vector<UniqueFd> owned_;
+  // The channel the call goes on (null: unknown, objects go as channels).
+  ClientChannel* channel_ = nullptr;
   std::shared_ptr<ExportLink> exports_;
   const bool oneway_ = false;
   absl::InlinedVector<ExportLink::Loan, 2> loans_;
@@ -463,6 +475,9 @@ namespace internal {
 absl::StatusOr<std::shared_ptr<RemoteObject>> AdoptAt(UniqueFd region, UniqueFd liveness,
                                                       uint64_t field);
 absl::StatusOr<std::shared_ptr<RemoteObject>> ImportAt(const CallContext& context, uint64_t field);
+absl::StatusOr<std::shared_ptr<ServiceStub>> ReturnedAt(const CallContext& context, uint64_t field);
+absl::StatusOr<std::shared_ptr<RemoteObject>> ReferenceToReturned(const CallContext& context,
+                                                                  uint64_t field);
 absl::StatusOr<std::shared_ptr<RemoteObject>> ImportFromReply(ReplyObjects* lent, uint64_t field);
 absl::StatusOr<UniqueFd> FdAt(UniqueFd fd, uint64_t field);
 absl::StatusOr<Blob> BlobAt(UniqueFd fd, uint64_t field);
@@ -499,11 +514,15 @@ absl::StatusOr<Blob> TakeBlob(Response<T>& response, uint64_t field) {
 // such reference (no such descriptors; a handle on a connection whose caller
 // opened no reverse channel). A handle the caller never lent, or no longer
 // lends, is taken but its calls fail with NOT_FOUND.
+// One of this process's own objects passed back to it (see TakeLocal) is
+// taken as a proxy too, over a new dedicated channel to itself: TakeLocal
+// is the cheap way to it.
 template <typename Proxy>
 absl::StatusOr<Remote<Proxy>> TakeObject(const CallContext& context, uint64_t field) {
   if (context.call == nullptr) return absl::FailedPreconditionError("not inside a call");
-  if (object_wire::IsHandleField(field)) {
-    auto object = internal::ImportAt(context, field);
+  if (object_wire::IsHandleField(field) || object_wire::IsReturnedField(field)) {
+    auto object = object_wire::IsHandleField(field) ? internal::ImportAt(context, field)
+                                                    : internal::ReferenceToReturned(context, field);
     if (!object.ok()) return object.status();
     return Remote<Proxy>(*std::move(object));
   }
@@ -513,6 +532,25 @@ absl::StatusOr<Remote<Proxy>> TakeObject(const CallContext& context, uint64_t fi
   if (!object.ok()) return object.status();
   return Remote<Proxy>(*std::move(object));
 }
+// The object of an (sluice_interface) field of the request being served
+// when it is this process's own: a proxy to it that the caller passes back
+// on the channel it was lent on (a session handed out in a reply, given
+// back to be closed), as Binder hands a host its local object. NOT_FOUND
+// for anything else (null, the caller's object, a proxy that came back
+// through another process, or an object no longer lent to the caller);
+// FAILED_PRECONDITION if the object is not a `Stub`. Costs a table look-up.
+template <typename Stub>
+absl::StatusOr<std::shared_ptr<Stub>> TakeLocal(const CallContext& context, uint64_t field) {
+  if (context.call == nullptr) return absl::FailedPreconditionError("not inside a call");
+  absl::StatusOr<std::shared_ptr<ServiceStub>> local = internal::ReturnedAt(context, field);
+  if (!local.ok()) return local.status();
+  std::shared_ptr<Stub> typed = std::dynamic_pointer_cast<Stub>(*std::move(local));
+  if (typed == nullptr) {
+    return absl::FailedPreconditionError("the object passed back is not of the type asked for");
+  }
+  return typed;
+}
+
 // The same for a field of a response. An object the reply lends by handle
 // is borrowed while `response` lives, and kept once it goes if any Remote<>
 // of it is still alive.

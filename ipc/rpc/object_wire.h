@@ -28,8 +28,13 @@ namespace sluice::rpc::object_wire {
 //                          connection it was opened on (the sender's
 //                          table there); in a reply, on the channel the
 //                          reply came on
+//   kReturnFlag | handle   in a request: an object of the receiver's own
+//                          (1 .. 2^30 - 1), by the handle the receiver lent
+//                          it under to the sender on this very channel (a
+//                          proxy passed back to its host)
 inline constexpr uint32_t kHandleFlag = uint32_t{1} << 31;
 inline constexpr uint32_t kMaxHandle = kHandleFlag - 1;
+inline constexpr uint32_t kReturnFlag = uint32_t{1} << 30;
 
 constexpr bool IsHandleField(uint64_t field) {
   return field > kHandleFlag && field <= uint64_t{0xffffffff};
@@ -38,6 +43,16 @@ constexpr uint32_t HandleOfField(uint64_t field) {
   return static_cast<uint32_t>(field) & ~kHandleFlag;
 }
 constexpr uint32_t HandleField(uint32_t handle) { return kHandleFlag | handle; }
+
+// Handles of the receiver's own up to this one can be passed back.
+inline constexpr uint32_t kMaxReturnedHandle = kReturnFlag - 1;
+constexpr bool IsReturnedField(uint64_t field) {
+  return field > kReturnFlag && field < kHandleFlag;
+}
+constexpr uint32_t HandleOfReturnedField(uint64_t field) {
+  return static_cast<uint32_t>(field) & ~kReturnFlag;
+}
+constexpr uint32_t ReturnedField(uint32_t handle) { return kReturnFlag | handle; }
 
 // --- The interface word of a call (CallHeader::interface_id) ----------------
 // On a channel's own object (a service, a dedicated object channel) it is

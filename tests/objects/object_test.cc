@@ -623,6 +623,44 @@ TEST_F(ObjectTest, ObjectsPassedBackAreReleasedWhenTheirHostDies) {
   EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == references; }));
 }
 
+// A proxy passed back to its host on the channel it was lent on (a session
+// given back to be closed) is the host's own object again (TakeLocal), as
+// in Binder: no Clone, no channel. It can still be taken as a proxy.
+TEST_F(ObjectTest, AProxyPassedBackToItsHostIsItsLocalObject) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  ASSERT_OK_AND_ASSIGN(auto base, holder->Stats());
+  std::optional<rpc::Remote<objects::CallbackProxy>> made_object;
+  {
+    ASSERT_OK_AND_ASSIGN(auto made, holder->Make());
+    ASSERT_OK_AND_ASSIGN(made_object,
+                         rpc::TakeObject<objects::CallbackProxy>(made, made->callback()));
+  }
+  const int fds_before = CountOpenFds();
+  ASSERT_OK_AND_ASSIGN(auto own, holder->Own(*made_object, 7));
+  EXPECT_TRUE(own->by_handle());
+  EXPECT_EQ(own->pong()->value(), 107);
+  EXPECT_EQ(own->pong()->host_pid(), peer.pid());
+  EXPECT_EQ(own->pong()->caller_pid(), getpid());
+  // No Clone: nothing was made on this side.
+  EXPECT_EQ(CountOpenFds(), fds_before);
+  { auto drop_reply = std::move(own); }
+  made_object.reset();
+  EXPECT_TRUE(PeerSettlesAt(holder, base->live_objects(), base->exported_references()));
+
+  // Our own object is not the peer's: NOT_FOUND, as is a handle it never
+  // lent us (forged) or no longer does.
+  EXPECT_THAT(holder->Own(std::make_shared<CallbackObject>(), 1).status(),
+              StatusIs(absl::StatusCode::kNotFound));
+  auto forged = [](flatbuffers::FlatBufferBuilder& fbb) {
+    objects::GiveRequestBuilder request(fbb);
+    request.add_callback(rpc::object_wire::ReturnedField(12345));
+    return request.Finish();
+  };
+  EXPECT_THAT(holder->Own(forged).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("12345")));
+}
+
 TEST_F(ObjectTest, AHeldHandlePassedOnIsClonedByItsHost) {
   ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
   ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "ipc/testing/subprocess.h"
 
 namespace sluice::testing {
@@ -202,6 +203,27 @@ absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> HolderService::Fetch(
   }
   return objects::CreateGiveResponse(reply, CopyPong(reply, **pong),
                                      rpc::object_wire::IsHandleField((*made)->callback()));
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> HolderService::Own(
+    const rpc::CallContext& context, const objects::GiveRequest& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<std::shared_ptr<CallbackObject>> local =
+      rpc::TakeLocal<CallbackObject>(context, request.callback());
+  if (!local.ok()) return local.status();
+  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> remote =
+      rpc::TakeObject<objects::CallbackProxy>(context, request.callback());
+  if (!remote.ok()) return remote.status();
+  auto pong = (*remote)->Call(request.value());
+  if (!pong.ok()) return pong.status();
+  const int64_t value = request.value() + (*local)->offset();
+  if ((*pong)->value() != value) {
+    return absl::InternalError(
+        absl::StrCat("the proxy answered ", (*pong)->value(), ", the local object ", value));
+  }
+  return objects::CreateGiveResponse(
+      reply, objects::CreatePong(reply, value, ::getpid(), context.caller.pid, 0),
+      rpc::object_wire::IsReturnedField(request.callback()));
 }
 
 absl::StatusOr<rpc::Remote<objects::CallbackProxy>> TakerObject::TakeCallback(

@@ -28,6 +28,7 @@ class CallbackObject : public objects::CallbackStub {
   absl::Status Notify(const rpc::CallContext& context, const objects::Ping& request) override;
   // The sum of the values notified.
   int64_t notified() const { return notified_.load(); }
+  int64_t offset() const { return offset_; }
 
  private:
   const int64_t offset_;
@@ -72,6 +73,9 @@ class HolderService : public objects::HolderStub {
       flatbuffers::FlatBufferBuilder& reply) override;
   absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> Fetch(
       const rpc::CallContext& context, const objects::OfferRequest& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
+  absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> Own(
+      const rpc::CallContext& context, const objects::GiveRequest& request,
       flatbuffers::FlatBufferBuilder& reply) override;
 
  private:
