@@ -25,11 +25,17 @@
 //   nested-pass  the same, with A's Echo passed in every call (BounceWith):
 //                adds lending A's Echo by handle, taking it in B, and B's
 //                first call on it
+//   give-back    A -> B.GiveBack with B's Echo (the object case's) passed
+//                back to B, which takes it as its own local object
+//                (rpc::TakeLocal): a session given back to its host
+//   pass-back    nested, with a new Echo of B's passed back to A's in every
+//                callback (PassBack -> Echo.Take), which A takes and drops
+//                unused: lent by handle in the connection's table
 //   callback     B -> A's registered Echo from a thread of B's own, outside
 //                any call of A's (an event to a listener): served by A's
 //                ObjectHost pool; timed in B, same clock
 // It prints p50/p99/p99.9 per case and payload, the ratio of each to the
-// plain call, the issue-11 targets at 64 B with met/missed (pass, made <= 3x,
+// plain call, the issue-11 targets at 64 B with met/missed (pass, made, give-back <= 3x,
 // object and callback <= 1.1x, nested <= 2.2x the plain call), voluntary context switches per call
 // in each process (every thread: ~0 means every handoff was a spin, 1 or more means a futex
 // sleep/wake on the path), the processes' thread counts before and after
@@ -118,11 +124,26 @@ absl::Status CheckAck(const cb::Ack& ack, size_t size, uint64_t expected_sum) {
 // ---------------------------------------------------------------------------
 // The objects and the peer (B).
 
+std::span<const std::byte> DataOf(const cb::PassRequest& request) {
+  if (request.data() == nullptr) return {};
+  return std::as_bytes(std::span(request.data()->data(), request.data()->size()));
+}
+
 class EchoObject final : public cb::EchoStub {
  public:
   absl::StatusOr<flatbuffers::Offset<cb::Ack>> Ping(
       const rpc::CallContext& /*context*/, const cb::Payload& request,
       flatbuffers::FlatBufferBuilder& reply) override {
+    const std::span<const std::byte> data = DataOf(request);
+    return cb::CreateAck(reply, SumWords(data), data.size(), ThisTid());
+  }
+
+  absl::StatusOr<flatbuffers::Offset<cb::Ack>> Take(
+      const rpc::CallContext& context, const cb::PassRequest& request,
+      flatbuffers::FlatBufferBuilder& reply) override {
+    absl::StatusOr<rpc::Remote<cb::EchoProxy>> echo =
+        rpc::TakeObject<cb::EchoProxy>(context, request.echo());
+    if (!echo.ok()) return echo.status();
     const std::span<const std::byte> data = DataOf(request);
     return cb::CreateAck(reply, SumWords(data), data.size(), ThisTid());
   }
@@ -175,14 +196,31 @@ class PeerService final : public cb::CallbackPeerStub {
     absl::StatusOr<rpc::Remote<cb::EchoProxy>> echo =
         rpc::TakeObject<cb::EchoProxy>(context, request.echo());
     if (!echo.ok()) return echo.status();
-    std::span<const std::byte> data;
-    if (request.data() != nullptr) {
-      data = std::as_bytes(std::span(request.data()->data(), request.data()->size()));
-    }
+    const std::span<const std::byte> data = DataOf(request);
     auto ack = (*echo)->Ping(AsSpan(data));
     if (!ack.ok()) return ack.status();
     // On return the reply, then the reference, are dropped: A's ObjectHost
     // sees the channel close and releases the export.
+    return cb::CreateAck(reply, (*ack)->checksum(), (*ack)->size(), (*ack)->tid());
+  }
+
+  absl::StatusOr<flatbuffers::Offset<cb::Ack>> GiveBack(
+      const rpc::CallContext& context, const cb::PassRequest& request,
+      flatbuffers::FlatBufferBuilder& reply) override {
+    absl::StatusOr<std::shared_ptr<EchoObject>> echo =
+        rpc::TakeLocal<EchoObject>(context, request.echo());
+    if (!echo.ok()) return echo.status();
+    const std::span<const std::byte> data = DataOf(request);
+    return cb::CreateAck(reply, SumWords(data), data.size(), ThisTid());
+  }
+
+  absl::StatusOr<flatbuffers::Offset<cb::Ack>> PassBack(
+      const rpc::CallContext& /*context*/, const cb::Payload& request,
+      flatbuffers::FlatBufferBuilder& reply) override {
+    std::shared_ptr<rpc::Remote<cb::EchoProxy>> echo = Held();
+    if (echo == nullptr) return absl::FailedPreconditionError("no Echo registered");
+    auto ack = (*echo)->Take(std::make_shared<EchoObject>(), AsSpan(DataOf(request)));
+    if (!ack.ok()) return ack.status();
     return cb::CreateAck(reply, (*ack)->checksum(), (*ack)->size(), (*ack)->tid());
   }
 
@@ -192,10 +230,7 @@ class PeerService final : public cb::CallbackPeerStub {
     absl::StatusOr<rpc::Remote<cb::EchoProxy>> echo =
         rpc::TakeObject<cb::EchoProxy>(context, request.echo());
     if (!echo.ok()) return echo.status();
-    std::span<const std::byte> data;
-    if (request.data() != nullptr) {
-      data = std::as_bytes(std::span(request.data()->data(), request.data()->size()));
-    }
+    const std::span<const std::byte> data = DataOf(request);
     return cb::CreateAck(reply, SumWords(data), data.size(), ThisTid());
   }
 
@@ -272,10 +307,26 @@ int ServePeer(const std::string& socket, std::optional<int> pool_threads) {
 // ---------------------------------------------------------------------------
 // The benchmark (A).
 
-enum class Case : uint8_t { kPlain, kObject, kMade, kPass, kNested, kNestedPass, kCallback };
+enum class Case : uint8_t {
+  kPlain,
+  kObject,
+  kMade,
+  kPass,
+  kNested,
+  kNestedPass,
+  kGiveBack,
+  kPassBack,
+  kCallback
+};
 
-constexpr Case kAllCases[] = {Case::kPlain,  Case::kObject,     Case::kMade,    Case::kPass,
-                              Case::kNested, Case::kNestedPass, Case::kCallback};
+constexpr Case kAllCases[] = {Case::kPlain,    Case::kObject,   Case::kMade,
+                              Case::kPass,     Case::kNested,   Case::kNestedPass,
+                              Case::kGiveBack, Case::kPassBack, Case::kCallback};
+
+// Cases whose Echo runs on A's thread that waits in the call.
+bool IsNested(Case c) {
+  return c == Case::kNested || c == Case::kNestedPass || c == Case::kPassBack;
+}
 
 absl::string_view CaseName(Case c) {
   switch (c) {
@@ -291,6 +342,10 @@ absl::string_view CaseName(Case c) {
       return "nested";
     case Case::kNestedPass:
       return "nested-pass";
+    case Case::kGiveBack:
+      return "give-back";
+    case Case::kPassBack:
+      return "pass-back";
     case Case::kCallback:
       return "callback";
   }
@@ -517,11 +572,17 @@ class Bench {
       case Case::kNestedPass:
         ack = (*connection_)->BounceWith(echo_, data);
         break;
+      case Case::kGiveBack:
+        ack = (*connection_)->GiveBack(*object_, data);
+        break;
+      case Case::kPassBack:
+        ack = (*connection_)->PassBack(data);
+        break;
       case Case::kCallback:
         return absl::InternalError("the callback case is driven by the peer");
     }
     if (!ack.ok()) return ack.status();
-    if (c == Case::kNested || c == Case::kNestedPass) {
+    if (IsNested(c)) {
       ++((*ack)->tid() == ThisTid() ? result.on_waiting_thread : result.on_other_thread);
     }
     return CheckAck(**ack, payload.size(), expected);
@@ -606,7 +667,7 @@ void PrintTable(const Flags& flags, const Results& results) {
       }
       const double calls = std::max<double>(static_cast<double>(r.calls), 1);
       std::string ran_on = "-";
-      if (c == Case::kNested || c == Case::kNestedPass) {
+      if (IsNested(c)) {
         ran_on = r.on_other_thread == 0
                      ? "the waiting thread"
                      : absl::StrCat(r.on_other_thread, " calls NOT on the waiting thread");
@@ -652,7 +713,7 @@ void PrintRatios(const Flags& flags, const Results& results) {
     const CaseResult* plain = Find(results, payload, Case::kPlain);
     if (plain == nullptr) continue;
     for (Case c : {Case::kObject, Case::kMade, Case::kPass, Case::kNested, Case::kNestedPass,
-                   Case::kCallback}) {
+                   Case::kGiveBack, Case::kPassBack, Case::kCallback}) {
       const CaseResult* r = Find(results, payload, c);
       if (r == nullptr) continue;
       std::printf("  %s: %s / plain p50 = %s us / %s us = %s\n", FormatSize(payload).c_str(),
@@ -674,6 +735,7 @@ struct Target {
 constexpr Target kTargets[] = {
     {Case::kPass, 3.0, "passing an object in a call"},
     {Case::kMade, 3.0, "an object in a result, and its first call"},
+    {Case::kGiveBack, 3.0, "a proxy passed back to its host (B's, from A)"},
     {Case::kObject, 1.1, "a call on a passed object (B's, made by B.Make)"},
     {Case::kCallback, 1.1, "a call on a passed object (A's, passed to B.Register)"},
     {Case::kNested, 2.2, "a nested call A -> B -> A"},
@@ -761,7 +823,7 @@ int RunBenchmark(const Flags& flags) {
   for (auto& [key, r] : results) {
     if (r.error.empty()) r.latency = Summarize(r.samples);
     any_error = any_error || !r.error.empty();
-    if (key.second == Case::kNested || key.second == Case::kNestedPass) {
+    if (IsNested(key.second)) {
       any_error = any_error || r.on_other_thread != 0;
     }
   }
