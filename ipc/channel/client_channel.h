@@ -192,6 +192,11 @@ class ClientChannel {
   // NOT_FOUND if `id` is unknown or already fired. After OK it never runs.
   absl::Status UnlinkToDeath(uint64_t id) { return endpoint_->UnlinkToDeath(id); }
 
+  // The server's ServerChannel::AnnounceFeatures bits, as it wrote them:
+  // untrusted, a hint of what it can take.
+  uint32_t server_features() const {
+    return endpoint_->server_words().features.load(std::memory_order_acquire);
+  }
   // Tells the server what this side's upper layer can take in replies
   // (bits opaque to the channel, ORed into ClientWords::features).
   void AnnounceFeatures(uint32_t bits) {

@@ -136,7 +136,10 @@ struct alignas(kCacheLine) ServerWords {
   // bell and looked at the slots: rings up to it are heard.
   std::atomic<uint32_t> bell_heard;
   std::atomic<uint64_t> max_request_size;
-  uint32_t reserved[6];
+  // Opaque to the channel: what the server's RPC layer can take in requests
+  // (ServerChannel::AnnounceFeatures); zero from peers that predate it.
+  std::atomic<uint32_t> features;
+  uint32_t reserved[5];
 };
 static_assert(sizeof(ServerWords) == kCacheLine);
 

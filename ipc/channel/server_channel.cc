@@ -154,6 +154,17 @@ uint32_t IncomingCall::client_features() const {
   return channel_->endpoint_->client_words().features.load(std::memory_order_acquire);
 }
 
+void IncomingCall::AnnounceServerFeatures(uint32_t bits) {
+  if (channel_ != nullptr) channel_->AnnounceFeatures(bits);
+}
+
+void ServerChannel::AnnounceFeatures(uint32_t bits) {
+  auto& features = endpoint_->server_words().features;
+  if ((features.load(std::memory_order_relaxed) & bits) != bits) {
+    features.fetch_or(bits, std::memory_order_release);
+  }
+}
+
 absl::Status IncomingCall::Reply(std::span<const std::byte> message) {
   if (channel_ == nullptr) return absl::FailedPreconditionError("call already answered");
   if (!message.empty() && (reserved_.empty() || !Contains(reserved_, message))) {

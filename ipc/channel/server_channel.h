@@ -74,6 +74,9 @@ class IncomingCall {
   // The client's ClientChannel::AnnounceFeatures bits, as it wrote them:
   // untrusted. 0 once answered.
   uint32_t client_features() const;
+  // ServerChannel::AnnounceFeatures, on this call's channel (nothing once
+  // answered).
+  void AnnounceServerFeatures(uint32_t bits);
 
   // Space for the reply, at least `capacity` bytes, in memory only this
   // process can write: the reply arena when it fits there now (and, over
@@ -158,6 +161,9 @@ class ServerChannel {
   // Ends the channel: Receive and answers fail with `why` from now on.
   void Close(absl::Status why = absl::CancelledError("server channel closed"));
   absl::Status health() const { return endpoint_->health(); }
+  // Tells the client what this side's upper layer can take in requests
+  // (bits opaque to the channel, ORed into ServerWords::features).
+  void AnnounceFeatures(uint32_t bits);
   // The client process. With ChannelOptions::hello_identity it is known
   // only once the first call has been received (each IncomingCall::caller()
   // is always right).

@@ -39,6 +39,14 @@ constexpr channel_layout::Geometry kReverseGeometry{.slot_count = channel_layout
 // more only when the last ended): a bound on what a hostile one can pin.
 constexpr size_t kMaxReverseChannels = 16;
 
+// How long the object protocol's own messages (Acquire, Release, Settle)
+// wait for a slot and for an answer: they are sent from destructors and
+// between a handler and its reply, where a host that never answers must
+// not hold a thread for ever. Past it an Acquire fails (the object stays
+// borrowed, and its calls fail once its loan ends); a Release or Settle
+// stays queued for the link's next send.
+constexpr absl::Duration kControlPatience = absl::Seconds(5);
+
 // Most replies with objects a connection's caller may leave unsettled (its
 // Responses still alive, or a caller that never settles); past it, replies
 // lend objects as dedicated channels. Each costs the host a few words.
@@ -472,6 +480,8 @@ class ConnectionStub final : public ServiceStub {
   uint64_t interface_id() const override { return inner_->interface_id(); }
 
   absl::Status Dispatch(IncomingCall& call, const CallContext& context) override {
+    // Before anything of ours is lent here (the first reply, OpenReverse).
+    call.AnnounceServerFeatures(object_wire::kTakesReturnedHandles);
     const uint64_t word = call.header().interface_id;
     if (word == kControlInterfaceId) return Control(call);
     CallContext connection = context;
@@ -533,7 +543,7 @@ class ConnectionStub final : public ServiceStub {
     auto link = std::make_shared<ImportLink>(*reverse, reverse, lender);
     if (lender != nullptr) {
       // Objects in the replies on that channel are called through this link too.
-      MutexLock lock(&lender->mu_);
+      MutexLock lock(&lender->peer_mu_);
       lender->peer_ = link;
     }
     {
@@ -604,6 +614,7 @@ absl::StatusOr<std::shared_ptr<ExportTable>> ExportLink::OpenReverse(absl::Time 
   auto made = MakeObjectChannel(kReverseGeometry);
   if (!made.ok()) return made.status();
   auto exports = std::make_shared<ExportTable>();
+  made->first->AnnounceFeatures(object_wire::kTakesReturnedHandles);
   if (absl::Status added = ObjectHost::Get().pool_.Add(
           std::move(made->first), std::make_shared<ReverseStub>(exports, shared_from_this()));
       !added.ok()) {
@@ -665,7 +676,7 @@ absl::StatusOr<ExportLink::Loan> ExportLink::Lend(std::shared_ptr<ServiceStub> s
 void ExportLink::EndLoan(const Loan& loan) { loan.exports->EndLoan(loan.handle); }
 
 std::shared_ptr<ImportLink> ExportLink::PeerLink() {
-  MutexLock lock(&mu_);
+  MutexLock lock(&peer_mu_);
   std::shared_ptr<ImportLink> link = peer_.lock();
   if (link != nullptr || primary_ == nullptr) return link;
   std::shared_ptr<void> owner = owner_.lock();
@@ -745,9 +756,14 @@ void ImportLink::SettleKeeping(uint32_t ticket,
   for (const std::weak_ptr<RemoteObject>& object : taken) {
     std::shared_ptr<RemoteObject> alive = object.lock();
     // Only this link's objects were lent under its tickets.
-    if (alive != nullptr && alive->link_.get() == this && alive->BeginKeep()) {
+    if (alive == nullptr || alive->link_.get() != this) continue;
+    if (alive->BeginKeep()) {
       kept.push_back(alive->handle());
       keeping.push_back(std::move(alive));
+    } else {
+      // Being acquired by another thread (KeepForOneway): its loan must
+      // outlive that Acquire, so this ticket is settled once it is done.
+      alive->AwaitKeep();
     }
   }
   // Queued before any of them can queue its Release (they are settling
@@ -756,17 +772,18 @@ void ImportLink::SettleKeeping(uint32_t ticket,
   for (const std::shared_ptr<RemoteObject>& object : keeping) object->EndKeep();
 }
 
-absl::Status ImportLink::Acquire(uint32_t handle) {
+absl::Status ImportLink::Acquire(uint32_t handle, absl::Time deadline) {
+  deadline = std::min(deadline, absl::Now() + kControlPatience);
   // On the chain of the call being served: its caller, the object's host,
   // waits in it and answers on the waiting thread.
   CallRouter::Outgoing chain;
   absl::StatusOr<OutgoingCall> call =
-      channel_->BeginCall(sizeof(handle), absl::InfiniteFuture(), chain.chain_id());
+      channel_->BeginCall(sizeof(handle), deadline, chain.chain_id());
   if (!call.ok()) return call.status();
   std::memcpy(call->buffer().data(), &handle, sizeof(handle));
   const std::span<const std::byte> message = call->buffer().first(sizeof(handle));
   call->header() = CallHeader{kControlInterfaceId, kAcquireMethod, chain.chain_id()};
-  return channel_->Call(*std::move(call), message, absl::InfiniteFuture(), chain.waiter()).status();
+  return channel_->Call(*std::move(call), message, deadline, chain.waiter()).status();
 }
 
 void ImportLink::Release(uint32_t handle) {
@@ -818,7 +835,7 @@ void ImportLink::Flush() {
     // A destructor sends these: bounded, so a stuck host cannot hang it. On
     // a channel that ended the host released everything anyway.
     absl::StatusOr<OutgoingCall> call =
-        channel_->BeginCall(bytes, absl::Now() + absl::Seconds(5), /*chain_id=*/0);
+        channel_->BeginCall(bytes, absl::Now() + kControlPatience, /*chain_id=*/0);
     absl::Status sent = call.status();
     if (call.ok()) {
       std::memcpy(call->buffer().data(), next.words.data(), bytes);
@@ -865,13 +882,19 @@ RemoteObject::~RemoteObject() {
   if (state_.load(std::memory_order_acquire) == State::kHeld) link_->Release(handle_);
 }
 
-void RemoteObject::Settle() {
+void RemoteObject::Settle(absl::Time deadline) {
+  // Held for the round trip: another thread settling this object meanwhile
+  // (a handler returning while a worker of its keeps the object for a
+  // oneway call) waits for the outcome instead of ending the loan under it.
+  MutexLock keeping(&keep_mu_);
   if (!BeginKeep()) return;
-  // Failed: the host is gone, or never lent it (a forged handle); calls on
-  // it fail the same way.
-  const absl::Status acquired = link_->Acquire(handle_);
+  // Failed: the host is gone, or never lent it (a forged handle), or did
+  // not answer in time; calls on it fail the same way once its loan ends.
+  const absl::Status acquired = link_->Acquire(handle_, deadline);
   state_.store(acquired.ok() ? State::kHeld : State::kBorrowed, std::memory_order_release);
 }
+
+void RemoteObject::AwaitKeep() { MutexLock keeping(&keep_mu_); }
 
 bool RemoteObject::BeginKeep() {
   State expected = State::kBorrowed;
@@ -965,7 +988,8 @@ absl::StatusOr<uint32_t> Attachments::AddObject(const ObjectRef& object, uint64_
   // a oneway call, which may be served after the loan ended.
   if (object.local() == nullptr && !oneway_ && channel_ != nullptr &&
       object.remote_channel() == channel_ && object.remote_handle() != 0 &&
-      object.remote_handle() <= object_wire::kMaxReturnedHandle) {
+      object.remote_handle() <= object_wire::kMaxReturnedHandle &&
+      (channel_->server_features() & object_wire::kTakesReturnedHandles) != 0) {
     return object_wire::ReturnedField(object.remote_handle());
   }
   if (exports_ != nullptr && object.local() != nullptr &&

@@ -217,8 +217,11 @@ class ExportLink : public std::enable_shared_from_this<ExportLink> {
   Mutex mu_;
   std::shared_ptr<ExportTable> current_ ABSL_GUARDED_BY(mu_);
   bool unsupported_ ABSL_GUARDED_BY(mu_) = false;
+  // Not mu_, which Lend holds across OpenReverse's round trip: pool threads
+  // serving the reverse channel ask for peer_ (HolderObjects).
+  Mutex peer_mu_;
   // Weak: the link's objects keep it, and through it this and the channel.
-  std::weak_ptr<ImportLink> peer_ ABSL_GUARDED_BY(mu_);
+  std::weak_ptr<ImportLink> peer_ ABSL_GUARDED_BY(peer_mu_);
 };
 
 // The channel through which this process calls the objects a peer lent it
@@ -255,8 +258,9 @@ class ImportLink final : public ImportSource, public std::enable_shared_from_thi
   // (oneway, kSettleMethod), in order with the releases.
   void Settle(uint32_t ticket, std::span<const uint32_t> kept);
   // Keeps `handle` beyond the call that lent it (a round trip to its host,
-  // on the calling thread's chain).
-  absl::Status Acquire(uint32_t handle);
+  // on the calling thread's chain; given up at `deadline`, or at
+  // kControlPatience).
+  absl::Status Acquire(uint32_t handle, absl::Time deadline);
   // Gives back one hold of `handle` (queued, sent oneway).
   void Release(uint32_t handle);
   // `object` (of `handle`) is going: forgets it unless a newer one took its place.
@@ -298,8 +302,8 @@ class RemoteObject final : public internal::HandleReference {
 
   absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) override;
   absl::Status UnlinkToDeath(uint64_t id) override;
-  void KeepForOneway() override {
-    if (state_.load(std::memory_order_acquire) == State::kBorrowed) Settle();
+  void KeepForOneway(absl::Time deadline) override {
+    if (state_.load(std::memory_order_acquire) == State::kBorrowed) Settle(deadline);
   }
 
  private:
@@ -313,8 +317,10 @@ class RemoteObject final : public internal::HandleReference {
         handle_(handle),
         exports_(link_->exports_),
         state_(State::kBorrowed) {}
-  // Borrowed -> held (BorrowedObjects::Settle).
-  void Settle();
+  // Borrowed -> held (BorrowedObjects::Settle, KeepForOneway).
+  void Settle(absl::Time deadline = absl::InfiniteFuture());
+  // Returns once no Settle is under way on another thread.
+  void AwaitKeep();
   // Borrowed -> settling (for Settle, or a reply's settle message); false if it was not
   // borrowed. EndKeep, once the message is queued: held.
   bool BeginKeep();
@@ -326,6 +332,8 @@ class RemoteObject final : public internal::HandleReference {
   // Set once, before the object is shared (Adopt, or the handle constructor).
   std::shared_ptr<ExportLink> exports_;
   std::atomic<State> state_;
+  // Held by Settle for its round trip (see AwaitKeep).
+  Mutex keep_mu_;
   Mutex mu_;
   // Death links made through this reference (handles only; a dedicated
   // channel takes its own with it).

@@ -124,6 +124,11 @@ inline constexpr uint32_t kTakesReplyHandles = 1u << 0;
 // before it opens the reverse channel, when something keeps the connection
 // open. Without it those objects go as dedicated channels.
 inline constexpr uint32_t kTakesHandlesInReverseCalls = 1u << 1;
+// The server's feature bit (ServerChannel::AnnounceFeatures) saying it
+// takes its own objects passed back by handle (kReturnFlag fields): set by
+// the object protocol on every channel it serves. Without it a proxy passed
+// back goes as a dedicated channel (Clone), as to peers that predate it.
+inline constexpr uint32_t kTakesReturnedHandles = 1u << 0;
 // Most objects one ticket (a reply, a oneway call) lends by handle; more go
 // as dedicated channels.
 inline constexpr uint32_t kMaxLoansPerTicket = kMaxReleasesPerCall - 1;

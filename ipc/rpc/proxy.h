@@ -63,7 +63,8 @@ class HandleReference {
   // the call being served is lent only until that call returns, which may
   // be before the host serves the oneway call (nobody waits for it): it is
   // kept first, as if the handler kept it (one Acquire, once per borrow).
-  virtual void KeepForOneway() = 0;
+  // Waits for it until `deadline` at most (the call's).
+  virtual void KeepForOneway(absl::Time deadline) = 0;
 };
 }  // namespace internal
 
@@ -158,7 +159,7 @@ class ProxyBase {
   absl::Status InvokeOneway(const CallHeader& header, absl::string_view what, size_t size_hint,
                             Build&& build, const CallOptions& options,
                             Attachments* lending = nullptr) {
-    if (reference_ != nullptr) reference_->KeepForOneway();
+    if (reference_ != nullptr) reference_->KeepForOneway(options.deadline);
     CallHeader addressed = Addressed(header);
     addressed.word = lending != nullptr ? internal::LendUnderTicket(*lending) : 0;
     auto request =

@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "gtest/gtest.h"
 #include "ipc/base/errors.h"
@@ -818,6 +819,55 @@ class OversizedLender : public HolderService {
 // went as an error (here it outgrew the caller's reply limit) left its
 // ticket open, and no caller ever learns that ticket, so its objects stayed
 // lent until the connection ended. Its loans end with the failed reply.
+// Keeping a borrowed object is a round trip to its host (Acquire), made
+// between a handler and its reply, or before a oneway call: a host that
+// never answers fails it after the object protocol's patience (5 s), with
+// the object still borrowed, instead of holding the thread for ever.
+TEST(BorrowedObjects, AnAcquireItsHostNeverAnswersGivesUp) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  // The host's end is never served.
+  std::shared_ptr<ClientChannel> channel = std::move(pair.client);
+  auto link = std::make_shared<rpc::ImportLink>(channel);
+  rpc::BorrowedObjects borrowed;
+  std::shared_ptr<rpc::RemoteObject> object = link->Import(7, &borrowed);
+  borrowed.Settle();
+  EXPECT_FALSE(object->held());
+  ASSERT_OK_AND_ASSIGN(auto unanswered, pair.server->Receive(absl::Now() + absl::Seconds(10)));
+  EXPECT_EQ(unanswered.header().method, rpc::object_wire::kAcquireMethod);
+}
+
+// Regression (a review of the oneway keep): a thread keeping a borrowed
+// object for a oneway call (its Acquire in flight) and the handler's own
+// settle at its return raced. The settle skipped the object as being
+// settled and let the reply go, ending the loan, so the Acquire could
+// arrive after it: NOT_FOUND, and the kept object was dead. The settle now
+// waits for the Acquire's answer.
+TEST(BorrowedObjects, ASettleWaitsForAnAcquireUnderWayOnAnotherThread) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  std::shared_ptr<ClientChannel> channel = std::move(pair.client);
+  auto link = std::make_shared<rpc::ImportLink>(channel);
+  rpc::BorrowedObjects borrowed;
+  std::shared_ptr<rpc::RemoteObject> object = link->Import(7, &borrowed);
+  std::thread keeper([&] { object->KeepForOneway(absl::InfiniteFuture()); });
+  // The host holds the Acquire unanswered for now.
+  ASSERT_OK_AND_ASSIGN(auto acquire, pair.server->Receive(absl::Now() + absl::Seconds(10)));
+  ASSERT_EQ(acquire.header().method, rpc::object_wire::kAcquireMethod);
+  std::atomic<bool> settled{false};
+  std::thread handler([&] {
+    borrowed.Settle();
+    settled.store(true);
+  });
+  absl::SleepFor(absl::Milliseconds(50));
+  EXPECT_FALSE(settled.load()) << "the settle went ahead of the Acquire under way";
+  ASSERT_OK(acquire.Reply({}));
+  handler.join();
+  keeper.join();
+  EXPECT_TRUE(settled.load());
+  EXPECT_TRUE(object->held());
+}
+
 TEST(ObjectsInResults, AReplyThatFailsAfterLendingEndsItsLoans) {
   ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
   ChannelOptions small_replies;
