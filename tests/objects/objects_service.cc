@@ -34,34 +34,64 @@ flatbuffers::Offset<objects::Pong> CopyPong(flatbuffers::FlatBufferBuilder& fbb,
   return objects::CreatePong(fbb, pong.value(), pong.host_pid(), pong.caller_pid(), pong.tid());
 }
 
-absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> HolderService::Give(
+std::optional<rpc::Remote<objects::CallbackProxy>> HeldCallback::get() {
+  MutexLock lock(&mu_);
+  return held_;
+}
+
+void HeldCallback::Keep(rpc::Remote<objects::CallbackProxy> callback) {
+  std::optional<rpc::Remote<objects::CallbackProxy>> replaced(std::move(callback));
+  MutexLock lock(&mu_);
+  held_.swap(replaced);
+}
+
+void HeldCallback::Drop() {
+  std::optional<rpc::Remote<objects::CallbackProxy>> dropped;
+  MutexLock lock(&mu_);
+  held_.swap(dropped);
+}
+
+namespace {
+
+// Give and Take: calls the request's callback with its value, keeps it in
+// `held` if asked, and answers its Pong (by_handle: how the callback came).
+absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> CallAndKeep(
     const rpc::CallContext& context, const objects::GiveRequest& request,
-    flatbuffers::FlatBufferBuilder& reply) {
+    flatbuffers::FlatBufferBuilder& reply, HeldCallback& held) {
   absl::StatusOr<rpc::Remote<objects::CallbackProxy>> callback =
       rpc::TakeObject<objects::CallbackProxy>(context, request.callback());
   if (!callback.ok()) return callback.status();
   auto pong = (*callback)->Call(request.value());
   if (!pong.ok()) return pong.status();
-  if (request.keep()) {
-    MutexLock lock(&mu_);
-    held_ = *std::move(callback);
-  }
+  if (request.keep()) held.Keep(*std::move(callback));
   return objects::CreateGiveResponse(reply, CopyPong(reply, **pong),
                                      rpc::object_wire::IsHandleField(request.callback()));
 }
 
-absl::Status HolderService::Hand(const rpc::CallContext& context,
-                                 const objects::GiveRequest& request) {
+// Hand and TakeLater: the same, oneway; a negative value leaves the
+// callback untaken.
+absl::Status CallAndKeepLater(const rpc::CallContext& context, const objects::GiveRequest& request,
+                              HeldCallback& held) {
   if (request.value() < 0) return absl::OkStatus();
   absl::StatusOr<rpc::Remote<objects::CallbackProxy>> callback =
       rpc::TakeObject<objects::CallbackProxy>(context, request.callback());
   if (!callback.ok()) return callback.status();
   absl::Status called = (*callback)->Call(request.value()).status();
-  if (request.keep()) {
-    MutexLock lock(&mu_);
-    held_ = *std::move(callback);
-  }
+  if (request.keep()) held.Keep(*std::move(callback));
   return called;
+}
+
+}  // namespace
+
+absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> HolderService::Give(
+    const rpc::CallContext& context, const objects::GiveRequest& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  return CallAndKeep(context, request, reply, held_);
+}
+
+absl::Status HolderService::Hand(const rpc::CallContext& context,
+                                 const objects::GiveRequest& request) {
+  return CallAndKeepLater(context, request, held_);
 }
 
 absl::StatusOr<flatbuffers::Offset<objects::Empty>> HolderService::Notify(
@@ -77,11 +107,7 @@ absl::StatusOr<flatbuffers::Offset<objects::Empty>> HolderService::Notify(
 absl::StatusOr<flatbuffers::Offset<objects::Pong>> HolderService::CallHeld(
     const rpc::CallContext& /*context*/, const objects::Ping& request,
     flatbuffers::FlatBufferBuilder& reply) {
-  std::optional<rpc::Remote<objects::CallbackProxy>> held;
-  {
-    MutexLock lock(&mu_);
-    held = held_;
-  }
+  std::optional<rpc::Remote<objects::CallbackProxy>> held = held_.get();
   if (!held) return absl::FailedPreconditionError("no callback held");
   auto pong = (*held)->Call(request.value());
   if (!pong.ok()) return pong.status();
@@ -91,8 +117,7 @@ absl::StatusOr<flatbuffers::Offset<objects::Pong>> HolderService::CallHeld(
 absl::StatusOr<flatbuffers::Offset<objects::Empty>> HolderService::Drop(
     const rpc::CallContext& /*context*/, const objects::Empty& /*request*/,
     flatbuffers::FlatBufferBuilder& reply) {
-  MutexLock lock(&mu_);
-  held_.reset();
+  held_.Drop();
   return objects::CreateEmpty(reply);
 }
 
@@ -122,11 +147,7 @@ absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> HolderService::Make
 absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> HolderService::Held(
     const rpc::CallContext& context, const objects::Empty& /*request*/,
     flatbuffers::FlatBufferBuilder& reply) {
-  std::optional<rpc::Remote<objects::CallbackProxy>> held;
-  {
-    MutexLock lock(&mu_);
-    held = held_;
-  }
+  std::optional<rpc::Remote<objects::CallbackProxy>> held = held_.get();
   if (!held) return absl::FailedPreconditionError("no callback held");
   absl::StatusOr<uint32_t> index = rpc::AttachObject(context, *held);
   if (!index.ok()) return index.status();
@@ -197,10 +218,7 @@ absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> HolderService::Fetch(
   if (!callback.ok()) return callback.status();
   auto pong = (*callback)->Call(request.value());
   if (!pong.ok()) return pong.status();
-  if (request.keep()) {
-    MutexLock lock(&mu_);
-    held_ = *std::move(callback);
-  }
+  if (request.keep()) held_.Keep(*std::move(callback));
   return objects::CreateGiveResponse(reply, CopyPong(reply, **pong),
                                      rpc::object_wire::IsHandleField((*made)->callback()));
 }
@@ -226,55 +244,27 @@ absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> HolderService::Own(
       rpc::object_wire::IsReturnedField(request.callback()));
 }
 
-absl::StatusOr<rpc::Remote<objects::CallbackProxy>> TakerObject::TakeCallback(
-    const rpc::CallContext& context, const objects::GiveRequest& request) {
+void TakerObject::Count(const objects::GiveRequest& request) {
   (rpc::object_wire::IsHandleField(request.callback()) ? by_handle_ : dedicated_)++;
-  return rpc::TakeObject<objects::CallbackProxy>(context, request.callback());
 }
 
 absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> TakerObject::Take(
     const rpc::CallContext& context, const objects::GiveRequest& request,
     flatbuffers::FlatBufferBuilder& reply) {
-  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> callback = TakeCallback(context, request);
-  if (!callback.ok()) return callback.status();
-  auto pong = (*callback)->Call(request.value());
-  if (!pong.ok()) return pong.status();
-  if (request.keep()) {
-    MutexLock lock(&mu_);
-    kept_ = *std::move(callback);
-  }
-  return objects::CreateGiveResponse(reply, CopyPong(reply, **pong),
-                                     rpc::object_wire::IsHandleField(request.callback()));
+  Count(request);
+  return CallAndKeep(context, request, reply, kept_);
 }
 
 absl::Status TakerObject::TakeLater(const rpc::CallContext& context,
                                     const objects::GiveRequest& request) {
-  if (request.value() < 0) return absl::OkStatus();
-  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> callback = TakeCallback(context, request);
-  if (!callback.ok()) return callback.status();
-  absl::Status called = (*callback)->Call(request.value()).status();
-  if (request.keep()) {
-    MutexLock lock(&mu_);
-    kept_ = *std::move(callback);
-  }
-  return called;
+  Count(request);
+  return CallAndKeepLater(context, request, kept_);
 }
 
 absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> TakerObject::Make(
     const rpc::CallContext& context, const objects::Empty& /*request*/,
     flatbuffers::FlatBufferBuilder& reply) {
   return MakeObject(context, reply);
-}
-
-std::optional<rpc::Remote<objects::CallbackProxy>> TakerObject::kept() {
-  MutexLock lock(&mu_);
-  return kept_;
-}
-
-void TakerObject::Drop() {
-  std::optional<rpc::Remote<objects::CallbackProxy>> dropped;
-  MutexLock lock(&mu_);
-  dropped.swap(kept_);
 }
 
 }  // namespace sluice::testing

@@ -35,6 +35,20 @@ class CallbackObject : public objects::CallbackStub {
   std::atomic<int64_t> notified_{0};
 };
 
+// A Callback kept past the call that passed it (Give or Take with keep):
+// the last one kept, for any thread.
+class HeldCallback {
+ public:
+  std::optional<rpc::Remote<objects::CallbackProxy>> get();
+  // Keeps `callback` instead of the one held, which goes outside the lock.
+  void Keep(rpc::Remote<objects::CallbackProxy> callback);
+  void Drop();
+
+ private:
+  Mutex mu_;
+  std::optional<rpc::Remote<objects::CallbackProxy>> held_ ABSL_GUARDED_BY(mu_);
+};
+
 class HolderService : public objects::HolderStub {
  public:
   absl::StatusOr<flatbuffers::Offset<objects::GiveResponse>> Give(
@@ -79,8 +93,7 @@ class HolderService : public objects::HolderStub {
       flatbuffers::FlatBufferBuilder& reply) override;
 
  private:
-  Mutex mu_;
-  std::optional<rpc::Remote<objects::CallbackProxy>> held_ ABSL_GUARDED_BY(mu_);
+  HeldCallback held_;
 };
 
 // Takes the Callbacks a peer passes it (keeping the last one it is asked
@@ -96,18 +109,16 @@ class TakerObject : public objects::TakerStub {
       const rpc::CallContext& context, const objects::Empty& request,
       flatbuffers::FlatBufferBuilder& reply) override;
 
-  std::optional<rpc::Remote<objects::CallbackProxy>> kept();
-  void Drop();
+  std::optional<rpc::Remote<objects::CallbackProxy>> kept() { return kept_.get(); }
+  void Drop() { kept_.Drop(); }
   // How many callbacks came by handle, and how many as dedicated channels.
   int by_handle() const { return by_handle_.load(); }
   int dedicated() const { return dedicated_.load(); }
 
  private:
-  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> TakeCallback(
-      const rpc::CallContext& context, const objects::GiveRequest& request);
+  void Count(const objects::GiveRequest& request);
 
-  Mutex mu_;
-  std::optional<rpc::Remote<objects::CallbackProxy>> kept_ ABSL_GUARDED_BY(mu_);
+  HeldCallback kept_;
   std::atomic<int> by_handle_{0};
   std::atomic<int> dedicated_{0};
 };
