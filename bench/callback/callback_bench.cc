@@ -129,13 +129,23 @@ std::span<const std::byte> DataOf(const cb::PassRequest& request) {
   return std::as_bytes(std::span(request.data()->data(), request.data()->size()));
 }
 
+// The handler's answer: the payload's sum and size, and the thread it ran on.
+flatbuffers::Offset<cb::Ack> AckOf(flatbuffers::FlatBufferBuilder& reply,
+                                   std::span<const std::byte> data) {
+  return cb::CreateAck(reply, SumWords(data), data.size(), ThisTid());
+}
+
+// An Ack from a call made on the way, passed on as the answer.
+flatbuffers::Offset<cb::Ack> CopyAck(flatbuffers::FlatBufferBuilder& reply, const cb::Ack& ack) {
+  return cb::CreateAck(reply, ack.checksum(), ack.size(), ack.tid());
+}
+
 class EchoObject final : public cb::EchoStub {
  public:
   absl::StatusOr<flatbuffers::Offset<cb::Ack>> Ping(
       const rpc::CallContext& /*context*/, const cb::Payload& request,
       flatbuffers::FlatBufferBuilder& reply) override {
-    const std::span<const std::byte> data = DataOf(request);
-    return cb::CreateAck(reply, SumWords(data), data.size(), ThisTid());
+    return AckOf(reply, DataOf(request));
   }
 
   absl::StatusOr<flatbuffers::Offset<cb::Ack>> Take(
@@ -144,8 +154,7 @@ class EchoObject final : public cb::EchoStub {
     absl::StatusOr<rpc::Remote<cb::EchoProxy>> echo =
         rpc::TakeObject<cb::EchoProxy>(context, request.echo());
     if (!echo.ok()) return echo.status();
-    const std::span<const std::byte> data = DataOf(request);
-    return cb::CreateAck(reply, SumWords(data), data.size(), ThisTid());
+    return AckOf(reply, DataOf(request));
   }
 };
 
@@ -154,8 +163,7 @@ class PeerService final : public cb::CallbackPeerStub {
   absl::StatusOr<flatbuffers::Offset<cb::Ack>> Ping(
       const rpc::CallContext& /*context*/, const cb::Payload& request,
       flatbuffers::FlatBufferBuilder& reply) override {
-    const std::span<const std::byte> data = DataOf(request);
-    return cb::CreateAck(reply, SumWords(data), data.size(), ThisTid());
+    return AckOf(reply, DataOf(request));
   }
 
   absl::StatusOr<flatbuffers::Offset<cb::EchoRef>> Make(
@@ -187,7 +195,7 @@ class PeerService final : public cb::CallbackPeerStub {
     // carries that chain, so A hands it to its thread waiting for Bounce.
     auto ack = (*echo)->Ping(AsSpan(DataOf(request)));
     if (!ack.ok()) return ack.status();
-    return cb::CreateAck(reply, (*ack)->checksum(), (*ack)->size(), (*ack)->tid());
+    return CopyAck(reply, **ack);
   }
 
   absl::StatusOr<flatbuffers::Offset<cb::Ack>> BounceWith(
@@ -201,7 +209,7 @@ class PeerService final : public cb::CallbackPeerStub {
     if (!ack.ok()) return ack.status();
     // On return the reply, then the reference, are dropped: A's ObjectHost
     // sees the channel close and releases the export.
-    return cb::CreateAck(reply, (*ack)->checksum(), (*ack)->size(), (*ack)->tid());
+    return CopyAck(reply, **ack);
   }
 
   absl::StatusOr<flatbuffers::Offset<cb::Ack>> GiveBack(
@@ -210,8 +218,7 @@ class PeerService final : public cb::CallbackPeerStub {
     absl::StatusOr<std::shared_ptr<EchoObject>> echo =
         rpc::TakeLocal<EchoObject>(context, request.echo());
     if (!echo.ok()) return echo.status();
-    const std::span<const std::byte> data = DataOf(request);
-    return cb::CreateAck(reply, SumWords(data), data.size(), ThisTid());
+    return AckOf(reply, DataOf(request));
   }
 
   absl::StatusOr<flatbuffers::Offset<cb::Ack>> PassBack(
@@ -221,7 +228,7 @@ class PeerService final : public cb::CallbackPeerStub {
     if (echo == nullptr) return absl::FailedPreconditionError("no Echo registered");
     auto ack = (*echo)->Take(std::make_shared<EchoObject>(), AsSpan(DataOf(request)));
     if (!ack.ok()) return ack.status();
-    return cb::CreateAck(reply, (*ack)->checksum(), (*ack)->size(), (*ack)->tid());
+    return CopyAck(reply, **ack);
   }
 
   absl::StatusOr<flatbuffers::Offset<cb::Ack>> Pass(
@@ -230,8 +237,7 @@ class PeerService final : public cb::CallbackPeerStub {
     absl::StatusOr<rpc::Remote<cb::EchoProxy>> echo =
         rpc::TakeObject<cb::EchoProxy>(context, request.echo());
     if (!echo.ok()) return echo.status();
-    const std::span<const std::byte> data = DataOf(request);
-    return cb::CreateAck(reply, SumWords(data), data.size(), ThisTid());
+    return AckOf(reply, DataOf(request));
   }
 
   absl::StatusOr<flatbuffers::Offset<cb::Samples>> Drive(
