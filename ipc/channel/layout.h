@@ -6,8 +6,8 @@
 //   builds in):
 //     offset 0        ChannelHeader     geometry; written once by the creator,
 //                                        copied and validated by each side
-//     header_size     ClientWords       one cache line, written by the client
-//     +64             ServerWords       one cache line, written by the server
+//     header_size     ClientWords       two cache lines, written by the client
+//     +128            ServerWords       two cache lines, written by the server
 //     slots_offset    Slot[slot_count]  per call: a client line, a server line
 //                                        and the client's rarely used line
 //
@@ -43,7 +43,7 @@
 namespace sluice::channel_layout {
 
 inline constexpr uint32_t kMagic = 0x48434c53;  // "SLCH" in little-endian bytes.
-inline constexpr uint32_t kLayoutVersion = 5;
+inline constexpr uint32_t kLayoutVersion = 6;
 inline constexpr uint32_t kMaxSlots = 64;
 inline constexpr uint64_t kCacheLine = 64;
 // Arena blocks start on a cache line, so FlatBuffers' largest alignment (and
@@ -84,9 +84,17 @@ inline constexpr ActivityState ActivityStateOf(uint32_t word) {
 }
 inline constexpr int ActivityCpuOf(uint32_t word) { return static_cast<int>(word >> 8) - 1; }
 
+// Each side's words take two cache lines, split by how they change. On
+// these machines a line the peer has touched since this side last did
+// costs a transfer either way, a load included (perf: the client's load of
+// its own activity word and of the server's size limit missed on every
+// call while they shared lines with counters bumped per call). So words
+// the peer reads on every call but that change rarely (state, limits,
+// features) sit on one line, which stays cached on both sides, and the
+// counters their owner bumps on every call sit on the other, which the
+// peer reads only to decide a wake-up.
 struct alignas(kCacheLine) ClientWords {
-  // +1 for every request published. Server threads sleep on it.
-  FutexWord doorbell;
+  // ---- settled line: read by the server on every call, rarely written ----
   // Encoded ActivityState of the client's most recent caller.
   std::atomic<uint32_t> activity;
   // Client threads sleeping until the server completes *any* call (waiting for
@@ -98,35 +106,46 @@ struct alignas(kCacheLine) ClientWords {
   // over kLargeMessage in sealed memfds. A hint for the server only: the
   // client enforces its own choice.
   std::atomic<uint32_t> reception;
-  // Largest reply, in bytes, the client accepts (a hint, as above).
-  std::atomic<uint64_t> max_reply_size;
   // Opaque to the channel: what the client's RPC layer can take in replies
   // (ClientChannel::AnnounceFeatures); zero from peers that predate it.
   std::atomic<uint32_t> features;
+  // Largest reply, in bytes, the client accepts (a hint, as above).
+  std::atomic<uint64_t> max_reply_size;
+  uint64_t settled_reserved[5];
+  // ---- counting line: bumped by the client on every request ----
+  // +1 for every request published. Server threads sleep on it.
+  alignas(kCacheLine) FutexWord doorbell;
   // +1 for every ring the client sends on the bell. It rings only while
   // ServerWords::bell_heard equals it, so at most a few rings are ever
   // queued on the liveness socket, ahead of descriptors a call needs.
   std::atomic<uint32_t> bell_rings;
-  uint32_t reserved[8];
+  uint32_t counting_reserved[14];
 };
-static_assert(sizeof(ClientWords) == kCacheLine);
+static_assert(sizeof(ClientWords) == 2 * kCacheLine);
+static_assert(offsetof(ClientWords, doorbell) == kCacheLine);
 
 struct alignas(kCacheLine) ServerWords {
+  // ---- settled line: read by the client on every call, rarely written ----
+  std::atomic<uint32_t> activity;
+  // As ClientWords::reception and max_reply_size, for requests.
+  std::atomic<uint32_t> reception;
+  // Opaque to the channel: what the server's RPC layer can take in requests
+  // (ServerChannel::AnnounceFeatures); zero from peers that predate it.
+  std::atomic<uint32_t> features;
+  uint32_t settled_reserved0;
+  std::atomic<uint64_t> max_request_size;
+  uint64_t settled_reserved[5];
+  // ---- counting line: what the client reads after it publishes a
+  // request, to decide whether to wake a server thread ----
   // Server threads asleep on ClientWords::doorbell; the client issues
   // FUTEX_WAKE only when it is non-zero.
-  std::atomic<uint32_t> sleepers;
-  std::atomic<uint32_t> activity;
-  // Bumped (and woken) after a completion while the client has resource waiters.
-  FutexWord completions;
+  alignas(kCacheLine) std::atomic<uint32_t> sleepers;
   // Server threads polling the slots for a request right now (spinning
   // after a call, or about to look again having just answered one:
   // IncomingCall::set_announce_poll_with_reply). While non-zero the client
   // skips its FUTEX_WAKE: a poller takes the request, and a poller that
-  // stops re-checks and passes the wake on (ServerChannel::EndPoll). Zero
-  // from a peer that predates it: the client then wakes as before.
+  // stops re-checks and passes the wake on (ServerChannel::EndPoll).
   std::atomic<uint32_t> pollers;
-  // As ClientWords::reception and max_reply_size, for requests.
-  std::atomic<uint32_t> reception;
   // Non-zero while the server waits for this channel's requests on its bell
   // (an epoll over many channels) rather than on the doorbell: the client
   // then also rings the bell for a request it publishes (unless a poller is
@@ -135,13 +154,12 @@ struct alignas(kCacheLine) ServerWords {
   // The ClientWords::bell_rings the server saw before it last drained the
   // bell and looked at the slots: rings up to it are heard.
   std::atomic<uint32_t> bell_heard;
-  std::atomic<uint64_t> max_request_size;
-  // Opaque to the channel: what the server's RPC layer can take in requests
-  // (ServerChannel::AnnounceFeatures); zero from peers that predate it.
-  std::atomic<uint32_t> features;
-  uint32_t reserved[5];
+  // Bumped (and woken) after a completion while the client has resource waiters.
+  FutexWord completions;
+  uint32_t counting_reserved[11];
 };
-static_assert(sizeof(ServerWords) == kCacheLine);
+static_assert(sizeof(ServerWords) == 2 * kCacheLine);
+static_assert(offsetof(ServerWords, sleepers) == kCacheLine);
 
 // ClientWords/ServerWords::reception bits.
 inline constexpr uint32_t kAcceptsInPlace = 1u << 0;

@@ -10,6 +10,7 @@
 #include "absl/strings/string_view.h"
 #include "ipc/base/errno_status.h"
 #include "ipc/base/errors.h"
+#include "ipc/sync/spin.h"
 
 namespace sluice {
 
@@ -139,6 +140,15 @@ absl::StatusOr<std::span<std::byte>> IncomingCall::ReserveReply(uint64_t capacit
       reservation_ = *offset;
       reserved_ =
           std::span<std::byte>(endpoint.own_arena() + *offset, static_cast<size_t>(capacity));
+      // A builder writes from the end down, and a small reply fits the last
+      // two lines, which the client read when this block last carried a
+      // reply: their first stores waited for them (perf), now the handler
+      // runs meanwhile.
+      const std::byte* end = reserved_.data() + reserved_.size();
+      if (capacity > 0) PrefetchForWrite(end - 1);
+      if (capacity > channel_layout::kCacheLine) {
+        PrefetchForWrite(end - 1 - channel_layout::kCacheLine);
+      }
       return reserved_;
     }
   }

@@ -53,14 +53,19 @@ void ServeRouted(RoutedCall& routed) {
   // its request must not overwrite the outer one, so the outer buffer is
   // kept aside (moving it keeps its heap block; its inline bytes come back
   // to the same address) until the nested call is answered.
-  std::optional<MessageBuffer> outer;
-  if (ThreadCalls::Current().calls_in_progress() > 0)
-    outer.emplace(std::move(ThreadRequestBuffer()));
   // The caller as this call's channel knows it now (on an object channel,
   // only from its first call on), never a copy taken earlier.
   const CallContext context{routed.call.caller(), &routed.call};
-  absl::Status handled = target.stub->Dispatch(routed.call, context);
-  if (outer.has_value()) ThreadRequestBuffer() = *std::move(outer);
+  absl::Status handled;
+  if (ThreadCalls::Current().calls_in_progress() > 0) {
+    // Only here: an empty std::optional<MessageBuffer> on every call's
+    // stack cost a 560-byte memset per call (perf).
+    MessageBuffer outer(std::move(ThreadRequestBuffer()));
+    handled = target.stub->Dispatch(routed.call, context);
+    ThreadRequestBuffer() = std::move(outer);
+  } else {
+    handled = target.stub->Dispatch(routed.call, context);
+  }
   if (absl::IsDataLoss(handled)) target.channel->Close(handled);
 }
 
