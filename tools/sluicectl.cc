@@ -220,12 +220,18 @@ int main(int argc, char** argv) {
   if (json) {
     std::vector<std::string> conns;
     for (const auto& c : info->connections) {
-      conns.push_back(absl::StrCat("{\"connection_id\":", c.connection_id,
-                                   ",\"client\":", JsonCreds(c.client), "}"));
+      conns.push_back(
+          absl::StrCat("{\"connection_id\":", c.connection_id, ",\"client\":", JsonCreds(c.client),
+                       ",\"policy_distrusts\":", c.policy_distrusts ? "true" : "false", "}"));
     }
     std::string entry = JsonEntry(info->service);
-    entry.pop_back();  // Extend the service object with its connection list.
-    std::printf("%s,\"connection_list\":[%s]}\n", entry.c_str(), absl::StrJoin(conns, ",").c_str());
+    entry.pop_back();  // Extend the service object with its policy and connections.
+    const std::string limit = info->policy_max_request_size.has_value()
+                                  ? absl::StrCat(*info->policy_max_request_size)
+                                  : "null";
+    std::printf(
+        "%s,\"policy\":{\"max_request_size\":%s,\"trust_line\":%u},\"connection_list\":[%s]}\n",
+        entry.c_str(), limit.c_str(), info->policy_trust_line, absl::StrJoin(conns, ",").c_str());
   } else {
     const auto& s = info->service;
     std::printf(
@@ -236,10 +242,20 @@ int main(int argc, char** argv) {
         static_cast<unsigned long long>(s.total_connections), s.geometry.slot_count,
         static_cast<unsigned long long>(s.geometry.request_arena_size),
         static_cast<unsigned long long>(s.geometry.reply_arena_size));
+    // The manager knows only what its policy file imposes; the server's own
+    // RegisterOptions may narrow both further.
+    const std::string limit =
+        info->policy_max_request_size.has_value()
+            ? absl::StrCat("requests up to ", *info->policy_max_request_size, " B")
+            : "no limit line";
+    const std::string trust = info->policy_trust_line != 0
+                                  ? absl::StrCat("trust line ", info->policy_trust_line, " decides")
+                                  : "no trust line (the server's TrustPolicy decides)";
+    std::printf("policy:      %s; %s\n", limit.c_str(), trust.c_str());
     for (const auto& c : info->connections) {
-      std::printf("  connection %llu: pid %d uid %u gid %u\n",
+      std::printf("  connection %llu: pid %d uid %u gid %u%s\n",
                   static_cast<unsigned long long>(c.connection_id), c.client.pid, c.client.uid,
-                  c.client.gid);
+                  c.client.gid, c.policy_distrusts ? " (policy: large requests sealed)" : "");
     }
   }
   return kExitOk;

@@ -786,10 +786,14 @@ absl::StatusOr<ServiceDetails> ServiceManager::Info(absl::string_view name) {
   out.service = EntryFromWire(*info->service());
   if (info->connections() != nullptr) {
     for (const wire::ConnectionInfo* c : *info->connections()) {
-      out.connections.push_back(
-          {c->connection_id(), service_wire::CredentialsFromWire(c->client())});
+      out.connections.push_back({c->connection_id(), service_wire::CredentialsFromWire(c->client()),
+                                 c->policy_distrusts()});
     }
   }
+  if (info->policy_max_request_size() != 0) {
+    out.policy_max_request_size = info->policy_max_request_size();
+  }
+  out.policy_trust_line = info->policy_trust_line();
   return out;
 }
 

@@ -163,8 +163,17 @@ struct ServiceDetails {
   struct Connection {
     uint64_t connection_id = 0;
     PeerCredentials client;
+    // The manager's policy does not trust this client for this service: its
+    // large requests arrive sealed whatever the server registered with.
+    bool policy_distrusts = false;
   };
   std::vector<Connection> connections;
+  // What the manager's policy file imposes on the service (only ever
+  // narrowing the server's own RegisterOptions, which the manager does not
+  // know): its `limit` on requests (nullopt: none) and the line number of
+  // the `trust` line that decides who may be read in place (0: none).
+  std::optional<uint64_t> policy_max_request_size;
+  uint32_t policy_trust_line = 0;
 };
 
 // What a service registered as its interface (ServiceManager::Describe).

@@ -214,6 +214,13 @@ bool Policy::MayTrust(absl::string_view name, const PeerCredentials& client) con
   return true;
 }
 
+int Policy::TrustLine(absl::string_view name) const {
+  for (const Trust& trust : trusts_) {
+    if (trust.name.Matches(name)) return trust.line;
+  }
+  return 0;
+}
+
 std::vector<std::string> Policy::Lint() const {
   std::vector<std::string> out;
   auto covers_everyone = [](const Rule& rule) {

@@ -63,6 +63,9 @@ class Policy {
   // its principals: the server of `name` must not read that client's large
   // requests in place. True when no trust line matches (the server decides).
   bool MayTrust(absl::string_view name, const PeerCredentials& client) const;
+  // The line of the `trust` setting that decides for `name`, or 0 if none
+  // matches (for introspection: sluicectl info).
+  int TrustLine(absl::string_view name) const;
   // Rules that can never decide anything, one line each ("policy line N:
   // ..."), for the daemon to log at start-up and reload: a deny whose only
   // principals are uid 0 (always allowed), a rule wholly shadowed by an

@@ -119,6 +119,12 @@ trust  open         *
   // No line: the server's own TrustPolicy decides alone.
   EXPECT_TRUE(policy->MayTrust("elsewhere", Uid(4242)));
   EXPECT_EQ(policy->rule_count(), 4u);
+  // The deciding line, as sluicectl info shows it (the text starts with a
+  // newline: line 1 is empty).
+  EXPECT_EQ(policy->TrustLine("audio.mixer"), 2);
+  EXPECT_EQ(policy->TrustLine("audio.out"), 3);
+  EXPECT_EQ(policy->TrustLine("open"), 5);
+  EXPECT_EQ(policy->TrustLine("elsewhere"), 0);
 }
 
 TEST(PolicyTest, MalformedSettingsAreRejectedWithTheLineNumber) {

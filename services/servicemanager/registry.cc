@@ -391,12 +391,15 @@ void Registry::Info(uint64_t connection, uint64_t request_id, const std::string&
     auto record = records_.find(record_id);
     if (record == records_.end()) continue;
     const wire::Credentials client = service_wire::CredentialsToWire(record->second.client_creds);
-    connections.push_back(wire::CreateConnectionInfo(builder, record_id, &client));
+    connections.push_back(wire::CreateConnectionInfo(
+        builder, record_id, &client, !policy_.MayTrust(s.name, record->second.client_creds)));
   }
   auto connections_offset = builder.CreateVector(connections);
   auto info = ServiceInfoToWire(builder, s.name, s.owner_creds, s.records.size(),
                                 s.total_connections, s.geometry);
-  auto body = wire::CreateInfoReply(builder, info, connections_offset);
+  auto body =
+      wire::CreateInfoReply(builder, info, connections_offset,
+                            policy_.MaxRequestSize(s.name).value_or(0), policy_.TrustLine(s.name));
   service_wire::FinishEnvelope(builder, request_id, absl::OkStatus(), wire::Body::InfoReply,
                                body.Union());
   outbox_.Send(connection, Encode(builder));

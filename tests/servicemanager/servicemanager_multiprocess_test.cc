@@ -39,6 +39,7 @@ using ::sluice::testing::Subprocess;
 using ::sluice::testing::TempDir;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr uid_t kOtherUid = 65534;  // nobody
 
@@ -570,20 +571,26 @@ TEST_F(MultiProcessTest, SigtermShutsDownCleanly) {
   EXPECT_THAT(client->Lookup("mp.x"), StatusIs(absl::StatusCode::kUnavailable));
 }
 
+// sluicectl --socket=SOCKET ARGS...: its exit code, its stdout in `out`.
+int RunSluicectl(const std::string& socket, const std::vector<std::string>& args,
+                 std::string* out) {
+  std::vector<std::string> argv = {SLUICECTL_BIN, "--socket=" + socket};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string command;
+  for (auto& a : argv) command += "'" + a + "' ";
+  FILE* pipe = ::popen(command.c_str(), "r");
+  char buffer[4096];
+  out->clear();
+  while (size_t n = std::fread(buffer, 1, sizeof(buffer), pipe)) out->append(buffer, n);
+  const int status = ::pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 TEST_F(MultiProcessTest, SluicectlListWaitInfo) {
   ReportPipe report = ReportPipe::Create();
   ASSERT_OK_AND_ASSIGN(Subprocess server, Server("mp.ctl", report));
-  auto run = [&](std::vector<std::string> args, std::string* out) {
-    std::vector<std::string> argv = {SLUICECTL_BIN, "--socket=" + socket_};
-    argv.insert(argv.end(), args.begin(), args.end());
-    std::string command;
-    for (auto& a : argv) command += "'" + a + "' ";
-    FILE* pipe = ::popen(command.c_str(), "r");
-    char buffer[4096];
-    out->clear();
-    while (size_t n = std::fread(buffer, 1, sizeof(buffer), pipe)) out->append(buffer, n);
-    const int status = ::pclose(pipe);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  auto run = [&](const std::vector<std::string>& args, std::string* out) {
+    return RunSluicectl(socket_, args, out);
   };
   std::string out;
   EXPECT_EQ(run({"list", "--json"}, &out), 0);
@@ -593,6 +600,8 @@ TEST_F(MultiProcessTest, SluicectlListWaitInfo) {
   EXPECT_THAT(out, HasSubstr("mp.ctl"));
   EXPECT_EQ(run({"info", "mp.ctl", "--json"}, &out), 0);
   EXPECT_THAT(out, HasSubstr("\"connection_list\":[]"));
+  // The default policy has no settings.
+  EXPECT_THAT(out, HasSubstr("\"policy\":{\"max_request_size\":null,\"trust_line\":0}"));
   EXPECT_EQ(run({"info", "mp.none", "--json"}, &out), 4);
   EXPECT_THAT(out, HasSubstr("\"code\":\"NOT_FOUND\""));
   EXPECT_EQ(run({"wait", "mp.ctl"}, &out), 0);
@@ -757,6 +766,42 @@ TEST_F(DaemonBinaryTest, SighupReloadsThePolicyAndAFileThatDoesNotParseKeepsTheO
   ASSERT_OK(daemon_->Kill(SIGTERM));
   EXPECT_EQ(ExitCodeOf(*daemon_), 0);
   EXPECT_FALSE(std::filesystem::exists(socket_));
+}
+
+// What the policy file imposes on a service and on each of its connections
+// is what sluicectl info shows beside the service's own figures.
+TEST_F(DaemonBinaryTest, SluicectlInfoShowsThePolicysLimitAndWhomItDistrusts) {
+  WritePolicy(
+      "allow * * uid:self\n"
+      "limit mp.guarded 1MiB\n"
+      "trust mp.guarded uid:4242\n"
+      "trust mp.* uid:self\n");
+  Start({"--policy=" + policy_});
+  ReportPipe guarded_report = ReportPipe::Create(), open_report = ReportPipe::Create();
+  ASSERT_OK_AND_ASSIGN(Subprocess guarded, Server("mp.guarded", "inspect", guarded_report));
+  ASSERT_OK_AND_ASSIGN(Subprocess open, Server("mp.open", "inspect", open_report));
+  ServiceManagerOptions options;
+  options.socket_path = socket_;
+  ASSERT_OK_AND_ASSIGN(auto client, ServiceManager::Connect(options));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_guarded, client->Lookup("mp.guarded"));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection to_open, client->Lookup("mp.open"));
+
+  std::string out;
+  ASSERT_EQ(RunSluicectl(socket_, {"info", "mp.guarded"}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("policy:      requests up to 1048576 B; trust line 3 decides"));
+  EXPECT_THAT(
+      out, HasSubstr(absl::StrCat("connection ", to_guarded.connection_id, ": pid ", ::getpid())));
+  EXPECT_THAT(out, HasSubstr("(policy: large requests sealed)"));
+  ASSERT_EQ(RunSluicectl(socket_, {"info", "mp.guarded", "--json"}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("\"policy\":{\"max_request_size\":1048576,\"trust_line\":3}"));
+  EXPECT_THAT(out, HasSubstr("\"policy_distrusts\":true"));
+
+  ASSERT_EQ(RunSluicectl(socket_, {"info", "mp.open"}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("policy:      no limit line; trust line 4 decides"));
+  EXPECT_THAT(out, Not(HasSubstr("sealed")));
+  ASSERT_EQ(RunSluicectl(socket_, {"info", "mp.open", "--json"}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("\"policy\":{\"max_request_size\":null,\"trust_line\":4}"));
+  EXPECT_THAT(out, HasSubstr("\"policy_distrusts\":false"));
 }
 
 // One request of `size` bytes to an `inspect` server: its answer ("sealed
