@@ -581,7 +581,10 @@ class ObjectScript {
   // One call on the connection; a reply with a ticket is recorded.
   Outcome Call(const sluice::CallHeader& header, bool oneway, std::span<const uint8_t> body) {
     Outcome outcome = Exchange(*conn_.channel, header, oneway, body);
-    if (outcome.reply.has_value() && outcome.reply->ok() && (*outcome.reply)->word() != 0) {
+    // A granted Acquire's word is its hold (ModelAcquire checks it).
+    if (outcome.reply.has_value() && outcome.reply->ok() && (*outcome.reply)->word() != 0 &&
+        !(header.interface_id == wire::kControlInterfaceId &&
+          header.method == wire::kAcquireMethod)) {
       const uint64_t word = (*outcome.reply)->word();
       ObjectConnection::Ticket ticket;
       ticket.ticket = static_cast<uint32_t>(word);
@@ -640,6 +643,8 @@ class ObjectScript {
     if (!outcome.reply.has_value() || !outcome.reply->ok()) return;
     uint32_t handle = 0;
     std::memcpy(&handle, body.data(), sizeof(handle));
+    // Its word names the hold, for a holder that gave up to give it back.
+    if ((*outcome.reply)->word() != wire::HoldWord(handle)) std::abort();
     ++conn_.holds[handle];
   }
   void ModelRelease(std::span<const uint8_t> body) {

@@ -335,9 +335,9 @@ absl::Status AnswerAcquire(IncomingCall& call, ExportTable& table) {
                      absl::DataLossError(absl::StrCat("Acquire carries one 4-byte handle, not ",
                                                       call.request().size(), " bytes")));
   }
-  if (absl::Status acquired = table.Acquire(CopyHandles(call)[0]); !acquired.ok()) {
-    return call.Fail(acquired);
-  }
+  const uint32_t handle = CopyHandles(call)[0];
+  if (absl::Status acquired = table.Acquire(handle); !acquired.ok()) return call.Fail(acquired);
+  call.set_reply_word(object_wire::HoldWord(handle));
   return call.Reply({});
 }
 
@@ -1104,6 +1104,20 @@ std::shared_ptr<ReplyObjects> ObjectsOfReply(ExportLink* exports, ClientChannel&
   if (link == nullptr) link = std::make_shared<ImportLink>(channel, owner);
   return std::make_shared<ReplyObjects>(std::move(link), static_cast<uint32_t>(word),
                                         /*keeps_channel=*/owner != nullptr);
+}
+
+void SettleUnreadReplyWord(ExportLink* exports, ClientChannel& channel,
+                           const std::shared_ptr<void>& owner, uint64_t word) {
+  if (!object_wire::IsHoldWord(word)) {
+    (void)ObjectsOfReply(exports, channel, owner, word);  // Settled as it goes.
+    return;
+  }
+  // Released on the channel the Acquire went on, where the hold is.
+  std::shared_ptr<ImportLink> link = exports != nullptr ? exports->PeerLink() : nullptr;
+  if (link == nullptr || &link->channel() != &channel) {
+    link = std::make_shared<ImportLink>(channel, owner);
+  }
+  link->ReleaseLateHold(object_wire::HandleOfHoldWord(word));
 }
 
 absl::StatusOr<UniqueFd> FdAt(UniqueFd fd, uint64_t field) {

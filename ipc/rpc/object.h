@@ -251,6 +251,9 @@ class ImportLink final : public ImportSource, public std::enable_shared_from_thi
     return Import(handle, borrowed);
   }
   void SettleKeeping(uint32_t ticket, std::span<const std::weak_ptr<RemoteObject>> taken) override;
+  // An Acquire whose caller gave up was answered after all (its reply word,
+  // object_wire::HoldWord, came back unread): gives that hold back.
+  void ReleaseLateHold(uint32_t handle) { Release(handle); }
 
  private:
   friend class RemoteObject;

@@ -87,6 +87,15 @@ inline constexpr uint64_t kOpenReverseMethod =
 // Holder to host on a reverse channel: keep object `handle` (one uint32)
 // beyond the call that lent it. Synchronous; NOT_FOUND if it is not lent.
 inline constexpr uint64_t kAcquireMethod = MethodWord(Fnv1a32("Acquire"), Fnv1a32("Handle->"));
+// The reply word of an Acquire's OK answer: the hold it made. A holder that
+// gave up on the answer (its patience ran out) finds the word among its
+// channel's unread reply words and releases the hold, which would otherwise
+// keep the object until the channel ends. Never a ticket word (those fit in
+// 32 bits); peers that predate it answer with 0.
+inline constexpr uint64_t kHoldWordTag = 0x484f4c44;  // "HOLD"
+constexpr uint64_t HoldWord(uint32_t handle) { return (kHoldWordTag << 32) | handle; }
+constexpr bool IsHoldWord(uint64_t word) { return (word >> 32) == kHoldWordTag; }
+constexpr uint32_t HandleOfHoldWord(uint64_t word) { return static_cast<uint32_t>(word); }
 // Holder to host on a reverse channel, oneway: each uint32 handle of the
 // request gives back one Acquire. Releasing what was not acquired is
 // DATA_LOSS (the reverse channel closes).

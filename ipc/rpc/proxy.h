@@ -49,6 +49,11 @@ void EndUnsentTicket(Attachments& attachments, uint32_t ticket);
 // Null for a word that is no ticket.
 std::shared_ptr<ReplyObjects> ObjectsOfReply(ExportLink* exports, ClientChannel& channel,
                                              const std::shared_ptr<void>& owner, uint64_t word);
+// The word of a reply nobody read (its caller gave up): a ticket's loans
+// end, an Acquire's hold (object_wire::HoldWord) is released; anything else
+// is ignored.
+void SettleUnreadReplyWord(ExportLink* exports, ClientChannel& channel,
+                           const std::shared_ptr<void>& owner, uint64_t word);
 
 // What a proxy over an object handle needs of the reference it calls
 // through (RemoteObject), which shares its channel with other objects.
@@ -176,12 +181,13 @@ class ProxyBase {
 
  private:
   // Replies the channel found unread (their callers gave up at their
-  // deadlines) may have lent objects by handle: with nobody to take them,
-  // their loans end now, as a Response's do when it goes.
+  // deadlines) may have lent objects by handle, or be an Acquire's late
+  // hold: with nobody to take them, their loans and holds end now, as a
+  // Response's do when it goes.
   void SettleUnreadReplies() {
     if (!channel_->HasUnreadReplyWords()) return;
     for (const uint64_t word : channel_->TakeUnreadReplyWords()) {
-      (void)internal::ObjectsOfReply(exports_.get(), *channel_, owner_, word);
+      internal::SettleUnreadReplyWord(exports_.get(), *channel_, owner_, word);
     }
   }
 

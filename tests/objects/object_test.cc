@@ -838,6 +838,32 @@ TEST(BorrowedObjects, AnAcquireItsHostNeverAnswersGivesUp) {
   EXPECT_FALSE(object->held());
   ASSERT_OK_AND_ASSIGN(auto unanswered, pair.server->Receive(absl::Now() + absl::Seconds(10)));
   EXPECT_EQ(unanswered.header().method, rpc::object_wire::kAcquireMethod);
+
+  // Answered after all, as a host answers (AnswerAcquire): the hold it made
+  // would keep the object until the channel ends. The holder's next call on
+  // the channel gives it back.
+  unanswered.set_reply_word(rpc::object_wire::HoldWord(7));
+  ASSERT_OK(unanswered.Reply({}));
+  objects::CallbackProxy proxy(*channel, channel);
+  auto notify = [&] {
+    ASSERT_OK(proxy.Notify(1));
+    ASSERT_OK_AND_ASSIGN(auto call, pair.server->Receive(absl::Now() + absl::Seconds(10)));
+    EXPECT_NE(call.header().interface_id, rpc::object_wire::kControlInterfaceId);
+  };
+  // The late answer may not have been seen by the first call's end.
+  std::optional<IncomingCall> release;
+  for (int i = 0; i < 100 && !release.has_value(); ++i) {
+    notify();
+    auto next = pair.server->Receive(absl::Now() + absl::Milliseconds(20));
+    if (next.ok()) release.emplace(*std::move(next));
+  }
+  ASSERT_TRUE(release.has_value()) << "the late hold was never released";
+  EXPECT_EQ(release->header().interface_id, rpc::object_wire::kControlInterfaceId);
+  EXPECT_EQ(release->header().method, rpc::object_wire::kReleaseMethod);
+  ASSERT_EQ(release->request().size(), sizeof(uint32_t));
+  uint32_t handle = 0;
+  std::memcpy(&handle, release->request().data(), sizeof(handle));
+  EXPECT_EQ(handle, 7u);
 }
 
 // Regression (a review of the oneway keep): a thread keeping a borrowed
