@@ -15,6 +15,7 @@
 // 3 no service manager (UNAVAILABLE), 4 NOT_FOUND, 5 PERMISSION_DENIED,
 // 6 timed out (DEADLINE_EXCEEDED).
 #include <cstdio>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -217,21 +218,28 @@ int main(int argc, char** argv) {
   }
   auto info = (*manager)->Info(arg);
   if (!info.ok()) return Fail(info.status(), json);
+  // The manager knows only what its policy file imposes; the server's own
+  // RegisterOptions may narrow both further.
+  const auto limit_json = [](const std::optional<uint64_t>& limit) {
+    return limit.has_value() ? absl::StrCat(*limit) : std::string("null");
+  };
   if (json) {
     std::vector<std::string> conns;
     for (const auto& c : info->connections) {
-      conns.push_back(
-          absl::StrCat("{\"connection_id\":", c.connection_id, ",\"client\":", JsonCreds(c.client),
-                       ",\"policy_distrusts\":", c.policy_distrusts ? "true" : "false", "}"));
+      conns.push_back(absl::StrCat(
+          "{\"connection_id\":", c.connection_id, ",\"client\":", JsonCreds(c.client),
+          ",\"policy_distrusts\":", c.policy_distrusts ? "true" : "false",
+          ",\"policy_max_request_size\":", limit_json(c.policy_max_request_size), "}"));
     }
     std::string entry = JsonEntry(info->service);
     entry.pop_back();  // Extend the service object with its policy and connections.
-    const std::string limit = info->policy_max_request_size.has_value()
-                                  ? absl::StrCat(*info->policy_max_request_size)
-                                  : "null";
-    std::printf(
-        "%s,\"policy\":{\"max_request_size\":%s,\"trust_line\":%u},\"connection_list\":[%s]}\n",
-        entry.c_str(), limit.c_str(), info->policy_trust_line, absl::StrJoin(conns, ",").c_str());
+    const std::string policy =
+        info->policy_reported
+            ? absl::StrCat("{\"max_request_size\":", limit_json(info->policy_max_request_size),
+                           ",\"trust_line\":", info->policy_trust_line, "}")
+            : "null";
+    std::printf("%s,\"policy\":%s,\"connection_list\":[%s]}\n", entry.c_str(), policy.c_str(),
+                absl::StrJoin(conns, ",").c_str());
   } else {
     const auto& s = info->service;
     std::printf(
@@ -242,20 +250,29 @@ int main(int argc, char** argv) {
         static_cast<unsigned long long>(s.total_connections), s.geometry.slot_count,
         static_cast<unsigned long long>(s.geometry.request_arena_size),
         static_cast<unsigned long long>(s.geometry.reply_arena_size));
-    // The manager knows only what its policy file imposes; the server's own
-    // RegisterOptions may narrow both further.
-    const std::string limit =
-        info->policy_max_request_size.has_value()
-            ? absl::StrCat("requests up to ", *info->policy_max_request_size, " B")
-            : "no limit line";
-    const std::string trust = info->policy_trust_line != 0
-                                  ? absl::StrCat("trust line ", info->policy_trust_line, " decides")
-                                  : "no trust line (the server's TrustPolicy decides)";
-    std::printf("policy:      %s; %s\n", limit.c_str(), trust.c_str());
+    if (!info->policy_reported) {
+      std::printf("policy:      not reported by this service manager\n");
+    } else {
+      const std::string limit =
+          info->policy_max_request_size.has_value()
+              ? absl::StrCat("requests up to ", *info->policy_max_request_size, " B")
+              : "no limit line";
+      const std::string trust =
+          info->policy_trust_line != 0
+              ? absl::StrCat("trust line ", info->policy_trust_line, " decides")
+              : "no trust line (the server's TrustPolicy decides)";
+      std::printf("policy:      %s; %s (for new connections)\n", limit.c_str(), trust.c_str());
+    }
+    // Each connection as the policy found it when it was made.
     for (const auto& c : info->connections) {
+      std::string imposed;
+      if (c.policy_max_request_size.has_value()) {
+        absl::StrAppend(&imposed, " (policy: requests up to ", *c.policy_max_request_size, " B)");
+      }
+      if (c.policy_distrusts) absl::StrAppend(&imposed, " (policy: large requests sealed)");
       std::printf("  connection %llu: pid %d uid %u gid %u%s\n",
                   static_cast<unsigned long long>(c.connection_id), c.client.pid, c.client.uid,
-                  c.client.gid, c.policy_distrusts ? " (policy: large requests sealed)" : "");
+                  c.client.gid, imposed.c_str());
     }
   }
   return kExitOk;

@@ -424,8 +424,8 @@ absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time
   const auto& spin = endpoint_->options().spin;
   absl::Status result = absl::OkStatus();
   for (;;) {
-    // Spinning publishes nothing: a store to our words here would pull their
-    // cache line away from the server, which polls the doorbell beside it.
+    // Spinning publishes nothing: a store to our settled line here would
+    // pull it away from the server, which reads it on every call.
     if (spin.call_spin > absl::ZeroDuration() &&
         endpoint_->PeerOnAnotherCpu(
             endpoint_->server_words().activity.load(std::memory_order_relaxed))) {

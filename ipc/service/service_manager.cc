@@ -786,10 +786,16 @@ absl::StatusOr<ServiceDetails> ServiceManager::Info(absl::string_view name) {
   out.service = EntryFromWire(*info->service());
   if (info->connections() != nullptr) {
     for (const wire::ConnectionInfo* c : *info->connections()) {
-      out.connections.push_back({c->connection_id(), service_wire::CredentialsFromWire(c->client()),
-                                 c->policy_distrusts()});
+      ServiceDetails::Connection& connection = out.connections.emplace_back();
+      connection.connection_id = c->connection_id();
+      connection.client = service_wire::CredentialsFromWire(c->client());
+      connection.policy_distrusts = c->policy_distrusts();
+      if (c->policy_max_request_size() != 0) {
+        connection.policy_max_request_size = c->policy_max_request_size();
+      }
     }
   }
+  out.policy_reported = info->policy_reported();
   if (info->policy_max_request_size() != 0) {
     out.policy_max_request_size = info->policy_max_request_size();
   }

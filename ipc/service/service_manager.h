@@ -163,15 +163,21 @@ struct ServiceDetails {
   struct Connection {
     uint64_t connection_id = 0;
     PeerCredentials client;
-    // The manager's policy does not trust this client for this service: its
-    // large requests arrive sealed whatever the server registered with.
+    // What the manager's policy imposed on this connection when it was
+    // made (a reload applies only to later ones): it did not trust this
+    // client, whose large requests therefore arrive sealed whatever the
+    // server registered with; its `limit` on requests (nullopt: none).
     bool policy_distrusts = false;
+    std::optional<uint64_t> policy_max_request_size;
   };
   std::vector<Connection> connections;
-  // What the manager's policy file imposes on the service (only ever
-  // narrowing the server's own RegisterOptions, which the manager does not
-  // know): its `limit` on requests (nullopt: none) and the line number of
-  // the `trust` line that decides who may be read in place (0: none).
+  // What the manager's policy file imposes on the service's next
+  // connections (only ever narrowing the server's own RegisterOptions,
+  // which the manager does not know): its `limit` on requests (nullopt:
+  // none) and the line of the `trust` setting that decides who may be read
+  // in place (0: none). False `policy_reported`: a manager that predates
+  // these, and the rest of them mean nothing.
+  bool policy_reported = false;
   std::optional<uint64_t> policy_max_request_size;
   uint32_t policy_trust_line = 0;
 };

@@ -198,14 +198,16 @@ void Registry::Lookup(uint64_t connection, uint64_t request_id, const std::strin
     return Reply(connection, request_id, material.status());
   }
   const uint64_t record_id = next_record_id_++;
+  // Read from the policy now, so a reload applies to every connection made
+  // after it and to none made before.
+  const uint64_t policy_limit = policy_.MaxRequestSize(name).value_or(0);
+  const bool policy_distrusts = !policy_.MayTrust(name, client->creds);
   {
     flatbuffers::FlatBufferBuilder builder(128);
     const wire::Credentials creds = service_wire::CredentialsToWire(client->creds);
-    // Read from the policy now, so a reload applies to every connection
-    // made after it and to none made before.
-    auto body = wire::CreateNewConnectionEvent(
-        builder, builder.CreateString(name), record_id, &creds, material->region_size,
-        policy_.MaxRequestSize(name).value_or(0), !policy_.MayTrust(name, client->creds));
+    auto body =
+        wire::CreateNewConnectionEvent(builder, builder.CreateString(name), record_id, &creds,
+                                       material->region_size, policy_limit, policy_distrusts);
     service_wire::FinishEnvelope(builder, 0, absl::OkStatus(), wire::Body::NewConnectionEvent,
                                  body.Union());
     if (!outbox_.Send(service.owner, Encode(builder, std::move(material->server_fds)))) {
@@ -226,7 +228,8 @@ void Registry::Lookup(uint64_t connection, uint64_t request_id, const std::strin
   }
   ++service.total_connections;
   service.records.insert(record_id);
-  records_.emplace(record_id, Record{name, service.owner, connection, client->creds});
+  records_.emplace(record_id, Record{name, service.owner, connection, client->creds, policy_limit,
+                                     policy_distrusts});
   client->client_records.push_back(record_id);
   // Bound what a long-lived client can make us remember.
   while (client->client_records.size() > limits_.records_per_client) {
@@ -391,15 +394,17 @@ void Registry::Info(uint64_t connection, uint64_t request_id, const std::string&
     auto record = records_.find(record_id);
     if (record == records_.end()) continue;
     const wire::Credentials client = service_wire::CredentialsToWire(record->second.client_creds);
-    connections.push_back(wire::CreateConnectionInfo(
-        builder, record_id, &client, !policy_.MayTrust(s.name, record->second.client_creds)));
+    connections.push_back(wire::CreateConnectionInfo(builder, record_id, &client,
+                                                     record->second.policy_distrusts,
+                                                     record->second.policy_max_request_size));
   }
   auto connections_offset = builder.CreateVector(connections);
   auto info = ServiceInfoToWire(builder, s.name, s.owner_creds, s.records.size(),
                                 s.total_connections, s.geometry);
   auto body =
       wire::CreateInfoReply(builder, info, connections_offset,
-                            policy_.MaxRequestSize(s.name).value_or(0), policy_.TrustLine(s.name));
+                            policy_.MaxRequestSize(s.name).value_or(0), policy_.TrustLine(s.name),
+                            /*policy_reported=*/true);
   service_wire::FinishEnvelope(builder, request_id, absl::OkStatus(), wire::Body::InfoReply,
                                body.Union());
   outbox_.Send(connection, Encode(builder));

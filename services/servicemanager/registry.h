@@ -152,6 +152,11 @@ class Registry {
     uint64_t server = 0;
     uint64_t client = 0;
     PeerCredentials client_creds;
+    // What the policy imposed when the connection was made (a reload applies
+    // only to later ones): its `limit` (0: none) and whether a `trust` line
+    // left this client out.
+    uint64_t policy_max_request_size = 0;
+    bool policy_distrusts = false;
   };
   // A look-up whose reply waits for the server's ConnectionAck; holds the
   // client's half of the channel until then.

@@ -788,20 +788,30 @@ TEST_F(DaemonBinaryTest, SluicectlInfoShowsThePolicysLimitAndWhomItDistrusts) {
 
   std::string out;
   ASSERT_EQ(RunSluicectl(socket_, {"info", "mp.guarded"}, &out), 0) << out;
-  EXPECT_THAT(out, HasSubstr("policy:      requests up to 1048576 B; trust line 3 decides"));
-  EXPECT_THAT(
-      out, HasSubstr(absl::StrCat("connection ", to_guarded.connection_id, ": pid ", ::getpid())));
-  EXPECT_THAT(out, HasSubstr("(policy: large requests sealed)"));
+  EXPECT_THAT(out, HasSubstr("policy:      requests up to 1048576 B; trust line 3 decides (for "
+                             "new connections)"));
+  EXPECT_THAT(out, HasSubstr(absl::StrCat(
+                       "connection ", to_guarded.connection_id, ": pid ", ::getpid(), " uid ",
+                       ::getuid(), " gid ", ::getgid(),
+                       " (policy: requests up to 1048576 B) (policy: large requests sealed)")));
   ASSERT_EQ(RunSluicectl(socket_, {"info", "mp.guarded", "--json"}, &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("\"policy\":{\"max_request_size\":1048576,\"trust_line\":3}"));
-  EXPECT_THAT(out, HasSubstr("\"policy_distrusts\":true"));
+  EXPECT_THAT(out, HasSubstr("\"policy_distrusts\":true,\"policy_max_request_size\":1048576"));
 
   ASSERT_EQ(RunSluicectl(socket_, {"info", "mp.open"}, &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("policy:      no limit line; trust line 4 decides"));
-  EXPECT_THAT(out, Not(HasSubstr("sealed")));
+  EXPECT_THAT(out, Not(HasSubstr("(policy:")));
   ASSERT_EQ(RunSluicectl(socket_, {"info", "mp.open", "--json"}, &out), 0) << out;
   EXPECT_THAT(out, HasSubstr("\"policy\":{\"max_request_size\":null,\"trust_line\":4}"));
-  EXPECT_THAT(out, HasSubstr("\"policy_distrusts\":false"));
+  EXPECT_THAT(out, HasSubstr("\"policy_distrusts\":false,\"policy_max_request_size\":null"));
+
+  // A reload changes what new connections get, not what the old one got.
+  WritePolicy("allow * * uid:self\nlimit mp.guarded 2MiB\n");
+  ASSERT_OK(daemon_->Kill(SIGHUP));
+  ASSERT_THAT(LogLineWith("policy reload"), HasSubstr("policy reloaded"));
+  ASSERT_EQ(RunSluicectl(socket_, {"info", "mp.guarded", "--json"}, &out), 0) << out;
+  EXPECT_THAT(out, HasSubstr("\"policy\":{\"max_request_size\":2097152,\"trust_line\":0}"));
+  EXPECT_THAT(out, HasSubstr("\"policy_distrusts\":true,\"policy_max_request_size\":1048576"));
 }
 
 // One request of `size` bytes to an `inspect` server: its answer ("sealed
