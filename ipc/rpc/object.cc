@@ -1095,14 +1095,28 @@ absl::StatusOr<std::shared_ptr<RemoteObject>> ImportFromReply(ReplyObjects* lent
   return lent->Take(handle);
 }
 
+namespace {
+
+// Where a reply word's objects or holds on `channel` are handled: the
+// proxy's ExportLink's link to its peer, or, for a proxy without one (over a
+// bare channel), a link of the word's own, which works the same, only not
+// shared with others.
+std::shared_ptr<ImportLink> LinkOnChannel(ExportLink* exports, ClientChannel& channel,
+                                          const std::shared_ptr<void>& owner) {
+  std::shared_ptr<ImportLink> link = exports != nullptr ? exports->PeerLink() : nullptr;
+  if (link == nullptr || &link->channel() != &channel) {
+    link = std::make_shared<ImportLink>(channel, owner);
+  }
+  return link;
+}
+
+}  // namespace
+
 std::shared_ptr<ReplyObjects> ObjectsOfReply(ExportLink* exports, ClientChannel& channel,
                                              const std::shared_ptr<void>& owner, uint64_t word) {
   if (!object_wire::IsTicketWord(word)) return nullptr;
-  // A proxy without an ExportLink (over a bare channel) gets a link of this
-  // reply's own: its objects work the same, only not shared with others.
-  std::shared_ptr<ImportLink> link = exports != nullptr ? exports->PeerLink() : nullptr;
-  if (link == nullptr) link = std::make_shared<ImportLink>(channel, owner);
-  return std::make_shared<ReplyObjects>(std::move(link), static_cast<uint32_t>(word),
+  return std::make_shared<ReplyObjects>(LinkOnChannel(exports, channel, owner),
+                                        static_cast<uint32_t>(word),
                                         /*keeps_channel=*/owner != nullptr);
 }
 
@@ -1113,11 +1127,7 @@ void SettleUnreadReplyWord(ExportLink* exports, ClientChannel& channel,
     return;
   }
   // Released on the channel the Acquire went on, where the hold is.
-  std::shared_ptr<ImportLink> link = exports != nullptr ? exports->PeerLink() : nullptr;
-  if (link == nullptr || &link->channel() != &channel) {
-    link = std::make_shared<ImportLink>(channel, owner);
-  }
-  link->ReleaseLateHold(object_wire::HandleOfHoldWord(word));
+  LinkOnChannel(exports, channel, owner)->ReleaseLateHold(object_wire::HandleOfHoldWord(word));
 }
 
 absl::StatusOr<UniqueFd> FdAt(UniqueFd fd, uint64_t field) {

@@ -205,20 +205,23 @@ std::optional<uint64_t> Policy::MaxRequestSize(absl::string_view name) const {
   return std::nullopt;
 }
 
-bool Policy::MayTrust(absl::string_view name, const PeerCredentials& client) const {
+const Policy::Trust* Policy::TrustFor(absl::string_view name) const {
   for (const Trust& trust : trusts_) {
-    if (!trust.name.Matches(name)) continue;
-    return std::any_of(trust.principals.begin(), trust.principals.end(),
-                       [&](const Principal& p) { return p.Matches(client); });
+    if (trust.name.Matches(name)) return &trust;
   }
-  return true;
+  return nullptr;
+}
+
+bool Policy::MayTrust(absl::string_view name, const PeerCredentials& client) const {
+  const Trust* trust = TrustFor(name);
+  if (trust == nullptr) return true;
+  return std::any_of(trust->principals.begin(), trust->principals.end(),
+                     [&](const Principal& p) { return p.Matches(client); });
 }
 
 int Policy::TrustLine(absl::string_view name) const {
-  for (const Trust& trust : trusts_) {
-    if (trust.name.Matches(name)) return trust.line;
-  }
-  return 0;
+  const Trust* trust = TrustFor(name);
+  return trust != nullptr ? trust->line : 0;
 }
 
 std::vector<std::string> Policy::Lint() const {

@@ -110,6 +110,9 @@ class Policy {
     int line = 0;
   };
 
+  // The first `trust` line whose pattern matches `name`: the one that decides.
+  const Trust* TrustFor(absl::string_view name) const;
+
   std::vector<Rule> rules_;
   std::vector<Limit> limits_;
   std::vector<Trust> trusts_;
