@@ -12,11 +12,14 @@
 //                 stays in the client's arena (up to 64 MiB here)
 //
 // The consumer reads every byte (a sum of words) in every case, and the
-// client checks the server's sum. Ratios are medians of the same run:
+// client checks the server's sum. Rounds run every case in turn (see
+// MeasureInterleaved); times are medians over rounds, ratios the medians of
+// each round's ratio:
 //   sealed spill / fresh floor  (target <= 1.2)
 //   trusted / reused floor      (target <= 1.2)
 //   sealed spill / copy floor   (target <= 1.3)
-// and the fixed cost of one spilled message (sealed minus fresh at 128 KiB).
+// and the fixed cost of one spilled message (the median of each round's
+// sealed minus fresh at 128 KiB).
 //
 //   sluice_large_bench [--quick] [--sizes_mib=1,4,64,256]
 #include <fcntl.h>
@@ -29,11 +32,13 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "bench/harness.h"
@@ -121,21 +126,35 @@ int RunSocketServer() {
   }
 }
 
-double MedianUs(std::vector<int64_t> nanos) {
-  std::sort(nanos.begin(), nanos.end());
-  return nanos.empty() ? 0 : static_cast<double>(nanos[nanos.size() / 2]) / 1000.0;
+template <typename T>
+double Median(std::vector<T> values) {
+  std::sort(values.begin(), values.end());
+  return values.empty() ? 0 : static_cast<double>(values[values.size() / 2]);
 }
 
-template <typename Body>
-double Measure(int reps, Body&& body) {
-  std::vector<int64_t> nanos;
-  body();  // Warm-up.
-  for (int i = 0; i < reps; ++i) {
-    const int64_t t0 = NowNanos();
-    body();
-    nanos.push_back(NowNanos() - t0);
+// Rounds of every case in turn, in an order that rotates between rounds;
+// within its turn a case runs `block` + 1 times back to back and the first
+// run is not counted (the server's threads and caches settle back onto the
+// case). Returns, per case, each round's median: ratios are then taken
+// round by round, within the same few milliseconds, so the host's drift
+// (its speed changes over seconds) falls on both sides of each alike.
+std::vector<std::vector<double>> MeasureInterleaved(
+    int rounds, int block, std::span<const absl::FunctionRef<void()>> cases) {
+  std::vector<std::vector<double>> medians(cases.size());
+  for (int round = 0; round < rounds; ++round) {
+    for (size_t k = 0; k < cases.size(); ++k) {
+      const size_t c = (k + static_cast<size_t>(round)) % cases.size();
+      cases[c]();
+      std::vector<int64_t> nanos;
+      for (int i = 0; i < block; ++i) {
+        const int64_t t0 = NowNanos();
+        cases[c]();
+        nanos.push_back(NowNanos() - t0);
+      }
+      medians[c].push_back(Median(std::move(nanos)));
+    }
   }
-  return MedianUs(std::move(nanos));
+  return medians;
 }
 
 void Check(uint64_t got, uint64_t want, const char* what) {
@@ -189,17 +208,19 @@ int RunClient() {
               "copy", "unix sock", "sealed", "trusted", "seal/fr", "trus/re", "seal/cp");
   double fixed_cost_us = 0;
   for (size_t size : sizes) {
-    const int reps = quick                        ? 3
-                     : size >= (size_t{64} << 20) ? 5
-                     : size >= (size_t{4} << 20)  ? 15
-                                                  : 41;
+    const int rounds = quick ? 1 : size >= (size_t{64} << 20) ? 3 : 7;
+    const int block = quick                         ? 2
+                      : size >= (size_t{256} << 20) ? 2
+                      : size >= (size_t{64} << 20)  ? 3
+                      : size >= (size_t{4} << 20)   ? 5
+                                                    : 15;
     std::vector<uint8_t> source(size);
     Fill(source.data(), size, 7);
     const uint64_t want = SumBytes(source.data(), size);
     std::vector<uint8_t> reused(size);
     Fill(reused.data(), size, 1);
 
-    const double fresh = Measure(reps, [&] {
+    auto fresh = [&] {
       UniqueFd fd(::memfd_create("bench-fresh", MFD_CLOEXEC));
       (void)!::ftruncate(fd.get(), static_cast<off_t>(size));
       auto* p = static_cast<uint8_t*>(
@@ -207,16 +228,16 @@ int RunClient() {
       Fill(p, size, 7);
       Check(SumBytes(p, size), want, "fresh floor");
       ::munmap(p, size);
-    });
-    const double reuse = Measure(reps, [&] {
+    };
+    auto reuse = [&] {
       Fill(reused.data(), size, 7);
       Check(SumBytes(reused.data(), size), want, "reused floor");
-    });
-    const double copy = Measure(reps, [&] {
+    };
+    auto copy = [&] {
       std::memcpy(reused.data(), source.data(), size);
       Check(SumBytes(reused.data(), size), want, "copy floor");
-    });
-    const double unix_socket = Measure(reps, [&] {
+    };
+    auto unix_socket = [&] {
       uint64_t header = size;
       (void)!::send(pair[0], &header, 8, MSG_NOSIGNAL);
       size_t sent = 0;
@@ -229,7 +250,7 @@ int RunClient() {
       if (::recv(pair[0], &sum, 8, MSG_WAITALL) != 8)
         Die(absl::InternalError("recv"), "unix socket");
       Check(sum, want, "unix socket");
-    });
+    };
     auto call = [&](BenchServiceProxy& proxy, const char* what) {
       auto ack = proxy.Send(
           [&](flatbuffers::FlatBufferBuilder& fbb) {
@@ -242,21 +263,42 @@ int RunClient() {
       if (!ack.ok()) Die(ack.status(), what);
       Check((*ack)->checksum(), want, what);
     };
-    const double sealed_us = Measure(reps, [&] { call(sealed->proxy(), "sealed"); });
+    auto sealed_call = [&] { call(sealed->proxy(), "sealed"); };
+    auto trusted_call = [&] { call(trusted->proxy(), "trusted"); };
+    // The 256 MiB trusted case needs an arena over the manager's region cap.
     const bool trusted_fits = size <= (size_t{64} << 20);
-    const double trusted_us =
-        trusted_fits ? Measure(reps, [&] { call(trusted->proxy(), "trusted"); }) : 0;
-    if (size == (size_t{128} << 10)) fixed_cost_us = sealed_us - fresh;
+    enum { kFresh, kReused, kCopy, kSocket, kSealed, kTrusted };
+    std::vector<absl::FunctionRef<void()>> cases = {fresh, reuse, copy, unix_socket, sealed_call};
+    if (trusted_fits) cases.push_back(trusted_call);
+    const std::vector<std::vector<double>> nanos = MeasureInterleaved(rounds, block, cases);
+    auto median_us = [&](int c) { return Median(nanos[c]) / 1000.0; };
+    // Ratios and differences round by round, then their median: both sides
+    // of each ran within the same few milliseconds.
+    auto ratio = [&](int num, int den) {
+      std::vector<double> r;
+      for (size_t i = 0; i < nanos[num].size(); ++i) {
+        r.push_back(nanos[num][i] / nanos[den][i]);
+      }
+      return Median(std::move(r));
+    };
+    if (size == (size_t{128} << 10)) {
+      std::vector<double> d;
+      for (size_t i = 0; i < nanos[kSealed].size(); ++i) {
+        d.push_back((nanos[kSealed][i] - nanos[kFresh][i]) / 1000.0);
+      }
+      fixed_cost_us = Median(std::move(d));
+    }
     char label[32];
     std::snprintf(label, sizeof(label), size >= (1 << 20) ? "%zu MiB" : "%zu KiB",
                   size >= (1 << 20) ? size >> 20 : size >> 10);
-    std::printf("%10s %9.1fus %9.1fus %9.1fus %9.1fus %9.1fus ", label, fresh, reuse, copy,
-                unix_socket, sealed_us);
+    std::printf("%10s %9.1fus %9.1fus %9.1fus %9.1fus %9.1fus ", label, median_us(kFresh),
+                median_us(kReused), median_us(kCopy), median_us(kSocket), median_us(kSealed));
     if (trusted_fits) {
-      std::printf("%9.1fus | %6.2fx %6.2fx %6.2fx\n", trusted_us, sealed_us / fresh,
-                  trusted_us / reuse, sealed_us / copy);
+      std::printf("%9.1fus | %6.2fx %6.2fx %6.2fx\n", median_us(kTrusted), ratio(kSealed, kFresh),
+                  ratio(kTrusted, kReused), ratio(kSealed, kCopy));
     } else {
-      std::printf("%11s | %6.2fx %7s %6.2fx\n", "n/a", sealed_us / fresh, "n/a", sealed_us / copy);
+      std::printf("%11s | %6.2fx %7s %6.2fx\n", "n/a", ratio(kSealed, kFresh), "n/a",
+                  ratio(kSealed, kCopy));
     }
   }
   std::printf(

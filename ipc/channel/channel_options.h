@@ -18,8 +18,18 @@ struct SpinPolicy {
   absl::Duration call_spin = absl::Microseconds(150);
   // A server thread that just answered a call spins this long for the next.
   absl::Duration serve_spin = absl::Microseconds(150);
+  // A server thread polls this much longer, once per answer or wake-up,
+  // while its client fills a request that did not fit the arena (it goes in
+  // a memfd of its own, whose fresh pages take microseconds each to fill):
+  // such a request is often still being filled when serve_spin runs out,
+  // and the wake-up it would then need costs as much as the rest of a
+  // 128 KiB call. A client that starts one also wakes a sleeping server
+  // thread at once, so that the wake-up overlaps the filling.
+  absl::Duration build_spin = absl::Microseconds(500);
 
-  static SpinPolicy NeverSpin() { return {absl::ZeroDuration(), absl::ZeroDuration()}; }
+  static SpinPolicy NeverSpin() {
+    return {absl::ZeroDuration(), absl::ZeroDuration(), absl::ZeroDuration()};
+  }
 };
 
 // Which peers a side lets send large messages in place, in the arena the

@@ -73,14 +73,22 @@ static_assert(sizeof(ChannelHeader) == 112);
 static_assert(std::is_trivially_copyable_v<ChannelHeader>);
 
 // What a side is doing, published so the other side can choose between
-// spinning and sleeping. Bits 0-1: ActivityState; bits 8-31: CPU + 1 (0 means
-// unknown).
-enum class ActivityState : uint32_t { kUnknown = 0, kRunning = 1, kSpinning = 2, kSleeping = 3 };
+// spinning and sleeping. Bits 0-2: ActivityState; bits 8-31: CPU + 1 (0 means
+// unknown). kBuilding (a client only): filling a request in a memfd of its
+// own, which its server may poll for (SpinPolicy::build_spin). A hint: a peer
+// that lies about it only makes the other side poll or sleep.
+enum class ActivityState : uint32_t {
+  kUnknown = 0,
+  kRunning = 1,
+  kSpinning = 2,
+  kSleeping = 3,
+  kBuilding = 4,
+};
 inline constexpr uint32_t EncodeActivity(ActivityState state, int cpu) {
   return static_cast<uint32_t>(state) | (static_cast<uint32_t>(cpu + 1) << 8);
 }
 inline constexpr ActivityState ActivityStateOf(uint32_t word) {
-  return static_cast<ActivityState>(word & 3);
+  return static_cast<ActivityState>(word & 7);
 }
 inline constexpr int ActivityCpuOf(uint32_t word) { return static_cast<int>(word >> 8) - 1; }
 

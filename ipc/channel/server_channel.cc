@@ -252,6 +252,7 @@ void ServerChannel::Close(absl::Status why) { endpoint_->Terminate(std::move(why
 absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
   auto& client_words = endpoint_->client_words();
   auto& server_words = endpoint_->server_words();
+  bool build_polled = false;  // Once per Receive: the client's word is only a hint.
   for (;;) {
     if (absl::Status health = endpoint_->health(); !health.ok()) return health;
     {
@@ -267,7 +268,10 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
     // runs on another CPU, the next request is likely microseconds away.
     // The spin polls the slots themselves, not the doorbell: the client's
     // doorbell increment then stays in its own cache instead of bouncing.
-    const int64_t spin_until = PollUntilNanos();
+    int64_t spin_until = PollUntilNanos();
+    if (internal::MonotonicNanos() >= spin_until && !std::exchange(build_polled, true)) {
+      spin_until = BuildPollUntilNanos();
+    }
     if (internal::MonotonicNanos() < spin_until) {
       const absl::Duration budget = absl::Nanoseconds(spin_until - internal::MonotonicNanos());
       BeginPoll();
@@ -300,6 +304,17 @@ int64_t ServerChannel::PollUntilNanos() const {
     return 0;
   }
   return last_completion_ns_.load(std::memory_order_relaxed) + absl::ToInt64Nanoseconds(spin);
+}
+
+int64_t ServerChannel::BuildPollUntilNanos() const {
+  const absl::Duration spin = endpoint_->options().spin.build_spin;
+  const uint32_t activity = endpoint_->client_words().activity.load(std::memory_order_relaxed);
+  if (spin <= absl::ZeroDuration() ||
+      channel_layout::ActivityStateOf(activity) != ActivityState::kBuilding ||
+      !endpoint_->PeerOnAnotherCpu(activity)) {
+    return 0;
+  }
+  return internal::MonotonicNanos() + absl::ToInt64Nanoseconds(spin);
 }
 
 bool ServerChannel::AnyRequestPending(bool with_queued_oneways) const {

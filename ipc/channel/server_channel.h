@@ -201,6 +201,7 @@ class ServerChannel {
   bool AnyRequestPending(bool with_queued_oneways = false) const;
   // As ServerWaiting: Receive polls and spins the same way.
   int64_t PollUntilNanos() const;
+  int64_t BuildPollUntilNanos() const;
   void BeginPoll();
   void EndPoll();
   // Wakes one other server thread waiting for requests, on the doorbell or

@@ -66,6 +66,11 @@ class ServerWaiting {
   // SpinPolicy::serve_spin of the last answer, and only while the client
   // last ran on another CPU. 0 when it does not.
   int64_t PollUntilNanos() const { return channel_->PollUntilNanos(); }
+  // Until when to poll on for a request the client announced it is filling
+  // in a memfd of its own (SpinPolicy::build_spin from now), or 0: the
+  // client is not, or runs on this CPU. A hint the client sets: ask once per
+  // answer or wake-up, never in a loop.
+  int64_t BuildPollUntilNanos() const { return channel_->BuildPollUntilNanos(); }
 
   // --- Waiting on the bell, for more channels than a futex_waitv holds ---
   // ListenOnBell(kick) once makes the client ring bell() (the liveness

@@ -541,6 +541,13 @@ bool ServerPool::WaitOnBells(absl::Time deadline) {
   return true;
 }
 
+int64_t ServerPool::BuildPollUntil(const Snapshot& local) {
+  if (local.size() > kMaxChannelsPolled) return 0;
+  int64_t until = 0;
+  for (const auto& entry : local) until = std::max(until, entry->waiting().BuildPollUntilNanos());
+  return until;
+}
+
 void ServerPool::Worker(Thread* self) {
   WorkerSleeper sleeper(*this);
   ThreadCalls::Current().set_sleeper(&sleeper);
@@ -552,6 +559,10 @@ void ServerPool::Worker(Thread* self) {
   size_t next = 0;  // Where the next scan of `local` starts (ServeOne).
   int64_t poll_until = 0;
   uint32_t polls = 0;
+  // Whether this thread has asked for a client filling a spilled request
+  // (BuildPollUntil) since its last answer or wake-up: only once, as the
+  // client's announcement is a hint it may never act on.
+  bool build_polled = false;
   // Threads beyond max_threads wait for a while only (then may retire).
   const auto sleep_deadline = [this] {
     MutexLock lock(&mu_);
@@ -596,6 +607,7 @@ void ServerPool::Worker(Thread* self) {
                 ? local[(next + local.size() - 1) % local.size()]->waiting().PollUntilNanos()
                 : 0;
         poll_until = until == 0 ? 0 : std::max(poll_until, until);
+        build_polled = false;
       }
       if (took != Took::kNothing) continue;
       // The clock is read every 16th look only: a read costs about as much
@@ -615,9 +627,16 @@ void ServerPool::Worker(Thread* self) {
         internal::CpuRelax();
         continue;
       }
+      if (!std::exchange(build_polled, true)) {
+        if (const int64_t until = BuildPollUntil(local); until != 0) {
+          poll_until = until;
+          continue;
+        }
+      }
       EndPolling(polled);
       poll_until = 0;
       woke = SleepOnDoorbells(local, polled, &next, waits, changed, sleep_deadline());
+      build_polled = false;
     }
     if (!woke) {
       MutexLock lock(&mu_);

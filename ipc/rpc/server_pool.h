@@ -158,6 +158,9 @@ class ServerPool final : private NestedSource {
   // the last one found work, so no channel is always looked at last.
   Took ServeOne(const Snapshot& local, Snapshot& polled, size_t* next);
   static void EndPolling(Snapshot& polled);
+  // The latest of the channels' BuildPollUntilNanos (0 when none says to
+  // poll, or there are more channels than a thread polls).
+  static int64_t BuildPollUntil(const Snapshot& local);
   // NestedSource: a thread waiting in `chain` claims its requests itself.
   bool PendingFor(uint64_t chain) override;
   void TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out) override;

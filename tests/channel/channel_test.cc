@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -29,6 +30,7 @@
 #include "ipc/channel/server_channel.h"
 #include "ipc/channel/server_waiting.h"
 #include "ipc/socket/unix_socket.h"
+#include "ipc/sync/spin.h"
 #include "ipc/testing/subprocess.h"
 #include "tests/channel/echo_protocol.h"
 #include "tests/testing/channel_pair.h"
@@ -835,6 +837,78 @@ TEST_F(ChannelFaultTest, ServerKilledMidCallFailsTheCallerWithPeerDead) {
     EXPECT_TRUE(IsPeerDead(client.BeginCall(16).status()));
   }
   ExpectNothingLeaked();
+}
+
+// Runs `body` on a thread pinned to `cpu`.
+void OnCpu(int cpu, absl::FunctionRef<void()> body) {
+  std::thread([&] {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    ASSERT_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+    body();
+  }).join();
+}
+
+// A client filling a request that did not fit its arena says so, and only
+// then, for spills up to 256 KiB: the server polls on for it once
+// (SpinPolicy::build_spin) instead of sleeping, if the client runs on
+// another CPU; a wake-up at BeginCall does not disturb a sleeping Receive.
+TEST_F(ChannelFaultTest, AClientFillingASpilledRequestKeepsTheServerPollingFromAnotherCpu) {
+  cpu_set_t allowed;
+  ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+  std::vector<int> cpus;
+  for (int cpu = 0; cpu < CPU_SETSIZE && cpus.size() < 2; ++cpu) {
+    if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
+  }
+  if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
+  channel_layout::Geometry geometry;
+  geometry.request_arena_size = 64 * 1024;
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher_, geometry));
+  ServerWaiting server(*pair.server);
+  // The server sleeps in Receive meanwhile, as a pool thread would.
+  std::atomic<bool> received{false};
+  std::thread receiver([&] {
+    absl::StatusOr<IncomingCall> call = pair.server->Receive(absl::Now() + absl::Seconds(30));
+    ASSERT_OK(call);
+    received = true;
+    ASSERT_OK_AND_ASSIGN(std::span<std::byte> out, call->ReserveReply(call->request().size()));
+    std::copy(call->request().begin(), call->request().end(), out.begin());
+    EXPECT_OK(call->Reply(out.first(call->request().size())));
+  });
+  auto building_as_seen_from = [&](int cpu) {
+    int64_t until = 0;
+    OnCpu(cpu, [&] { until = server.BuildPollUntilNanos(); });
+    return until;
+  };
+  std::optional<OutgoingCall> call;
+  OnCpu(cpus[0], [&] {
+    ASSERT_OK_AND_ASSIGN(OutgoingCall in_arena, pair.client->BeginCall(1024));
+    EXPECT_FALSE(in_arena.spilled());
+  });
+  EXPECT_EQ(building_as_seen_from(cpus[1]), 0) << "a call in the arena is no build to wait for";
+  OnCpu(cpus[0], [&] {
+    ASSERT_OK_AND_ASSIGN(OutgoingCall large, pair.client->BeginCall(1 << 20));
+    EXPECT_TRUE(large.spilled());
+  });
+  EXPECT_EQ(building_as_seen_from(cpus[1]), 0) << "past 256 KiB the filling outlasts any poll";
+  OnCpu(cpus[0], [&] {
+    ASSERT_OK_AND_ASSIGN(OutgoingCall spilled, pair.client->BeginCall(128 * 1024));
+    EXPECT_TRUE(spilled.spilled());
+    call.emplace(std::move(spilled));
+  });
+  const int64_t before = MonotonicNanos();
+  EXPECT_GT(building_as_seen_from(cpus[1]), before);
+  EXPECT_EQ(building_as_seen_from(cpus[0]), 0) << "a client on this CPU needs it to fill";
+  EXPECT_FALSE(received);
+  // Sent, the request is served as any other.
+  std::span<std::byte> buffer = call->buffer();
+  std::fill(buffer.begin(), buffer.begin() + 4096, std::byte{0x5a});
+  ASSERT_OK_AND_ASSIGN(Reply reply, pair.client->Call(*std::move(call), buffer.first(4096)));
+  EXPECT_EQ(reply.data().size(), 4096u);
+  EXPECT_EQ(reply.data()[4095], std::byte{0x5a});
+  receiver.join();
+  EXPECT_EQ(building_as_seen_from(cpus[1]), 0) << "the call was sent";
 }
 
 // Regression: the client's end-of-channel wake-up moved reply_seq, and a
