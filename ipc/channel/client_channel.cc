@@ -301,17 +301,16 @@ absl::StatusOr<OutgoingCall> ClientChannel::BeginCall(uint64_t capacity, absl::T
   // following it (a wake-up that finds nothing costs only that thread's
   // time). Past kMaxAnnouncedSpill the filling outlasts build_spin anyway,
   // and the wake-up is a few percent of the call.
-  const bool announce = capacity <= kMaxAnnouncedSpill;
-  if (announce) {
+  // (Threads waiting on the bell never poll for a build: no ring.)
+  if (capacity <= kMaxAnnouncedSpill) {
     endpoint_->PublishActivity(ActivityState::kBuilding);
     if (endpoint_->PeerOnAnotherCpu(
             endpoint_->server_words().activity.load(std::memory_order_relaxed))) {
-      WakeServer();
+      WakeServer(/*ring=*/false);
     }
   }
   absl::StatusOr<Region> spill = CreateSpill(capacity);
   if (!spill.ok()) {
-    if (announce) endpoint_->PublishActivity(ActivityState::kRunning);
     ReleaseUnsent(slot);
     return spill.status();
   }
@@ -323,6 +322,12 @@ void ClientChannel::ReleaseUnsent(uint32_t slot) {
   {
     MutexLock lock(&mu_);
     ReleaseSlotLocked(slot);
+  }
+  // A call dropped (or failed to send) while it was being filled is built no
+  // more: the server must not poll after its next answer for it.
+  if (channel_layout::ActivityStateOf(endpoint_->client_words().activity.load(
+          std::memory_order_relaxed)) == ActivityState::kBuilding) {
+    endpoint_->PublishActivity(ActivityState::kRunning);
   }
   WakeLocalWaiters();
 }
@@ -390,11 +395,11 @@ absl::StatusOr<uint32_t> ClientChannel::Publish(OutgoingCall& call,
 
   endpoint_->PublishActivity(ActivityState::kRunning);
   endpoint_->client_words().doorbell.fetch_add(1, std::memory_order_seq_cst);
-  WakeServer();
+  WakeServer(/*ring=*/true);
   return seq;
 }
 
-void ClientChannel::WakeServer() {
+void ClientChannel::WakeServer(bool ring) {
   // No wake-up while a server thread polls: it takes the request, and one
   // that stops polling re-checks (ServerChannel::EndPoll).
   const auto& server_words = endpoint_->server_words();
@@ -402,7 +407,9 @@ void ClientChannel::WakeServer() {
   if (server_words.sleepers.load(std::memory_order_seq_cst) > 0) {
     FutexWake(endpoint_->client_words().doorbell, 1);
   }
-  if (server_words.bell_listeners.load(std::memory_order_seq_cst) > 0) endpoint_->RingBell();
+  if (ring && server_words.bell_listeners.load(std::memory_order_seq_cst) > 0) {
+    endpoint_->RingBell();
+  }
 }
 
 absl::Status ClientChannel::Send(OutgoingCall call, std::span<const std::byte> message) {

@@ -265,9 +265,9 @@ class ClientChannel {
   void ReclaimDetachedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseSlotLocked(uint32_t slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleaseUnsent(uint32_t slot);
-  // Wakes a server thread for a request, unless one polls (a spurious wake
-  // only costs it a look).
-  void WakeServer();
+  // Wakes a server thread, unless one polls: one asleep on the doorbell, and
+  // with `ring` one waiting on the bell (a spurious wake costs it a look).
+  void WakeServer(bool ring);
   void ReleaseReply(uint32_t slot);
   void WakeLocalWaiters();
 

@@ -252,7 +252,7 @@ void ServerChannel::Close(absl::Status why) { endpoint_->Terminate(std::move(why
 absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
   auto& client_words = endpoint_->client_words();
   auto& server_words = endpoint_->server_words();
-  bool build_polled = false;  // Once per Receive: the client's word is only a hint.
+  bool build_polled = false;  // Asked since the last wake-up (BuildPollUntilNanos).
   for (;;) {
     if (absl::Status health = endpoint_->health(); !health.ok()) return health;
     {
@@ -289,6 +289,7 @@ absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
       waited = endpoint_->WaitOnPeerWord(client_words.doorbell, doorbell, deadline);
     }
     server_words.sleepers.fetch_sub(1, std::memory_order_seq_cst);
+    build_polled = false;
     if (absl::IsDeadlineExceeded(waited)) {
       return absl::DeadlineExceededError("no request before the deadline");
     }
@@ -306,12 +307,21 @@ int64_t ServerChannel::PollUntilNanos() const {
   return last_completion_ns_.load(std::memory_order_relaxed) + absl::ToInt64Nanoseconds(spin);
 }
 
-int64_t ServerChannel::BuildPollUntilNanos() const {
+int64_t ServerChannel::BuildPollUntilNanos() {
   const absl::Duration spin = endpoint_->options().spin.build_spin;
   const uint32_t activity = endpoint_->client_words().activity.load(std::memory_order_relaxed);
   if (spin <= absl::ZeroDuration() ||
       channel_layout::ActivityStateOf(activity) != ActivityState::kBuilding ||
-      !endpoint_->PeerOnAnotherCpu(activity)) {
+      channel_layout::ActivityCpuOf(activity) < 0 || !endpoint_->PeerOnAnotherCpu(activity)) {
+    return 0;
+  }
+  // Once per answer on this channel, whichever thread asks: the word is the
+  // client's to set, and a client that set it and then woke us over and
+  // over must not keep our threads polling for requests it never sends.
+  const int64_t answered = last_completion_ns_.load(std::memory_order_relaxed);
+  int64_t granted = build_poll_granted_after_.load(std::memory_order_relaxed);
+  if (granted == answered || !build_poll_granted_after_.compare_exchange_strong(
+                                 granted, answered, std::memory_order_relaxed)) {
     return 0;
   }
   return internal::MonotonicNanos() + absl::ToInt64Nanoseconds(spin);

@@ -201,7 +201,7 @@ class ServerChannel {
   bool AnyRequestPending(bool with_queued_oneways = false) const;
   // As ServerWaiting: Receive polls and spins the same way.
   int64_t PollUntilNanos() const;
-  int64_t BuildPollUntilNanos() const;
+  int64_t BuildPollUntilNanos();
   void BeginPoll();
   void EndPoll();
   // Wakes one other server thread waiting for requests, on the doorbell or
@@ -236,6 +236,9 @@ class ServerChannel {
   // MonotonicNanos() of the last completion: threads spin for new requests
   // only shortly after one, so an idle server sleeps.
   std::atomic<int64_t> last_completion_ns_{0};
+  // The last_completion_ns_ a build poll was granted after: one grant per
+  // answer, whichever thread asks (BuildPollUntilNanos).
+  std::atomic<int64_t> build_poll_granted_after_{-1};
   // Mirror of SlotState::served_seq readable without mu_, for spinning: a
   // slot whose request_seq differs holds a request nobody has taken yet.
   std::atomic<uint32_t> claimed_seq_[channel_layout::kMaxSlots] = {};

@@ -68,8 +68,10 @@ class ServerWaiting {
   int64_t PollUntilNanos() const { return channel_->PollUntilNanos(); }
   // Until when to poll on for a request the client announced it is filling
   // in a memfd of its own (SpinPolicy::build_spin from now), or 0: the
-  // client is not, or runs on this CPU. A hint the client sets: ask once per
-  // answer or wake-up, never in a loop.
+  // client is not, runs on this CPU, or a poll was granted for it since the
+  // channel's last answer (to any thread: the announcement is the client's
+  // to make, so it buys at most one poll per answer). Ask when a poll runs
+  // out or a wake-up finds nothing, not in a loop.
   int64_t BuildPollUntilNanos() const { return channel_->BuildPollUntilNanos(); }
 
   // --- Waiting on the bell, for more channels than a futex_waitv holds ---

@@ -850,11 +850,13 @@ void OnCpu(int cpu, absl::FunctionRef<void()> body) {
   }).join();
 }
 
-// A client filling a request that did not fit its arena says so, and only
-// then, for spills up to 256 KiB: the server polls on for it once
-// (SpinPolicy::build_spin) instead of sleeping, if the client runs on
-// another CPU; a wake-up at BeginCall does not disturb a sleeping Receive.
-TEST_F(ChannelFaultTest, AClientFillingASpilledRequestKeepsTheServerPollingFromAnotherCpu) {
+// A client filling a request that did not fit its arena says so, for
+// spills up to 256 KiB: a server thread asking from another CPU is granted
+// one more poll (SpinPolicy::build_spin), once per answer on the channel
+// whoever asks (the word is the client's, so it buys no more than that);
+// a client on the asking thread's CPU, or one that dropped its call, gets
+// none.
+TEST_F(ChannelFaultTest, AClientFillingASpilledRequestIsPolledForOncePerAnswerFromAnotherCpu) {
   cpu_set_t allowed;
   ASSERT_EQ(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
   std::vector<int> cpus;
@@ -862,53 +864,71 @@ TEST_F(ChannelFaultTest, AClientFillingASpilledRequestKeepsTheServerPollingFromA
     if (CPU_ISSET(cpu, &allowed)) cpus.push_back(cpu);
   }
   if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
-  channel_layout::Geometry geometry;
-  geometry.request_arena_size = 64 * 1024;
-  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher_, geometry));
-  ServerWaiting server(*pair.server);
-  // The server sleeps in Receive meanwhile, as a pool thread would.
-  std::atomic<bool> received{false};
-  std::thread receiver([&] {
-    absl::StatusOr<IncomingCall> call = pair.server->Receive(absl::Now() + absl::Seconds(30));
-    ASSERT_OK(call);
-    received = true;
-    ASSERT_OK_AND_ASSIGN(std::span<std::byte> out, call->ReserveReply(call->request().size()));
-    std::copy(call->request().begin(), call->request().end(), out.begin());
-    EXPECT_OK(call->Reply(out.first(call->request().size())));
-  });
-  auto building_as_seen_from = [&](int cpu) {
-    int64_t until = 0;
-    OnCpu(cpu, [&] { until = server.BuildPollUntilNanos(); });
-    return until;
-  };
-  std::optional<OutgoingCall> call;
-  OnCpu(cpus[0], [&] {
-    ASSERT_OK_AND_ASSIGN(OutgoingCall in_arena, pair.client->BeginCall(1024));
-    EXPECT_FALSE(in_arena.spilled());
-  });
-  EXPECT_EQ(building_as_seen_from(cpus[1]), 0) << "a call in the arena is no build to wait for";
-  OnCpu(cpus[0], [&] {
-    ASSERT_OK_AND_ASSIGN(OutgoingCall large, pair.client->BeginCall(1 << 20));
-    EXPECT_TRUE(large.spilled());
-  });
-  EXPECT_EQ(building_as_seen_from(cpus[1]), 0) << "past 256 KiB the filling outlasts any poll";
-  OnCpu(cpus[0], [&] {
-    ASSERT_OK_AND_ASSIGN(OutgoingCall spilled, pair.client->BeginCall(128 * 1024));
-    EXPECT_TRUE(spilled.spilled());
-    call.emplace(std::move(spilled));
-  });
-  const int64_t before = MonotonicNanos();
-  EXPECT_GT(building_as_seen_from(cpus[1]), before);
-  EXPECT_EQ(building_as_seen_from(cpus[0]), 0) << "a client on this CPU needs it to fill";
-  EXPECT_FALSE(received);
-  // Sent, the request is served as any other.
-  std::span<std::byte> buffer = call->buffer();
-  std::fill(buffer.begin(), buffer.begin() + 4096, std::byte{0x5a});
-  ASSERT_OK_AND_ASSIGN(Reply reply, pair.client->Call(*std::move(call), buffer.first(4096)));
-  EXPECT_EQ(reply.data().size(), 4096u);
-  EXPECT_EQ(reply.data()[4095], std::byte{0x5a});
-  receiver.join();
-  EXPECT_EQ(building_as_seen_from(cpus[1]), 0) << "the call was sent";
+  {
+    channel_layout::Geometry geometry;
+    geometry.request_arena_size = 64 * 1024;
+    ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher_, geometry));
+    ServerWaiting server(*pair.server);
+    auto poll_granted_on = [&](int cpu) {
+      int64_t until = 0;
+      OnCpu(cpu, [&] { until = server.BuildPollUntilNanos(); });
+      return until > MonotonicNanos();
+    };
+    auto begin_on = [&](int cpu, uint64_t size) {
+      std::optional<OutgoingCall> call;
+      OnCpu(cpu, [&] {
+        absl::StatusOr<OutgoingCall> begun = pair.client->BeginCall(size);
+        ASSERT_OK(begun);
+        call.emplace(*std::move(begun));
+      });
+      return call;
+    };
+    // Served by a thread that answers one call and ends, so that no server
+    // thread asks (and takes the grant) while the test does.
+    auto send = [&](std::optional<OutgoingCall> call) {
+      std::jthread echo([&] {
+        absl::StatusOr<IncomingCall> incoming = pair.server->Receive();
+        ASSERT_OK(incoming);
+        absl::StatusOr<std::span<std::byte>> out =
+            incoming->ReserveReply(incoming->request().size());
+        ASSERT_OK(out);
+        std::copy(incoming->request().begin(), incoming->request().end(), out->begin());
+        EXPECT_OK(incoming->Reply(out->first(incoming->request().size())));
+      });
+      std::span<std::byte> buffer = call->buffer();
+      std::fill(buffer.begin(), buffer.begin() + 4096, std::byte{0x5a});
+      absl::StatusOr<Reply> reply = pair.client->Call(*std::move(call), buffer.first(4096));
+      ASSERT_OK(reply);
+      EXPECT_EQ(reply->data().size(), 4096u);
+      EXPECT_EQ(reply->data()[4095], std::byte{0x5a});
+    };
+
+    ASSERT_TRUE(begin_on(cpus[0], 1024).has_value());
+    EXPECT_FALSE(poll_granted_on(cpus[1])) << "a call in the arena is no build to wait for";
+    ASSERT_TRUE(begin_on(cpus[0], 1 << 20).has_value());
+    EXPECT_FALSE(poll_granted_on(cpus[1])) << "past 256 KiB the filling outlasts any poll";
+
+    std::optional<OutgoingCall> call = begin_on(cpus[0], 128 * 1024);
+    ASSERT_TRUE(call.has_value());
+    ASSERT_TRUE(call->spilled());
+    EXPECT_FALSE(poll_granted_on(cpus[0])) << "a client on this CPU needs it to fill";
+    EXPECT_TRUE(poll_granted_on(cpus[1]));
+    EXPECT_FALSE(poll_granted_on(cpus[1])) << "granted already since the last answer";
+    send(std::move(call));
+    EXPECT_FALSE(poll_granted_on(cpus[1])) << "the call was sent";
+
+    // After an answer, the next build earns one more.
+    call = begin_on(cpus[0], 128 * 1024);
+    ASSERT_TRUE(call.has_value());
+    EXPECT_TRUE(poll_granted_on(cpus[1]));
+    send(std::move(call));
+    // A spilled call dropped unsent is built no more.
+    call = begin_on(cpus[0], 128 * 1024);
+    ASSERT_TRUE(call.has_value());
+    call.reset();
+    EXPECT_FALSE(poll_granted_on(cpus[1])) << "the call was dropped";
+  }
+  ExpectNothingLeaked();
 }
 
 // Regression: the client's end-of-channel wake-up moved reply_seq, and a
