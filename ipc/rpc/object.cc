@@ -134,9 +134,12 @@ absl::Status NoSuchControl(IncomingCall& call) {
 // passed it, or unsettled replies that lent it; holds: Acquires and settled
 // keeps the holder has not released). An object passed again while in the
 // table keeps its handle; once neither is left the entry goes, and its
-// handle is never used again on this channel.
+// handle is never used again on this channel, nor in the tables that
+// follow it on the same connection (`first_handle`): a handle passed back
+// names one object, whichever table is current when it arrives.
 class ExportTable {
  public:
+  explicit ExportTable(uint32_t first_handle = 1) : next_handle_(first_handle) {}
   ~ExportTable() { Close(); }
 
   // `under_ticket` (for a reply, a oneway call): RESOURCE_EXHAUSTED while
@@ -195,22 +198,35 @@ class ExportTable {
   }
 
   // A reply or a oneway call lends `handles` (each loaned once by Lend):
-  // they stay lent under the returned ticket until Settle. 0 if the table
-  // closed meanwhile (the loans are gone with it).
-  uint32_t OpenTicket(std::span<const uint32_t> handles) {
+  // they stay lent under the returned ticket until Settle, and `pins` (the
+  // holder's objects a reply passes back) stay alive until then. 0 if the
+  // table closed meanwhile (the loans are gone with it; the pins go as
+  // `pins` does).
+  uint32_t OpenTicket(std::span<const uint32_t> handles,
+                      std::vector<std::shared_ptr<void>>* pins = nullptr) {
     MutexLock lock(&mu_);
     if (closed_) return 0;
     do {
       next_ticket_ = next_ticket_ == UINT32_MAX ? 1 : next_ticket_ + 1;
     } while (tickets_.contains(next_ticket_));
-    tickets_.emplace(next_ticket_, Ticket(handles.begin(), handles.end()));
+    Ticket& ticket = tickets_[next_ticket_];
+    ticket.handles.assign(handles.begin(), handles.end());
+    if (pins != nullptr) ticket.pins.swap(*pins);
     return next_ticket_;
+  }
+
+  // Whether one more ticket may open (a soft bound: see kMaxOpenTickets).
+  bool HasTicketRoom() {
+    MutexLock lock(&mu_);
+    return !closed_ && tickets_.size() < kMaxOpenTickets;
   }
 
   // The holder's answer for a ticket: it keeps `kept` (one occurrence
   // each), the other loans end.
   absl::Status Settle(uint32_t ticket, std::span<const uint32_t> kept) {
     std::vector<std::shared_ptr<ServiceStub>> dropped;
+    // Declared before the lock: its objects' destructors queue Releases.
+    Ticket settled;
     MutexLock lock(&mu_);
     if (closed_) return absl::OkStatus();
     auto found = tickets_.find(ticket);
@@ -218,8 +234,9 @@ class ExportTable {
       return absl::DataLossError(
           absl::StrCat("the holder settled ticket ", ticket, ", which is not open"));
     }
-    Ticket lent = std::move(found->second);
+    settled = std::move(found->second);
     tickets_.erase(found);
+    absl::InlinedVector<uint32_t, 2>& lent = settled.handles;
     for (uint32_t handle : kept) {
       auto it = std::find(lent.begin(), lent.end(), handle);
       if (it == lent.end()) {
@@ -248,13 +265,14 @@ class ExportTable {
   // The channel ended: every object on it is released.
   void Close() {
     absl::flat_hash_map<uint32_t, Entry> entries;
+    absl::flat_hash_map<uint32_t, Ticket> tickets;
     {
       MutexLock lock(&mu_);
       if (closed_) return;
       closed_ = true;
       entries.swap(entries_);
       handles_.clear();
-      tickets_.clear();
+      tickets.swap(tickets_);
     }
     // Counted down before the objects go, so that a test that sees an
     // object destroyed sees its reference gone too.
@@ -266,13 +284,22 @@ class ExportTable {
     return closed_;
   }
 
+  // Where the next table on the same connection starts numbering.
+  uint32_t next_handle() {
+    MutexLock lock(&mu_);
+    return next_handle_;
+  }
+
  private:
   struct Entry {
     std::shared_ptr<ServiceStub> stub;
     uint64_t loans = 0;
     uint64_t holds = 0;
   };
-  using Ticket = absl::InlinedVector<uint32_t, 2>;
+  struct Ticket {
+    absl::InlinedVector<uint32_t, 2> handles;
+    std::vector<std::shared_ptr<void>> pins;
+  };
 
   // Returns the object if that was its last use (see EraseIfUnusedLocked).
   std::shared_ptr<ServiceStub> EndLoanLocked(uint32_t handle) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -296,7 +323,7 @@ class ExportTable {
 
   Mutex mu_;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  uint32_t next_handle_ ABSL_GUARDED_BY(mu_) = 1;
+  uint32_t next_handle_ ABSL_GUARDED_BY(mu_);
   uint32_t next_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<uint32_t, Ticket> tickets_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint32_t, Entry> entries_ ABSL_GUARDED_BY(mu_);
@@ -613,7 +640,8 @@ absl::StatusOr<std::shared_ptr<ExportTable>> ExportLink::OpenReverse(absl::Time 
   }
   auto made = MakeObjectChannel(kReverseGeometry);
   if (!made.ok()) return made.status();
-  auto exports = std::make_shared<ExportTable>();
+  // Numbered on from the table it replaces (see ExportTable).
+  auto exports = std::make_shared<ExportTable>(current_ != nullptr ? current_->next_handle() : 1);
   made->first->AnnounceFeatures(object_wire::kTakesReturnedHandles);
   if (absl::Status added = ObjectHost::Get().pool_.Add(
           std::move(made->first), std::make_shared<ReverseStub>(exports, shared_from_this()));
@@ -622,7 +650,12 @@ absl::StatusOr<std::shared_ptr<ExportTable>> ExportLink::OpenReverse(absl::Time 
   }
   // The peer may lend us its objects in its calls on ours if we can call
   // them on primary_ (PeerLink): something must keep it open.
-  if (!owner_.expired()) primary_->AnnounceFeatures(object_wire::kTakesHandlesInReverseCalls);
+  // So may it pass ours back in its replies (ReplyObjects::TakeReturned
+  // finds them through that link).
+  if (!owner_.expired()) {
+    primary_->AnnounceFeatures(object_wire::kTakesHandlesInReverseCalls |
+                               object_wire::kTakesReturnedReplyHandles);
+  }
   // Hand the client ends over on the connection itself. Part of the
   // caller's chain, like any call it makes.
   CallRouter::Outgoing chain;
@@ -675,6 +708,17 @@ absl::StatusOr<ExportLink::Loan> ExportLink::Lend(std::shared_ptr<ServiceStub> s
 
 void ExportLink::EndLoan(const Loan& loan) { loan.exports->EndLoan(loan.handle); }
 
+std::shared_ptr<ServiceStub> ExportLink::FindLent(uint32_t handle) {
+  std::shared_ptr<ExportTable> exports;
+  {
+    MutexLock lock(&mu_);
+    exports = current_;
+  }
+  // Handles are never reused across a connection's tables: one of an
+  // earlier table is simply not found here.
+  return exports != nullptr ? exports->Find(handle) : nullptr;
+}
+
 std::shared_ptr<ImportLink> ExportLink::PeerLink() {
   MutexLock lock(&peer_mu_);
   std::shared_ptr<ImportLink> link = peer_.lock();
@@ -692,8 +736,15 @@ std::shared_ptr<ImportLink> ExportLink::PeerLink() {
 // Objects lent in replies
 
 absl::Status ReplyLoans::ReplySlow(IncomingCall& call, std::span<const std::byte> message) {
-  const uint32_t ticket = table_->OpenTicket(handles_);
+  const uint32_t ticket = table_->OpenTicket(handles_, &pins_);
   handles_.clear();  // The ticket has them now (or they went with a closed table).
+  // A closed table left the pins here: a reply without a ticket must not
+  // pass back handles, which nothing keeps lent now.
+  if (ticket == 0 && !pins_.empty()) {
+    pins_.clear();
+    return call.Fail(
+        absl::UnavailableError("the connection's object table closed while the reply was built"));
+  }
   call.set_reply_word(ticket);
   absl::Status sent = call.Reply(message);
   // Nobody will settle a ticket the caller never saw.
@@ -713,6 +764,17 @@ ReplyObjects::~ReplyObjects() {
     taken.swap(taken_);
   }
   link_->SettleKeeping(ticket_, taken);
+}
+
+absl::StatusOr<std::shared_ptr<ServiceStub>> ReplyObjects::TakeReturned(uint32_t handle) {
+  std::shared_ptr<ServiceStub> local =
+      link_->exports() != nullptr ? link_->exports()->FindLent(handle) : nullptr;
+  if (local == nullptr) {
+    return absl::NotFoundError(absl::StrCat("object handle ", handle,
+                                            " passed back in the reply is not lent to the peer "
+                                            "on this connection (never, or no longer)"));
+  }
+  return local;
 }
 
 absl::StatusOr<std::shared_ptr<RemoteObject>> ReplyObjects::Take(uint32_t handle) {
@@ -747,6 +809,13 @@ std::shared_ptr<RemoteObject> ImportLink::Import(uint32_t handle, BorrowedObject
   }
   if (!object->held() && borrowed != nullptr) borrowed->Add(object);
   return object;
+}
+
+std::shared_ptr<RemoteObject> ImportLink::Holding(const ClientChannel* channel, uint32_t handle) {
+  if (channel != channel_) return nullptr;
+  MutexLock lock(&mu_);
+  auto it = imports_.find(handle);
+  return it == imports_.end() ? nullptr : it->second.lock();
 }
 
 void ImportLink::SettleKeeping(uint32_t ticket,
@@ -1086,6 +1155,28 @@ absl::StatusOr<std::shared_ptr<RemoteObject>> ReferenceToReturned(const CallCont
   return RemoteObject::Adopt(*std::move(fds));
 }
 
+absl::StatusOr<std::shared_ptr<ServiceStub>> ReturnedInReply(ReplyObjects* lent, uint64_t field) {
+  if (!object_wire::IsReturnedField(field)) {
+    return absl::NotFoundError(field == 0 ? "the interface field holds no object (null)"
+                                          : "the object passed is not one of this process's own");
+  }
+  const uint32_t handle = object_wire::HandleOfReturnedField(field);
+  if (lent == nullptr) {
+    return absl::NotFoundError(absl::StrCat("the reply passes back object handle ", handle,
+                                            ", but carries no ticket that keeps it lent"));
+  }
+  return lent->TakeReturned(handle);
+}
+
+absl::StatusOr<std::shared_ptr<RemoteObject>> ReferenceToReturnedInReply(ReplyObjects* lent,
+                                                                         uint64_t field) {
+  absl::StatusOr<std::shared_ptr<ServiceStub>> local = ReturnedInReply(lent, field);
+  if (!local.ok()) return local.status();
+  absl::StatusOr<ObjectFds> fds = ObjectHost::Get().Export(*std::move(local));
+  if (!fds.ok()) return fds.status();
+  return RemoteObject::Adopt(*std::move(fds));
+}
+
 absl::StatusOr<std::shared_ptr<RemoteObject>> ImportFromReply(ReplyObjects* lent, uint64_t field) {
   const uint32_t handle = object_wire::HandleOfField(field);
   if (lent == nullptr) {
@@ -1164,6 +1255,23 @@ absl::StatusOr<uint32_t> AttachFd(const CallContext& context, int fd) {
 absl::StatusOr<uint32_t> AttachObject(const CallContext& context, const ObjectRef& object) {
   if (context.call == nullptr) return absl::FailedPreconditionError("not inside a call");
   if (object.is_null()) return 0;
+  // One of the caller's own objects, held through the reverse channel it
+  // opened on this connection: passed back by its handle. Our reference
+  // rides with the reply's ticket, so that its Release (on the reverse
+  // channel) cannot overtake the reply and end the handle's loan before
+  // the caller has looked it up.
+  if (object.local() == nullptr && object.remote_handle() != 0 &&
+      object.remote_handle() <= object_wire::kMaxReturnedHandle && context.imports != nullptr &&
+      context.lends != nullptr && context.lends->table() != nullptr &&
+      context.lends->size() < object_wire::kMaxLoansPerTicket &&
+      (context.call->client_features() & object_wire::kTakesReturnedReplyHandles) != 0 &&
+      context.lends->table()->HasTicketRoom()) {
+    if (std::shared_ptr<RemoteObject> held =
+            context.imports->Holding(object.remote_channel(), object.remote_handle())) {
+      context.lends->Pin(std::move(held));
+      return object_wire::ReturnedField(object.remote_handle());
+    }
+  }
   if (object.local() != nullptr && context.lends != nullptr && context.lends->table() != nullptr &&
       context.lends->size() < object_wire::kMaxLoansPerTicket &&
       (context.call->client_features() & object_wire::kTakesReplyHandles) != 0) {

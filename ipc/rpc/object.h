@@ -29,8 +29,10 @@
 //   channel are entered in that channel's table likewise. Only for proxies
 //   that keep their channel open (Connection<>, Remote<>).
 // * Passed back: a proxy passed back to its host, in a synchronous call on
-//   the channel it was lent on, holds the host's own handle; the host gets
-//   its local object (TakeLocal).
+//   the channel it was lent on, or in a reply on the connection whose
+//   reverse channel it was lent on, holds the host's own handle; the host
+//   gets its local object (TakeLocal). A reply pins the replier's
+//   reference under its ticket until the host settles it.
 // * As a dedicated channel (everything else: proxies passed on, proxies
 //   over bare channels either way): a channel of its own made by the
 //   object's host, whose client ends travel with the message as SCM_RIGHTS
@@ -148,6 +150,13 @@ class ImportSource {
   // alive are kept, from now on held; every other loan of it ends.
   virtual void SettleKeeping(uint32_t ticket,
                              std::span<const std::weak_ptr<RemoteObject>> taken) = 0;
+  // The reference this process has to the caller's object `handle` when it
+  // is called on `channel` through this source, so that a reply can pass it
+  // back by handle; null otherwise (it then goes as a dedicated channel).
+  virtual std::shared_ptr<RemoteObject> Holding(const ClientChannel* /*channel*/,
+                                                uint32_t /*handle*/) {
+    return nullptr;
+  }
 };
 
 // Where this process lends its objects by handle to the peer of one channel
@@ -188,6 +197,9 @@ class ExportLink : public std::enable_shared_from_this<ExportLink> {
                             bool under_ticket = false);
   // Ends a loan once its call has returned.
   static void EndLoan(const Loan& loan);
+  // This process's object that the peer holds or borrows under `handle`,
+  // passed back in a reply; null if it lends none under it (any more).
+  std::shared_ptr<ServiceStub> FindLent(uint32_t handle);
 
   // The link to the objects the peer lends this process by handle, made at
   // the first one and kept by them. Null once nothing keeps `primary` open
@@ -251,6 +263,10 @@ class ImportLink final : public ImportSource, public std::enable_shared_from_thi
     return Import(handle, borrowed);
   }
   void SettleKeeping(uint32_t ticket, std::span<const std::weak_ptr<RemoteObject>> taken) override;
+  std::shared_ptr<RemoteObject> Holding(const ClientChannel* channel, uint32_t handle) override;
+  // Where this process lends the objects it passes to the peer (null: as
+  // dedicated channels), and looks up its own that the peer passes back.
+  const std::shared_ptr<ExportLink>& exports() const { return exports_; }
   // An Acquire whose caller gave up was answered after all (its reply word,
   // object_wire::HoldWord, came back unread): gives that hold back.
   void ReleaseLateHold(uint32_t handle) { Release(handle); }
@@ -425,6 +441,9 @@ class ReplyObjects {
 
   // The object of a handle field of the reply.
   absl::StatusOr<std::shared_ptr<RemoteObject>> Take(uint32_t handle);
+  // This process's own object of a returned field (kReturnFlag) of the
+  // reply: found while the reply's ticket keeps the peer's reference.
+  absl::StatusOr<std::shared_ptr<ServiceStub>> TakeReturned(uint32_t handle);
 
  private:
   const std::shared_ptr<ImportLink> link_;
@@ -490,6 +509,9 @@ absl::StatusOr<std::shared_ptr<ServiceStub>> ReturnedAt(const CallContext& conte
 absl::StatusOr<std::shared_ptr<RemoteObject>> ReferenceToReturned(const CallContext& context,
                                                                   uint64_t field);
 absl::StatusOr<std::shared_ptr<RemoteObject>> ImportFromReply(ReplyObjects* lent, uint64_t field);
+absl::StatusOr<std::shared_ptr<ServiceStub>> ReturnedInReply(ReplyObjects* lent, uint64_t field);
+absl::StatusOr<std::shared_ptr<RemoteObject>> ReferenceToReturnedInReply(ReplyObjects* lent,
+                                                                         uint64_t field);
 absl::StatusOr<UniqueFd> FdAt(UniqueFd fd, uint64_t field);
 absl::StatusOr<Blob> BlobAt(UniqueFd fd, uint64_t field);
 }  // namespace internal
@@ -543,6 +565,19 @@ absl::StatusOr<Remote<Proxy>> TakeObject(const CallContext& context, uint64_t fi
   if (!object.ok()) return object.status();
   return Remote<Proxy>(*std::move(object));
 }
+
+namespace internal {
+template <typename Stub>
+absl::StatusOr<std::shared_ptr<Stub>> AsLocal(absl::StatusOr<std::shared_ptr<ServiceStub>> local) {
+  if (!local.ok()) return local.status();
+  std::shared_ptr<Stub> typed = std::dynamic_pointer_cast<Stub>(*std::move(local));
+  if (typed == nullptr) {
+    return absl::FailedPreconditionError("the object passed back is not of the type asked for");
+  }
+  return typed;
+}
+}  // namespace internal
+
 // The object of an (sluice_interface) field of the request being served
 // when it is this process's own: a proxy to it that the caller passes back
 // on the channel it was lent on (a session handed out in a reply, given
@@ -553,22 +588,27 @@ absl::StatusOr<Remote<Proxy>> TakeObject(const CallContext& context, uint64_t fi
 template <typename Stub>
 absl::StatusOr<std::shared_ptr<Stub>> TakeLocal(const CallContext& context, uint64_t field) {
   if (context.call == nullptr) return absl::FailedPreconditionError("not inside a call");
-  absl::StatusOr<std::shared_ptr<ServiceStub>> local = internal::ReturnedAt(context, field);
-  if (!local.ok()) return local.status();
-  std::shared_ptr<Stub> typed = std::dynamic_pointer_cast<Stub>(*std::move(local));
-  if (typed == nullptr) {
-    return absl::FailedPreconditionError("the object passed back is not of the type asked for");
-  }
-  return typed;
+  return internal::AsLocal<Stub>(internal::ReturnedAt(context, field));
+}
+// The same for a field of a response: one of this process's objects that
+// the peer held through this connection and returned (a listener it was
+// given, handed back), found while `response` lives.
+template <typename Stub, typename T>
+absl::StatusOr<std::shared_ptr<Stub>> TakeLocal(Response<T>& response, uint64_t field) {
+  return internal::AsLocal<Stub>(internal::ReturnedInReply(response.lent_objects(), field));
 }
 
-// The same for a field of a response. An object the reply lends by handle
+// TakeObject for a field of a response. An object the reply lends by handle
 // is borrowed while `response` lives, and kept once it goes if any Remote<>
-// of it is still alive.
+// of it is still alive. One of this process's own returned to it is taken
+// as a proxy over a new dedicated channel to itself (TakeLocal is the
+// cheap way to it).
 template <typename Proxy, typename T>
 absl::StatusOr<Remote<Proxy>> TakeObject(Response<T>& response, uint64_t field) {
-  if (object_wire::IsHandleField(field)) {
-    auto object = internal::ImportFromReply(response.lent_objects(), field);
+  if (object_wire::IsHandleField(field) || object_wire::IsReturnedField(field)) {
+    auto object = object_wire::IsHandleField(field)
+                      ? internal::ImportFromReply(response.lent_objects(), field)
+                      : internal::ReferenceToReturnedInReply(response.lent_objects(), field);
     if (!object.ok()) return object.status();
     return Remote<Proxy>(*std::move(object));
   }

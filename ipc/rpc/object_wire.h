@@ -28,10 +28,15 @@ namespace sluice::rpc::object_wire {
 //                          connection it was opened on (the sender's
 //                          table there); in a reply, on the channel the
 //                          reply came on
-//   kReturnFlag | handle   in a request: an object of the receiver's own
-//                          (1 .. 2^30 - 1), by the handle the receiver lent
-//                          it under to the sender on this very channel (a
-//                          proxy passed back to its host)
+//   kReturnFlag | handle   an object of the receiver's own (1 .. 2^30 - 1)
+//                          passed back to it (a proxy returned to its
+//                          host): in a request, by the handle the receiver
+//                          lent it under to the sender on this very
+//                          channel; in a reply on a connection, by the
+//                          handle the receiver lent it under on the reverse
+//                          channel it opened on that connection (the reply
+//                          then carries a ticket, whose settling lets the
+//                          sender drop what kept the handle lent)
 inline constexpr uint32_t kHandleFlag = uint32_t{1} << 31;
 inline constexpr uint32_t kMaxHandle = kHandleFlag - 1;
 inline constexpr uint32_t kReturnFlag = uint32_t{1} << 30;
@@ -138,6 +143,13 @@ inline constexpr uint32_t kTakesHandlesInReverseCalls = 1u << 1;
 // the object protocol on every channel it serves. Without it a proxy passed
 // back goes as a dedicated channel (Clone), as to peers that predate it.
 inline constexpr uint32_t kTakesReturnedHandles = 1u << 0;
+// The client's feature bit saying it takes its own objects passed back by
+// handle in replies (kReturnFlag fields, looked up in the table of the
+// reverse channel it opened on the connection): set by a proxy's
+// ExportLink when it opens that channel, when something keeps the
+// connection open. Without it a proxy returned in a reply goes as a
+// dedicated channel (Clone).
+inline constexpr uint32_t kTakesReturnedReplyHandles = 1u << 2;
 // Most objects one ticket (a reply, a oneway call) lends by handle; more go
 // as dedicated channels.
 inline constexpr uint32_t kMaxLoansPerTicket = kMaxReleasesPerCall - 1;

@@ -65,10 +65,12 @@ class BorrowedObjects {
   absl::InlinedVector<std::weak_ptr<RemoteObject>, 2> objects_;
 };
 
-// The objects a call's reply lends by handle (AttachObject). When the
-// handler succeeded they go into the connection's table under a ticket,
-// the reply's word, until the caller settles it; otherwise (an error, or a
-// reply never sent) their loans end here.
+// The objects a call's reply lends by handle (AttachObject), and the
+// caller's own it passes back by handle (each pinned: the reference this
+// process holds, whose Release must not reach the caller before the reply
+// does). When the handler succeeded they go into the connection's table
+// under a ticket, the reply's word, until the caller settles it; otherwise
+// (an error, or a reply never sent) their loans end here, and the pins go.
 class ReplyLoans {
  public:
   explicit ReplyLoans(ExportTable* table) : table_(table) {}
@@ -79,12 +81,13 @@ class ReplyLoans {
   ReplyLoans& operator=(const ReplyLoans&) = delete;
   // The connection's table (null: objects in replies go as dedicated channels).
   ExportTable* table() const { return table_; }
-  size_t size() const { return handles_.size(); }
+  size_t size() const { return handles_.size() + pins_.size(); }
   void Add(uint32_t handle) { handles_.push_back(handle); }
+  void Pin(std::shared_ptr<void> reference) { pins_.push_back(std::move(reference)); }
   // Sends the reply, with the loans' ticket as its word; a reply that did
   // not go out with it ends them.
   absl::Status Reply(IncomingCall& call, std::span<const std::byte> message) {
-    return handles_.empty() ? call.Reply(message) : ReplySlow(call, message);
+    return handles_.empty() && pins_.empty() ? call.Reply(message) : ReplySlow(call, message);
   }
 
  private:
@@ -92,6 +95,7 @@ class ReplyLoans {
   void EndLoans();
   ExportTable* const table_;
   absl::InlinedVector<uint32_t, 2> handles_;
+  std::vector<std::shared_ptr<void>> pins_;
 };
 
 // What an implementation knows about the call it is serving.

@@ -662,17 +662,66 @@ TEST_F(ObjectTest, AProxyPassedBackToItsHostIsItsLocalObject) {
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("12345")));
 }
 
-TEST_F(ObjectTest, AHeldHandlePassedOnIsClonedByItsHost) {
+// B returns A's own object to A (a listener it was given, handed back):
+// the reply holds A's handle and A gets its local object back (TakeLocal),
+// as Binder hands a host its own binder: no Clone, no channel. B's
+// reference rides with the reply's ticket, so B letting go at once cannot
+// end the handle's loan before A has looked it up.
+TEST_F(ObjectTest, AProxyReturnedInAReplyIsItsHostsLocalObject) {
   ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
   ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
   auto callback = std::make_shared<CallbackObject>(10);
   ASSERT_OK(holder->Give(callback, 1, /*keep=*/true).status());
+  const int fds_before = CountOpenFds();
+  {
+    ASSERT_OK_AND_ASSIGN(auto held, holder->Held());
+    EXPECT_TRUE(rpc::object_wire::IsReturnedField(held->callback()));
+    // The peer drops its reference; were its Release not held back by the
+    // reply, it would reach us well within this pause and end the loan.
+    ASSERT_OK(holder->Drop().status());
+    absl::SleepFor(absl::Milliseconds(50));
+    EXPECT_EQ(rpc::ObjectHost::Get().reference_count(), 1u);
+    ASSERT_OK_AND_ASSIGN(std::shared_ptr<CallbackObject> local,
+                         rpc::TakeLocal<CallbackObject>(held, held->callback()));
+    EXPECT_EQ(local, callback);
+    EXPECT_EQ(CountOpenFds(), fds_before);
+    // As a proxy it still works: a dedicated channel to ourselves.
+    ASSERT_OK_AND_ASSIGN(auto again,
+                         rpc::TakeObject<objects::CallbackProxy>(held, held->callback()));
+    ASSERT_OK_AND_ASSIGN(auto pong, again->Call(5));
+    EXPECT_EQ(pong->value(), 15);
+    EXPECT_EQ(pong->host_pid(), getpid());
+    EXPECT_EQ(pong->caller_pid(), getpid());
+  }
+  // The reply settled its ticket and the peer's last reference went.
+  EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return CountOpenFds() == fds_before; }));
+
+  // Returned in the reply of the very call that lent it: the peer's
+  // borrowed reference outlives its handler (in the reply's ticket), so it
+  // is kept like any other, and let go once our reply goes.
+  {
+    ASSERT_OK_AND_ASSIGN(auto echoed, holder->Echo(callback, 0));
+    ASSERT_OK_AND_ASSIGN(std::shared_ptr<CallbackObject> local,
+                         rpc::TakeLocal<CallbackObject>(echoed, echoed->callback()));
+    EXPECT_EQ(local, callback);
+  }
+  EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == 0; }));
+
+  // A returned handle without a ticket, or one we never lent: NOT_FOUND,
+  // never another object.
+  ASSERT_OK(holder->Give(callback, 1, /*keep=*/true).status());
+  ASSERT_OK_AND_ASSIGN(auto forged, holder->Forge(rpc::object_wire::ReturnedField(1)));
+  EXPECT_THAT(rpc::TakeLocal<CallbackObject>(forged, forged->callback()).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no ticket")));
+  EXPECT_THAT(rpc::TakeObject<objects::CallbackProxy>(forged, forged->callback()).status(),
+              StatusIs(absl::StatusCode::kNotFound));
   ASSERT_OK_AND_ASSIGN(auto held, holder->Held());
-  ASSERT_OK_AND_ASSIGN(auto again, rpc::TakeObject<objects::CallbackProxy>(held, held->callback()));
-  ASSERT_OK_AND_ASSIGN(auto pong, again->Call(5));
-  EXPECT_EQ(pong->value(), 15);
-  EXPECT_EQ(pong->host_pid(), getpid());
-  EXPECT_EQ(pong->caller_pid(), getpid());
+  EXPECT_THAT(rpc::TakeLocal<CallbackObject>(held, rpc::object_wire::ReturnedField(4321)).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("4321")));
+  // Another process's object (or null) is not ours.
+  EXPECT_THAT(rpc::TakeLocal<CallbackObject>(held, 0).status(),
+              StatusIs(absl::StatusCode::kNotFound));
   ASSERT_OK(holder->Drop().status());
 }
 
@@ -800,6 +849,40 @@ TEST_F(ObjectTest, ThousandsOfObjectsPassedBackLeakNothing) {
   EXPECT_TRUE(Eventually([&] { return CallbackObject::live() == live_before; }));
   EXPECT_EQ(taker->dedicated(), 0);
   taker.reset();
+  EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == 0; }));
+  ExpectBackAt(holder, before);
+}
+
+// Our objects returned to us in replies, borrowed (Echo) and held (Held),
+// with the peer letting go before or after: nothing stays lent, no channel
+// is made.
+TEST_F(ObjectTest, ThousandsOfObjectsReturnedInRepliesLeakNothing) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  auto callback = std::make_shared<CallbackObject>();
+  ASSERT_OK(holder->Echo(callback, 0).status());
+  ASSERT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == 0; }));
+  ASSERT_OK_AND_ASSIGN(const Footprint before, FootprintOf(holder));
+
+  constexpr int kCycles = 3'000;
+  for (int i = 0; i < kCycles; ++i) {
+    auto echoed = holder->Echo(callback, i);
+    ASSERT_OK(echoed.status()) << "cycle " << i;
+    auto local = rpc::TakeLocal<CallbackObject>(*echoed, echoed->get()->callback());
+    ASSERT_OK(local.status()) << "cycle " << i;
+    ASSERT_EQ(*local, callback);
+    if (i % 2 == 0) {
+      ASSERT_OK(holder->Give(callback, i, /*keep=*/true).status()) << "cycle " << i;
+      auto held = holder->Held();
+      ASSERT_OK(held.status()) << "cycle " << i;
+      if (i % 4 == 0) {
+        ASSERT_OK(holder->Drop().status());
+      }
+      ASSERT_OK(rpc::TakeLocal<CallbackObject>(*held, held->get()->callback()).status())
+          << "cycle " << i;
+    }
+  }
+  ASSERT_OK(holder->Drop().status());
   EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == 0; }));
   ExpectBackAt(holder, before);
 }

@@ -154,6 +154,23 @@ absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> HolderService::Held
   return objects::CreateObjectResponse(reply, *index);
 }
 
+absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> HolderService::Forge(
+    const rpc::CallContext& /*context*/, const objects::Ping& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  return objects::CreateObjectResponse(reply, static_cast<uint64_t>(request.value()));
+}
+
+absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> HolderService::Echo(
+    const rpc::CallContext& context, const objects::GiveRequest& request,
+    flatbuffers::FlatBufferBuilder& reply) {
+  absl::StatusOr<rpc::Remote<objects::CallbackProxy>> callback =
+      rpc::TakeObject<objects::CallbackProxy>(context, request.callback());
+  if (!callback.ok()) return callback.status();
+  absl::StatusOr<uint32_t> index = rpc::AttachObject(context, *callback);
+  if (!index.ok()) return index.status();
+  return objects::CreateObjectResponse(reply, *index);
+}
+
 absl::StatusOr<flatbuffers::Offset<objects::FdResponse>> HolderService::ReadFd(
     const rpc::CallContext& context, const objects::FdRequest& request,
     flatbuffers::FlatBufferBuilder& reply) {

@@ -73,6 +73,12 @@ class HolderService : public objects::HolderStub {
   absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> Held(
       const rpc::CallContext& context, const objects::Empty& request,
       flatbuffers::FlatBufferBuilder& reply) override;
+  absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> Forge(
+      const rpc::CallContext& context, const objects::Ping& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
+  absl::StatusOr<flatbuffers::Offset<objects::ObjectResponse>> Echo(
+      const rpc::CallContext& context, const objects::GiveRequest& request,
+      flatbuffers::FlatBufferBuilder& reply) override;
   absl::StatusOr<flatbuffers::Offset<objects::FdResponse>> ReadFd(
       const rpc::CallContext& context, const objects::FdRequest& request,
       flatbuffers::FlatBufferBuilder& reply) override;
