@@ -157,7 +157,7 @@ class ExportTable {
       return known->second;
     }
     if (next_handle_ > object_wire::kMaxHandle) {
-      return absl::ResourceExhaustedError("object handles of this reverse channel are used up");
+      return absl::ResourceExhaustedError("object handles of this connection are used up");
     }
     const uint32_t handle = next_handle_++;
     handles_.emplace(stub.get(), handle);
@@ -698,6 +698,8 @@ absl::StatusOr<ExportLink::Loan> ExportLink::Lend(std::shared_ptr<ServiceStub> s
         return opened.status();
       }
       current_ = *std::move(opened);
+      MutexLock publishing(&peer_mu_);
+      published_ = current_;
     }
     exports = current_;
   }
@@ -711,8 +713,10 @@ void ExportLink::EndLoan(const Loan& loan) { loan.exports->EndLoan(loan.handle);
 std::shared_ptr<ServiceStub> ExportLink::FindLent(uint32_t handle) {
   std::shared_ptr<ExportTable> exports;
   {
-    MutexLock lock(&mu_);
-    exports = current_;
+    // A Lend may be opening the next table meanwhile, for as long as its
+    // deadline allows: the replies of other calls are not made to wait.
+    MutexLock lock(&peer_mu_);
+    exports = published_;
   }
   // Handles are never reused across a connection's tables: one of an
   // earlier table is simply not found here.
@@ -1265,9 +1269,15 @@ absl::StatusOr<uint32_t> AttachObject(const CallContext& context, const ObjectRe
       context.lends != nullptr && context.lends->table() != nullptr &&
       context.lends->size() < object_wire::kMaxLoansPerTicket &&
       (context.call->client_features() & object_wire::kTakesReturnedReplyHandles) != 0 &&
-      context.lends->table()->HasTicketRoom()) {
-    if (std::shared_ptr<RemoteObject> held =
-            context.imports->Holding(object.remote_channel(), object.remote_handle())) {
+      // A reply's first loan opens its ticket; the later ones join it.
+      (context.lends->size() > 0 || context.lends->table()->HasTicketRoom())) {
+    std::shared_ptr<RemoteObject> held =
+        context.imports->Holding(object.remote_channel(), object.remote_handle());
+    // Borrowed for this very call, it is acquired now rather than once the
+    // handler returns: a pin of a reference the caller does not count
+    // would keep nothing lent. If its host will not let it be kept, it is
+    // cloned below, as for a caller without the feature.
+    if (held != nullptr && held->KeepHeld(absl::InfiniteFuture())) {
       context.lends->Pin(std::move(held));
       return object_wire::ReturnedField(object.remote_handle());
     }

@@ -212,7 +212,8 @@ class ExportLink : public std::enable_shared_from_this<ExportLink> {
       : primary_(primary),
         owner_(std::move(owner)),
         fixed_(fixed != nullptr),
-        current_(std::move(fixed)) {}
+        current_(fixed),
+        published_(std::move(fixed)) {}
   // The holder's end of a reverse channel: lends into `connection_table`.
   static std::shared_ptr<ExportLink> InTable(std::shared_ptr<ExportTable> connection_table) {
     return std::shared_ptr<ExportLink>(new ExportLink(nullptr, {}, std::move(connection_table)));
@@ -230,10 +231,13 @@ class ExportLink : public std::enable_shared_from_this<ExportLink> {
   std::shared_ptr<ExportTable> current_ ABSL_GUARDED_BY(mu_);
   bool unsupported_ ABSL_GUARDED_BY(mu_) = false;
   // Not mu_, which Lend holds across OpenReverse's round trip: pool threads
-  // serving the reverse channel ask for peer_ (HolderObjects).
+  // serving the reverse channel ask for peer_ (HolderObjects), and threads
+  // reading replies for current_ (FindLent).
   Mutex peer_mu_;
   // Weak: the link's objects keep it, and through it this and the channel.
   std::weak_ptr<ImportLink> peer_ ABSL_GUARDED_BY(peer_mu_);
+  // current_, once it is open.
+  std::shared_ptr<ExportTable> published_ ABSL_GUARDED_BY(peer_mu_);
 };
 
 // The channel through which this process calls the objects a peer lent it
@@ -323,6 +327,12 @@ class RemoteObject final : public internal::HandleReference {
   absl::Status UnlinkToDeath(uint64_t id) override;
   void KeepForOneway(absl::Time deadline) override {
     if (state_.load(std::memory_order_acquire) == State::kBorrowed) Settle(deadline);
+  }
+  // Held from now on, if it was borrowed and its host lets it be kept (or
+  // another thread already settled it): whether it is.
+  bool KeepHeld(absl::Time deadline) {
+    Settle(deadline);
+    return held();
   }
 
  private:

@@ -670,6 +670,7 @@ TEST_F(ObjectTest, AProxyPassedBackToItsHostIsItsLocalObject) {
 TEST_F(ObjectTest, AProxyReturnedInAReplyIsItsHostsLocalObject) {
   ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
   ASSERT_OK_AND_ASSIGN(auto holder, Holder("holder"));
+  const size_t baseline = rpc::ObjectHost::Get().reference_count();
   auto callback = std::make_shared<CallbackObject>(10);
   ASSERT_OK(holder->Give(callback, 1, /*keep=*/true).status());
   const int fds_before = CountOpenFds();
@@ -680,7 +681,7 @@ TEST_F(ObjectTest, AProxyReturnedInAReplyIsItsHostsLocalObject) {
     // reply, it would reach us well within this pause and end the loan.
     ASSERT_OK(holder->Drop().status());
     absl::SleepFor(absl::Milliseconds(50));
-    EXPECT_EQ(rpc::ObjectHost::Get().reference_count(), 1u);
+    EXPECT_EQ(rpc::ObjectHost::Get().reference_count(), baseline + 1);
     ASSERT_OK_AND_ASSIGN(std::shared_ptr<CallbackObject> local,
                          rpc::TakeLocal<CallbackObject>(held, held->callback()));
     EXPECT_EQ(local, callback);
@@ -694,7 +695,7 @@ TEST_F(ObjectTest, AProxyReturnedInAReplyIsItsHostsLocalObject) {
     EXPECT_EQ(pong->caller_pid(), getpid());
   }
   // The reply settled its ticket and the peer's last reference went.
-  EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == baseline; }));
   EXPECT_TRUE(Eventually([&] { return CountOpenFds() == fds_before; }));
 
   // Returned in the reply of the very call that lent it: the peer's
@@ -706,7 +707,7 @@ TEST_F(ObjectTest, AProxyReturnedInAReplyIsItsHostsLocalObject) {
                          rpc::TakeLocal<CallbackObject>(echoed, echoed->callback()));
     EXPECT_EQ(local, callback);
   }
-  EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return rpc::ObjectHost::Get().reference_count() == baseline; }));
 
   // A returned handle without a ticket, or one we never lent: NOT_FOUND,
   // never another object.
@@ -723,6 +724,30 @@ TEST_F(ObjectTest, AProxyReturnedInAReplyIsItsHostsLocalObject) {
   EXPECT_THAT(rpc::TakeLocal<CallbackObject>(held, 0).status(),
               StatusIs(absl::StatusCode::kNotFound));
   ASSERT_OK(holder->Drop().status());
+}
+
+// A proxy that cannot keep its channel (a bare Lookup) never announced that
+// it takes its own objects back by handle: the peer passes a clone, a
+// dedicated channel to the caller's own object, as it did before.
+TEST_F(ObjectTest, AProxyThatCannotKeepItsChannelGetsItsOwnObjectBackAsAClone) {
+  ASSERT_OK_AND_ASSIGN(Subprocess peer, StartPeer("holder"));
+  ASSERT_OK_AND_ASSIGN(ServiceConnection connection, sm_->Lookup("holder"));
+  objects::HolderProxy bare(*connection.channel);
+  auto callback = std::make_shared<CallbackObject>(10);
+  ASSERT_OK(bare.Give(callback, 1, /*keep=*/true).status());
+  {
+    ASSERT_OK_AND_ASSIGN(auto held, bare.Held());
+    EXPECT_FALSE(rpc::object_wire::IsReturnedField(held->callback())) << held->callback();
+    EXPECT_FALSE(rpc::object_wire::IsHandleField(held->callback())) << held->callback();
+    EXPECT_THAT(rpc::TakeLocal<CallbackObject>(held, held->callback()).status(),
+                StatusIs(absl::StatusCode::kNotFound));
+    ASSERT_OK_AND_ASSIGN(auto clone,
+                         rpc::TakeObject<objects::CallbackProxy>(held, held->callback()));
+    ASSERT_OK_AND_ASSIGN(auto pong, clone->Call(5));
+    EXPECT_EQ(pong->value(), 15);
+    EXPECT_EQ(pong->host_pid(), getpid());
+  }
+  ASSERT_OK(bare.Drop().status());
 }
 
 TEST_F(ObjectTest, TenThousandPassAndDropCyclesLeakNothing) {
