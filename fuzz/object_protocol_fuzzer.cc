@@ -31,13 +31,27 @@
 //               releases the rest, and then every object lent must go while
 //               the connection is still open, and every object at all once
 //               it closed: a leak aborts.
+//   replies     the other way round: the fuzzer is the service and the
+//               runtime its caller, a PainterProxy that keeps its channel and
+//               lends three Painters by handle on it. A script of steps, each
+//               a Download the fuzzer answers with any reply word (none, a
+//               ticket, a hold word, raw), a Blob of fields (handles lent,
+//               handles of the caller's own passed back, raw values,
+//               descriptor indices) or raw bytes, descriptors, now or after
+//               the caller gave up; the caller takes each field as an object
+//               (and calls it), as its own (TakeLocal), or as a descriptor,
+//               and keeps or drops what it took and the Response. At the end
+//               every ticket must have been settled once, every handle kept
+//               released as often as it was kept, and nothing else released;
+//               TakeLocal must find exactly the object lent under a handle.
 // Every input must end in a reply or an error; a call that outlives its
 // deadline is a hang and aborts. A reverse channel or connection that the
 // host closed as malformed is made again for the next input.
 //
 // Input: byte 0 flags (bit 0 surface: 0 reverse, 1 connection; with bit 7
 // also set, the objects surface: bits 1-2 its first reply limit, then the
-// script's steps, see ObjectScript). Otherwise bit 1 oneway; bits 2-3 how
+// script's steps, see ObjectScript; bit 7 alone, the replies surface, see
+// ReplyScript::Step). Otherwise bit 1 oneway; bits 2-3 how
 // to address the call; bits 4-6 which descriptors go with it; byte 1 a
 // handle or method pick, bytes 2-17 an interface word and method word used
 // when bits 2-3 say raw, then the request bytes.
@@ -61,6 +75,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/time/clock.h"
 #include "ipc/channel/channel_region.h"
 #include "ipc/channel/client_channel.h"
@@ -1002,10 +1017,340 @@ class ObjectScript {
   std::shared_ptr<std::atomic<int>> ended_ = std::make_shared<std::atomic<int>>(0);
 };
 
+// --- The replies surface: a hostile service answering the runtime -----------
+
+// The fuzzer is the service and the runtime its caller: a PainterProxy that
+// keeps its channel (so replies may lend it objects by handle) and lends
+// kLent Painters on the connection (so replies may pass them back). Each step
+// the proxy calls Download and this answers as the step says; the caller
+// takes the reply's fields as the step says. What the caller sends back is
+// checked against what it was sent (see Check).
+class ReplyScript {
+ public:
+  ReplyScript(Harness& h, std::span<const uint8_t> in) : h_(h), in_(in) {}
+
+  void Run() {
+    auto pair = sluice::testing::MakeLocalPair(*h_.watcher);
+    if (!pair.ok()) std::abort();
+    channel_ = std::shared_ptr<sluice::ClientChannel>(std::move(pair->client));
+    server_ = std::move(pair->server);
+    std::thread service([this] { Serve(); });
+    {
+      auto exports = rpc::ExportLink::Create(channel_.get(), channel_);
+      std::vector<rpc::ExportLink::Loan> loans;
+      for (int i = 0; i < kLent; ++i) {
+        auto painter = std::make_shared<sluice::testing::PainterService>();
+        // The first opens the reverse channel (answered by Serve).
+        auto loan = exports->Lend(painter, absl::Now() + kPatience);
+        if (!loan.ok()) Hung(loan.status());
+        lent_[loan->handle] = painter.get();
+        loans.push_back(*std::move(loan));
+      }
+      {
+        sink::PainterProxy proxy(
+            rpc::ProxyTarget{.channel = channel_.get(), .owner = channel_, .exports = exports});
+        for (int steps = 0; at_ < in_.size() && steps < kMaxSteps; ++steps) Step(proxy);
+        kept_objects_.clear();
+        kept_responses_.clear();
+        // Each Total is answered once what came before it was served: the
+        // first waits out late replies, the second finds them unread (and
+        // settles them after its call), the third sees those settles.
+        for (int i = 0; i < 3; ++i) {
+          if (auto total = proxy.Total({.deadline = absl::Now() + kPatience}); !total.ok()) {
+            Hung(total.status());
+          }
+        }
+      }
+      for (const auto& loan : loans) rpc::ExportLink::EndLoan(loan);
+    }
+    stop_.store(true);
+    service.join();
+    Check();
+    holder_.reset();
+    server_.reset();
+    channel_.reset();
+  }
+
+ private:
+  static constexpr int kMaxSteps = 24;
+  static constexpr int kMaxLate = 2;
+
+  // What the service answers the next Download with.
+  struct Plan {
+    uint64_t word = 0;
+    bool raw = false;   // The field bytes as they are, not a Blob.
+    bool late = false;  // After the caller gave up.
+    int fds = 0;        // Descriptors() pick.
+    std::vector<uint64_t> fields;
+  };
+
+  uint8_t Byte() { return at_ < in_.size() ? in_[at_++] : 0; }
+  uint32_t Word() {
+    uint32_t word = 0;
+    for (int i = 0; i < 4; ++i) word |= uint32_t{Byte()} << (8 * i);
+    return word;
+  }
+
+  // [op][word bytes][fds pick if bit 4][count][fields...]. op bits 0-1 the
+  // reply word: none, a ticket (u32), a hold word (u32 handle), raw (two
+  // u32); bit 2 raw payload; bit 3 late; bit 4 descriptors; bit 5 keep the
+  // Response past the step; bit 6 keep what was taken; bit 7 call each
+  // object taken. Each field: [kind][value]: kind bits 0-1 the form (a
+  // handle passed back, a handle lent, raw, a descriptor index), bits 2-3
+  // the take (TakeObject, TakeLocal, TakeFd, TakeObject then TakeLocal), bit
+  // 4 a u32 value (else one byte, mod 6: mostly the lent handles 1..3).
+  void Step(sink::PainterProxy& proxy) {
+    const uint8_t op = Byte();
+    Plan plan;
+    switch (op & 3) {
+      case 1:
+        plan.word = Word();
+        if (plan.word == 0) plan.word = 1;
+        break;
+      case 2:
+        plan.word = wire::HoldWord(Word());
+        break;
+      case 3:
+        plan.word = Word();
+        plan.word |= uint64_t{Word()} << 32;
+        break;
+      default:
+        break;
+    }
+    plan.raw = (op & 4) != 0;
+    plan.late = (op & 8) != 0 && ++late_ <= kMaxLate;
+    if ((op & 16) != 0) plan.fds = 1 + Byte() % 4;
+    const int count = Byte() % 8;
+    std::vector<uint8_t> takes;
+    for (int i = 0; i < count; ++i) {
+      const uint8_t kind = Byte();
+      const uint32_t value = (kind & 16) != 0 ? Word() : Byte() % 6;
+      uint64_t field = value;
+      switch (kind & 3) {
+        case 0:
+          field = wire::ReturnedField(value & wire::kMaxReturnedHandle);
+          break;
+        case 1:
+          field = wire::HandleField(value & wire::kMaxHandle);
+          break;
+        case 3:
+          field = value & 7;
+          break;
+        default:
+          break;
+      }
+      plan.fields.push_back(field);
+      takes.push_back((kind >> 2) & 3);
+    }
+    const bool late = plan.late;
+    const bool ticketed = wire::IsTicketWord(plan.word);
+    // The service finds the plan by the step's number: it may still be
+    // serving an earlier, late step when this one's call goes.
+    const uint64_t number = ++steps_;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      plans_[number] = std::move(plan);
+    }
+    rpc::CallOptions options;
+    options.deadline = absl::Now() + (late ? absl::Milliseconds(1) : kPatience);
+    auto response = proxy.Download(number, options);
+    if (!response.ok()) {
+      if (!late && absl::IsDeadlineExceeded(response.status())) Hung(response.status());
+      return;
+    }
+    const auto* data = (*response)->data();
+    const size_t fields = data == nullptr ? 0 : data->size() / sizeof(uint64_t);
+    for (size_t i = 0; i < fields && i < takes.size(); ++i) {
+      uint64_t field;
+      std::memcpy(&field, data->data() + i * sizeof(uint64_t), sizeof(field));
+      if (takes[i] == 0 || takes[i] == 3) {
+        auto object = rpc::TakeObject<sink::PainterProxy>(*response, field);
+        // Descriptors posing as a reference lead nowhere worth calling.
+        const bool by_handle = wire::IsHandleField(field) || wire::IsReturnedField(field);
+        if (object.ok() && by_handle && (op & 128) != 0) {
+          (void)(*object)->Total({.deadline = absl::Now() + kPatience});
+        }
+        if (object.ok() && (op & 64) != 0) kept_objects_.push_back(*std::move(object));
+      }
+      if (takes[i] == 1 || takes[i] == 3) {
+        auto local = rpc::TakeLocal<sluice::testing::PainterService>(*response, field);
+        // Only a handle passed back that we lent finds anything, and then
+        // the very object lent under it, while a ticket keeps it.
+        const auto it = wire::IsReturnedField(field)
+                            ? lent_.find(wire::HandleOfReturnedField(field))
+                            : lent_.end();
+        if (local.ok() && (it == lent_.end() || local->get() != it->second)) {
+          Wrong("TakeLocal on a reply gave an object not lent under that handle");
+        }
+        if (!local.ok() && it != lent_.end() && ticketed) {
+          Wrong("TakeLocal on a reply missed an object lent under that handle");
+        }
+      }
+      if (takes[i] == 2) (void)rpc::TakeFd(*response, field);
+    }
+    if ((op & 32) != 0) kept_responses_.push_back(*std::move(response));
+  }
+
+  // The service: answers OpenReverse, counts the caller's Settles and
+  // Releases, answers Download with the plan and Total once everything the
+  // caller sent before it was served.
+  void Serve() {
+    while (!stop_.load()) {
+      auto call = server_->Receive(absl::Now() + absl::Milliseconds(20));
+      if (call.ok()) Answer(*call);
+    }
+  }
+
+  void Answer(sluice::IncomingCall& call) {
+    const sluice::CallHeader header = call.header();
+    const std::span<const std::byte> request = call.request();
+    std::vector<uint32_t> words(request.size() / sizeof(uint32_t));
+    if (!words.empty()) std::memcpy(words.data(), request.data(), words.size() * sizeof(uint32_t));
+    if (header.interface_id == wire::kControlInterfaceId) {
+      if (header.method == wire::kOpenReverseMethod) {
+        std::vector<sluice::UniqueFd> fds = call.TakeFds();
+        if (fds.size() != 2) std::abort();
+        auto holder =
+            rpc::RemoteObject::Adopt(rpc::ObjectFds{std::move(fds[0]), std::move(fds[1])});
+        if (!holder.ok()) std::abort();
+        holder_ = *std::move(holder);
+        (void)call.Reply({});
+        return;
+      }
+      if (header.method == wire::kSettleMethod && call.oneway() && !words.empty()) {
+        ++settles_[words[0]];
+        for (size_t i = 1; i < words.size(); ++i) {
+          if (!lends_[words[0]].contains(words[i])) {
+            Wrong("a Settle keeps a handle its ticket's replies never lent");
+          }
+          ++kept_[words[i]];
+        }
+      } else if (header.method == wire::kReleaseMethod && call.oneway()) {
+        for (uint32_t handle : words) ++released_[handle];
+      } else {
+        Wrong("the caller sent a control call it has no reason to send");
+      }
+      (void)call.Reply({});
+      return;
+    }
+    if (rpc::MethodIdOf(header.method) == rpc::MethodIdOf(sink::PainterInterface::kTotal)) {
+      for (;;) {
+        auto before = server_->Receive(absl::Now());
+        if (!before.ok()) break;
+        Answer(*before);
+      }
+      flatbuffers::FlatBufferBuilder fbb;
+      fbb.Finish(sink::CreateCounter(fbb, 0));
+      (void)ReplyWith(call, std::span(fbb.GetBufferPointer(), fbb.GetSize()));
+      return;
+    }
+    if (header.interface_id != sink::PainterInterface::kInterfaceId ||
+        header.method != sink::PainterInterface::kDownload) {
+      (void)call.Fail(absl::UnimplementedError("not served by this fuzzer"));
+      return;
+    }
+    Plan plan;
+    auto request_bytes =
+        std::span(reinterpret_cast<const uint8_t*>(request.data()), request.size());
+    auto counter = rpc::VerifyMessage<sink::Counter>(request_bytes, "Download");
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = counter.ok() ? plans_.find((*counter)->value()) : plans_.end();
+      if (it == plans_.end()) Wrong("a Download of no step");
+      plan = std::move(it->second);
+      plans_.erase(it);
+    }
+    std::vector<uint8_t> bytes(plan.fields.size() * sizeof(uint64_t));
+    if (!bytes.empty()) std::memcpy(bytes.data(), plan.fields.data(), bytes.size());
+    flatbuffers::FlatBufferBuilder fbb;
+    if (!plan.raw) {
+      fbb.Finish(sink::CreateBlob(fbb, fbb.CreateVector(bytes)));
+      bytes.assign(fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize());
+    }
+    std::vector<sluice::UniqueFd> fds = Descriptors(plan.fds, {});
+    std::vector<int> raw;
+    for (const auto& fd : fds) raw.push_back(fd.get());
+    if (plan.late) absl::SleepFor(absl::Milliseconds(3));
+    if (!call.AttachReplyFds(raw).ok()) {
+      (void)call.Fail(absl::InternalError("descriptors"));
+      return;
+    }
+    call.set_reply_word(plan.word);
+    if (!ReplyWith(call, bytes).ok()) return;
+    if (wire::IsHoldWord(plan.word)) ++holds_sent_[wire::HandleOfHoldWord(plan.word)];
+    if (!wire::IsTicketWord(plan.word)) return;
+    const auto ticket = static_cast<uint32_t>(plan.word);
+    ++(plan.late ? late_tickets_ : tickets_)[ticket];
+    for (uint64_t field : plan.fields) {
+      if (wire::IsHandleField(field)) lends_[ticket].insert(wire::HandleOfField(field));
+    }
+  }
+
+  static absl::Status ReplyWith(sluice::IncomingCall& call, std::span<const uint8_t> bytes) {
+    absl::StatusOr<std::span<std::byte>> space =
+        call.ReserveReply(std::max<size_t>(bytes.size(), 1));
+    if (!space.ok()) {
+      (void)call.Fail(space.status());
+      return space.status();  // Failed: whatever the reply word said, it carries nothing.
+    }
+    if (!bytes.empty()) std::memcpy(space->data(), bytes.data(), bytes.size());
+    return call.Reply(space->first(bytes.size()));
+  }
+
+  // Once everything was dropped and served: every reply's ticket settled
+  // once (a late one at most once), every handle kept released as often as
+  // it was kept, and nothing released that was neither kept nor a hold the
+  // service claimed in a late reply.
+  void Check() {
+    for (const auto& [ticket, sent] : tickets_) {
+      const int settled = settles_.contains(ticket) ? settles_.at(ticket) : 0;
+      const int late = late_tickets_.contains(ticket) ? late_tickets_.at(ticket) : 0;
+      if (settled < sent || settled > sent + late) Wrong("a reply's ticket was not settled once");
+    }
+    for (const auto& [ticket, settled] : settles_) {
+      const int sent = (tickets_.contains(ticket) ? tickets_.at(ticket) : 0) +
+                       (late_tickets_.contains(ticket) ? late_tickets_.at(ticket) : 0);
+      if (settled > sent) Wrong("a ticket no reply carried was settled");
+    }
+    for (const auto& [handle, kept] : kept_) {
+      const int released = released_.contains(handle) ? released_.at(handle) : 0;
+      if (released < kept) Wrong("a handle kept from a reply was never released");
+    }
+    for (const auto& [handle, released] : released_) {
+      const int kept = kept_.contains(handle) ? kept_.at(handle) : 0;
+      const int claimed = holds_sent_.contains(handle) ? holds_sent_.at(handle) : 0;
+      if (released > kept + claimed) Wrong("a handle was released more often than it was kept");
+    }
+  }
+
+  Harness& h_;
+  std::span<const uint8_t> in_;
+  size_t at_ = 0;
+  int late_ = 0;
+  std::shared_ptr<sluice::ClientChannel> channel_;
+  std::unique_ptr<sluice::ServerChannel> server_;
+  absl::flat_hash_map<uint32_t, const sluice::testing::PainterService*> lent_;
+  std::vector<rpc::Response<sink::Blob>> kept_responses_;
+  std::vector<rpc::Remote<sink::PainterProxy>> kept_objects_;
+  std::atomic<bool> stop_{false};
+  uint64_t steps_ = 0;
+  std::mutex mu_;
+  absl::flat_hash_map<uint64_t, Plan> plans_;  // Guarded by mu_.
+  // The service thread's, read by Check after it ended.
+  std::shared_ptr<rpc::RemoteObject> holder_;
+  absl::flat_hash_map<uint32_t, int> tickets_, late_tickets_, settles_;
+  absl::flat_hash_map<uint32_t, absl::flat_hash_set<uint32_t>> lends_;
+  absl::flat_hash_map<uint32_t, int> kept_, released_, holds_sent_;
+};
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Harness* harness = new Harness();
+  if (size >= 1 && (data[0] & 0x81) == 0x80) {
+    ReplyScript(*harness, std::span(data + 1, std::min<size_t>(size - 1, 4096))).Run();
+    return 0;
+  }
   if (size >= 1 && (data[0] & 0x81) == 0x81) {
     ObjectScript(*harness, std::span(data + 1, std::min<size_t>(size - 1, 64 * 1024))).Run(data[0]);
     return 0;
