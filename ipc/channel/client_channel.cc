@@ -446,8 +446,8 @@ absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time
     const uint32_t value = shared.reply_seq.load(std::memory_order_acquire);
     return value == seq || value == answered_then_ended;
   };
-  // Nested calls (the server calling back into this process within this
-  // call) arrive as work for the waiter while we wait.
+  // The waiter may be given work while we wait (the RPC layer's: calls
+  // back into this process within this one).
   auto ready = [&] { return answered() || (waiter != nullptr && waiter->HasWork()); };
   const auto& spin = endpoint_->options().spin;
   absl::Status result = absl::OkStatus();
@@ -499,8 +499,8 @@ absl::Status ClientChannel::WaitForReply(uint32_t slot, uint32_t seq, absl::Time
     }
     endpoint_->PublishActivity(ActivityState::kRunning);
     if (!result.ok() || answered()) return result;
-    // Woken for nested work: run it, then wait again (spinning first, as
-    // the reply may follow the nested call closely).
+    // Woken for the waiter's work: run it, then wait again (spinning
+    // first, as the reply may follow that work closely).
   }
 }
 

@@ -19,7 +19,7 @@ absl::StatusOr<std::optional<IncomingCall>> ServerWaiting::TryReceive() {
   return call;
 }
 
-absl::StatusOr<std::optional<IncomingCall>> ServerWaiting::TryReceiveNested(
+absl::StatusOr<std::optional<IncomingCall>> ServerWaiting::TryReceiveChained(
     absl::FunctionRef<bool(uint64_t chain_id)> accept) {
   internal::Endpoint& endpoint = *channel_->endpoint_;
   if (absl::Status health = endpoint.health(); !health.ok()) return health;
@@ -33,7 +33,7 @@ absl::StatusOr<std::optional<IncomingCall>> ServerWaiting::TryReceiveNested(
   return call;
 }
 
-bool ServerWaiting::NestedRequestPending(absl::FunctionRef<bool(uint64_t chain_id)> accept) const {
+bool ServerWaiting::ChainedRequestPending(absl::FunctionRef<bool(uint64_t chain_id)> accept) const {
   const internal::Endpoint& endpoint = *channel_->endpoint_;
   // An ended channel's slots may still look pending; nobody can take them.
   if (endpoint.terminated()) return false;

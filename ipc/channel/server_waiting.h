@@ -31,13 +31,13 @@ class ServerWaiting {
   absl::StatusOr<std::optional<IncomingCall>> TryReceive();
   // As TryReceive, but takes only synchronous requests whose
   // header().chain_id `accept` approves; others stay pending for the next
-  // caller. For a thread blocked in a call that serves the calls nested in
-  // it.
-  absl::StatusOr<std::optional<IncomingCall>> TryReceiveNested(
+  // caller. (The RPC layer's thread blocked in a call serves the calls of
+  // its own chain this way.)
+  absl::StatusOr<std::optional<IncomingCall>> TryReceiveChained(
       absl::FunctionRef<bool(uint64_t chain_id)> accept);
-  // True if TryReceiveNested(accept) would likely find a request; lock-free,
-  // for polling while spinning.
-  bool NestedRequestPending(absl::FunctionRef<bool(uint64_t chain_id)> accept) const;
+  // True if TryReceiveChained(accept) would likely find a request;
+  // lock-free, for polling while spinning.
+  bool ChainedRequestPending(absl::FunctionRef<bool(uint64_t chain_id)> accept) const;
   // True if a request nobody has taken is pending (lock-free).
   bool RequestPending() const { return channel_->AnyRequestPending(); }
   // True if some slot holds a request nobody has claimed, even one that

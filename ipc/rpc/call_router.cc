@@ -114,7 +114,7 @@ bool ThreadCalls::PollAnnounced() {
   bool found = false;
   for (size_t i = 0; i < polled_.size();) {
     bool others = false;
-    found = polled_[i]->waiting().NestedRequestPending([&](uint64_t chain_id) {
+    found = polled_[i]->waiting().ChainedRequestPending([&](uint64_t chain_id) {
       if (chain_id == mine) return true;
       others = true;
       return false;

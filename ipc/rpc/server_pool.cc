@@ -79,7 +79,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
     pool_.Refresh(local_, &generation_);
     if (local_.size() > kMaxChannelsPolled) return false;
     for (const auto& entry : local_) {
-      if (entry->waiting().NestedRequestPending(IsWaiting)) return true;
+      if (entry->waiting().ChainedRequestPending(IsWaiting)) return true;
     }
     return false;
   }
@@ -92,7 +92,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
     for (const auto& entry : local_) {
       for (;;) {
         absl::StatusOr<std::optional<IncomingCall>> call =
-            entry->waiting().TryReceiveNested(IsWaiting);
+            entry->waiting().TryReceiveChained(IsWaiting);
         if (!call.ok() || !call->has_value()) break;  // The free threads drop dead channels.
         taken.push_back(RoutedCall{**std::move(call), entry});
       }
@@ -129,7 +129,7 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
     // move a doorbell.
     bool pending = false;
     for (const auto& entry : group) {
-      pending = pending || entry->waiting().NestedRequestPending(IsWaiting);
+      pending = pending || entry->waiting().ChainedRequestPending(IsWaiting);
     }
     absl::Status result = absl::OkStatus();
     const bool sleep = !pending && !thread.HasWork();
@@ -148,8 +148,8 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
       if (sleep &&
           channel.doorbell().load(std::memory_order_seq_cst) !=
               waits[kFirstDoorbell + i].expected &&
-          (!channel.NestedRequestPending(IsWaiting) ||
-           channel.NestedRequestPending(IsNotWaiting))) {
+          (!channel.ChainedRequestPending(IsWaiting) ||
+           channel.ChainedRequestPending(IsNotWaiting))) {
         FutexWake(channel.doorbell(), INT_MAX, FutexScope::kShared);
       }
     }
@@ -188,7 +188,7 @@ bool ServerPool::PendingFor(uint64_t chain) {
   bool pending = false;
   if (entries_.size() <= kMaxChannelsPolled) {
     for (const auto& [id, entry] : entries_) {
-      if (entry->waiting().NestedRequestPending(
+      if (entry->waiting().ChainedRequestPending(
               [chain](uint64_t chain_id) { return chain_id == chain; })) {
         pending = true;
         break;
@@ -220,7 +220,7 @@ void ServerPool::TakeFor(uint64_t chain, absl::InlinedVector<RoutedCall, 2>& out
   }
   for (const auto& entry : entries) {
     for (;;) {
-      absl::StatusOr<std::optional<IncomingCall>> call = entry->waiting().TryReceiveNested(
+      absl::StatusOr<std::optional<IncomingCall>> call = entry->waiting().TryReceiveChained(
           [chain](uint64_t chain_id) { return chain_id == chain; });
       if (!call.ok() || !call->has_value()) break;  // The pool threads drop dead channels.
       out.push_back(RoutedCall{**std::move(call), entry});

@@ -438,7 +438,7 @@ class LocalChannelTest : public ::testing::Test {
   // Waits until the server has a sync request pending that `accept` takes.
   void AwaitPending(absl::FunctionRef<bool(uint64_t)> accept) {
     const absl::Time deadline = absl::Now() + absl::Seconds(20);
-    while (!ServerWaiting(*server_).NestedRequestPending(accept)) {
+    while (!ServerWaiting(*server_).ChainedRequestPending(accept)) {
       ASSERT_LT(absl::Now(), deadline) << "request never became pending";
       absl::SleepFor(absl::Milliseconds(1));
     }
@@ -481,7 +481,7 @@ TEST_F(LocalChannelTest, ACallWithoutContextDoesNotInheritTheSlotsLastOne) {
   EXPECT_EQ(second.header().chain_id, 0u);
 }
 
-TEST_F(LocalChannelTest, TryReceiveNestedTakesOnlyAcceptedSyncRequests) {
+TEST_F(LocalChannelTest, TryReceiveChainedTakesOnlyAcceptedSyncRequests) {
   constexpr uint64_t kMine = 7;
   constexpr uint64_t kOther = 5;
   auto mine = [](uint64_t chain_id) { return chain_id == kMine; };
@@ -489,37 +489,37 @@ TEST_F(LocalChannelTest, TryReceiveNestedTakesOnlyAcceptedSyncRequests) {
   auto anything = [](uint64_t) { return true; };
   ServerWaiting waiting(*server_);
   // Nothing pending yet.
-  EXPECT_FALSE(waiting.NestedRequestPending(anything));
-  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> none, waiting.TryReceiveNested(anything));
+  EXPECT_FALSE(waiting.ChainedRequestPending(anything));
+  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> none, waiting.TryReceiveChained(anything));
   EXPECT_FALSE(none.has_value());
 
   // A oneway of the chain: never nested work.
   SendOneway(CallHeader{1, 1, kMine});
-  EXPECT_FALSE(waiting.NestedRequestPending(anything));
-  ASSERT_OK_AND_ASSIGN(none, waiting.TryReceiveNested(anything));
+  EXPECT_FALSE(waiting.ChainedRequestPending(anything));
+  ASSERT_OK_AND_ASSIGN(none, waiting.TryReceiveChained(anything));
   EXPECT_FALSE(none.has_value());
 
   StartCall(CallHeader{1, 2, kOther});
   AwaitPending(other);
-  EXPECT_FALSE(waiting.NestedRequestPending(mine));
-  ASSERT_OK_AND_ASSIGN(none, waiting.TryReceiveNested(mine));
+  EXPECT_FALSE(waiting.ChainedRequestPending(mine));
+  ASSERT_OK_AND_ASSIGN(none, waiting.TryReceiveChained(mine));
   EXPECT_FALSE(none.has_value()) << "took a request of another chain";
 
   StartCall(CallHeader{1, 3, kMine});
   AwaitPending(mine);
-  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> nested, waiting.TryReceiveNested(mine));
+  ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> nested, waiting.TryReceiveChained(mine));
   ASSERT_TRUE(nested.has_value());
   EXPECT_FALSE(nested->oneway());
   EXPECT_EQ(nested->header().chain_id, kMine);
   EXPECT_EQ(nested->header().method, 3u);
   // Taken: neither pending nor offered again.
-  EXPECT_FALSE(waiting.NestedRequestPending(mine));
-  ASSERT_OK_AND_ASSIGN(none, waiting.TryReceiveNested(mine));
+  EXPECT_FALSE(waiting.ChainedRequestPending(mine));
+  ASSERT_OK_AND_ASSIGN(none, waiting.TryReceiveChained(mine));
   EXPECT_FALSE(none.has_value());
   ASSERT_OK(nested->Reply({}));
 
   // What was skipped is still there for an ordinary receive, exactly once.
-  EXPECT_TRUE(waiting.NestedRequestPending(other));
+  EXPECT_TRUE(waiting.ChainedRequestPending(other));
   std::vector<uint64_t> methods;
   for (int i = 0; i < 2; ++i) {
     ASSERT_OK_AND_ASSIGN(std::optional<IncomingCall> call, waiting.TryReceive());
@@ -533,12 +533,12 @@ TEST_F(LocalChannelTest, TryReceiveNestedTakesOnlyAcceptedSyncRequests) {
   EXPECT_THAT(methods, ::testing::UnorderedElementsAre(1u, 2u));
   ASSERT_OK_AND_ASSIGN(none, waiting.TryReceive());
   EXPECT_FALSE(none.has_value());
-  EXPECT_FALSE(waiting.NestedRequestPending(anything));
+  EXPECT_FALSE(waiting.ChainedRequestPending(anything));
 }
 
-TEST_F(LocalChannelTest, TryReceiveNestedReportsTheEndOfTheChannel) {
+TEST_F(LocalChannelTest, TryReceiveChainedReportsTheEndOfTheChannel) {
   server_->Close(absl::CancelledError("closed by the test"));
-  EXPECT_THAT(ServerWaiting(*server_).TryReceiveNested([](uint64_t) { return true; }),
+  EXPECT_THAT(ServerWaiting(*server_).TryReceiveChained([](uint64_t) { return true; }),
               StatusIs(absl::StatusCode::kCancelled, HasSubstr("closed by the test")));
 }
 
