@@ -303,6 +303,12 @@ void Endpoint::Terminate(absl::Status why) {
     termination_ = std::move(why);
     terminated_.store(true, std::memory_order_release);
   }
+  // The peer learns of the end now, not when this endpoint is destroyed,
+  // which whoever still holds the channel (a thread in a long handler of
+  // another channel, a queued nested call) may put off for any time: its
+  // watcher sees the hang-up at once. Only writing is shut: what the peer
+  // sent before (a reply's descriptors) stays readable here.
+  if (liveness_) (void)::shutdown(liveness_.get(), SHUT_WR);
   Notify();
   // Wake threads in WaitOnPeerWord by moving the peer's words they sleep
   // on. The only write this side ever makes to the peer's words, and only
@@ -334,20 +340,26 @@ absl::Status Endpoint::WaitOnPeerWord(const FutexWord& word, uint32_t expected,
 }
 
 void Endpoint::PeerDied() {
+  // Once this side has ended the channel (closed it, or found it broken),
+  // the peer's hang-up is only its answer to ours (Terminate shuts this
+  // end): nobody is told of a death then.
+  const bool ended_here = terminated();
   Terminate(PeerDeadError(side_ == Side::kClient ? "the server process is gone"
                                                  : "the client process is gone"));
   std::vector<std::pair<uint64_t, absl::AnyInvocable<void()>>> recipients;
   {
     MutexLock lock(&mu_);
-    peer_died_ = true;
-    recipients.swap(recipients_);
+    if (!ended_here) {
+      peer_died_ = true;
+      recipients.swap(recipients_);
+    }
   }
   for (auto& [id, recipient] : recipients) recipient();
 }
 
 absl::StatusOr<uint64_t> Endpoint::LinkToDeath(absl::AnyInvocable<void()> recipient) {
   MutexLock lock(&mu_);
-  if (peer_died_) return termination_;
+  if (terminated_.load(std::memory_order_relaxed)) return termination_;
   const uint64_t id = next_recipient_++;
   recipients_.emplace_back(id, std::move(recipient));
   return id;

@@ -117,7 +117,8 @@ class Endpoint {
   void Terminate(absl::Status why);
 
   // Death recipients: run once, on the PeerWatcher thread, when the peer
-  // process dies (not when this side closes). See ClientChannel::LinkToDeath.
+  // ends the channel (its process dies, or it closes its end); not once
+  // this side has ended it. See ClientChannel::LinkToDeath.
   absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient);
   absl::Status UnlinkToDeath(uint64_t id);
 
@@ -217,7 +218,7 @@ class Endpoint {
   std::atomic<bool> terminated_{false};
   mutable Mutex mu_;
   absl::Status termination_ ABSL_GUARDED_BY(mu_);
-  bool peer_died_ ABSL_GUARDED_BY(mu_) = false;
+  bool peer_died_ ABSL_GUARDED_BY(mu_) = false;  // Its recipients were run.
   uint64_t next_recipient_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<std::pair<uint64_t, absl::AnyInvocable<void()>>> recipients_ ABSL_GUARDED_BY(mu_);
 

@@ -104,8 +104,12 @@ class ServerPool::WorkerSleeper final : public BlockedSleeper {
     }
   }
 
-  // Lets go of the channels of the last snapshot.
-  void Forget() { local_.clear(); }
+  // Lets go of the channels of the last snapshot; the next blocked call
+  // takes a new one.
+  void Forget() {
+    local_.clear();
+    generation_ = ~uint64_t{0};
+  }
 
   absl::Status SleepBlocked(ThreadCalls& thread, const FutexWord& reply_word, uint32_t unanswered,
                             absl::Time deadline) override {
@@ -363,20 +367,21 @@ bool ServerPool::RetireLocked(Thread* self) {
   return true;
 }
 
-void ServerPool::Refresh(Snapshot& local, uint64_t* generation) {
+bool ServerPool::Refresh(Snapshot& local, uint64_t* generation) {
   if (bells()) {
     // Nothing scans every channel on bells (there may be thousands).
     local.clear();
-    return;
+    return false;
   }
   const uint64_t now = generation_.load(std::memory_order_acquire);
-  if (now == *generation) return;
+  if (now == *generation) return false;
   // Before mu_: this may drop the last reference to a channel, and its
   // stub's destructor may do anything, take locks ranked before mu_ too.
   local.clear();  // Keeps the capacity: no allocation in the steady state.
   MutexLock lock(&mu_);
   for (const auto& [id, entry] : entries_) local.push_back(entry);
   *generation = generation_.load(std::memory_order_relaxed);
+  return true;
 }
 
 void ServerPool::Remove(const std::shared_ptr<ServedChannel>& entry) {
@@ -586,7 +591,10 @@ void ServerPool::Worker(Thread* self) {
       sleeper.Forget();
       woke = WaitOnBells(sleep_deadline());
     } else {
-      Refresh(local, &generation);
+      // The sleeper's snapshot is from this thread's last blocked call: it
+      // must not keep a channel the pool dropped since (its client would
+      // learn of the end only when the channel is destroyed).
+      if (Refresh(local, &generation)) sleeper.Forget();
       // Sized with the channel set rather than at the first poll: a warm
       // thread may start polling only later (once its client runs on
       // another CPU), and a call must not allocate then.

@@ -145,9 +145,9 @@ class ServerPool final : private NestedSource {
                         std::vector<FutexWaitEntry>& waits, uint32_t changed, absl::Time deadline);
   // One epoll_wait on the bells; serves what it finds. False on timeout.
   bool WaitOnBells(absl::Time deadline);
-  // Refreshes `local` if the channel set changed since `*generation`. Empty
-  // on bells: nothing then scans every channel.
-  void Refresh(Snapshot& local, uint64_t* generation);
+  // Refreshes `local` if the channel set changed since `*generation`; true
+  // if it did. Empty on bells: nothing then scans every channel.
+  bool Refresh(Snapshot& local, uint64_t* generation);
   // Takes at most one call from `entry`: served here, or handed to the
   // thread waiting in its chain. Ends the spell of polling on `polled` (if
   // any) once it claims a call.

@@ -17,6 +17,7 @@
 // thing the design promises can never happen.
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -53,6 +54,7 @@ namespace {
 struct Mapping {
   uintptr_t begin = 0;
   uintptr_t end = 0;
+  uint64_t inode = 0;  // The memfd's: tells it from whatever is mapped there later.
   bool writable = false;
   std::string name;
 };
@@ -72,6 +74,7 @@ std::vector<Mapping> SluiceMappings() {
         !absl::SimpleHexAtoi(range[1], &m.end)) {
       continue;
     }
+    if (!absl::SimpleAtoi(parts[4], &m.inode)) continue;
     m.writable = parts[1].size() > 1 && parts[1][1] == 'w';
     m.name = parts[5];
     out.push_back(m);
@@ -85,17 +88,35 @@ std::vector<Mapping> SluiceMappings() {
   ::_exit(3);
 }
 
+// Whether `m` is still mapped where it was. /proc/self/maps was read a
+// while ago: since then the channel may have ended and its range may hold
+// other memory, such as this process's own arena of a new channel, which it
+// may write, and that is no finding.
+bool StillMapped(const Mapping& m) {
+  for (const Mapping& now : SluiceMappings()) {
+    if (now.begin == m.begin && now.end == m.end && now.inode == m.inode) return true;
+  }
+  return false;
+}
+
 // Tries every way to write a mapping this process only reads.
 void TryToWrite(const Mapping& m) {
   void* base = reinterpret_cast<void*>(m.begin);
   const size_t size = m.end - m.begin;
-  if (::mprotect(base, size, PROT_READ | PROT_WRITE) == 0) KernelAllowedAWrite(m, "mprotect");
+  if (::mprotect(base, size, PROT_READ | PROT_WRITE) == 0 && StillMapped(m)) {
+    KernelAllowedAWrite(m, "mprotect");
+  }
   // The same file, opened anew through /proc: a writable shared mapping of
   // it must be refused too (F_SEAL_FUTURE_WRITE / F_SEAL_WRITE).
   char path[128];
   std::snprintf(path, sizeof(path), "/proc/self/map_files/%lx-%lx",
                 static_cast<unsigned long>(m.begin), static_cast<unsigned long>(m.end));
   const int fd = ::open(path, O_RDWR | O_CLOEXEC);
+  struct stat opened {};
+  if (fd >= 0 && (::fstat(fd, &opened) != 0 || opened.st_ino != m.inode)) {
+    ::close(fd);  // Another mapping's file by now.
+    return;
+  }
   if (fd >= 0) {
     void* again = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (again != MAP_FAILED) KernelAllowedAWrite(m, "mmap of /proc/self/map_files");

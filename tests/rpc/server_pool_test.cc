@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -356,6 +358,118 @@ TEST(ServerPool, AServiceWhoseIdLooksLikeAnObjectWordIsStillItself) {
                        pair.client->BeginCall(0, absl::Now() + absl::Seconds(10)));
   call.header() = CallHeader{TagLookalikeService::kId, rpc::MethodWord(1, 2), 0};
   EXPECT_OK(pair.client->Call(std::move(call), {}, absl::Now() + absl::Seconds(10)).status());
+}
+
+// A Painter whose Note calls Total on another channel, `out`, from the pool
+// thread that serves it: that thread has then been blocked in a call.
+class CallsOut final : public PainterService {
+ public:
+  explicit CallsOut(ClientChannel& out) : out_(out) {}
+  absl::Status Note(const rpc::CallContext&, const sink::Counter&) override {
+    sink::PainterProxy proxy(out_);
+    total_ = proxy.Total({.deadline = absl::Now() + absl::Seconds(10)}).status();
+    called_.Notify();
+    return absl::OkStatus();
+  }
+  Notification& called() { return called_; }
+  const absl::Status& total() const { return total_; }
+
+ private:
+  ClientChannel& out_;
+  absl::Status total_;
+  Notification called_;
+};
+
+// Regression (found by the object fuzzer's passes surface): a pool thread
+// that had once been blocked in a call of its own kept the channels it had
+// watched meanwhile, and so kept a channel the pool then closed as
+// malformed open for its client: the client's next call waited out its
+// deadline with nobody left to serve it, and the channel's memory, socket
+// and stub stayed until the thread next blocked in a call. Now the pool
+// lets go of a channel as soon as it drops it, and a channel closed on one
+// side tells the other at once, whoever still holds it.
+TEST(ServerPool, AChannelItClosesEndsForItsClientAtOnce) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  rpc::ServerPool answers({.max_threads = 1});
+  ASSERT_OK_AND_ASSIGN(LocalPair out, MakeLocalPair(*watcher));
+  ASSERT_OK(answers.Add(std::move(out.server), std::make_shared<PainterService>()));
+
+  rpc::ServerPool pool({.max_threads = 1});
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  auto service = std::make_shared<CallsOut>(*out.client);
+  const std::weak_ptr<CallsOut> alive = service;
+  ASSERT_OK(pool.Add(std::move(pair.server), service));
+  sink::PainterProxy proxy(*pair.client);
+  // Oneway, so that the pool's thread serves it (a sync call from this
+  // process would be served by its own waiting thread, call_router.h).
+  ASSERT_OK(proxy.Note(1));
+  ASSERT_TRUE(service->called().WaitForNotificationWithTimeout(absl::Seconds(10)));
+  ASSERT_OK(service->total());
+  service.reset();
+
+  // A Note whose bytes are no Counter: DATA_LOSS, and the pool closes the channel.
+  const std::byte garbage[8] = {std::byte{0xff}, std::byte{0xff}, std::byte{0xff}, std::byte{0xff}};
+  ASSERT_OK_AND_ASSIGN(OutgoingCall call,
+                       pair.client->BeginCall(sizeof(garbage), absl::Now() + absl::Seconds(10)));
+  std::memcpy(call.buffer().data(), garbage, sizeof(garbage));
+  call.header() =
+      CallHeader{sink::PainterInterface::kInterfaceId, sink::PainterInterface::kNote, 0};
+  const std::span<const std::byte> message = call.buffer().first(sizeof(garbage));
+  ASSERT_OK(pair.client->Send(std::move(call), message));
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (pool.channel_count() != 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(pool.channel_count(), 0u);
+
+  const absl::Status total = proxy.Total({.deadline = absl::Now() + absl::Seconds(10)}).status();
+  EXPECT_TRUE(IsPeerDead(total)) << total;
+  while (!alive.expired() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_TRUE(alive.expired()) << "the pool still holds the channel it dropped";
+}
+
+// A Painter whose Note waits until the test opens `gate`.
+class GatedNote final : public PainterService {
+ public:
+  absl::Status Note(const rpc::CallContext&, const sink::Counter&) override {
+    at_gate.Notify();
+    gate.WaitForNotification();
+    return absl::OkStatus();
+  }
+  Notification at_gate;
+  Notification gate;
+};
+
+// The same end, with the channel still held: a pool thread in a long
+// handler of another channel keeps the snapshot of channels it took the
+// call from. The client of the channel closed meanwhile must not wait for
+// that handler.
+TEST(ServerPool, AChannelItClosesEndsForItsClientWhileAnotherHandlerRuns) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  rpc::ServerPool pool({.max_threads = 2});
+  ASSERT_OK_AND_ASSIGN(LocalPair gated, MakeLocalPair(*watcher));
+  ASSERT_OK_AND_ASSIGN(LocalPair doomed, MakeLocalPair(*watcher));
+  auto gate = std::make_shared<GatedNote>();
+  ASSERT_OK(pool.Add(std::move(gated.server), gate));
+  ASSERT_OK(pool.Add(std::move(doomed.server), std::make_shared<PainterService>()));
+  ASSERT_OK(sink::PainterProxy(*gated.client).Note(1));
+  ASSERT_TRUE(gate->at_gate.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
+  const std::byte garbage[8] = {std::byte{0xff}, std::byte{0xff}, std::byte{0xff}, std::byte{0xff}};
+  ASSERT_OK_AND_ASSIGN(OutgoingCall call,
+                       doomed.client->BeginCall(sizeof(garbage), absl::Now() + absl::Seconds(10)));
+  std::memcpy(call.buffer().data(), garbage, sizeof(garbage));
+  call.header() =
+      CallHeader{sink::PainterInterface::kInterfaceId, sink::PainterInterface::kNote, 0};
+  const std::span<const std::byte> message = call.buffer().first(sizeof(garbage));
+  ASSERT_OK(doomed.client->Send(std::move(call), message));
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (pool.channel_count() != 1 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(pool.channel_count(), 1u);
+
+  const absl::Status total = sink::PainterProxy(*doomed.client)
+                                 .Total({.deadline = absl::Now() + absl::Seconds(10)})
+                                 .status();
+  gate->gate.Notify();
+  EXPECT_TRUE(IsPeerDead(total)) << total;
 }
 
 }  // namespace
