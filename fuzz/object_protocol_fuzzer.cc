@@ -1,6 +1,6 @@
 // libFuzzer target: the object protocol as a hostile peer reaches it.
 //
-// Three surfaces, all served by the runtime's own pools in this process:
+// Five surfaces, all served by the runtime's own pools in this process:
 //   reverse     the reverse channel this process serves for the objects it
 //               lent by handle (three Painters): calls addressed to any
 //               handle and interface fold, Acquire, Release and Settle
@@ -44,6 +44,18 @@
 //               every ticket must have been settled once, every handle kept
 //               released as often as it was kept, and nothing else released;
 //               TakeLocal must find exactly the object lent under a handle.
+//   passes      objects the holder passes in its calls on a reverse channel
+//               (HolderObjects): the fuzzer is the holder and the service
+//               of the connection the channel was opened on; the runtime
+//               lends three KeepingPainters on it. A script of steps, each a
+//               call on one of them, sync or oneway under any ticket,
+//               passing a handle of the fuzzer's, one of the runtime's
+//               passed back or a raw value, which the handler takes (as a
+//               proxy, as its own), calls and keeps as the step says; the
+//               Acquire keeping costs is granted or refused as it says. Every
+//               oneway ticket must be settled once, keeping only handles its
+//               call passed; every hold released; only passed handles
+//               called or acquired.
 // Every input must end in a reply or an error; a call that outlives its
 // deadline is a hang and aborts. A reverse channel or connection that the
 // host closed as malformed is made again for the next input.
@@ -51,7 +63,8 @@
 // Input: byte 0 flags (bit 0 surface: 0 reverse, 1 connection; with bit 7
 // also set, the objects surface: bits 1-2 its first reply limit, then the
 // script's steps, see ObjectScript; bit 7 alone, the replies surface, see
-// ReplyScript::Step). Otherwise bit 1 oneway; bits 2-3 how
+// ReplyScript::Step; bits 4-6 set and bits 0 and 7 clear, the passes
+// surface, see PassScript::Step). Otherwise bit 1 oneway; bits 2-3 how
 // to address the call; bits 4-6 which descriptors go with it; byte 1 a
 // handle or method pick, bytes 2-17 an interface word and method word used
 // when bits 2-3 say raw, then the request bytes.
@@ -1343,10 +1356,411 @@ class ReplyScript {
   absl::flat_hash_map<uint32_t, int> kept_, released_, holds_sent_;
 };
 
+// --- The passes surface: objects the holder passes in calls on the reverse channel
+
+// Taken and kept by KeepingPainters until the script that made them ends.
+std::mutex g_keeps_mu;
+std::vector<rpc::Remote<sink::PainterProxy>> g_keeps;  // Guarded by g_keeps_mu.
+// Keep calls whose handler ran to its end.
+std::atomic<int64_t> g_keep_calls{0};
+
+// A Painter lent by handle on a reverse channel, with two more methods,
+// Keep(AddRequest):AddResponse and its oneway twin Hold(AddRequest). `a` is
+// an interface field as the holder wrote it; `b` what the handler does with it: bit 0 take it as a
+// proxy (TakeObject), bit 1 keep that proxy until the script ends, bit 2 call Total on it, bit 3
+// take it as one of ours (TakeLocal), which must find exactly the KeepingPainter lent under that
+// handle, or nothing.
+class KeepingPainter final : public rpc::ServiceStub {
+ public:
+  static constexpr uint64_t kKeepMethod =
+      rpc::MethodWord(rpc::Fnv1a32("Keep"), rpc::Fnv1a32("AddRequest->AddResponse"));
+  // The same, oneway: Hold(AddRequest) (oneway).
+  static constexpr uint64_t kHoldMethod =
+      rpc::MethodWord(rpc::Fnv1a32("Hold"), rpc::Fnv1a32("AddRequest->Empty"));
+  using Lent = absl::flat_hash_map<uint32_t, const KeepingPainter*>;
+
+  // `lent`: every KeepingPainter lent on the channel, by handle; filled
+  // before the first call and read-only after.
+  explicit KeepingPainter(const Lent* lent) : lent_(lent) {}
+  absl::string_view service_name() const override { return painter_.service_name(); }
+  uint64_t interface_id() const override { return painter_.interface_id(); }
+
+  absl::Status Dispatch(sluice::IncomingCall& call, const rpc::CallContext& context) override {
+    if (rpc::TargetInterface(call, context) != interface_id()) {
+      return painter_.Dispatch(call, context);
+    }
+    const uint32_t method = rpc::MethodIdOf(call.header().method);
+    if (method == rpc::MethodIdOf(kKeepMethod)) {
+      return rpc::HandleCall<sink::AddRequest, sink::AddResponse>(
+          call, context, kKeepMethod, "fuzz.KeepingPainter.Keep", stats_,
+          [this](const rpc::CallContext& c, const sink::AddRequest& r,
+                 flatbuffers::FlatBufferBuilder& b)
+              -> absl::StatusOr<flatbuffers::Offset<sink::AddResponse>> {
+            return sink::CreateAddResponse(b, Keep(c, r));
+          });
+    }
+    if (method == rpc::MethodIdOf(kHoldMethod)) {
+      return rpc::HandleOneway<sink::AddRequest>(
+          call, context, kHoldMethod, "fuzz.KeepingPainter.Hold", stats_,
+          [this](const rpc::CallContext& c, const sink::AddRequest& r) {
+            (void)Keep(c, r);
+            return absl::OkStatus();
+          });
+    }
+    return painter_.Dispatch(call, context);
+  }
+
+ private:
+  // What it did: the request's bits that worked.
+  int64_t Keep(const rpc::CallContext& context, const sink::AddRequest& request) {
+    const auto field = static_cast<uint64_t>(request.a());
+    const auto what = static_cast<uint64_t>(request.b());
+    int64_t done = 0;
+    if ((what & 8) != 0) {
+      auto local = rpc::TakeLocal<KeepingPainter>(context, field);
+      const auto it = wire::IsReturnedField(field) ? lent_->find(wire::HandleOfReturnedField(field))
+                                                   : lent_->end();
+      if (local.ok() && (it == lent_->end() || local->get() != it->second)) {
+        Wrong("TakeLocal in a reverse call gave an object not lent under that handle");
+      }
+      if (!local.ok() && it != lent_->end()) {
+        Wrong("TakeLocal in a reverse call missed an object lent under that handle");
+      }
+      done |= local.ok() ? 8 : 0;
+    }
+    if ((what & 1) != 0) {
+      auto object = rpc::TakeObject<sink::PainterProxy>(context, field);
+      if (object.ok()) {
+        done |= 1;
+        if ((what & 4) != 0) {
+          if ((*object)->Total({.deadline = absl::Now() + kPatience}).ok()) done |= 4;
+        }
+        if ((what & 2) != 0) {
+          std::lock_guard lock(g_keeps_mu);
+          g_keeps.push_back(*std::move(object));
+        }
+      }
+    }
+    g_keep_calls.fetch_add(1);
+    return done;
+  }
+
+  const Lent* const lent_;
+  sluice::testing::PainterService painter_;
+  rpc::MethodStats stats_;
+};
+
+// The fuzzer is the holder of a reverse channel and the service of the
+// connection it was opened on: the runtime is the lender, a client that
+// lends kLent KeepingPainters by handle on its connection (with an owner, so
+// that objects passed in calls on them can be taken: HolderObjects). Each
+// step the fuzzer calls Keep on one of them, passing an object handle of its
+// own (as if lent on the connection), one of the runtime's (passed back),
+// or a raw value, sync or oneway under a ticket of its choosing, and answers
+// the Acquire that keeping it costs as the step says. What the runtime sends
+// on the connection is checked against what it was passed (see Check).
+class PassScript {
+ public:
+  PassScript(Harness& h, std::span<const uint8_t> in) : h_(h), in_(in) {}
+
+  void Run() {
+    auto pair = sluice::testing::MakeLocalPair(*h_.watcher);
+    if (!pair.ok()) std::abort();
+    channel_ = std::shared_ptr<sluice::ClientChannel>(std::move(pair->client));
+    server_ = std::move(pair->server);
+    std::thread service([this] { Serve(); });
+    {
+      auto exports = rpc::ExportLink::Create(channel_.get(), channel_);
+      std::vector<rpc::ExportLink::Loan> loans;
+      std::vector<std::shared_ptr<KeepingPainter>> painters;
+      for (int i = 0; i < kLent; ++i) {
+        painters.push_back(std::make_shared<KeepingPainter>(&lent_));
+        // The first opens the reverse channel (answered by Serve).
+        auto loan = exports->Lend(painters.back(), absl::Now() + kPatience);
+        if (!loan.ok()) Hung(loan.status());
+        lent_[loan->handle] = painters.back().get();
+        loans.push_back(*std::move(loan));
+      }
+      {
+        std::lock_guard lock(mu_);
+        holder_ = holder_end_;
+      }
+      const int64_t calls_before = g_keep_calls.load();
+      const size_t references = rpc::ObjectHost::Get().reference_count();
+      for (int steps = 0; at_ < in_.size() && steps < kMaxSteps; ++steps) Step();
+      // Every Keep handled and every oneway ticket settled before the keeps go.
+      Eventually(
+          [&] {
+            return !holder_->channel().health().ok() ||
+                   (g_keep_calls.load() - calls_before >= keep_calls_ && SettlesSent());
+          },
+          "a oneway call on the reverse channel was never served, or its ticket never settled");
+      std::vector<rpc::Remote<sink::PainterProxy>> keeps;
+      {
+        std::lock_guard lock(g_keeps_mu);
+        keeps.swap(g_keeps);
+      }
+      keeps.clear();
+      {
+        sink::PainterProxy proxy(
+            rpc::ProxyTarget{.channel = channel_.get(), .owner = channel_, .exports = exports});
+        if (auto total = proxy.Total({.deadline = absl::Now() + kPatience}); !total.ok()) {
+          Hung(total.status());
+        }
+      }
+      // A Release may still be in another thread's flush.
+      Eventually([&] { return Released(); },
+                 "an object handle held after a call on the reverse channel was never released");
+      // Our own objects the holder passed back, taken as proxies over
+      // channels to ourselves, went with the keeps.
+      Eventually([&] { return rpc::ObjectHost::Get().reference_count() <= references; },
+                 "a reference to our own object passed back stays after its proxy went");
+      for (const auto& loan : loans) rpc::ExportLink::EndLoan(loan);
+    }
+    stop_.store(true);
+    service.join();
+    Check();
+    holder_.reset();
+    holder_end_.reset();
+    server_.reset();
+    channel_.reset();
+  }
+
+ private:
+  static constexpr int kMaxSteps = 24;
+
+  uint8_t Byte() { return at_ < in_.size() ? in_[at_++] : 0; }
+  uint32_t Word() {
+    uint32_t word = 0;
+    for (int i = 0; i < 4; ++i) word |= uint32_t{Byte()} << (8 * i);
+    return word;
+  }
+
+  // [op][handle][kind][value: a byte, or a u32 with kind bit 2, or two][what]
+  // [word: a byte, or a u32 with op bit 5; sync, then a u32 more]. op bit 0
+  // oneway; bit 1 a word: oneway, a ticket (the request word); sync, a chain
+  // id; bits 2-3 how the next Acquire is answered
+  // (granted with its hold word, granted bare, granted with a ticket-like
+  // word, refused); bit 4 the wrong interface fold; bit 6 the method word
+  // of the other kind (Keep oneway, Hold sync). handle mod kLent+2 (the
+  // lent are 1..kLent). kind bits 0-1: a handle of ours (HandleField), one
+  // of the runtime's passed back (ReturnedField), raw u32, raw u64. what:
+  // KeepingPainter's bits.
+  void Step() {
+    const uint8_t op = Byte();
+    const uint32_t handle = Byte() % (kLent + 2);
+    const uint8_t kind = Byte();
+    uint64_t value = (kind & 4) != 0 ? Word() : Byte() % 6;
+    uint64_t field = value;
+    switch (kind & 3) {
+      case 0:
+        field = wire::HandleField(value & wire::kMaxHandle);
+        break;
+      case 1:
+        field = wire::ReturnedField(value & wire::kMaxReturnedHandle);
+        break;
+      case 3:
+        field = value | uint64_t{Word()} << 32;
+        break;
+      default:
+        break;
+    }
+    const uint8_t what = Byte() & 15;
+    const bool oneway = (op & 1) != 0;
+    uint64_t word = 0;
+    if ((op & 2) != 0) {
+      word = (op & 32) != 0 ? Word() : 1 + Byte();
+      if (!oneway) word |= uint64_t{Word()} << 32;
+    }
+    const bool addressed = handle >= 1 && handle <= kLent && (op & (16 | 64)) == 0;
+    const bool ticketed = oneway && wire::IsTicketWord(word);
+    {
+      std::lock_guard lock(mu_);
+      acquire_answer_ = (op >> 2) & 3;
+      if (wire::IsHandleField(field)) {
+        passed_.insert(wire::HandleOfField(field));
+        if (ticketed) passes_[static_cast<uint32_t>(word)].insert(wire::HandleOfField(field));
+      }
+    }
+    const uint64_t fold_of = (op & 16) != 0 ? sink::CalculatorInterface::kInterfaceId
+                                            : sink::PainterInterface::kInterfaceId;
+    const std::vector<uint8_t> body = Encode(
+        [&](auto& fbb) { return sink::CreateAddRequest(fbb, static_cast<int64_t>(field), what); });
+    // Bit 6: the other one's method word, which the stub refuses.
+    const uint64_t method =
+        (oneway != ((op & 64) != 0)) ? KeepingPainter::kHoldMethod : KeepingPainter::kKeepMethod;
+    // Sync, the word is a chain id the holder claims the call is part of.
+    const sluice::CallHeader header{.interface_id = wire::ObjectWord(handle, fold_of),
+                                    .method = method,
+                                    .chain_id = oneway ? 0 : word,
+                                    .word = oneway ? word : 0};
+    const Outcome outcome = Exchange(holder_->channel(), header, oneway, body);
+    if (!outcome.sent) return;
+    if (addressed) ++keep_calls_;
+    if (ticketed) {
+      std::lock_guard lock(mu_);
+      ++tickets_[static_cast<uint32_t>(word)];
+    }
+  }
+
+  // Every ticket of a oneway call settled as often as it was sent.
+  bool SettlesSent() {
+    std::lock_guard lock(mu_);
+    for (const auto& [ticket, sent] : tickets_) {
+      if (!settles_.contains(ticket) || settles_.at(ticket) < sent) return false;
+    }
+    return true;
+  }
+
+  // Every hold the runtime got (an Acquire granted, a Settle that kept)
+  // given back, now that it keeps nothing.
+  bool Released() {
+    std::lock_guard lock(mu_);
+    for (const auto& [handle, held] : held_) {
+      if (!released_.contains(handle) || released_.at(handle) < held) return false;
+    }
+    return true;
+  }
+
+  // The connection's service: answers OpenReverse, Acquire as the step
+  // said, calls on the objects taken, and Total once everything before it
+  // was served; counts Settles and Releases.
+  void Serve() {
+    while (!stop_.load()) {
+      auto call = server_->Receive(absl::Now() + absl::Milliseconds(20));
+      if (call.ok()) Answer(*call);
+    }
+  }
+
+  void Answer(sluice::IncomingCall& call) {
+    const sluice::CallHeader header = call.header();
+    const std::span<const std::byte> request = call.request();
+    std::vector<uint32_t> words(request.size() / sizeof(uint32_t));
+    if (!words.empty()) std::memcpy(words.data(), request.data(), words.size() * sizeof(uint32_t));
+    if (header.interface_id == wire::kControlInterfaceId) {
+      Control(call, header, words);
+      return;
+    }
+    if (wire::IsObjectWord(header.interface_id)) {
+      {
+        std::lock_guard lock(mu_);
+        if (!passed_.contains(wire::HandleOfWord(header.interface_id))) {
+          Wrong("the lender called an object handle the holder never passed it");
+        }
+      }
+      if (rpc::MethodIdOf(header.method) != rpc::MethodIdOf(sink::PainterInterface::kTotal)) {
+        (void)call.Fail(absl::UnimplementedError("not served by this fuzzer"));
+        return;
+      }
+    } else if (rpc::MethodIdOf(header.method) == rpc::MethodIdOf(sink::PainterInterface::kTotal)) {
+      for (;;) {
+        auto before = server_->Receive(absl::Now());
+        if (!before.ok()) break;
+        Answer(*before);
+      }
+    } else {
+      (void)call.Fail(absl::UnimplementedError("not served by this fuzzer"));
+      return;
+    }
+    flatbuffers::FlatBufferBuilder fbb;
+    fbb.Finish(sink::CreateCounter(fbb, 0));
+    auto space = call.ReserveReply(fbb.GetSize());
+    if (!space.ok()) {
+      (void)call.Fail(space.status());
+      return;
+    }
+    std::memcpy(space->data(), fbb.GetBufferPointer(), fbb.GetSize());
+    (void)call.Reply(space->first(fbb.GetSize()));
+  }
+
+  void Control(sluice::IncomingCall& call, const sluice::CallHeader& header,
+               const std::vector<uint32_t>& words) {
+    std::lock_guard lock(mu_);
+    if (header.method == wire::kOpenReverseMethod && holder_end_ == nullptr) {
+      std::vector<sluice::UniqueFd> fds = call.TakeFds();
+      if (fds.size() != 2) std::abort();
+      auto holder = rpc::RemoteObject::Adopt(rpc::ObjectFds{std::move(fds[0]), std::move(fds[1])});
+      if (!holder.ok()) std::abort();
+      holder_end_ = *std::move(holder);
+      (void)call.Reply({});
+      return;
+    }
+    if (header.method == wire::kAcquireMethod && !call.oneway() && words.size() == 1) {
+      const uint32_t handle = words[0];
+      if (!passed_.contains(handle)) Wrong("the lender acquired a handle the holder never passed");
+      if (acquire_answer_ == 3) {
+        (void)call.Fail(absl::FailedPreconditionError("refused by the fuzzer"));
+        return;
+      }
+      call.set_reply_word(acquire_answer_ == 0   ? wire::HoldWord(handle)
+                          : acquire_answer_ == 2 ? 7
+                                                 : 0);
+      if (call.Reply({}).ok()) ++held_[handle];
+      return;
+    }
+    if (header.method == wire::kSettleMethod && call.oneway() && !words.empty()) {
+      ++settles_[words[0]];
+      for (size_t i = 1; i < words.size(); ++i) {
+        if (!passes_[words[0]].contains(words[i])) {
+          Wrong("a Settle keeps a handle no call under its ticket passed");
+        }
+        ++held_[words[i]];
+      }
+    } else if (header.method == wire::kReleaseMethod && call.oneway()) {
+      for (uint32_t handle : words) ++released_[handle];
+    } else {
+      Wrong("the lender sent a control call it has no reason to send");
+    }
+    (void)call.Reply({});
+  }
+
+  // Once everything was dropped and served: every ticket settled as often
+  // as a oneway call carried it (no more even if the channel closed), and
+  // nothing released more often than it was held.
+  void Check() {
+    const bool open = holder_->channel().health().ok();
+    for (const auto& [ticket, sent] : tickets_) {
+      const int settled = settles_.contains(ticket) ? settles_.at(ticket) : 0;
+      if (settled > sent || (open && settled < sent)) {
+        Wrong("a oneway call's ticket was not settled once");
+      }
+    }
+    for (const auto& [ticket, settled] : settles_) {
+      if (!tickets_.contains(ticket)) Wrong("a ticket no oneway call carried was settled");
+    }
+    for (const auto& [handle, released] : released_) {
+      const int held = held_.contains(handle) ? held_.at(handle) : 0;
+      if (released > held) Wrong("a handle was released more often than it was held");
+    }
+  }
+
+  Harness& h_;
+  std::span<const uint8_t> in_;
+  size_t at_ = 0;
+  int64_t keep_calls_ = 0;
+  KeepingPainter::Lent lent_;
+  std::shared_ptr<sluice::ClientChannel> channel_;
+  std::unique_ptr<sluice::ServerChannel> server_;
+  std::shared_ptr<rpc::RemoteObject> holder_;  // The script thread's copy of holder_end_.
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  // Guarded by mu_: what the steps passed (every handle; by ticket) and how
+  // Acquire is answered; what the service thread was sent.
+  std::shared_ptr<rpc::RemoteObject> holder_end_;
+  int acquire_answer_ = 0;
+  absl::flat_hash_set<uint32_t> passed_;
+  absl::flat_hash_map<uint32_t, absl::flat_hash_set<uint32_t>> passes_;
+  absl::flat_hash_map<uint32_t, int> tickets_, settles_, held_, released_;
+};
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static Harness* harness = new Harness();
+  if (size >= 1 && (data[0] & 0xf1) == 0x70) {
+    PassScript(*harness, std::span(data + 1, std::min<size_t>(size - 1, 4096))).Run();
+    return 0;
+  }
   if (size >= 1 && (data[0] & 0x81) == 0x80) {
     ReplyScript(*harness, std::span(data + 1, std::min<size_t>(size - 1, 4096))).Run();
     return 0;
