@@ -531,6 +531,20 @@ TEST(RpcDeath, ClosingOurOwnSideDoesNotFireDeathRecipients) {
   EXPECT_EQ(fired.load(), 0);
 }
 
+// The server ending the channel (a malformed request, its shutdown) is an
+// end for the client too, told at once through the liveness socket even
+// while the server still holds its end.
+TEST(RpcDeath, TheServerClosingTheChannelFiresDeathRecipients) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  Notification fired;
+  ASSERT_OK(pair.client->LinkToDeath([&] { fired.Notify(); }));
+  pair.server->Close(absl::DataLossError("the client sent nonsense"));
+  ASSERT_TRUE(fired.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_TRUE(IsPeerDead(pair.client->health())) << pair.client->health();
+  EXPECT_TRUE(IsPeerDead(pair.client->LinkToDeath([] {}).status()));
+}
+
 class HostileRequestTest : public ::testing::TestWithParam<std::string> {};
 
 INSTANTIATE_TEST_SUITE_P(Variants, HostileRequestTest,
