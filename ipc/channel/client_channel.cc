@@ -120,7 +120,10 @@ ClientChannel::ClientChannel(std::unique_ptr<Endpoint> endpoint)
 
 ClientChannel::~ClientChannel() { Close(); }
 
-void ClientChannel::Close() { endpoint_->Terminate(absl::CancelledError("client channel closed")); }
+void ClientChannel::Close() {
+  endpoint_->Terminate(absl::CancelledError("client channel closed"),
+                       internal::Endpoint::Ending::kClosed);
+}
 
 bool ClientChannel::TryReserveLocked(uint64_t capacity, bool in_arena, uint64_t chain_id,
                                      uint32_t* slot, std::optional<uint64_t>* block,

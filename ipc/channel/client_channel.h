@@ -182,11 +182,13 @@ class ClientChannel {
   absl::Status Send(OutgoingCall call, std::span<const std::byte> message);
 
   // Runs `recipient` exactly once, on the PeerWatcher thread, when the
-  // server ends the channel: its process dies (SIGKILL included) or it
-  // closes the channel (a malformed request, its shutdown); not once this
-  // side has closed it or found it broken. Returns an id for UnlinkToDeath,
-  // or, if the channel has ended already, why. A recipient must be quick. It may destroy this
-  // channel (say, drop the last Remote<> of a dead object) if no other thread still uses it.
+  // channel ends from the server's side: its process dies (SIGKILL
+  // included), it closes the channel (a malformed request, its shutdown),
+  // or it answers this side finding the channel broken by hanging up too.
+  // Never once this side has closed the channel. Returns an id for
+  // UnlinkToDeath, or, if the peer is gone or this side closed the channel,
+  // why. A recipient must be quick. It may destroy this channel (say, drop
+  // the last Remote<> of a dead object) if no other thread still uses it.
   absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient) {
     return endpoint_->LinkToDeath(std::move(recipient));
   }

@@ -182,7 +182,8 @@ Endpoint::Endpoint(Side side, Region region, Region own_arena, UniqueFd liveness
       server_words_(
           reinterpret_cast<channel_layout::ServerWords*>(region_.data() + h.server_words_offset)),
       slots_(reinterpret_cast<channel_layout::Slot*>(region_.data() + h.slots_offset)),
-      online_cpus_(static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))) {
+      online_cpus_(static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN))),
+      owner_pid_(::getpid()) {
   // What this side accepts, for the peer to choose where it puts messages.
   const uint32_t reception = options_.trust_peer ? channel_layout::kAcceptsInPlace : 0;
   if (side_ == Side::kClient) {
@@ -296,11 +297,12 @@ absl::Status Endpoint::health() const {
   return termination_;
 }
 
-void Endpoint::Terminate(absl::Status why) {
+void Endpoint::Terminate(absl::Status why, Ending ending) {
   {
     MutexLock lock(&mu_);
     if (terminated_.load(std::memory_order_relaxed)) return;
     termination_ = std::move(why);
+    closed_here_ = ending != Ending::kBroken;
     terminated_.store(true, std::memory_order_release);
   }
   // The peer learns of the end now, not when this endpoint is destroyed,
@@ -308,7 +310,9 @@ void Endpoint::Terminate(absl::Status why) {
   // another channel, a queued nested call) may put off for any time: its
   // watcher sees the hang-up at once. Only writing is shut: what the peer
   // sent before (a reply's descriptors) stays readable here.
-  if (liveness_) (void)::shutdown(liveness_.get(), SHUT_WR);
+  if (ending != Ending::kClosedAfterCalls && liveness_ && ::getpid() == owner_pid_) {
+    (void)::shutdown(liveness_.get(), SHUT_WR);
+  }
   Notify();
   // Wake threads in WaitOnPeerWord by moving the peer's words they sleep
   // on. The only write this side ever makes to the peer's words, and only
@@ -340,26 +344,29 @@ absl::Status Endpoint::WaitOnPeerWord(const FutexWord& word, uint32_t expected,
 }
 
 void Endpoint::PeerDied() {
-  // Once this side has ended the channel (closed it, or found it broken),
-  // the peer's hang-up is only its answer to ours (Terminate shuts this
-  // end): nobody is told of a death then.
-  const bool ended_here = terminated();
-  Terminate(PeerDeadError(side_ == Side::kClient ? "the server process is gone"
-                                                 : "the client process is gone"));
+  Terminate(PeerDeadError(
+      side_ == Side::kClient ? "the server is gone (its process ended, or it closed the channel)"
+                             : "the client is gone (its process ended, or it closed the channel)"));
   std::vector<std::pair<uint64_t, absl::AnyInvocable<void()>>> recipients;
+  bool tell;
   {
     MutexLock lock(&mu_);
-    if (!ended_here) {
-      peer_died_ = true;
-      recipients.swap(recipients_);
-    }
+    // Closed here, the peer's hang-up only answers ours (Terminate shut
+    // this end): nobody is told of a death. The recipients go all the
+    // same, unrun, so that none keeps alive what it captured (its own
+    // channel, say).
+    tell = !closed_here_;
+    peer_died_ = tell;
+    recipients.swap(recipients_);
   }
-  for (auto& [id, recipient] : recipients) recipient();
+  if (tell) {
+    for (auto& [id, recipient] : recipients) recipient();
+  }
 }
 
 absl::StatusOr<uint64_t> Endpoint::LinkToDeath(absl::AnyInvocable<void()> recipient) {
   MutexLock lock(&mu_);
-  if (terminated_.load(std::memory_order_relaxed)) return termination_;
+  if (peer_died_ || closed_here_) return termination_;
   const uint64_t id = next_recipient_++;
   recipients_.emplace_back(id, std::move(recipient));
   return id;

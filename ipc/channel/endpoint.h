@@ -14,6 +14,8 @@
 #ifndef SLUICE_IPC_CHANNEL_ENDPOINT_H_
 #define SLUICE_IPC_CHANNEL_ENDPOINT_H_
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -113,12 +115,25 @@ class Endpoint {
   // malformed message). The first cause sticks.
   absl::Status health() const;
   bool terminated() const { return terminated_.load(std::memory_order_acquire); }
+  // How this side ends a channel (Terminate).
+  enum class Ending : uint8_t {
+    // Found broken here (a malformed message, a failed read): the peer is
+    // told at once, and its hang-up in answer runs the death recipients,
+    // for the channel is over for good.
+    kBroken,
+    // Closed here on purpose: the peer is told at once; no death notice.
+    kClosed,
+    // Closed here on purpose with the calls in flight still to be answered
+    // (a server's shutdown): the peer learns of it when this endpoint goes,
+    // so those answers still reach it.
+    kClosedAfterCalls,
+  };
   // Ends the channel with `why` (if not already ended) and wakes every waiter.
-  void Terminate(absl::Status why);
+  void Terminate(absl::Status why, Ending ending = Ending::kBroken);
 
   // Death recipients: run once, on the PeerWatcher thread, when the peer
-  // ends the channel (its process dies, or it closes its end); not once
-  // this side has ended it. See ClientChannel::LinkToDeath.
+  // ends the channel (its process dies, or it closes its end); never once
+  // this side has closed it. See ClientChannel::LinkToDeath.
   absl::StatusOr<uint64_t> LinkToDeath(absl::AnyInvocable<void()> recipient);
   absl::Status UnlinkToDeath(uint64_t id);
 
@@ -206,6 +221,9 @@ class Endpoint {
   channel_layout::ServerWords* server_words_;
   channel_layout::Slot* slots_;
   int online_cpus_;
+  // Who may hang up: a child forked without exec holds the same socket,
+  // and ending its copy must not end the parent's channel.
+  const pid_t owner_pid_;
 
   PeerWatcher* watcher_ = nullptr;
   PeerWatcher::WatchId watch_id_ = 0;
@@ -218,7 +236,8 @@ class Endpoint {
   std::atomic<bool> terminated_{false};
   mutable Mutex mu_;
   absl::Status termination_ ABSL_GUARDED_BY(mu_);
-  bool peer_died_ ABSL_GUARDED_BY(mu_) = false;  // Its recipients were run.
+  bool peer_died_ ABSL_GUARDED_BY(mu_) = false;    // Its recipients were run.
+  bool closed_here_ ABSL_GUARDED_BY(mu_) = false;  // Ended kClosed*, not kBroken.
   uint64_t next_recipient_ ABSL_GUARDED_BY(mu_) = 1;
   std::vector<std::pair<uint64_t, absl::AnyInvocable<void()>>> recipients_ ABSL_GUARDED_BY(mu_);
 

@@ -247,7 +247,14 @@ ServerChannel::ServerChannel(std::unique_ptr<Endpoint> endpoint)
 
 ServerChannel::~ServerChannel() { Close(); }
 
-void ServerChannel::Close(absl::Status why) { endpoint_->Terminate(std::move(why)); }
+void ServerChannel::Close(absl::Status why) {
+  endpoint_->Terminate(std::move(why), internal::Endpoint::Ending::kClosed);
+}
+
+void ServerChannel::CloseAfterCalls() {
+  endpoint_->Terminate(absl::CancelledError("server channel closed"),
+                       internal::Endpoint::Ending::kClosedAfterCalls);
+}
 
 absl::StatusOr<IncomingCall> ServerChannel::Receive(absl::Time deadline) {
   auto& client_words = endpoint_->client_words();

@@ -158,8 +158,13 @@ class ServerChannel {
   }
   absl::Status UnlinkToDeath(uint64_t id) { return endpoint_->UnlinkToDeath(id); }
 
-  // Ends the channel: Receive and answers fail with `why` from now on.
+  // Ends the channel: Receive and answers fail with `why` from now on, and
+  // the client learns of it at once.
   void Close(absl::Status why = absl::CancelledError("server channel closed"));
+  // Ends the channel for new calls (CANCELLED) but lets the calls in flight
+  // be answered: the client learns of the end when this channel is
+  // destroyed, so those answers still reach it (a pool's Shutdown).
+  void CloseAfterCalls();
   absl::Status health() const { return endpoint_->health(); }
   // Tells the client what this side's upper layer can take in requests
   // (bits opaque to the channel, ORed into ServerWords::features).

@@ -673,7 +673,8 @@ void ServerPool::Shutdown() {
     for (const auto& [id, entry] : entries_) entries.push_back(entry);
   }
   for (const auto& entry : entries) {
-    entry->channel->Close();
+    // The handlers still running answer before their channels go.
+    entry->channel->CloseAfterCalls();
     (void)entry->channel->UnlinkToDeath(entry->death_link);
   }
   // In this order: a thread that reads its wake word after the bump sees stop_.

@@ -384,6 +384,34 @@ TEST(ChannelLifecycle, CloseFailsABlockedCallerWithCancelled) {
   EXPECT_THAT(client->BeginCall(16), StatusIs(absl::StatusCode::kCancelled));
 }
 
+// A pool's Shutdown: no new calls, but a call in flight is still answered,
+// with its descriptors, and only then does the client learn of the end.
+TEST(ChannelLifecycle, CloseAfterCallsStillAnswersTheCallInFlight) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  auto& client = pair.client;
+  std::thread caller([&] {
+    auto call = client->BeginCall(16);
+    ASSERT_OK(call);
+    auto reply = client->Call(*std::move(call), call->buffer());
+    ASSERT_OK(reply);
+    EXPECT_EQ(reply->TakeFds().size(), 1u);
+  });
+  ASSERT_OK_AND_ASSIGN(IncomingCall incoming, pair.server->Receive());
+  pair.server->CloseAfterCalls();
+  UniqueFd memfd(::memfd_create("reply-fd", MFD_CLOEXEC));
+  const int raw[] = {memfd.get()};
+  ASSERT_OK(incoming.AttachReplyFds(raw));
+  ASSERT_OK_AND_ASSIGN(std::span<std::byte> space, incoming.ReserveReply(8));
+  // Published all the same; what Reply returns is the channel's state.
+  EXPECT_THAT(incoming.Reply(space), StatusIs(absl::StatusCode::kCancelled));
+  caller.join();
+  pair.server.reset();
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (client->health().ok() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_TRUE(IsPeerDead(client->health())) << client->health();
+}
+
 TEST(ChannelLifecycle, CallHeaderTravelsWithTheRequest) {
   ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
   ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));

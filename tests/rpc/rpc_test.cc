@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -525,10 +526,39 @@ TEST(RpcDeath, ClosingOurOwnSideDoesNotFireDeathRecipients) {
     ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
     ASSERT_OK(pair.client->LinkToDeath([&] { fired.fetch_add(1); }));
     pair.client->Close();
-    pair.client.reset();  // Our own end goes away: the server sees a death, we do not.
+    // Told at once: the server sees a death, we do not.
     EXPECT_TRUE(IsPeerDead(pair.server->Receive().status()));
+    EXPECT_THAT(pair.client->LinkToDeath([] {}).status(), StatusIs(absl::StatusCode::kCancelled));
+    // The server's end going is the answer to ours, seen while ours is
+    // still watched: it is no death either.
+    pair.server.reset();
+    absl::SleepFor(absl::Milliseconds(50));
+    pair.client.reset();
   }
   EXPECT_EQ(fired.load(), 0);
+}
+
+// A child forked without exec holds the same sockets: ending its copy of a
+// channel must leave the parent's working.
+TEST(RpcDeath, AForkedChildClosingItsCopyLeavesTheChannelOpen) {
+  ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  rpc::ServerPool pool({.max_threads = 1});
+  ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
+  ASSERT_OK(pool.Add(std::move(pair.server), std::make_shared<PainterService>()));
+  sink::PainterProxy proxy(*pair.client);
+  ASSERT_OK(proxy.Total());
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    pair.client->Close();
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  absl::SleepFor(absl::Milliseconds(50));  // Time for a hang-up to be seen, if there were one.
+  EXPECT_OK(pair.client->health());
+  EXPECT_OK(proxy.Total().status());
 }
 
 // The server ending the channel (a malformed request, its shutdown) is an
@@ -536,8 +566,8 @@ TEST(RpcDeath, ClosingOurOwnSideDoesNotFireDeathRecipients) {
 // while the server still holds its end.
 TEST(RpcDeath, TheServerClosingTheChannelFiresDeathRecipients) {
   ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
+  Notification fired;  // Outlives the channel, whose recipient may run as it goes.
   ASSERT_OK_AND_ASSIGN(LocalPair pair, MakeLocalPair(*watcher));
-  Notification fired;
   ASSERT_OK(pair.client->LinkToDeath([&] { fired.Notify(); }));
   pair.server->Close(absl::DataLossError("the client sent nonsense"));
   ASSERT_TRUE(fired.WaitForNotificationWithTimeout(absl::Seconds(10)));
