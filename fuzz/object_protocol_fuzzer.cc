@@ -52,10 +52,13 @@
 //               passing a handle of the fuzzer's, one of the runtime's
 //               passed back or a raw value, which the handler takes (as a
 //               proxy, as its own), calls and keeps as the step says; the
-//               Acquire keeping costs is granted or refused as it says. Every
-//               oneway ticket must be settled once, keeping only handles its
-//               call passed; every hold released; only passed handles
-//               called or acquired.
+//               Acquire keeping costs is granted or refused as it says; the
+//               reply may lend an object on the reverse channel, whose
+//               ticket the fuzzer settles keeping it or not, now or at the
+//               end. Every oneway ticket must be settled once, keeping only
+//               handles its call passed; every hold released; only passed
+//               handles called or acquired; and what replies lent must go
+//               once their tickets are settled and their holds released.
 // Every input must end in a reply or an error; a call that outlives its
 // deadline is a hang and aborts. A reverse channel or connection that the
 // host closed as malformed is made again for the next input.
@@ -1363,13 +1366,24 @@ std::mutex g_keeps_mu;
 std::vector<rpc::Remote<sink::PainterProxy>> g_keeps;  // Guarded by g_keeps_mu.
 // Keep calls whose handler ran to its end.
 std::atomic<int64_t> g_keep_calls{0};
+// Painters a Keep reply lent on the reverse channel, alive.
+std::atomic<int64_t> g_reply_lent{0};
+
+class ReplyLent final : public sluice::testing::PainterService {
+ public:
+  ReplyLent() { g_reply_lent.fetch_add(1); }
+  ~ReplyLent() override { g_reply_lent.fetch_sub(1); }
+};
 
 // A Painter lent by handle on a reverse channel, with two more methods,
 // Keep(AddRequest):AddResponse and its oneway twin Hold(AddRequest). `a` is
-// an interface field as the holder wrote it; `b` what the handler does with it: bit 0 take it as a
-// proxy (TakeObject), bit 1 keep that proxy until the script ends, bit 2 call Total on it, bit 3
-// take it as one of ours (TakeLocal), which must find exactly the KeepingPainter lent under that
-// handle, or nothing.
+// an interface field as the holder wrote it; `b` what the handler does
+// with it: bit 0 take it as a proxy (TakeObject), bit 1 keep that proxy
+// until the script ends, bit 2 call Total on it, bit 3 take it as one of
+// ours (TakeLocal), which must find exactly the KeepingPainter lent under
+// that handle, or nothing; bit 4 (Keep only) lend a fresh ReplyLent in the
+// reply, on the reverse channel's table under the reply's ticket. The
+// reply's `sum`: the bits that worked, and that object's field << 32.
 class KeepingPainter final : public rpc::ServiceStub {
  public:
   static constexpr uint64_t kKeepMethod =
@@ -1396,14 +1410,14 @@ class KeepingPainter final : public rpc::ServiceStub {
           [this](const rpc::CallContext& c, const sink::AddRequest& r,
                  flatbuffers::FlatBufferBuilder& b)
               -> absl::StatusOr<flatbuffers::Offset<sink::AddResponse>> {
-            return sink::CreateAddResponse(b, Keep(c, r));
+            return sink::CreateAddResponse(b, Keep(c, r, /*sync=*/true));
           });
     }
     if (method == rpc::MethodIdOf(kHoldMethod)) {
       return rpc::HandleOneway<sink::AddRequest>(
           call, context, kHoldMethod, "fuzz.KeepingPainter.Hold", stats_,
           [this](const rpc::CallContext& c, const sink::AddRequest& r) {
-            (void)Keep(c, r);
+            (void)Keep(c, r, /*sync=*/false);
             return absl::OkStatus();
           });
     }
@@ -1412,7 +1426,7 @@ class KeepingPainter final : public rpc::ServiceStub {
 
  private:
   // What it did: the request's bits that worked.
-  int64_t Keep(const rpc::CallContext& context, const sink::AddRequest& request) {
+  int64_t Keep(const rpc::CallContext& context, const sink::AddRequest& request, bool sync) {
     const auto field = static_cast<uint64_t>(request.a());
     const auto what = static_cast<uint64_t>(request.b());
     int64_t done = 0;
@@ -1440,6 +1454,10 @@ class KeepingPainter final : public rpc::ServiceStub {
           g_keeps.push_back(*std::move(object));
         }
       }
+    }
+    if ((what & 16) != 0 && sync) {
+      absl::StatusOr<uint32_t> lent = rpc::AttachObject(context, std::make_shared<ReplyLent>());
+      if (lent.ok()) done |= 16 | int64_t{*lent} << 32;
     }
     g_keep_calls.fetch_add(1);
     return done;
@@ -1485,6 +1503,9 @@ class PassScript {
         std::lock_guard lock(mu_);
         holder_ = holder_end_;
       }
+      // As a holder whose proxies keep their channel does: replies to its
+      // calls may lend it objects by handle (TakeReplyLoans settles them).
+      holder_->channel().AnnounceFeatures(wire::kTakesReplyHandles);
       const int64_t calls_before = g_keep_calls.load();
       const size_t references = rpc::ObjectHost::Get().reference_count();
       for (int steps = 0; at_ < in_.size() && steps < kMaxSteps; ++steps) Step();
@@ -1501,6 +1522,16 @@ class PassScript {
         keeps.swap(g_keeps);
       }
       keeps.clear();
+      // What Keep replies lent here, given back: then none of it stays.
+      for (uint32_t ticket : reply_tickets_) SendControl(wire::kSettleMethod, {ticket});
+      for (size_t i = 0; i < reply_holds_.size(); i += wire::kMaxReleasesPerCall) {
+        const size_t n = std::min<size_t>(reply_holds_.size() - i, wire::kMaxReleasesPerCall);
+        SendControl(wire::kReleaseMethod,
+                    std::vector<uint32_t>(reply_holds_.begin() + i, reply_holds_.begin() + i + n));
+      }
+      Eventually([&] { return g_reply_lent.load() == 0 || !holder_->channel().health().ok(); },
+                 "an object a reply on the reverse channel lent stays after its ticket was "
+                 "settled and its holds released");
       {
         sink::PainterProxy proxy(
             rpc::ProxyTarget{.channel = channel_.get(), .owner = channel_, .exports = exports});
@@ -1542,9 +1573,10 @@ class PassScript {
   // id; bits 2-3 how the next Acquire is answered
   // (granted with its hold word, granted bare, granted with a ticket-like
   // word, refused); bit 4 the wrong interface fold; bit 6 the method word
-  // of the other kind (Keep oneway, Hold sync). handle mod kLent+2 (the
-  // lent are 1..kLent). kind bits 0-1: a handle of ours (HandleField), one
-  // of the runtime's passed back (ReturnedField), raw u32, raw u64. what:
+  // of the other kind (Keep oneway, Hold sync); bit 7 keep what the reply
+  // lends (see TakeReplyLoans). handle mod kLent+2 (the lent are
+  // 1..kLent). kind bits 0-1: a handle of ours (HandleField), one of the
+  // runtime's passed back (ReturnedField), raw u32, raw u64. what:
   // KeepingPainter's bits.
   void Step() {
     const uint8_t op = Byte();
@@ -1565,7 +1597,7 @@ class PassScript {
       default:
         break;
     }
-    const uint8_t what = Byte() & 15;
+    const uint8_t what = Byte() & 31;
     const bool oneway = (op & 1) != 0;
     uint64_t word = 0;
     if ((op & 2) != 0) {
@@ -1597,10 +1629,40 @@ class PassScript {
     const Outcome outcome = Exchange(holder_->channel(), header, oneway, body);
     if (!outcome.sent) return;
     if (addressed) ++keep_calls_;
+    if (outcome.reply.has_value() && outcome.reply->ok()) TakeReplyLoans(**outcome.reply, op);
     if (ticketed) {
       std::lock_guard lock(mu_);
       ++tickets_[static_cast<uint32_t>(word)];
     }
+  }
+
+  // A Keep reply's ticket, if it lent an object: settled now keeping that
+  // object (op bit 7, then released at the end) or keeping nothing, or
+  // left open (op bits 2-3 both set) until the end settles it.
+  void TakeReplyLoans(const sluice::Reply& reply, uint8_t op) {
+    if (!wire::IsTicketWord(reply.word())) return;
+    const auto ticket = static_cast<uint32_t>(reply.word());
+    const auto bytes = reply.data();
+    auto response = rpc::VerifyMessage<sink::AddResponse>(
+        std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), "Keep");
+    const uint64_t sum = response.ok() ? static_cast<uint64_t>((*response)->sum()) : 0;
+    const uint64_t field = sum >> 32;
+    if ((op & 12) == 12) {
+      reply_tickets_.push_back(ticket);
+      return;
+    }
+    std::vector<uint32_t> words = {ticket};
+    if ((op & 128) != 0 && (sum & 16) != 0 && wire::IsHandleField(field)) {
+      words.push_back(wire::HandleOfField(field));
+      reply_holds_.push_back(wire::HandleOfField(field));
+    }
+    SendControl(wire::kSettleMethod, words);
+  }
+
+  void SendControl(uint64_t method, const std::vector<uint32_t>& words) {
+    std::vector<uint8_t> body(words.size() * sizeof(uint32_t));
+    std::memcpy(body.data(), words.data(), body.size());
+    (void)Exchange(holder_->channel(), {wire::kControlInterfaceId, method, 0}, true, body);
   }
 
   // Every ticket of a oneway call settled as often as it was sent.
@@ -1738,6 +1800,9 @@ class PassScript {
   std::span<const uint8_t> in_;
   size_t at_ = 0;
   int64_t keep_calls_ = 0;
+  // Tickets of Keep replies left open, and holds of what they lent.
+  std::vector<uint32_t> reply_tickets_;
+  std::vector<uint32_t> reply_holds_;
   KeepingPainter::Lent lent_;
   std::shared_ptr<sluice::ClientChannel> channel_;
   std::unique_ptr<sluice::ServerChannel> server_;
