@@ -146,6 +146,16 @@ struct Lender {
   }
 };
 
+// The holder's end of the reverse channel an OpenReverse hands over, as the
+// fuzzer takes it in the holder's place.
+std::shared_ptr<rpc::RemoteObject> AdoptReverseEnds(sluice::IncomingCall& call) {
+  std::vector<sluice::UniqueFd> fds = call.TakeFds();
+  if (fds.size() != 2) std::abort();
+  auto holder = rpc::RemoteObject::Adopt(rpc::ObjectFds{std::move(fds[0]), std::move(fds[1])});
+  if (!holder.ok()) std::abort();
+  return *std::move(holder);
+}
+
 std::unique_ptr<Lender> MakeLender(sluice::PeerWatcher& watcher) {
   auto lender = std::make_unique<Lender>();
   lender->primary = *sluice::testing::MakeLocalPair(watcher);
@@ -155,11 +165,7 @@ std::unique_ptr<Lender> MakeLender(sluice::PeerWatcher& watcher) {
   std::thread answer([&lender] {
     auto call = lender->primary.server->Receive(absl::Now() + kPatience);
     if (!call.ok()) Hung(call.status());
-    std::vector<sluice::UniqueFd> fds = call->TakeFds();
-    if (fds.size() != 2) std::abort();
-    auto holder = rpc::RemoteObject::Adopt(rpc::ObjectFds{std::move(fds[0]), std::move(fds[1])});
-    if (!holder.ok()) std::abort();
-    lender->holder = *std::move(holder);
+    lender->holder = AdoptReverseEnds(*call);
     (void)call->Reply({});
   });
   for (int i = 0; i < kLent; ++i) {
@@ -1035,6 +1041,71 @@ class ObjectScript {
 
 // --- The replies surface: a hostile service answering the runtime -----------
 
+// The services the replies and passes surfaces play, for the runtime as the
+// client of their connection.
+
+// The request as 4-byte words (handles, tickets), ragged tail dropped.
+std::vector<uint32_t> RequestWords(const sluice::IncomingCall& call) {
+  const std::span<const std::byte> request = call.request();
+  std::vector<uint32_t> words(request.size() / sizeof(uint32_t));
+  if (!words.empty()) std::memcpy(words.data(), request.data(), words.size() * sizeof(uint32_t));
+  return words;
+}
+
+absl::Status ReplyWith(sluice::IncomingCall& call, std::span<const uint8_t> bytes) {
+  absl::StatusOr<std::span<std::byte>> space = call.ReserveReply(std::max<size_t>(bytes.size(), 1));
+  if (!space.ok()) {
+    (void)call.Fail(space.status());
+    return space.status();  // Failed: whatever the reply word said, it carries nothing.
+  }
+  if (!bytes.empty()) std::memcpy(space->data(), bytes.data(), bytes.size());
+  return call.Reply(space->first(bytes.size()));
+}
+
+// A Settle or Release the runtime sent as a holder, counted: `settles` by
+// ticket, `kept` and `released` by handle; a Settle may keep only handles
+// `lent` lists under its ticket (else `unlent`). False for any other call.
+bool CountSettleOrRelease(const sluice::IncomingCall& call, const std::vector<uint32_t>& words,
+                          absl::flat_hash_map<uint32_t, absl::flat_hash_set<uint32_t>>& lent,
+                          absl::flat_hash_map<uint32_t, int>& settles,
+                          absl::flat_hash_map<uint32_t, int>& kept,
+                          absl::flat_hash_map<uint32_t, int>& released, const char* unlent) {
+  const uint64_t method = call.header().method;
+  if (method == wire::kSettleMethod && call.oneway() && !words.empty()) {
+    ++settles[words[0]];
+    for (size_t i = 1; i < words.size(); ++i) {
+      if (!lent[words[0]].contains(words[i])) Wrong(unlent);
+      ++kept[words[i]];
+    }
+    return true;
+  }
+  if (method == wire::kReleaseMethod && call.oneway()) {
+    for (uint32_t handle : words) ++released[handle];
+    return true;
+  }
+  return false;
+}
+
+// Serves `server` with `answer` until `stop`.
+template <typename Answer>
+void ServeUntil(sluice::ServerChannel& server, const std::atomic<bool>& stop, Answer&& answer) {
+  while (!stop.load()) {
+    auto call = server.Receive(absl::Now() + absl::Milliseconds(20));
+    if (call.ok()) answer(*call);
+  }
+}
+
+// Answers what `server` holds now: a barrier's reply waits for what the
+// runtime sent before it.
+template <typename Answer>
+void AnswerQueued(sluice::ServerChannel& server, Answer&& answer) {
+  for (;;) {
+    auto before = server.Receive(absl::Now());
+    if (!before.ok()) return;
+    answer(*before);
+  }
+}
+
 // The fuzzer is the service and the runtime its caller: a PainterProxy that
 // keeps its channel (so replies may lend it objects by handle) and lends
 // kLent Painters on the connection (so replies may pass them back). Each step
@@ -1211,50 +1282,28 @@ class ReplyScript {
   // Releases, answers Download with the plan and Total once everything the
   // caller sent before it was served.
   void Serve() {
-    while (!stop_.load()) {
-      auto call = server_->Receive(absl::Now() + absl::Milliseconds(20));
-      if (call.ok()) Answer(*call);
-    }
+    ServeUntil(*server_, stop_, [this](sluice::IncomingCall& call) { Answer(call); });
   }
 
   void Answer(sluice::IncomingCall& call) {
     const sluice::CallHeader header = call.header();
     const std::span<const std::byte> request = call.request();
-    std::vector<uint32_t> words(request.size() / sizeof(uint32_t));
-    if (!words.empty()) std::memcpy(words.data(), request.data(), words.size() * sizeof(uint32_t));
+    const std::vector<uint32_t> words = RequestWords(call);
     if (header.interface_id == wire::kControlInterfaceId) {
       if (header.method == wire::kOpenReverseMethod) {
-        std::vector<sluice::UniqueFd> fds = call.TakeFds();
-        if (fds.size() != 2) std::abort();
-        auto holder =
-            rpc::RemoteObject::Adopt(rpc::ObjectFds{std::move(fds[0]), std::move(fds[1])});
-        if (!holder.ok()) std::abort();
-        holder_ = *std::move(holder);
+        holder_ = AdoptReverseEnds(call);
         (void)call.Reply({});
         return;
       }
-      if (header.method == wire::kSettleMethod && call.oneway() && !words.empty()) {
-        ++settles_[words[0]];
-        for (size_t i = 1; i < words.size(); ++i) {
-          if (!lends_[words[0]].contains(words[i])) {
-            Wrong("a Settle keeps a handle its ticket's replies never lent");
-          }
-          ++kept_[words[i]];
-        }
-      } else if (header.method == wire::kReleaseMethod && call.oneway()) {
-        for (uint32_t handle : words) ++released_[handle];
-      } else {
+      if (!CountSettleOrRelease(call, words, lends_, settles_, kept_, released_,
+                                "a Settle keeps a handle its ticket's replies never lent")) {
         Wrong("the caller sent a control call it has no reason to send");
       }
       (void)call.Reply({});
       return;
     }
     if (rpc::MethodIdOf(header.method) == rpc::MethodIdOf(sink::PainterInterface::kTotal)) {
-      for (;;) {
-        auto before = server_->Receive(absl::Now());
-        if (!before.ok()) break;
-        Answer(*before);
-      }
+      AnswerQueued(*server_, [this](sluice::IncomingCall& queued) { Answer(queued); });
       flatbuffers::FlatBufferBuilder fbb;
       fbb.Finish(sink::CreateCounter(fbb, 0));
       (void)ReplyWith(call, std::span(fbb.GetBufferPointer(), fbb.GetSize()));
@@ -1300,17 +1349,6 @@ class ReplyScript {
     for (uint64_t field : plan.fields) {
       if (wire::IsHandleField(field)) lends_[ticket].insert(wire::HandleOfField(field));
     }
-  }
-
-  static absl::Status ReplyWith(sluice::IncomingCall& call, std::span<const uint8_t> bytes) {
-    absl::StatusOr<std::span<std::byte>> space =
-        call.ReserveReply(std::max<size_t>(bytes.size(), 1));
-    if (!space.ok()) {
-      (void)call.Fail(space.status());
-      return space.status();  // Failed: whatever the reply word said, it carries nothing.
-    }
-    if (!bytes.empty()) std::memcpy(space->data(), bytes.data(), bytes.size());
-    return call.Reply(space->first(bytes.size()));
   }
 
   // Once everything was dropped and served: every reply's ticket settled
@@ -1688,17 +1726,12 @@ class PassScript {
   // said, calls on the objects taken, and Total once everything before it
   // was served; counts Settles and Releases.
   void Serve() {
-    while (!stop_.load()) {
-      auto call = server_->Receive(absl::Now() + absl::Milliseconds(20));
-      if (call.ok()) Answer(*call);
-    }
+    ServeUntil(*server_, stop_, [this](sluice::IncomingCall& call) { Answer(call); });
   }
 
   void Answer(sluice::IncomingCall& call) {
     const sluice::CallHeader header = call.header();
-    const std::span<const std::byte> request = call.request();
-    std::vector<uint32_t> words(request.size() / sizeof(uint32_t));
-    if (!words.empty()) std::memcpy(words.data(), request.data(), words.size() * sizeof(uint32_t));
+    const std::vector<uint32_t> words = RequestWords(call);
     if (header.interface_id == wire::kControlInterfaceId) {
       Control(call, header, words);
       return;
@@ -1715,35 +1748,21 @@ class PassScript {
         return;
       }
     } else if (rpc::MethodIdOf(header.method) == rpc::MethodIdOf(sink::PainterInterface::kTotal)) {
-      for (;;) {
-        auto before = server_->Receive(absl::Now());
-        if (!before.ok()) break;
-        Answer(*before);
-      }
+      AnswerQueued(*server_, [this](sluice::IncomingCall& queued) { Answer(queued); });
     } else {
       (void)call.Fail(absl::UnimplementedError("not served by this fuzzer"));
       return;
     }
     flatbuffers::FlatBufferBuilder fbb;
     fbb.Finish(sink::CreateCounter(fbb, 0));
-    auto space = call.ReserveReply(fbb.GetSize());
-    if (!space.ok()) {
-      (void)call.Fail(space.status());
-      return;
-    }
-    std::memcpy(space->data(), fbb.GetBufferPointer(), fbb.GetSize());
-    (void)call.Reply(space->first(fbb.GetSize()));
+    (void)ReplyWith(call, std::span(fbb.GetBufferPointer(), fbb.GetSize()));
   }
 
   void Control(sluice::IncomingCall& call, const sluice::CallHeader& header,
                const std::vector<uint32_t>& words) {
     std::lock_guard lock(mu_);
     if (header.method == wire::kOpenReverseMethod && holder_end_ == nullptr) {
-      std::vector<sluice::UniqueFd> fds = call.TakeFds();
-      if (fds.size() != 2) std::abort();
-      auto holder = rpc::RemoteObject::Adopt(rpc::ObjectFds{std::move(fds[0]), std::move(fds[1])});
-      if (!holder.ok()) std::abort();
-      holder_end_ = *std::move(holder);
+      holder_end_ = AdoptReverseEnds(call);
       (void)call.Reply({});
       return;
     }
@@ -1760,17 +1779,9 @@ class PassScript {
       if (call.Reply({}).ok()) ++held_[handle];
       return;
     }
-    if (header.method == wire::kSettleMethod && call.oneway() && !words.empty()) {
-      ++settles_[words[0]];
-      for (size_t i = 1; i < words.size(); ++i) {
-        if (!passes_[words[0]].contains(words[i])) {
-          Wrong("a Settle keeps a handle no call under its ticket passed");
-        }
-        ++held_[words[i]];
-      }
-    } else if (header.method == wire::kReleaseMethod && call.oneway()) {
-      for (uint32_t handle : words) ++released_[handle];
-    } else {
+    // A Settle's kept handles are holds like an Acquire's.
+    if (!CountSettleOrRelease(call, words, passes_, settles_, held_, released_,
+                              "a Settle keeps a handle no call under its ticket passed")) {
       Wrong("the lender sent a control call it has no reason to send");
     }
     (void)call.Reply({});

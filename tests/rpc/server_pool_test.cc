@@ -45,6 +45,16 @@ bool SleepsInTheKernel(pid_t tid) {
   return name_end != std::string::npos && name_end + 2 < line.size() && line[name_end + 2] == 'S';
 }
 
+// Whether `pool` comes to hold `count` channels within `within`.
+bool WaitForChannelCount(rpc::ServerPool& pool, size_t count,
+                         absl::Duration within = absl::Seconds(10)) {
+  const absl::Time give_up = absl::Now() + within;
+  while (pool.channel_count() != count && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return pool.channel_count() == count;
+}
+
 TEST(ServerPool, ServesManyChannelsWithFewThreads) {
   ASSERT_OK_AND_ASSIGN(auto watcher, PeerWatcher::Create());
   const int threads_before = CountThreads();
@@ -220,9 +230,7 @@ TEST(ServerPool, ChannelIsDroppedWhenItsClientGoes) {
   sink::PainterProxy proxy(*pair.client);
   ASSERT_OK(proxy.Total());
   pair.client.reset();
-  const absl::Time give_up = absl::Now() + absl::Seconds(5);
-  while (pool.channel_count() != 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
-  EXPECT_EQ(pool.channel_count(), 0u);
+  EXPECT_TRUE(WaitForChannelCount(pool, 0, absl::Seconds(5)));
 }
 
 TEST(ServerPool, ShutdownEndsEveryChannel) {
@@ -361,6 +369,20 @@ TEST(ServerPool, AServiceWhoseIdLooksLikeAnObjectWordIsStillItself) {
   EXPECT_OK(pair.client->Call(std::move(call), {}, absl::Now() + absl::Seconds(10)).status());
 }
 
+// A Note whose bytes are no Counter: the stub answers DATA_LOSS, and the
+// pool closes the channel.
+absl::Status SendMalformedNote(ClientChannel& client) {
+  const std::byte garbage[8] = {std::byte{0xff}, std::byte{0xff}, std::byte{0xff}, std::byte{0xff}};
+  absl::StatusOr<OutgoingCall> call =
+      client.BeginCall(sizeof(garbage), absl::Now() + absl::Seconds(10));
+  if (!call.ok()) return call.status();
+  std::memcpy(call->buffer().data(), garbage, sizeof(garbage));
+  call->header() =
+      CallHeader{sink::PainterInterface::kInterfaceId, sink::PainterInterface::kNote, 0};
+  const std::span<const std::byte> message = call->buffer().first(sizeof(garbage));
+  return client.Send(*std::move(call), message);
+}
+
 // A Painter whose Note calls Total on another channel, `out`, from the pool
 // thread that serves it: that thread has then been blocked in a call.
 class CallsOut final : public PainterService {
@@ -408,21 +430,12 @@ TEST(ServerPool, AChannelItClosesEndsForItsClientAtOnce) {
   ASSERT_OK(service->total());
   service.reset();
 
-  // A Note whose bytes are no Counter: DATA_LOSS, and the pool closes the channel.
-  const std::byte garbage[8] = {std::byte{0xff}, std::byte{0xff}, std::byte{0xff}, std::byte{0xff}};
-  ASSERT_OK_AND_ASSIGN(OutgoingCall call,
-                       pair.client->BeginCall(sizeof(garbage), absl::Now() + absl::Seconds(10)));
-  std::memcpy(call.buffer().data(), garbage, sizeof(garbage));
-  call.header() =
-      CallHeader{sink::PainterInterface::kInterfaceId, sink::PainterInterface::kNote, 0};
-  const std::span<const std::byte> message = call.buffer().first(sizeof(garbage));
-  ASSERT_OK(pair.client->Send(std::move(call), message));
-  const absl::Time give_up = absl::Now() + absl::Seconds(10);
-  while (pool.channel_count() != 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
-  ASSERT_EQ(pool.channel_count(), 0u);
+  ASSERT_OK(SendMalformedNote(*pair.client));
+  ASSERT_TRUE(WaitForChannelCount(pool, 0));
 
   const absl::Status total = proxy.Total({.deadline = absl::Now() + absl::Seconds(10)}).status();
   EXPECT_TRUE(IsPeerDead(total)) << total;
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
   while (!alive.expired() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
   EXPECT_TRUE(alive.expired()) << "the pool still holds the channel it dropped";
 }
@@ -460,17 +473,8 @@ TEST(ServerPool, AChannelItClosesEndsForItsClientWhileAnotherHandlerRuns) {
   ASSERT_OK(sink::PainterProxy(*gated.client).Note(1));
   ASSERT_TRUE(gate->at_gate.WaitForNotificationWithTimeout(absl::Seconds(10)));
 
-  const std::byte garbage[8] = {std::byte{0xff}, std::byte{0xff}, std::byte{0xff}, std::byte{0xff}};
-  ASSERT_OK_AND_ASSIGN(OutgoingCall call,
-                       doomed.client->BeginCall(sizeof(garbage), absl::Now() + absl::Seconds(10)));
-  std::memcpy(call.buffer().data(), garbage, sizeof(garbage));
-  call.header() =
-      CallHeader{sink::PainterInterface::kInterfaceId, sink::PainterInterface::kNote, 0};
-  const std::span<const std::byte> message = call.buffer().first(sizeof(garbage));
-  ASSERT_OK(doomed.client->Send(std::move(call), message));
-  const absl::Time give_up = absl::Now() + absl::Seconds(10);
-  while (pool.channel_count() != 1 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
-  ASSERT_EQ(pool.channel_count(), 1u);
+  ASSERT_OK(SendMalformedNote(*doomed.client));
+  ASSERT_TRUE(WaitForChannelCount(pool, 1));
 
   const absl::Status total = sink::PainterProxy(*doomed.client)
                                  .Total({.deadline = absl::Now() + absl::Seconds(10)})
